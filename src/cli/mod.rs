@@ -1,0 +1,6 @@
+//! Subcommands of the `isoflop` binary, one module each.
+
+pub mod data;
+pub mod fit;
+pub mod info;
+pub mod train;

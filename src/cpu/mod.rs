@@ -1,0 +1,1 @@
+//! The CPU reference backend (f32): forward and backward of every op of the model contract.

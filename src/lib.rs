@@ -1,0 +1,13 @@
+//! isoflop: a trainer for NanoDO-style decoder-only language models, built for scaling-law research.
+//!
+//! Layout: [`model`] is the math contract and accounting; [`cpu`] the f32 reference backend (the oracle);
+//! `cuda` the GPU backend; [`data`] token sources; [`train`] the training loop; [`fit`] scaling-law fits.
+#![allow(non_snake_case)] // tensor names carry their shapes, NanoDO style: x_BTxD, att_BxHxTxT
+#![warn(missing_docs)]
+
+pub mod backend;
+pub mod cpu;
+pub mod data;
+pub mod fit;
+pub mod model;
+pub mod train;

@@ -1,0 +1,40 @@
+//! The `isoflop` command line.
+#![allow(non_snake_case)]
+
+mod cli;
+
+use clap::{Parser, Subcommand};
+
+/// isoflop: train NanoDO-style language models, run scaling sweeps and fit scaling laws.
+#[derive(Parser, Debug)]
+#[command(name = "isoflop", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Train one model (defaults: the bundled sample, on the GPU if there is one, else the CPU).
+    Train(cli::train::TrainArgs),
+    /// Parameter counts, FLOPs per token under each convention, and token budgets of a model.
+    Info(cli::info::InfoArgs),
+    /// Tokenize C4 files into shards; inspect and verify shards.
+    Data(cli::data::DataArgs),
+    /// Fit scaling laws to sweep exports or CSVs.
+    Fit(cli::fit::FitArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train(a) => cli::train::run(a),
+        Command::Info(a) => cli::info::run(a),
+        Command::Data(a) => cli::data::run(a),
+        Command::Fit(a) => cli::fit::run(a),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
