@@ -23,6 +23,8 @@ enum Command {
     Data(cli::data::DataArgs),
     /// Fit scaling laws to sweep exports or CSVs.
     Fit(cli::fit::FitArgs),
+    /// Write the per-step records of runs as one tidy CSV.
+    Export(cli::export::ExportArgs),
 }
 
 fn main() {
@@ -32,6 +34,7 @@ fn main() {
         Command::Info(a) => cli::info::run(a),
         Command::Data(a) => cli::data::run(a),
         Command::Fit(a) => cli::fit::run(a),
+        Command::Export(a) => cli::export::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -1,1 +1,17 @@
-//! The training loop.
+//! The training loop: configuration, schedule, the step driver, and a run's outputs (metrics,
+//! manifest, checkpoints) with resume.
+
+pub mod checkpoint;
+pub mod config;
+pub mod export;
+pub mod manifest;
+pub mod metrics;
+pub mod progress;
+pub mod run;
+pub mod schedule;
+pub mod trainer;
+
+pub use config::{DataSpec, TrainConfig};
+pub use run::{RunError, RunOptions, RunSummary};
+pub use schedule::Schedule;
+pub use trainer::{EvalOutcome, StepOutcome, TrainError, Trainer};

@@ -1,0 +1,153 @@
+//! Choosing where to train: a GPU when one is usable, else the CPU, always saying which and why.
+
+use crate::backend::{Backend, BackendError};
+use crate::cpu::CpuBackend;
+use crate::model::ModelConfig;
+use std::str::FromStr;
+
+/// `--device`: `auto`, `cpu` or `cuda:N`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DeviceChoice {
+    /// The first GPU if one is usable, else the CPU.
+    #[default]
+    Auto,
+    /// The CPU reference backend.
+    Cpu,
+    /// GPU number N.
+    Cuda(usize),
+}
+
+impl FromStr for DeviceChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(DeviceChoice::Auto),
+            "cpu" => Ok(DeviceChoice::Cpu),
+            "cuda" => Ok(DeviceChoice::Cuda(0)),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(DeviceChoice::Cuda)
+                .ok_or_else(|| format!("--device must be auto, cpu or cuda:N, got {s:?}")),
+        }
+    }
+}
+
+/// A GPU seen by the CUDA driver.
+#[derive(Clone, Debug)]
+pub struct GpuInfo {
+    /// Ordinal.
+    pub index: usize,
+    /// Marketing name, e.g. `NVIDIA H100 80GB HBM3`.
+    pub name: String,
+}
+
+/// The GPUs the driver reports, or why there are none. Never panics when libcuda is missing.
+pub fn probe_gpus() -> Result<Vec<GpuInfo>, String> {
+    use cudarc::driver::result;
+    // SAFETY: only checks whether the shared library can be opened.
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        return Err("no CUDA driver (libcuda) found".into());
+    }
+    result::init().map_err(|e| format!("the CUDA driver failed to initialise: {e}"))?;
+    let n = result::device::get_count().map_err(|e| format!("cannot count GPUs: {e}"))?;
+    if n <= 0 {
+        return Err("the CUDA driver reports no GPU".into());
+    }
+    (0..n)
+        .map(|i| {
+            let dev = result::device::get(i).map_err(|e| format!("GPU {i}: {e}"))?;
+            let name = result::device::get_name(dev).unwrap_or_else(|_| "unknown GPU".into());
+            Ok(GpuInfo {
+                index: i as usize,
+                name,
+            })
+        })
+        .collect()
+}
+
+/// A backend opened for a run, with the line that tells the user which device it is and why.
+pub struct Opened {
+    /// The backend.
+    pub backend: Box<dyn Backend>,
+    /// E.g. `device: cpu (2 threads) — no CUDA driver (libcuda) found`.
+    pub note: String,
+}
+
+/// Why no backend could be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    /// `--device cuda:N` asked for a GPU that is not there.
+    #[error("--device cuda:{index}: {why}")]
+    NoSuchGpu {
+        /// Requested ordinal.
+        index: usize,
+        /// Why it is unavailable.
+        why: String,
+    },
+    /// The backend failed to start.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+/// Open the backend for `choice` with initial parameters `params`.
+pub fn open_backend(
+    choice: DeviceChoice,
+    cfg: &ModelConfig,
+    params: Vec<f32>,
+) -> Result<Opened, DeviceError> {
+    let cpu = |params: Vec<f32>, why: String| -> Result<Opened, DeviceError> {
+        let backend = CpuBackend::new(*cfg, params)?;
+        let note = format!("device: {}{why}", backend.device_name());
+        Ok(Opened {
+            backend: Box::new(backend),
+            note,
+        })
+    };
+    match choice {
+        DeviceChoice::Cpu => cpu(params, String::new()),
+        DeviceChoice::Auto => match probe_gpus() {
+            Err(why) => cpu(params, format!(" — {why}")),
+            Ok(gpus) => cpu(
+                params,
+                format!(
+                    " — found {}, but this build's CUDA backend cannot train yet (see README)",
+                    gpus[0].name
+                ),
+            ),
+        },
+        DeviceChoice::Cuda(index) => {
+            let why = match probe_gpus() {
+                Err(why) => why,
+                Ok(gpus) if index >= gpus.len() => format!("only {} GPU(s) present", gpus.len()),
+                Ok(_) => "this build's CUDA backend cannot train yet (see README)".into(),
+            };
+            Err(DeviceError::NoSuchGpu { index, why })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_device() {
+        assert_eq!("auto".parse::<DeviceChoice>(), Ok(DeviceChoice::Auto));
+        assert_eq!("cpu".parse::<DeviceChoice>(), Ok(DeviceChoice::Cpu));
+        assert_eq!("cuda:3".parse::<DeviceChoice>(), Ok(DeviceChoice::Cuda(3)));
+        assert!("gpu"
+            .parse::<DeviceChoice>()
+            .unwrap_err()
+            .contains("--device"));
+    }
+
+    #[test]
+    fn probing_never_panics() {
+        // On a machine without a GPU this is an Err with a reason; with one, a list.
+        match probe_gpus() {
+            Ok(g) => assert!(!g.is_empty()),
+            Err(why) => assert!(!why.is_empty()),
+        }
+    }
+}

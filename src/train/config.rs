@@ -1,0 +1,248 @@
+//! The resolved configuration of one training run: model, batch, optimizer, schedule, data, outputs.
+//!
+//! Read from a TOML or JSON file (`--config`), then overridden by command-line flags; the resolved
+//! config is saved in the run directory so a run can be reproduced and resumed.
+
+use crate::backend::DecayMode;
+use crate::model::{accounting, ModelConfig};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Where the training tokens come from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum DataSpec {
+    /// The public-domain sample bundled in `data/`, tokenized on first use.
+    Bundled,
+    /// Shards written by `isoflop data tokenize` in this directory.
+    Shards {
+        /// Directory of `.shard` files.
+        dir: PathBuf,
+        /// Directory of held-out shards; without it, a declared split of `dir` is held out.
+        eval_dir: Option<PathBuf>,
+    },
+    /// A seeded synthetic Markov token stream (tests, throughput runs).
+    Synthetic,
+}
+
+/// Every setting of a training run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Model shape.
+    pub model: ModelConfig,
+    /// Global batch in sequences per optimizer step.
+    pub batch_size: usize,
+    /// Sequences per forward/backward pass; `batch_size` must be a multiple of it.
+    pub micro_batch: usize,
+    /// Number of optimizer steps.
+    pub steps: u64,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Linear warmup steps.
+    pub warmup_steps: u64,
+    /// Final learning rate as a fraction of the peak (cosine decay).
+    pub final_lr_frac: f64,
+    /// AdamW β1.
+    pub beta1: f32,
+    /// AdamW β2.
+    pub beta2: f32,
+    /// AdamW ε.
+    pub eps: f32,
+    /// Weight decay λ (matrices and embedding).
+    pub weight_decay: f32,
+    /// Coupled (×lr) or independent decay.
+    pub decay_mode: DecayMode,
+    /// Global gradient-norm clipping threshold (None = off).
+    pub clip: Option<f64>,
+    /// Seed of initialisation and data order.
+    pub seed: u64,
+    /// Training data.
+    pub data: DataSpec,
+    /// Evaluate every this many steps (0 = only at the end).
+    pub eval_every: u64,
+    /// Sequences of held-out data per evaluation.
+    pub eval_sequences: usize,
+    /// Plain log line every this many steps when not on a terminal.
+    pub log_every: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        let model = crate::model::config::preset("tiny").expect("tiny preset exists");
+        TrainConfig {
+            model,
+            batch_size: 8,
+            micro_batch: 8,
+            steps: 300,
+            lr: 3e-3,
+            warmup_steps: 30,
+            final_lr_frac: 0.1,
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-20,
+            weight_decay: 0.1,
+            decay_mode: DecayMode::Coupled,
+            clip: None,
+            seed: 0,
+            data: DataSpec::Bundled,
+            eval_every: 100,
+            eval_sequences: 64,
+            log_every: 10,
+        }
+    }
+}
+
+/// A configuration that cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainConfigError {
+    /// Model shape error.
+    #[error(transparent)]
+    Model(#[from] crate::model::config::ConfigError),
+    /// Batch sizes.
+    #[error("--batch-size ({batch}) must be a positive multiple of --micro-batch ({micro})")]
+    Batch {
+        /// Global batch.
+        batch: usize,
+        /// Micro-batch.
+        micro: usize,
+    },
+    /// A setting out of range.
+    #[error("{0}")]
+    Range(String),
+    /// The config file cannot be read or parsed.
+    #[error("config file {path}: {msg}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        msg: String,
+    },
+}
+
+impl TrainConfig {
+    /// Check every setting.
+    pub fn validate(&self) -> Result<(), TrainConfigError> {
+        self.model.validate()?;
+        if self.micro_batch == 0 || self.batch_size == 0 || self.batch_size % self.micro_batch != 0
+        {
+            return Err(TrainConfigError::Batch {
+                batch: self.batch_size,
+                micro: self.micro_batch,
+            });
+        }
+        if self.steps == 0 {
+            return Err(TrainConfigError::Range("--steps must be at least 1".into()));
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(TrainConfigError::Range(format!(
+                "--lr must be positive, got {}",
+                self.lr
+            )));
+        }
+        if !(0.0..=1.0).contains(&self.final_lr_frac) {
+            return Err(TrainConfigError::Range(format!(
+                "--final-lr-frac must be in [0, 1], got {}",
+                self.final_lr_frac
+            )));
+        }
+        if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.beta2) {
+            return Err(TrainConfigError::Range(
+                "AdamW betas must be in [0, 1)".into(),
+            ));
+        }
+        if let Some(c) = self.clip {
+            if !(c.is_finite() && c > 0.0) {
+                return Err(TrainConfigError::Range(format!(
+                    "--clip must be positive, got {c}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Tokens consumed per optimizer step (all input positions of the global batch).
+    pub fn tokens_per_step(&self) -> u64 {
+        (self.batch_size * self.model.seq_len) as u64
+    }
+
+    /// Steps needed to see `tokens` training tokens (rounded up).
+    pub fn steps_for_tokens(&self, tokens: f64) -> u64 {
+        ((tokens / self.tokens_per_step() as f64).ceil() as u64).max(1)
+    }
+
+    /// Steps for `m` tokens per parameter (20 = Chinchilla-optimal).
+    pub fn steps_for_multiplier(&self, m: f64) -> u64 {
+        self.steps_for_tokens(accounting::token_budget(&self.model, m))
+    }
+
+    /// Read a TOML (`.toml`) or JSON file; missing fields take their defaults.
+    pub fn from_file(path: &Path) -> Result<Self, TrainConfigError> {
+        let err = |msg: String| TrainConfigError::File {
+            path: path.to_path_buf(),
+            msg,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        if path.extension().and_then(|e| e.to_str()) == Some("json") {
+            serde_json::from_str(&text).map_err(|e| err(e.to_string()))
+        } else {
+            toml::from_str(&text).map_err(|e| err(e.to_string()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid_and_round_trips() {
+        let c = TrainConfig::default();
+        c.validate().unwrap();
+        let s = toml::to_string(&c).unwrap();
+        let back: TrainConfig = toml::from_str(&s).unwrap();
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn file_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "batch_size = \"many\"\n").unwrap();
+        let e = TrainConfig::from_file(&p).unwrap_err().to_string();
+        assert!(e.contains("c.toml") && e.contains("batch_size"), "{e}");
+        std::fs::write(
+            &p,
+            "steps = 7\n[model]\nd_model = 128\nn_layers = 1\nseq_len = 32\nvocab_size = 100\n",
+        )
+        .unwrap();
+        let c = TrainConfig::from_file(&p).unwrap();
+        assert_eq!((c.steps, c.model.d_model, c.batch_size), (7, 128, 8));
+        std::fs::write(&p, "stepz = 7\n").unwrap();
+        assert!(TrainConfig::from_file(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("stepz"));
+    }
+
+    #[test]
+    fn bad_batches_are_refused() {
+        let c = TrainConfig {
+            batch_size: 6,
+            micro_batch: 4,
+            ..TrainConfig::default()
+        };
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("--micro-batch"));
+    }
+
+    #[test]
+    fn token_budgets_to_steps() {
+        let c = TrainConfig::default();
+        assert_eq!(c.tokens_per_step(), 8 * 128);
+        assert_eq!(c.steps_for_tokens(1025.0), 2);
+    }
+}

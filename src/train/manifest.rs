@@ -1,0 +1,151 @@
+//! `run.json`: the self-describing manifest of a run directory.
+
+use super::config::TrainConfig;
+use crate::model::{FlopsPerToken, ParamCounts};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// State of a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// Training (or killed without a chance to say so).
+    Running,
+    /// Every step done.
+    Finished,
+    /// Stopped by an error; see `reason`.
+    Failed,
+    /// Stopped by SIGINT/SIGTERM after writing a checkpoint; resumable.
+    Interrupted,
+}
+
+/// Versions of the software that produced the run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SoftwareInfo {
+    /// isoflop crate version.
+    pub version: String,
+    /// Git commit of the isoflop checkout, when known.
+    pub git_commit: Option<String>,
+    /// sha256 over the CUDA kernel sources compiled into the binary.
+    pub kernels_sha256: String,
+}
+
+/// The data a run trains and evaluates on.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DataInfo {
+    /// One line: where the training tokens come from.
+    pub train: String,
+    /// One line: the held-out set.
+    pub eval: String,
+    /// Shard files with their payload checksums (empty for synthetic data).
+    pub shards: Vec<ShardRef>,
+}
+
+/// One data shard used by the run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ShardRef {
+    /// Path of the shard.
+    pub path: String,
+    /// Checksum of its payload, as stored in its header.
+    pub checksum: String,
+}
+
+/// Summary figures at the end of a run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FinalFigures {
+    /// Loss of the last training step.
+    pub train_loss: Option<f64>,
+    /// Last evaluation loss.
+    pub eval_loss: Option<f64>,
+    /// Its standard error.
+    pub eval_loss_se: Option<f64>,
+    /// Training tokens seen.
+    pub tokens: u64,
+}
+
+/// `run.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Manifest format version.
+    pub format: u32,
+    /// Current state.
+    pub status: RunStatus,
+    /// Why the run failed or stopped.
+    pub reason: Option<String>,
+    /// The full resolved configuration.
+    pub config: TrainConfig,
+    /// Exact parameter counts.
+    pub params: ParamCounts,
+    /// Training FLOPs per token under each convention.
+    pub flops_per_token: FlopsPerToken,
+    /// Seed (also inside `config`).
+    pub seed: u64,
+    /// Data used.
+    pub data: DataInfo,
+    /// Device description, e.g. `cpu (2 threads)`.
+    pub device: String,
+    /// GPU driver version, when on a GPU.
+    pub driver: Option<String>,
+    /// Peak FLOP/s used for MFU, and where it came from.
+    pub peak_flops: Option<f64>,
+    /// Software versions.
+    pub software: SoftwareInfo,
+    /// Host name.
+    pub host: String,
+    /// RFC 3339 start time of the first session of the run.
+    pub started_at: String,
+    /// RFC 3339 end time (when finished, failed or interrupted).
+    pub ended_at: Option<String>,
+    /// Optimizer steps done so far.
+    pub steps_done: u64,
+    /// Steps at which the run was resumed.
+    pub resumed_at: Vec<u64>,
+    /// End-of-run figures.
+    pub final_figures: FinalFigures,
+    /// Non-fatal problems (e.g. a checkpoint that could not be written).
+    pub warnings: Vec<String>,
+}
+
+impl Manifest {
+    /// Write `dir/run.json` atomically.
+    pub fn save(&self, dir: &Path) -> std::io::Result<()> {
+        let tmp = dir.join("run.json.tmp");
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?,
+        )?;
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(tmp, dir.join("run.json"))
+    }
+
+    /// Read `dir/run.json`.
+    pub fn load(dir: &Path) -> Result<Self, String> {
+        let p = dir.join("run.json");
+        let text = std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))
+    }
+}
+
+/// Current time, RFC 3339.
+pub fn now() -> String {
+    chrono::Local::now().to_rfc3339()
+}
+
+/// Host name, best effort.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Git commit of the source checkout this binary was built from, when it is still there.
+pub fn git_commit() -> Option<String> {
+    let out = std::process::Command::new("git")
+        .args(["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "HEAD"])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
