@@ -230,14 +230,11 @@ fn nan_loss_stops_the_run_and_marks_it_failed() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("nan");
     let mut args = small_args(&dir, 20);
-    args.extend([
-        "--lr".into(),
-        "1e30".into(),
-        "--warmup-steps".into(),
-        "0".into(),
-        "--checkpoint-every".into(),
-        "1".into(),
-    ]);
+    for (flag, value) in [("--lr", "1e30"), ("--warmup-steps", "0")] {
+        let i = args.iter().position(|a| a == flag).unwrap();
+        args[i + 1] = value.into();
+    }
+    args.extend(["--checkpoint-every".into(), "1".into()]);
     let out = Command::new(BIN).args(&args).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
