@@ -99,6 +99,9 @@ fn peak_flops_for(device: &str, given: Option<f64>) -> Option<f64> {
     if given.is_some() {
         return given;
     }
+    if device.starts_with("cpu") {
+        return Some(device::measure_cpu_peak_flops());
+    }
     // Dense bf16 datasheet peaks.
     const TABLE: &[(&str, f64)] = &[
         ("H200", 989e12),
