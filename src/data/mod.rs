@@ -5,14 +5,21 @@
 //! from memory-mapped shards, [`sample`] tokenizes the bundled sample on first use.
 
 pub mod error;
+pub mod input;
+pub mod loader;
 mod normalizer;
 mod piece_trie;
 mod protobuf;
+pub mod sample;
+pub mod shard;
 pub mod source;
 pub mod synthetic;
+pub mod tokenize;
 pub mod tokenizer;
 
 pub use error::DataError;
+pub use loader::{ShardLoader, Split};
+pub use sample::bundled_sample_shards;
 pub use source::{SourceError, TokenSource};
 pub use synthetic::SyntheticSource;
 pub use tokenizer::Tokenizer;
