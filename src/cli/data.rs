@@ -138,7 +138,11 @@ pub fn run(args: DataArgs) -> anyhow::Result<()> {
         }
         DataCommand::Verify { dir } => {
             let paths = list_shards(&dir)?;
-            anyhow::ensure!(!paths.is_empty(), "{}: no token shards (*.tok)", dir.display());
+            anyhow::ensure!(
+                !paths.is_empty(),
+                "{}: no token shards (*.tok)",
+                dir.display()
+            );
             let results: Vec<_> = paths
                 .par_iter()
                 .map(|p| Shard::open(p).and_then(|s| s.verify().map(|()| s.header.clone())))
@@ -150,7 +154,12 @@ pub fn run(args: DataArgs) -> anyhow::Result<()> {
                     Ok(h) => {
                         tokens += h.token_count;
                         docs += h.doc_count;
-                        println!("ok   {} ({} tokens, {} documents)", p.display(), h.token_count, h.doc_count);
+                        println!(
+                            "ok   {} ({} tokens, {} documents)",
+                            p.display(),
+                            h.token_count,
+                            h.doc_count
+                        );
                     }
                     Err(e) => {
                         bad += 1;
@@ -158,8 +167,15 @@ pub fn run(args: DataArgs) -> anyhow::Result<()> {
                     }
                 }
             }
-            anyhow::ensure!(bad == 0, "{bad} of {} shards failed verification", paths.len());
-            println!("{} shards verified: {docs} documents, {tokens} tokens", paths.len());
+            anyhow::ensure!(
+                bad == 0,
+                "{bad} of {} shards failed verification",
+                paths.len()
+            );
+            println!(
+                "{} shards verified: {docs} documents, {tokens} tokens",
+                paths.len()
+            );
             Ok(())
         }
         DataCommand::Sample => {

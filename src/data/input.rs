@@ -57,7 +57,11 @@ impl InputFile {
             ));
         };
         if stem.is_empty() {
-            return Err(DataError::input(path, 0, "input file name has an empty stem"));
+            return Err(DataError::input(
+                path,
+                0,
+                "input file name has an empty stem",
+            ));
         }
         Ok(InputFile {
             path: path.to_path_buf(),
@@ -115,7 +119,10 @@ impl DocumentReader {
             count: compressed_read,
         };
         let reader: Box<dyn BufRead + Send> = if file.gzip {
-            Box::new(BufReader::with_capacity(1 << 20, MultiGzDecoder::new(counted)))
+            Box::new(BufReader::with_capacity(
+                1 << 20,
+                MultiGzDecoder::new(counted),
+            ))
         } else {
             Box::new(BufReader::with_capacity(1 << 20, counted))
         };

@@ -88,7 +88,9 @@ impl Stream {
     fn copy_window(&self, w: u64, out: &mut Vec<u16>) -> Result<(), DataError> {
         let mut g = (self.window_base + w) * self.window_len as u64;
         let mut left = self.window_len as u64;
-        let mut s = self.segments.partition_point(|seg| seg.stream_start + seg.len <= g);
+        let mut s = self
+            .segments
+            .partition_point(|seg| seg.stream_start + seg.len <= g);
         while left > 0 {
             let seg = &self.segments[s];
             let shard = &self.shards[seg.shard];
@@ -108,11 +110,15 @@ impl Stream {
 /// A bijection of `0..n` keyed by `(seed, epoch)`: a 4-round Feistel network on the smallest even
 /// number of bits covering `n`, with cycle walking.
 fn permute(x: u64, n: u64, seed: u64, epoch: u64) -> u64 {
-    let bits = (64 - n.saturating_sub(1).leading_zeros()).max(2).div_ceil(2) * 2;
+    let bits = (64 - n.saturating_sub(1).leading_zeros())
+        .max(2)
+        .div_ceil(2)
+        * 2;
     let half = bits / 2;
     let mask = (1u64 << half) - 1;
-    let keys: [u64; 4] =
-        std::array::from_fn(|r| mix(seed ^ mix(epoch.wrapping_add(0x9E37_79B9_7F4A_7C15)) ^ (r as u64 + 1)));
+    let keys: [u64; 4] = std::array::from_fn(|r| {
+        mix(seed ^ mix(epoch.wrapping_add(0x9E37_79B9_7F4A_7C15)) ^ (r as u64 + 1))
+    });
     let mut y = x;
     loop {
         let (mut l, mut r) = (y >> half, y & mask);
@@ -212,7 +218,14 @@ impl ShardLoader {
         split: Split,
         vocab_size: usize,
     ) -> Result<ShardLoader, DataError> {
-        Self::open_with_tokenizer(dir, seq_len, seed, split, vocab_size, bundled_tokenizer_sha256())
+        Self::open_with_tokenizer(
+            dir,
+            seq_len,
+            seed,
+            split,
+            vocab_size,
+            bundled_tokenizer_sha256(),
+        )
     }
 
     /// As [`ShardLoader::open`], for shards made with the tokenizer whose model file hashes to
@@ -226,7 +239,9 @@ impl ShardLoader {
         tokenizer_sha256: [u8; 32],
     ) -> Result<ShardLoader, DataError> {
         if seq_len == 0 {
-            return Err(DataError::Invalid("sequence length must be at least 1".into()));
+            return Err(DataError::Invalid(
+                "sequence length must be at least 1".into(),
+            ));
         }
         if vocab_size == 0 || vocab_size > 65536 {
             return Err(DataError::Invalid(format!(
@@ -235,7 +250,10 @@ impl ShardLoader {
         }
         let paths = list_shards(dir)?;
         if paths.is_empty() {
-            return Err(DataError::shard(dir, "no token shards (*.tok) in this directory"));
+            return Err(DataError::shard(
+                dir,
+                "no token shards (*.tok) in this directory",
+            ));
         }
         let shards = paths
             .iter()
@@ -265,11 +283,16 @@ impl ShardLoader {
         }
         let total_bytes: u64 = shards.iter().map(|s| s.header.file_size()).sum();
         if total_bytes <= VERIFY_AT_OPEN_MAX_BYTES {
-            shards.par_iter().map(Shard::verify).collect::<Result<Vec<_>, _>>()?;
+            shards
+                .par_iter()
+                .map(Shard::verify)
+                .collect::<Result<Vec<_>, _>>()?;
         }
         let is_validation = |s: &Shard| {
             s.header.source.contains("validation")
-                || s.path().file_name().is_some_and(|n| n.to_string_lossy().contains("validation"))
+                || s.path()
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().contains("validation"))
         };
         let by_file = shards.iter().any(is_validation);
         let window_len = seq_len + 1;
@@ -383,9 +406,9 @@ impl ShardLoader {
     fn next_window_into(&mut self, out: &mut Vec<u16>) -> Result<(), SourceError> {
         let wl = self.stream.window_len;
         if self.chunk_used * wl >= self.chunk.len() {
-            let pf = self
-                .prefetch
-                .get_or_insert_with(|| Prefetcher::start(self.stream.clone(), self.epoch, self.pos));
+            let pf = self.prefetch.get_or_insert_with(|| {
+                Prefetcher::start(self.stream.clone(), self.epoch, self.pos)
+            });
             let msg = pf
                 .rx
                 .as_ref()
@@ -508,6 +531,12 @@ mod tests {
         let b: Vec<u64> = (0..1000).map(|x| permute(x, 1000, 1, 1)).collect();
         let c: Vec<u64> = (0..1000).map(|x| permute(x, 1000, 2, 0)).collect();
         assert!(a != b && a != c);
-        assert!(a.iter().enumerate().filter(|(i, &v)| *i as u64 == v).count() < 20);
+        assert!(
+            a.iter()
+                .enumerate()
+                .filter(|(i, &v)| *i as u64 == v)
+                .count()
+                < 20
+        );
     }
 }

@@ -51,61 +51,90 @@ impl PieceTrie {
                 nodes[cur].value = *id as i32;
             }
         }
-        // Place nodes breadth first; `slot[node]` is its cell index.
-        let mut cells = vec![
-            Cell {
-                base: 0,
-                check: FREE,
-                value: -1
+        // Place nodes breadth first; `slot[node]` is its cell index. Free cells form a doubly linked
+        // list so the search for a base skips used cells; a search that fails `MAX_TRIES` times
+        // places the node past the end of the used area instead.
+        const MAX_TRIES: usize = 2048;
+        let mut cells: Vec<Cell> = Vec::new();
+        let mut next: Vec<usize> = Vec::new();
+        let mut prev: Vec<usize> = Vec::new();
+        let grow =
+            |cells: &mut Vec<Cell>, next: &mut Vec<usize>, prev: &mut Vec<usize>, len: usize| {
+                let old = cells.len();
+                if len <= old {
+                    return;
+                }
+                cells.resize(
+                    len,
+                    Cell {
+                        base: 0,
+                        check: FREE,
+                        value: -1,
+                    },
+                );
+                // Append the new cells to the free list (sentinel: index 0, which is the root, never free).
+                let tail = prev.get(0).copied().unwrap_or(0);
+                next.resize(len, 0);
+                prev.resize(len, 0);
+                let mut last = if old == 0 { 0 } else { tail };
+                for i in old.max(1)..len {
+                    next[last] = i;
+                    prev[i] = last;
+                    last = i;
+                }
+                next[last] = 0;
+                prev[0] = last;
             };
-            nodes.len() * 2 + 512
-        ];
+        grow(&mut cells, &mut next, &mut prev, nodes.len() * 2 + 512);
         cells[0].check = 0;
         cells[0].value = nodes[0].value;
+        let take = |i: usize, next: &mut Vec<usize>, prev: &mut Vec<usize>| {
+            let (p, n) = (prev[i], next[i]);
+            next[p] = n;
+            prev[n] = p;
+        };
         let mut slot = vec![0usize; nodes.len()];
-        let mut first_free = 1usize;
+        let mut used_end = 1usize;
         let mut queue = std::collections::VecDeque::from([0usize]);
         while let Some(n) = queue.pop_front() {
-            let mut kids = nodes[n].children.clone();
+            let mut kids = std::mem::take(&mut nodes[n].children);
             if kids.is_empty() {
                 continue;
             }
             kids.sort_unstable_by_key(|k| k.0);
             let c0 = kids[0].0 as usize;
-            let mut p = first_free.max(c0 + 1);
-            let base = loop {
-                if cells.len() < p + 512 {
-                    cells.resize(
-                        (p + 512) * 2,
-                        Cell {
-                            base: 0,
-                            check: FREE,
-                            value: -1,
-                        },
-                    );
-                }
-                if cells[p].check == FREE {
-                    let b = p - c0;
-                    if kids
-                        .iter()
-                        .all(|&(c, _)| cells[b + c as usize].check == FREE)
-                    {
-                        break b;
-                    }
-                }
-                p += 1;
+            let fits = |cells: &Vec<Cell>, b: usize| {
+                kids.iter()
+                    .all(|&(c, _)| cells.get(b + c as usize).is_none_or(|x| x.check == FREE))
             };
+            let mut base = None;
+            let mut p = next[0];
+            for _ in 0..MAX_TRIES {
+                if p == 0 {
+                    break;
+                }
+                if p > c0 && fits(&cells, p - c0) {
+                    base = Some(p - c0);
+                    break;
+                }
+                p = next[p];
+            }
+            let base = base.unwrap_or(used_end.max(1));
+            let need = base + 256 + 1;
+            if need > cells.len() {
+                let new_len = need.max(cells.len() * 2);
+                grow(&mut cells, &mut next, &mut prev, new_len);
+            }
             let s = slot[n];
             cells[s].base = base as u32;
             for &(c, child) in &kids {
                 let t = base + c as usize;
+                take(t, &mut next, &mut prev);
                 cells[t].check = s as u32;
                 cells[t].value = nodes[child].value;
                 slot[child] = t;
+                used_end = used_end.max(t + 1);
                 queue.push_back(child);
-            }
-            while first_free < cells.len() && cells[first_free].check != FREE {
-                first_free += 1;
             }
         }
         // Every reachable `base + byte` must be in bounds: pad past the largest base.

@@ -19,7 +19,9 @@ static EMBEDDED: [&[u8]; 2] = [
 
 /// The sample's folder in the source checkout (`<crate>/data/sample`).
 pub fn sample_source_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join("sample")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("data")
+        .join("sample")
 }
 
 /// The sample files' bytes: from the checkout when it is there, else the copies built into the binary.
@@ -34,7 +36,11 @@ fn sample_bytes() -> Vec<Vec<u8>> {
 
 /// isoflop's cache root: `$ISOFLOP_CACHE`, else `$XDG_CACHE_HOME/isoflop`, else `~/.cache/isoflop`.
 pub fn cache_root() -> Result<PathBuf, DataError> {
-    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     if let Some(p) = var("ISOFLOP_CACHE") {
         return Ok(p);
     }
@@ -44,7 +50,9 @@ pub fn cache_root() -> Result<PathBuf, DataError> {
     var("HOME")
         .map(|h| h.join(".cache").join("isoflop"))
         .ok_or_else(|| {
-            DataError::Invalid("no cache directory: set ISOFLOP_CACHE (or XDG_CACHE_HOME or HOME)".into())
+            DataError::Invalid(
+                "no cache directory: set ISOFLOP_CACHE (or XDG_CACHE_HOME or HOME)".into(),
+            )
         })
 }
 
@@ -76,7 +84,12 @@ pub fn bundled_sample_shards() -> Result<PathBuf, DataError> {
             inputs.push(p);
         }
         let shards = tmp.join("shards");
-        tokenize_files(&inputs, &shards, &Tokenizer::bundled()?, &TokenizeOptions::default())?;
+        tokenize_files(
+            &inputs,
+            &shards,
+            &Tokenizer::bundled()?,
+            &TokenizeOptions::default(),
+        )?;
         let done = shards.join(".complete");
         std::fs::write(&done, b"").map_err(|e| DataError::io(&done, e))?;
         match std::fs::rename(&shards, &dir) {

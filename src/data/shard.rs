@@ -87,8 +87,10 @@ impl ShardHeader {
     fn encode(&self) -> Vec<u8> {
         let mut h = vec![0u8; HEADER_SIZE];
         h[0..8].copy_from_slice(&MAGIC);
-        let put32 = |h: &mut Vec<u8>, at: usize, v: u32| h[at..at + 4].copy_from_slice(&v.to_le_bytes());
-        let put64 = |h: &mut Vec<u8>, at: usize, v: u64| h[at..at + 8].copy_from_slice(&v.to_le_bytes());
+        let put32 =
+            |h: &mut Vec<u8>, at: usize, v: u32| h[at..at + 4].copy_from_slice(&v.to_le_bytes());
+        let put64 =
+            |h: &mut Vec<u8>, at: usize, v: u64| h[at..at + 8].copy_from_slice(&v.to_le_bytes());
         put32(&mut h, 8, self.version);
         put32(&mut h, 12, self.dtype);
         put32(&mut h, 16, self.vocab_size);
@@ -134,11 +136,15 @@ impl ShardHeader {
         }
         let dtype = g32(12);
         if dtype != DTYPE_U16 {
-            return Err(bad(format!("token dtype code {dtype}; only 1 (u16) is supported")));
+            return Err(bad(format!(
+                "token dtype code {dtype}; only 1 (u16) is supported"
+            )));
         }
         let name_len = g32(136) as usize;
         if name_len > MAX_SOURCE_NAME {
-            return Err(bad(format!("source name length {name_len} > {MAX_SOURCE_NAME}")));
+            return Err(bad(format!(
+                "source name length {name_len} > {MAX_SOURCE_NAME}"
+            )));
         }
         let source = std::str::from_utf8(&bytes[140..140 + name_len])
             .map_err(|_| bad("source name is not UTF-8".into()))?
@@ -172,7 +178,10 @@ impl ShardHeader {
             )));
         }
         if h.vocab_size == 0 || h.vocab_size > 65536 {
-            return Err(bad(format!("vocab size {} does not fit u16 ids", h.vocab_size)));
+            return Err(bad(format!(
+                "vocab size {} does not fit u16 ids",
+                h.vocab_size
+            )));
         }
         if file_len != h.file_size() {
             return Err(bad(format!(
@@ -276,12 +285,20 @@ impl Shard {
 }
 
 /// Error naming the first token of `tokens` that is `>= vocab` (`base` is the offset of `tokens[0]`).
-pub fn check_token_range(tokens: &[u16], vocab: u32, path: &Path, base: u64) -> Result<(), DataError> {
+pub fn check_token_range(
+    tokens: &[u16],
+    vocab: u32,
+    path: &Path,
+    base: u64,
+) -> Result<(), DataError> {
     let max = tokens.iter().copied().fold(0u16, u16::max);
     if u32::from(max) < vocab {
         return Ok(());
     }
-    let i = tokens.iter().position(|&t| u32::from(t) >= vocab).unwrap_or(0);
+    let i = tokens
+        .iter()
+        .position(|&t| u32::from(t) >= vocab)
+        .unwrap_or(0);
     Err(DataError::shard(
         path,
         format!(
@@ -373,8 +390,11 @@ impl ShardWriter {
             .ok_or_else(|| DataError::Invalid("shard writer already finished".into()))?;
         let payload_end = HEADER_SIZE as u64 + 2 * self.header.token_count;
         self.header.index_offset = index_offset_for(self.header.token_count);
-        out.write_all(&vec![0u8; (self.header.index_offset - payload_end) as usize])
-            .map_err(io)?;
+        out.write_all(&vec![
+            0u8;
+            (self.header.index_offset - payload_end) as usize
+        ])
+        .map_err(io)?;
         let index: Vec<u8> = self.offsets.iter().flat_map(|o| o.to_le_bytes()).collect();
         self.sha.update(&index);
         out.write_all(&index).map_err(io)?;
@@ -387,7 +407,11 @@ impl ShardWriter {
         std::fs::rename(&self.tmp_path, &self.final_path).map_err(io)?;
         if let Some(dir) = self.final_path.parent() {
             // Make the rename durable; failure to open a directory is not fatal on every platform.
-            if let Ok(d) = File::open(if dir.as_os_str().is_empty() { Path::new(".") } else { dir }) {
+            if let Ok(d) = File::open(if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            }) {
                 let _ = d.sync_all();
             }
         }

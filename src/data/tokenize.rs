@@ -190,12 +190,16 @@ fn tokenize_one(
         if h.source != source {
             return Err(DataError::shard(
                 &path,
-                format!("already exists but was made from {:?}, not {source:?}", h.source),
+                format!(
+                    "already exists but was made from {:?}, not {source:?}",
+                    h.source
+                ),
             ));
         }
-        counters
-            .compressed
-            .fetch_add(std::fs::metadata(&f.path).map(|m| m.len()).unwrap_or(0), Ordering::Relaxed);
+        counters.compressed.fetch_add(
+            std::fs::metadata(&f.path).map(|m| m.len()).unwrap_or(0),
+            Ordering::Relaxed,
+        );
         counters.show(bar);
         return Ok(ShardOutcome {
             input: f.path.clone(),
@@ -247,7 +251,9 @@ fn tokenize_one(
                 ntok += doc.len() as u64;
             }
             counters.text.fetch_add(bytes as u64, Ordering::Relaxed);
-            counters.docs.fetch_add(docs.len() as u64, Ordering::Relaxed);
+            counters
+                .docs
+                .fetch_add(docs.len() as u64, Ordering::Relaxed);
             counters.tokens.fetch_add(ntok, Ordering::Relaxed);
             counters.show(bar);
         }
