@@ -380,8 +380,17 @@ impl ShardWriter {
         self.header.token_count
     }
 
-    /// Writes the index and header, fsyncs and renames into place. Returns the header.
+    /// Writes the index and header, fsyncs and renames into place. Returns the header. On failure
+    /// the temp file is removed.
     pub fn finish(mut self) -> Result<ShardHeader, DataError> {
+        let r = self.finish_inner();
+        if r.is_err() {
+            let _ = std::fs::remove_file(&self.tmp_path);
+        }
+        r
+    }
+
+    fn finish_inner(&mut self) -> Result<ShardHeader, DataError> {
         let tmp = self.tmp_path.clone();
         let io = |e| DataError::io(&tmp, e);
         let mut out = self
