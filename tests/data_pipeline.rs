@@ -161,7 +161,7 @@ fn sample_ids_match_python_sentencepiece() {
     let fixture: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/sample_parity.json"
+            "/tests/fixtures/tokenizer_sample_parity.json"
         ))
         .unwrap(),
     )

@@ -1,5 +1,5 @@
 //! Parity of the pure-Rust SentencePiece tokenizer with pip's `sentencepiece` (see
-//! tests/fixtures/make_tokenizer_parity.py), and decoding.
+//! tests/fixtures/tokenizer_parity.py), and decoding.
 
 use isoflop::data::Tokenizer;
 
