@@ -9,6 +9,13 @@ pub mod stats;
 pub mod table;
 
 pub use error::FitError;
+pub mod akima;
+pub mod compute;
+pub mod envelope;
+pub mod isoflop;
 pub mod law;
 pub mod overtrain;
 pub mod parametric;
+pub mod plot;
+pub mod powerlaw;
+pub mod report;
