@@ -82,7 +82,7 @@ fn approach2_recovers_allocation_exponents() {
 
 #[test]
 fn approach1_recovers_allocation_exponent() {
-    let cv = curves(1e7, 1e9, 25, 100.0, 60, 0.002, 13);
+    let cv = curves(1e7, 1e9, 25, &[100.0], 60, 0.002, 13);
     let [_, _, _, al, be] = TRUTH;
     let f = envelope::fit(&cv, 250, 100, 3, 0.95);
     let n = f.n_opt.unwrap();

@@ -238,6 +238,17 @@ pub fn run(ds: &Dataset, o: &FitOptions) -> Result<(Report, Fitted), FitError> {
         distinct(pts.iter().map(|p| p.n)),
         distinct(pts.iter().map(|p| p.d)),
     );
+    // With one tokens-per-parameter ratio M = D/N, ln D = ln N + const: A/N^α and B/D^β cannot be told
+    // apart. Ratios within 2% count as one (step rounding).
+    let mut ms: Vec<f64> = pts.iter().map(|p| (p.d / p.n).ln()).collect();
+    ms.sort_by(f64::total_cmp);
+    ms.dedup_by(|a, b| (*a - *b).abs() < 0.02);
+    let collinear = (ms.len() < 2).then(|| {
+        format!(
+            "every run has the same tokens per parameter M = D/N ≈ {:.3}, so N and D are collinear and the law is not identifiable",
+            pts.first().map_or(f64::NAN, |p| p.d / p.n)
+        )
+    });
     if wants(FitKind::Approach3) {
         if pts.len() < 6 || dn < 2 || dd < 2 {
             skip(
@@ -248,6 +259,8 @@ pub fn run(ds: &Dataset, o: &FitOptions) -> Result<(Report, Fitted), FitError> {
                     pts.len()
                 ),
             )?;
+        } else if let Some(why) = &collinear {
+            skip(&mut rep, FitKind::Approach3, why.clone())?;
         } else {
             match parametric::fit(&pts, &o.starts3, &o.law) {
                 Some(f) => {
@@ -268,6 +281,8 @@ pub fn run(ds: &Dataset, o: &FitOptions) -> Result<(Report, Fitted), FitError> {
                     pts.len()
                 ),
             )?;
+        } else if let Some(why) = &collinear {
+            skip(&mut rep, FitKind::Overtrain, why.clone())?;
         } else {
             match overtrain::fit(&pts, &overtrain::default_starts(), &o.law) {
                 Some(f) => {

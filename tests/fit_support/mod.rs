@@ -52,13 +52,13 @@ pub fn isoflop_points(
     pts
 }
 
-/// Training curves of `sizes` runs log-spaced over [n_lo, n_hi], each trained to D = `m_max`·N, with
+/// Training curves of `sizes` runs log-spaced over [n_lo, n_hi], run k trained to D = `m_max[k % len]`·N, with
 /// `steps` log-spaced records from D = N, losses from [`law`] × exp(noise).
 pub fn curves(
     n_lo: f64,
     n_hi: f64,
     sizes: usize,
-    m_max: f64,
+    m_max: &[f64],
     steps: usize,
     sigma: f64,
     seed: u64,
@@ -68,6 +68,7 @@ pub fn curves(
     (0..sizes)
         .map(|k| {
             let n = n_lo * (n_hi / n_lo).powf(k as f64 / (sizes - 1) as f64);
+            let m_max = m_max[k % m_max.len()];
             let d: Vec<f64> = (0..steps)
                 .map(|s| n * m_max.powf(s as f64 / (steps - 1) as f64))
                 .collect();
