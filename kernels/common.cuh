@@ -54,7 +54,7 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
   __syncthreads();
   if (lane == 0) scratch[warp] = v;
   __syncthreads();
-  float t = lane < nwarps ? scratch[lane] : -INFINITY;
+  float t = lane < nwarps ? scratch[lane] : __uint_as_float(0xff800000u);
   return warp_max(t);
 }
 
