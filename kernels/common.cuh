@@ -58,7 +58,33 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
   return warp_max(t);
 }
 
+__device__ __forceinline__ double warp_sum_f64(double v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(FULL_MASK, v, o);
+  return v;
+}
+// Same contract as block_sum; `scratch` is __shared__ double[32].
+__device__ __forceinline__ double block_sum_f64(double v, double* scratch) {
+  const unsigned lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+  v = warp_sum_f64(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  double t = lane < nwarps ? scratch[lane] : 0.0;
+  return warp_sum_f64(t);
+}
+
+// Grid-stride loop over [0, n): any grid size works; results never depend on it.
+#define ISOFLOP_GRID_STRIDE(i, n)                                                      \
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (long long)(n); \
+       i += (long long)gridDim.x * blockDim.x)
+
 __device__ __forceinline__ float bf2f(bf16 x) { return __bfloat162float(x); }
 __device__ __forceinline__ bf16 f2bf(float x) { return __float2bfloat16(x); }  // nearest even
+// Load/store helpers so that one template serves f32 and bf16 tensors.
+__device__ __forceinline__ float load_f(const float* p, long long i) { return p[i]; }
+__device__ __forceinline__ float load_f(const bf16* p, long long i) { return __bfloat162float(p[i]); }
+__device__ __forceinline__ void store_f(float* p, long long i, float v) { p[i] = v; }
+__device__ __forceinline__ void store_f(bf16* p, long long i, float v) { p[i] = __float2bfloat16(v); }
 
 }  // namespace isoflop
