@@ -1,7 +1,7 @@
 //! Test cases of the CUDA kernels, shared by the emulated tests (tests/kernels_emu.rs) and, later, the
 //! same checks on a real GPU: shapes (including sizes that are not multiples of the block or tile size),
 //! seeded input generators, tolerance checks and the host-side CSR the embedding backward needs.
-#![allow(dead_code)]
+#![allow(dead_code, non_snake_case)]
 
 use half::bf16;
 use rand::{Rng, SeedableRng};
