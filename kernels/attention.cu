@@ -337,13 +337,12 @@ extern "C" __global__ void rope_table_init(float2* __restrict__ cs, int T) {
     cs[idx] = make_float2((float)cos(ang), (float)sin(ang));
 }
 
-extern "C" __global__ void __launch_bounds__(NTHREADS, 4)
-    attention_forward(bf16* __restrict__ out, float* __restrict__ lse, const bf16* __restrict__ q,
+extern "C" __global__ void __launch_bounds__(NTHREADS, 4) attention_forward(bf16* __restrict__ out, float* __restrict__ lse, const bf16* __restrict__ q,
                       const bf16* __restrict__ k, const bf16* __restrict__ v, const float* __restrict__ q_scale,
                       const float* __restrict__ k_scale, const float2* __restrict__ rope_cs, int B, int T, int H) {
-    __shared__ __align__(16) bf16 Qs[TILE_ELEMS];
-    __shared__ __align__(16) bf16 Ks[TILE_ELEMS];
-    __shared__ __align__(16) bf16 Vs[TILE_ELEMS];
+    __align__(16) __shared__ bf16 Qs[TILE_ELEMS];
+    __align__(16) __shared__ bf16 Ks[TILE_ELEMS];
+    __align__(16) __shared__ bf16 Vs[TILE_ELEMS];
     const int nt = (T + TILE - 1) / TILE;
     const int qt = nt - 1 - blockIdx.x;  // longest rows first
     const int h = blockIdx.y, b = blockIdx.z, D = H * HD;
@@ -425,8 +424,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, 4)
     }
 }
 
-extern "C" __global__ void __launch_bounds__(256)
-    attention_backward_prep(float* __restrict__ delta, const bf16* __restrict__ out, const bf16* __restrict__ dout,
+extern "C" __global__ void __launch_bounds__(256) attention_backward_prep(float* __restrict__ delta, const bf16* __restrict__ out, const bf16* __restrict__ dout,
                             int B, int T, int H) {
     const long long gid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     const long long hr = gid >> 3;  // (row, head) pair, 8 threads each
@@ -585,15 +583,14 @@ __device__ __forceinline__ void backward_dq(unsigned char* smem, int qt, bf16* _
                             part_q);
 }
 
-extern "C" __global__ void __launch_bounds__(NTHREADS, 2)
-    attention_backward(bf16* __restrict__ dq, bf16* __restrict__ dk, bf16* __restrict__ dv,
+extern "C" __global__ void __launch_bounds__(NTHREADS, 2) attention_backward(bf16* __restrict__ dq, bf16* __restrict__ dk, bf16* __restrict__ dv,
                        float* __restrict__ dscale_part, const bf16* __restrict__ dout, const bf16* __restrict__ q,
                        const bf16* __restrict__ k, const bf16* __restrict__ v, const float* __restrict__ lse,
                        const float* __restrict__ delta, const float* __restrict__ q_scale,
                        const float* __restrict__ k_scale, const float2* __restrict__ rope_cs, int B, int T, int H) {
     // 4 bf16 tiles + lse and delta of one query tile (f32); the f32 staging tile of the epilogue aliases two
     // tiles (64 * LDF * 4 = 17408 <= 2 * TILE_ELEMS * 2 = 18432 bytes).
-    __shared__ __align__(16) unsigned char smem[4 * TILE_ELEMS * 2 + 2 * TILE * 4];
+    __align__(16) __shared__ unsigned char smem[4 * TILE_ELEMS * 2 + 2 * TILE * 4];
     const int nt = (T + TILE - 1) / TILE;
     const int h = blockIdx.y, b = blockIdx.z, D = H * HD;
     const size_t base = (size_t)b * T * D + (size_t)h * HD;
@@ -612,8 +609,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, 2)
     }
 }
 
-extern "C" __global__ void __launch_bounds__(1024)
-    qk_norm_scale_grad_reduce(float* __restrict__ dq_scale, float* __restrict__ dk_scale,
+extern "C" __global__ void __launch_bounds__(1024) qk_norm_scale_grad_reduce(float* __restrict__ dq_scale, float* __restrict__ dk_scale,
                               const float* __restrict__ dscale_part, int nparts) {
     __shared__ float red[16][HD];
     const float* p = dscale_part + (size_t)blockIdx.x * nparts * HD;
