@@ -75,6 +75,12 @@ constexpr float SCALE_LOG2 = SCALE * LOG2E;  // scores -> exp2 domain
 constexpr unsigned FULL = 0xffffffffu;
 #define INF_F __int_as_float(0x7f800000)  // +inf (no <math.h> INFINITY under NVRTC)
 
+// acc += A·B for one m16n8k16 tile (ptx.cuh wrapper; B given as its two registers).
+__device__ __forceinline__ void mma(float (&acc)[4], const u32 (&a)[4], u32 b0, u32 b1) {
+    const u32 b[2] = {b0, b1};
+    ptx::mma_m16n8k16_bf16(acc, a, b, acc);
+}
+
 __device__ __forceinline__ u32 pack_bf16(float lo, float hi) {
     __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
     return *reinterpret_cast<u32*>(&v);
@@ -173,7 +179,7 @@ __device__ __forceinline__ void load_raw_tile(bf16* __restrict__ dst, const bf16
 __device__ __forceinline__ void load_a_frags(u32 f[4][4], const bf16* tile) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 #pragma unroll
-    for (int kk = 0; kk < 4; ++kk) ldmatrix_x4(f[kk], tile + (warp * 16 + (lane & 15)) * LDS + kk * 16 + (lane >> 4) * 8);
+    for (int kk = 0; kk < 4; ++kk) ptx::ldmatrix_x4(f[kk], tile + (warp * 16 + (lane & 15)) * LDS + kk * 16 + (lane >> 4) * 8);
 }
 
 // acc[16 x 64] += A[16 x 64] · Mᵀ where M is a shared tile [64 rows = n][64 cols = k] (M row-major = Bᵀ):
@@ -186,9 +192,9 @@ __device__ __forceinline__ void mma_abt(float acc[8][4], const u32 a[4][4], cons
 #pragma unroll
         for (int nb2 = 0; nb2 < 4; ++nb2) {
             u32 b[4];
-            ldmatrix_x4(b, base + nb2 * 16 * LDS + kk * 16);
-            mma_m16n8k16_bf16(acc[2 * nb2], a[kk], b[0], b[1]);
-            mma_m16n8k16_bf16(acc[2 * nb2 + 1], a[kk], b[2], b[3]);
+            ptx::ldmatrix_x4(b, base + nb2 * 16 * LDS + kk * 16);
+            mma(acc[2 * nb2], a[kk], b[0], b[1]);
+            mma(acc[2 * nb2 + 1], a[kk], b[2], b[3]);
         }
     }
 }
@@ -208,9 +214,9 @@ __device__ __forceinline__ void mma_pm(float acc[8][4], const float p[8][4], con
 #pragma unroll
         for (int nb2 = 0; nb2 < 4; ++nb2) {
             u32 b[4];
-            ldmatrix_x4_trans(b, base + kk * 16 * LDS + nb2 * 16);
-            mma_m16n8k16_bf16(acc[2 * nb2], a, b[0], b[1]);
-            mma_m16n8k16_bf16(acc[2 * nb2 + 1], a, b[2], b[3]);
+            ptx::ldmatrix_x4_trans(b, base + kk * 16 * LDS + nb2 * 16);
+            mma(acc[2 * nb2], a, b[0], b[1]);
+            mma(acc[2 * nb2 + 1], a, b[2], b[3]);
         }
     }
 }
@@ -321,135 +327,6 @@ __device__ __forceinline__ void norm_rope_backward_tile(const float acc[8][4], f
         float s = 0.f;
         for (int rr = 0; rr < TILE; ++rr) s += stagef[rr * LDF + threadIdx.x];
         part[threadIdx.x] = s;
-    }
-}
-
-}  // namespace attn
-
-using namespace attn;
-
-extern "C" __global__ void rope_table_init(float2* __restrict__ cs, int T) {
-    const int idx = blockIdx.x * blockDim.x + threadIdx.x;
-    if (idx >= T * 32) return;
-    const int pos = idx >> 5, i = idx & 31;
-    const double theta = pow(10000.0, -(double)(2 * i) / 64.0);
-    const double ang = (double)pos * theta;
-    cs[idx] = make_float2((float)cos(ang), (float)sin(ang));
-}
-
-extern "C" __global__ void __launch_bounds__(NTHREADS, 4) attention_forward(bf16* __restrict__ out, float* __restrict__ lse, const bf16* __restrict__ q,
-                      const bf16* __restrict__ k, const bf16* __restrict__ v, const float* __restrict__ q_scale,
-                      const float* __restrict__ k_scale, const float2* __restrict__ rope_cs, int B, int T, int H) {
-    __align__(16) __shared__ bf16 Qs[TILE_ELEMS];
-    __align__(16) __shared__ bf16 Ks[TILE_ELEMS];
-    __align__(16) __shared__ bf16 Vs[TILE_ELEMS];
-    const int nt = (T + TILE - 1) / TILE;
-    const int qt = nt - 1 - blockIdx.x;  // longest rows first
-    const int h = blockIdx.y, b = blockIdx.z, D = H * HD;
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tq = lane & 3;
-    const size_t base = (size_t)b * T * D + (size_t)h * HD;
-
-    load_norm_rope_tile(Qs, q + base, D, qt * TILE, T, q_scale, rope_cs);
-    __syncthreads();
-    u32 qf[4][4];
-    load_a_frags(qf, Qs);
-
-    const int row0 = qt * TILE + warp * 16 + g, row1 = row0 + 8;
-    float o[8][4];
-    zero_acc(o);
-    float m0 = -INF_F, m1 = -INF_F, l0 = 0.f, l1 = 0.f;  // running max (exp2 domain), partial row sums
-
-    for (int kt = 0; kt <= qt; ++kt) {
-        __syncthreads();  // the previous K, V tiles are consumed
-        load_norm_rope_tile(Ks, k + base, D, kt * TILE, T, k_scale, rope_cs);
-        load_raw_tile(Vs, v + base, D, kt * TILE, T);
-        __syncthreads();
-
-        float s[8][4];
-        zero_acc(s);
-        mma_abt(s, qf, Ks);
-
-        float mx0 = -INF_F, mx1 = -INF_F;
-#pragma unroll
-        for (int nb = 0; nb < 8; ++nb) {
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                float x = s[nb][e] * SCALE_LOG2;
-                if (kt == qt) {
-                    const int key = kt * TILE + nb * 8 + 2 * tq + (e & 1);
-                    if (key > (e < 2 ? row0 : row1)) x = -INF_F;
-                }
-                s[nb][e] = x;
-            }
-            mx0 = fmaxf(mx0, fmaxf(s[nb][0], s[nb][1]));
-            mx1 = fmaxf(mx1, fmaxf(s[nb][2], s[nb][3]));
-        }
-        mx0 = fmaxf(mx0, __shfl_xor_sync(FULL, mx0, 1));
-        mx0 = fmaxf(mx0, __shfl_xor_sync(FULL, mx0, 2));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(FULL, mx1, 1));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(FULL, mx1, 2));
-        // Every row sees key 0 in tile 0, so the new maxima are finite from the first tile on.
-        const float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
-        const float a0 = exp2f(m0 - n0), a1 = exp2f(m1 - n1);
-        m0 = n0;
-        m1 = n1;
-        l0 *= a0;
-        l1 *= a1;
-#pragma unroll
-        for (int nb = 0; nb < 8; ++nb) {
-            s[nb][0] = exp2f(s[nb][0] - n0);
-            s[nb][1] = exp2f(s[nb][1] - n0);
-            s[nb][2] = exp2f(s[nb][2] - n1);
-            s[nb][3] = exp2f(s[nb][3] - n1);
-            l0 += s[nb][0] + s[nb][1];
-            l1 += s[nb][2] + s[nb][3];
-            o[nb][0] *= a0;
-            o[nb][1] *= a0;
-            o[nb][2] *= a1;
-            o[nb][3] *= a1;
-        }
-        mma_pm(o, s, Vs);
-    }
-
-    l0 += __shfl_xor_sync(FULL, l0, 1);
-    l0 += __shfl_xor_sync(FULL, l0, 2);
-    l1 += __shfl_xor_sync(FULL, l1, 1);
-    l1 += __shfl_xor_sync(FULL, l1, 2);
-    // The warp's own Qs rows were read only by this warp (into qf): reuse them as the store stage.
-    store_acc_bf16(o, 1.f / l0, 1.f / l1, Qs, out + base, D, qt * TILE, T);
-    if (tq == 0) {
-        float* lrow = lse + ((size_t)b * H + h) * T;
-        if (row0 < T) lrow[row0] = (m0 + log2f(l0)) * LN2;
-        if (row1 < T) lrow[row1] = (m1 + log2f(l1)) * LN2;
-    }
-}
-
-extern "C" __global__ void __launch_bounds__(256) attention_backward_prep(float* __restrict__ delta, const bf16* __restrict__ out, const bf16* __restrict__ dout,
-                            int B, int T, int H) {
-    const long long gid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    const long long hr = gid >> 3;  // (row, head) pair, 8 threads each
-    const int sub = (int)(gid & 7);
-    const long long total = (long long)B * T * H;
-    const int D = H * HD;
-    float s = 0.f;
-    long long row = 0;
-    int h = 0;
-    if (hr < total) {
-        row = hr / H;
-        h = (int)(hr % H);
-        const size_t off = (size_t)row * D + (size_t)h * HD + sub * 8;
-        float a[8], c[8];
-        unpack8(*reinterpret_cast<const uint4*>(out + off), a);
-        unpack8(*reinterpret_cast<const uint4*>(dout + off), c);
-#pragma unroll
-        for (int i = 0; i < 8; ++i) s += a[i] * c[i];
-    }
-    s += __shfl_xor_sync(FULL, s, 4);
-    s += __shfl_xor_sync(FULL, s, 2);
-    s += __shfl_xor_sync(FULL, s, 1);
-    if (hr < total && sub == 0) {
-        const long long bb = row / T, t = row % T;
-        delta[((size_t)bb * H + h) * T + t] = s;
     }
 }
 
@@ -583,11 +460,142 @@ __device__ __forceinline__ void backward_dq(unsigned char* smem, int qt, bf16* _
                             part_q);
 }
 
-extern "C" __global__ void __launch_bounds__(NTHREADS, 2) attention_backward(bf16* __restrict__ dq, bf16* __restrict__ dk, bf16* __restrict__ dv,
-                       float* __restrict__ dscale_part, const bf16* __restrict__ dout, const bf16* __restrict__ q,
-                       const bf16* __restrict__ k, const bf16* __restrict__ v, const float* __restrict__ lse,
+}  // namespace attn
+
+extern "C" __global__ void rope_table_init(float2* __restrict__ cs, int T) {
+    using namespace attn;
+    const int idx = blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= T * 32) return;
+    const int pos = idx >> 5, i = idx & 31;
+    const double theta = pow(10000.0, -(double)(2 * i) / 64.0);
+    const double ang = (double)pos * theta;
+    cs[idx] = make_float2((float)cos(ang), (float)sin(ang));
+}
+
+extern "C" __global__ void __launch_bounds__(attn::NTHREADS, 4) attention_forward(__nv_bfloat16* __restrict__ out, float* __restrict__ lse, const __nv_bfloat16* __restrict__ q,
+                      const __nv_bfloat16* __restrict__ k, const __nv_bfloat16* __restrict__ v, const float* __restrict__ q_scale,
+                      const float* __restrict__ k_scale, const float2* __restrict__ rope_cs, int B, int T, int H) {
+    using namespace attn;
+    __align__(16) __shared__ bf16 Qs[TILE_ELEMS];
+    __align__(16) __shared__ bf16 Ks[TILE_ELEMS];
+    __align__(16) __shared__ bf16 Vs[TILE_ELEMS];
+    const int nt = (T + TILE - 1) / TILE;
+    const int qt = nt - 1 - blockIdx.x;  // longest rows first
+    const int h = blockIdx.y, b = blockIdx.z, D = H * HD;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tq = lane & 3;
+    const size_t base = (size_t)b * T * D + (size_t)h * HD;
+
+    load_norm_rope_tile(Qs, q + base, D, qt * TILE, T, q_scale, rope_cs);
+    __syncthreads();
+    u32 qf[4][4];
+    load_a_frags(qf, Qs);
+
+    const int row0 = qt * TILE + warp * 16 + g, row1 = row0 + 8;
+    float o[8][4];
+    zero_acc(o);
+    float m0 = -INF_F, m1 = -INF_F, l0 = 0.f, l1 = 0.f;  // running max (exp2 domain), partial row sums
+
+    for (int kt = 0; kt <= qt; ++kt) {
+        __syncthreads();  // the previous K, V tiles are consumed
+        load_norm_rope_tile(Ks, k + base, D, kt * TILE, T, k_scale, rope_cs);
+        load_raw_tile(Vs, v + base, D, kt * TILE, T);
+        __syncthreads();
+
+        float s[8][4];
+        zero_acc(s);
+        mma_abt(s, qf, Ks);
+
+        float mx0 = -INF_F, mx1 = -INF_F;
+#pragma unroll
+        for (int nb = 0; nb < 8; ++nb) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                float x = s[nb][e] * SCALE_LOG2;
+                if (kt == qt) {
+                    const int key = kt * TILE + nb * 8 + 2 * tq + (e & 1);
+                    if (key > (e < 2 ? row0 : row1)) x = -INF_F;
+                }
+                s[nb][e] = x;
+            }
+            mx0 = fmaxf(mx0, fmaxf(s[nb][0], s[nb][1]));
+            mx1 = fmaxf(mx1, fmaxf(s[nb][2], s[nb][3]));
+        }
+        mx0 = fmaxf(mx0, __shfl_xor_sync(FULL, mx0, 1));
+        mx0 = fmaxf(mx0, __shfl_xor_sync(FULL, mx0, 2));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(FULL, mx1, 1));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(FULL, mx1, 2));
+        // Every row sees key 0 in tile 0, so the new maxima are finite from the first tile on.
+        const float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
+        const float a0 = exp2f(m0 - n0), a1 = exp2f(m1 - n1);
+        m0 = n0;
+        m1 = n1;
+        l0 *= a0;
+        l1 *= a1;
+#pragma unroll
+        for (int nb = 0; nb < 8; ++nb) {
+            s[nb][0] = exp2f(s[nb][0] - n0);
+            s[nb][1] = exp2f(s[nb][1] - n0);
+            s[nb][2] = exp2f(s[nb][2] - n1);
+            s[nb][3] = exp2f(s[nb][3] - n1);
+            l0 += s[nb][0] + s[nb][1];
+            l1 += s[nb][2] + s[nb][3];
+            o[nb][0] *= a0;
+            o[nb][1] *= a0;
+            o[nb][2] *= a1;
+            o[nb][3] *= a1;
+        }
+        mma_pm(o, s, Vs);
+    }
+
+    l0 += __shfl_xor_sync(FULL, l0, 1);
+    l0 += __shfl_xor_sync(FULL, l0, 2);
+    l1 += __shfl_xor_sync(FULL, l1, 1);
+    l1 += __shfl_xor_sync(FULL, l1, 2);
+    // The warp's own Qs rows were read only by this warp (into qf): reuse them as the store stage.
+    store_acc_bf16(o, 1.f / l0, 1.f / l1, Qs, out + base, D, qt * TILE, T);
+    if (tq == 0) {
+        float* lrow = lse + ((size_t)b * H + h) * T;
+        if (row0 < T) lrow[row0] = (m0 + log2f(l0)) * LN2;
+        if (row1 < T) lrow[row1] = (m1 + log2f(l1)) * LN2;
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(256) attention_backward_prep(float* __restrict__ delta, const __nv_bfloat16* __restrict__ out, const __nv_bfloat16* __restrict__ dout,
+                            int B, int T, int H) {
+    using namespace attn;
+    const long long gid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    const long long hr = gid >> 3;  // (row, head) pair, 8 threads each
+    const int sub = (int)(gid & 7);
+    const long long total = (long long)B * T * H;
+    const int D = H * HD;
+    float s = 0.f;
+    long long row = 0;
+    int h = 0;
+    if (hr < total) {
+        row = hr / H;
+        h = (int)(hr % H);
+        const size_t off = (size_t)row * D + (size_t)h * HD + sub * 8;
+        float a[8], c[8];
+        unpack8(*reinterpret_cast<const uint4*>(out + off), a);
+        unpack8(*reinterpret_cast<const uint4*>(dout + off), c);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) s += a[i] * c[i];
+    }
+    s += __shfl_xor_sync(FULL, s, 4);
+    s += __shfl_xor_sync(FULL, s, 2);
+    s += __shfl_xor_sync(FULL, s, 1);
+    if (hr < total && sub == 0) {
+        const long long bb = row / T, t = row % T;
+        delta[((size_t)bb * H + h) * T + t] = s;
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(attn::NTHREADS, 2) attention_backward(__nv_bfloat16* __restrict__ dq, __nv_bfloat16* __restrict__ dk, __nv_bfloat16* __restrict__ dv,
+                       float* __restrict__ dscale_part, const __nv_bfloat16* __restrict__ dout, const __nv_bfloat16* __restrict__ q,
+                       const __nv_bfloat16* __restrict__ k, const __nv_bfloat16* __restrict__ v, const float* __restrict__ lse,
                        const float* __restrict__ delta, const float* __restrict__ q_scale,
                        const float* __restrict__ k_scale, const float2* __restrict__ rope_cs, int B, int T, int H) {
+    using namespace attn;
     // 4 bf16 tiles + lse and delta of one query tile (f32); the f32 staging tile of the epilogue aliases two
     // tiles (64 * LDF * 4 = 17408 <= 2 * TILE_ELEMS * 2 = 18432 bytes).
     __align__(16) __shared__ unsigned char smem[4 * TILE_ELEMS * 2 + 2 * TILE * 4];
@@ -611,6 +619,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, 2) attention_backward(bf1
 
 extern "C" __global__ void __launch_bounds__(1024) qk_norm_scale_grad_reduce(float* __restrict__ dq_scale, float* __restrict__ dk_scale,
                               const float* __restrict__ dscale_part, int nparts) {
+    using namespace attn;
     __shared__ float red[16][HD];
     const float* p = dscale_part + (size_t)blockIdx.x * nparts * HD;
     const int c = threadIdx.x & (HD - 1), grp = threadIdx.x >> 6;
