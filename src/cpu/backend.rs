@@ -1,0 +1,184 @@
+//! [`CpuBackend`]: the whole model on the CPU in f32, behind the [`Backend`] trait.
+
+use super::activations::Activations;
+use super::model::{backward, forward, split_batch, Dims};
+use super::ops::{adamw_update, cross_entropy_in_place, cross_entropy_loss, global_norm};
+use crate::backend::{AdamWStep, Backend, BackendError, LossSum};
+use crate::model::{ModelConfig, ParamLayout};
+
+/// Number of threads the CPU ops run on (rayon's current pool).
+pub fn cpu_threads() -> usize {
+    rayon::current_num_threads()
+}
+
+/// The f32 reference backend: parameters, gradients, AdamW moments and activation buffers in host
+/// memory. Its results do not depend on the number of threads.
+pub struct CpuBackend {
+    cfg: ModelConfig,
+    layout: ParamLayout,
+    params: Vec<f32>,
+    grads: Vec<f32>,
+    m: Vec<f32>,
+    v: Vec<f32>,
+    acts: Activations,
+}
+
+fn check_len(what: &'static str, expected: usize, got: usize) -> Result<(), BackendError> {
+    if expected == got {
+        Ok(())
+    } else {
+        Err(BackendError::Shape {
+            what,
+            expected,
+            got,
+        })
+    }
+}
+
+impl CpuBackend {
+    /// A backend for `cfg` starting from `params` (flat, [`ParamLayout`] order); gradients and
+    /// moments start at zero.
+    pub fn new(cfg: ModelConfig, params: Vec<f32>) -> Result<Self, BackendError> {
+        cfg.validate()
+            .map_err(|e| BackendError::Device(format!("invalid model configuration: {e}")))?;
+        let layout = ParamLayout::new(&cfg);
+        check_len("parameters", layout.total, params.len())?;
+        let total = layout.total;
+        Ok(CpuBackend {
+            cfg,
+            layout,
+            params,
+            grads: vec![0.0; total],
+            m: vec![0.0; total],
+            v: vec![0.0; total],
+            acts: Activations::empty(),
+        })
+    }
+
+    /// The parameter layout.
+    pub fn layout(&self) -> &ParamLayout {
+        &self.layout
+    }
+
+    /// Check a batch and run the forward pass up to the logits.
+    fn run_forward(&mut self, tokens: &[u16], b: usize) -> Result<Dims, BackendError> {
+        let (t, vocab) = (self.cfg.seq_len, self.cfg.vocab_size);
+        if b == 0 {
+            return Err(BackendError::BadBatch(
+                "a batch needs at least one sequence".into(),
+            ));
+        }
+        if tokens.len() != b * (t + 1) {
+            return Err(BackendError::BadBatch(format!(
+                "expected {b} rows of {} ids (seq_len + 1) = {} ids, got {}",
+                t + 1,
+                b * (t + 1),
+                tokens.len()
+            )));
+        }
+        if let Some((i, &id)) = tokens
+            .iter()
+            .enumerate()
+            .find(|(_, &id)| id as usize >= vocab)
+        {
+            return Err(BackendError::BadBatch(format!(
+                "token id {id} at row {}, column {} is outside the vocabulary of {vocab}",
+                i / (t + 1),
+                i % (t + 1)
+            )));
+        }
+        let dm = Dims::new(&self.cfg, b);
+        self.acts.ensure(&self.cfg, b);
+        split_batch(tokens, dm, &mut self.acts);
+        forward(&self.layout, &self.params, dm, &mut self.acts);
+        Ok(dm)
+    }
+}
+
+impl Backend for CpuBackend {
+    fn device_name(&self) -> String {
+        format!("cpu ({} threads)", cpu_threads())
+    }
+
+    fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    fn forward_backward(
+        &mut self,
+        tokens_Bx_T1: &[u16],
+        b: usize,
+    ) -> Result<LossSum, BackendError> {
+        let dm = self.run_forward(tokens_Bx_T1, b)?;
+        let (n, v) = (dm.n, dm.v);
+        let loss =
+            cross_entropy_in_place(&mut self.acts.logits[..n * v], &self.acts.targets[..n], v);
+        backward(
+            &self.layout,
+            &self.params,
+            &mut self.grads,
+            dm,
+            &mut self.acts,
+        );
+        Ok(loss)
+    }
+
+    fn forward_loss(&mut self, tokens_Bx_T1: &[u16], b: usize) -> Result<LossSum, BackendError> {
+        let dm = self.run_forward(tokens_Bx_T1, b)?;
+        let (n, v) = (dm.n, dm.v);
+        Ok(cross_entropy_loss(
+            &self.acts.logits[..n * v],
+            &self.acts.targets[..n],
+            v,
+        ))
+    }
+
+    fn zero_grads(&mut self) {
+        self.grads.fill(0.0);
+    }
+
+    fn grad_norm(&mut self) -> Result<f64, BackendError> {
+        Ok(global_norm(&self.grads))
+    }
+
+    fn adamw_step(&mut self, hp: &AdamWStep) -> Result<(), BackendError> {
+        for spec in &self.layout.tensors {
+            let r = spec.range();
+            adamw_update(
+                &mut self.params[r.clone()],
+                &self.grads[r.clone()],
+                &mut self.m[r.clone()],
+                &mut self.v[r],
+                hp,
+                spec.decayed(),
+            );
+        }
+        Ok(())
+    }
+
+    fn read_params(&self) -> Result<Vec<f32>, BackendError> {
+        Ok(self.params.clone())
+    }
+
+    fn write_params(&mut self, params: &[f32]) -> Result<(), BackendError> {
+        check_len("parameters", self.layout.total, params.len())?;
+        self.params.copy_from_slice(params);
+        Ok(())
+    }
+
+    fn read_moments(&self) -> Result<(Vec<f32>, Vec<f32>), BackendError> {
+        Ok((self.m.clone(), self.v.clone()))
+    }
+
+    fn write_moments(&mut self, m: &[f32], v: &[f32]) -> Result<(), BackendError> {
+        check_len("AdamW first moment", self.layout.total, m.len())?;
+        check_len("AdamW second moment", self.layout.total, v.len())?;
+        self.m.copy_from_slice(m);
+        self.v.copy_from_slice(v);
+        Ok(())
+    }
+
+    fn read_grads(&self) -> Result<Vec<f32>, BackendError> {
+        Ok(self.grads.clone())
+    }
+}

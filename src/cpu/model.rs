@@ -1,0 +1,296 @@
+//! The whole model composed from the ops: forward (saving activations) and backward (accumulating
+//! parameter gradients into a flat buffer in `ParamLayout` order).
+
+use super::activations::Activations;
+use super::ops::matmul::{matmul_backward_a, matmul_backward_b, matmul_forward_acc};
+use super::ops::*;
+use crate::model::{ModelConfig, ParamLayout, HEAD_DIM};
+
+/// Shapes of one pass.
+#[derive(Clone, Copy)]
+pub(crate) struct Dims {
+    pub b: usize,
+    pub t: usize,
+    pub d: usize,
+    pub v: usize,
+    pub n: usize,
+}
+
+impl Dims {
+    pub fn new(cfg: &ModelConfig, b: usize) -> Self {
+        Dims {
+            b,
+            t: cfg.seq_len,
+            d: cfg.d_model,
+            v: cfg.vocab_size,
+            n: b * cfg.seq_len,
+        }
+    }
+}
+
+/// Split the batch rows (`T + 1` ids each) into inputs and targets.
+pub(crate) fn split_batch(tokens: &[u16], dm: Dims, acts: &mut Activations) {
+    for (r, row) in tokens.chunks_exact(dm.t + 1).enumerate() {
+        acts.inputs[r * dm.t..][..dm.t].copy_from_slice(&row[..dm.t]);
+        acts.targets[r * dm.t..][..dm.t].copy_from_slice(&row[1..]);
+    }
+}
+
+/// Forward pass up to the logits (`acts.logits[..N·V]`), saving what the backward needs.
+pub(crate) fn forward(lay: &ParamLayout, p: &[f32], dm: Dims, acts: &mut Activations) {
+    let Dims { b, t, d, v, n } = dm;
+    let (nd, nf, nh) = (n * d, n * 4 * d, n * (d / HEAD_DIM));
+    let (dd, df) = (d * d, d * 4 * d);
+    embedding_forward(
+        &p[lay.embed..][..v * d],
+        &acts.inputs[..n],
+        &mut acts.resid[0][..nd],
+        d,
+    );
+    for (l, (bo, la)) in lay.blocks.iter().zip(acts.layers.iter_mut()).enumerate() {
+        let (before, after) = acts.resid.split_at_mut(l + 1);
+        let x = &before[l][..nd];
+        let out = &mut after[0][..nd];
+        let tmp = &mut acts.scratch.t1[..nd];
+        layernorm_forward(
+            x,
+            &p[bo.ln1..][..d],
+            &mut la.xn1[..nd],
+            &mut la.mean1[..n],
+            &mut la.rstd1[..n],
+            d,
+        );
+        let xn1 = &la.xn1[..nd];
+        matmul_forward(xn1, &p[bo.wq..][..dd], &mut la.q[..nd], n, d, d);
+        matmul_forward(xn1, &p[bo.wk..][..dd], &mut la.k[..nd], n, d, d);
+        matmul_forward(xn1, &p[bo.wv..][..dd], &mut la.v[..nd], n, d, d);
+        qk_norm_forward(
+            &la.q[..nd],
+            &p[bo.q_norm..][..HEAD_DIM],
+            tmp,
+            &mut la.q_mean[..nh],
+            &mut la.q_rstd[..nh],
+            d,
+        );
+        rope_forward(tmp, &mut la.qr[..nd], b, t, d);
+        qk_norm_forward(
+            &la.k[..nd],
+            &p[bo.k_norm..][..HEAD_DIM],
+            tmp,
+            &mut la.k_mean[..nh],
+            &mut la.k_rstd[..nh],
+            d,
+        );
+        rope_forward(tmp, &mut la.kr[..nd], b, t, d);
+        let att_len = b * (d / HEAD_DIM) * t * t;
+        attention_forward(
+            &la.qr[..nd],
+            &la.kr[..nd],
+            &la.v[..nd],
+            &mut la.y[..nd],
+            &mut la.att[..att_len],
+            b,
+            t,
+            d,
+        );
+        // h = x + y·wo
+        la.h[..nd].copy_from_slice(x);
+        matmul_forward_acc(&la.y[..nd], &p[bo.wo..][..dd], &mut la.h[..nd], n, d, d);
+        layernorm_forward(
+            &la.h[..nd],
+            &p[bo.ln2..][..d],
+            &mut la.xn2[..nd],
+            &mut la.mean2[..n],
+            &mut la.rstd2[..n],
+            d,
+        );
+        matmul_forward(
+            &la.xn2[..nd],
+            &p[bo.w1..][..df],
+            &mut la.u[..nf],
+            n,
+            d,
+            4 * d,
+        );
+        gelu_forward(&la.u[..nf], &mut la.g[..nf]);
+        // out = h + g·w2
+        out.copy_from_slice(&la.h[..nd]);
+        matmul_forward_acc(&la.g[..nf], &p[bo.w2..][..df], out, n, 4 * d, d);
+    }
+    let last = &acts.resid[lay.blocks.len()][..nd];
+    layernorm_forward(
+        last,
+        &p[lay.final_norm..][..d],
+        &mut acts.xf[..nd],
+        &mut acts.meanf[..n],
+        &mut acts.rstdf[..n],
+        d,
+    );
+    matmul_forward(
+        &acts.xf[..nd],
+        &p[lay.head..][..d * v],
+        &mut acts.logits[..n * v],
+        n,
+        d,
+        v,
+    );
+}
+
+/// `a += b`, elementwise.
+fn add_into(a: &mut [f32], b: &[f32]) {
+    a.iter_mut().zip(b).for_each(|(a, &b)| *a += b);
+}
+
+/// Backward pass from the logit gradient stored in `acts.logits[..N·V]`; parameter gradients are
+/// added to `g` (flat, layout order).
+pub(crate) fn backward(
+    lay: &ParamLayout,
+    p: &[f32],
+    g: &mut [f32],
+    dm: Dims,
+    acts: &mut Activations,
+) {
+    let Dims { b, t, d, v, n } = dm;
+    let (nd, nf, nh) = (n * d, n * 4 * d, n * (d / HEAD_DIM));
+    let (dd, df) = (d * d, d * 4 * d);
+    let s = &mut acts.scratch;
+    let dlogits = &acts.logits[..n * v];
+    // logits = xf·head
+    matmul_backward_a(
+        dlogits,
+        &p[lay.head..][..d * v],
+        &mut s.t1[..nd],
+        n,
+        d,
+        v,
+        false,
+    );
+    matmul_backward_b(
+        dlogits,
+        &acts.xf[..nd],
+        &mut g[lay.head..][..d * v],
+        n,
+        d,
+        v,
+    );
+    let last = &acts.resid[lay.blocks.len()][..nd];
+    layernorm_backward(
+        &s.t1[..nd],
+        last,
+        &p[lay.final_norm..][..d],
+        &acts.meanf[..n],
+        &acts.rstdf[..n],
+        &mut s.dres[..nd],
+        &mut g[lay.final_norm..][..d],
+        d,
+    );
+    for (l, (bo, la)) in lay.blocks.iter().zip(acts.layers.iter()).enumerate().rev() {
+        let x = &acts.resid[l][..nd];
+        // out = h + g·w2 ; g = gelu(u) ; u = xn2·w1
+        matmul_backward(
+            &s.dres[..nd],
+            &la.g[..nf],
+            &p[bo.w2..][..df],
+            &mut s.dg[..nf],
+            &mut g[bo.w2..][..df],
+            n,
+            4 * d,
+            d,
+        );
+        gelu_backward(&s.dg[..nf], &la.u[..nf], &mut s.du[..nf]);
+        matmul_backward(
+            &s.du[..nf],
+            &la.xn2[..nd],
+            &p[bo.w1..][..df],
+            &mut s.t1[..nd],
+            &mut g[bo.w1..][..df],
+            n,
+            d,
+            4 * d,
+        );
+        layernorm_backward(
+            &s.t1[..nd],
+            &la.h[..nd],
+            &p[bo.ln2..][..d],
+            &la.mean2[..n],
+            &la.rstd2[..n],
+            &mut s.t2[..nd],
+            &mut g[bo.ln2..][..d],
+            d,
+        );
+        add_into(&mut s.dres[..nd], &s.t2[..nd]); // now dh
+                                                  // h = x + y·wo
+        matmul_backward(
+            &s.dres[..nd],
+            &la.y[..nd],
+            &p[bo.wo..][..dd],
+            &mut s.t1[..nd],
+            &mut g[bo.wo..][..dd],
+            n,
+            d,
+            d,
+        );
+        let att_len = b * (d / HEAD_DIM) * t * t;
+        attention_backward(
+            &s.t1[..nd],
+            &la.qr[..nd],
+            &la.kr[..nd],
+            &la.v[..nd],
+            &la.att[..att_len],
+            &mut s.dqr[..nd],
+            &mut s.dkr[..nd],
+            &mut s.dv[..nd],
+            b,
+            t,
+            d,
+        );
+        rope_backward(&s.dqr[..nd], &mut s.t2[..nd], b, t, d);
+        qk_norm_backward(
+            &s.t2[..nd],
+            &la.q[..nd],
+            &p[bo.q_norm..][..HEAD_DIM],
+            &la.q_mean[..nh],
+            &la.q_rstd[..nh],
+            &mut s.dq[..nd],
+            &mut g[bo.q_norm..][..HEAD_DIM],
+            d,
+        );
+        rope_backward(&s.dkr[..nd], &mut s.t2[..nd], b, t, d);
+        qk_norm_backward(
+            &s.t2[..nd],
+            &la.k[..nd],
+            &p[bo.k_norm..][..HEAD_DIM],
+            &la.k_mean[..nh],
+            &la.k_rstd[..nh],
+            &mut s.dk[..nd],
+            &mut g[bo.k_norm..][..HEAD_DIM],
+            d,
+        );
+        // q|k|v = xn1·wq|wk|wv
+        let xn1 = &la.xn1[..nd];
+        let dxn1 = &mut s.t1[..nd];
+        matmul_backward_a(&s.dq[..nd], &p[bo.wq..][..dd], dxn1, n, d, d, false);
+        matmul_backward_a(&s.dk[..nd], &p[bo.wk..][..dd], dxn1, n, d, d, true);
+        matmul_backward_a(&s.dv[..nd], &p[bo.wv..][..dd], dxn1, n, d, d, true);
+        matmul_backward_b(&s.dq[..nd], xn1, &mut g[bo.wq..][..dd], n, d, d);
+        matmul_backward_b(&s.dk[..nd], xn1, &mut g[bo.wk..][..dd], n, d, d);
+        matmul_backward_b(&s.dv[..nd], xn1, &mut g[bo.wv..][..dd], n, d, d);
+        layernorm_backward(
+            &s.t1[..nd],
+            x,
+            &p[bo.ln1..][..d],
+            &la.mean1[..n],
+            &la.rstd1[..n],
+            &mut s.t2[..nd],
+            &mut g[bo.ln1..][..d],
+            d,
+        );
+        add_into(&mut s.dres[..nd], &s.t2[..nd]); // now dx
+    }
+    embedding_backward(
+        &s.dres[..nd],
+        &acts.inputs[..n],
+        &mut g[lay.embed..][..v * d],
+        d,
+    );
+}

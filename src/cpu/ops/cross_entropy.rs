@@ -1,0 +1,161 @@
+//! Softmax cross-entropy over rows of `V` logits, with pad targets (`PAD_ID`) masked out.
+//!
+//! The loss is the *sum* of `−ln softmax(logits)[target]` over non-pad rows (f64, summed in row
+//! order); its gradient is `softmax − onehot` per non-pad row and zero on pad rows, unscaled.
+
+use crate::backend::LossSum;
+use crate::model::config::PAD_ID;
+use rayon::prelude::*;
+
+/// Rows per parallel task.
+const ROWS_PER_CHUNK: usize = 4;
+
+/// Max of a row.
+#[inline]
+fn row_max(row: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let mut it = row.chunks_exact(8);
+    for c in &mut it {
+        for (l, &x) in lanes.iter_mut().zip(c) {
+            *l = l.max(x);
+        }
+    }
+    let tail = it
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |a, &x| a.max(x));
+    lanes.iter().fold(tail, |a, &x| a.max(x))
+}
+
+/// Σ exp(x − max) over a row, summed in 8 fixed lanes.
+#[inline]
+fn sum_exp(row: &[f32], max: f32) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let mut it = row.chunks_exact(8);
+    for c in &mut it {
+        for (l, &x) in lanes.iter_mut().zip(c) {
+            *l += (x - max).exp();
+        }
+    }
+    let tail: f32 = it.remainder().iter().map(|&x| (x - max).exp()).sum();
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// Replace a row by exp(x − max) and return the sum (same lane order as [`sum_exp`]).
+#[inline]
+fn exp_in_place(row: &mut [f32], max: f32) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let mut it = row.chunks_exact_mut(8);
+    for c in &mut it {
+        for (l, x) in lanes.iter_mut().zip(c) {
+            *x = (*x - max).exp();
+            *l += *x;
+        }
+    }
+    let mut tail = 0.0f32;
+    for x in it.into_remainder() {
+        *x = (*x - max).exp();
+        tail += *x;
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+#[inline]
+fn row_loss(max: f32, sum: f32, target_logit: f32) -> f64 {
+    (sum as f64).ln() + max as f64 - target_logit as f64
+}
+
+fn check_target(target: u16, v: usize) -> usize {
+    let t = target as usize;
+    assert!(
+        t < v,
+        "cross_entropy: target {t} outside a vocabulary of {v}"
+    );
+    t
+}
+
+/// Loss of one row, then overwrite the row with its gradient (zero for a pad target).
+#[inline]
+fn row_in_place(row: &mut [f32], target: u16) -> f64 {
+    if target == PAD_ID {
+        row.fill(0.0);
+        return 0.0;
+    }
+    let t = check_target(target, row.len());
+    let max = row_max(row);
+    let target_logit = row[t];
+    let sum = exp_in_place(row, max);
+    let inv = 1.0 / sum;
+    row.iter_mut().for_each(|x| *x *= inv);
+    row[t] -= 1.0;
+    row_loss(max, sum, target_logit)
+}
+
+fn total(losses: &[f64], targets_N: &[u16]) -> LossSum {
+    LossSum {
+        sum: losses.iter().sum(),
+        count: targets_N.iter().filter(|&&t| t != PAD_ID).count() as u64,
+    }
+}
+
+/// Summed loss of `logits_NxV` against `targets_N`; when `dlogits_NxV` is given, also writes the
+/// gradient of the summed loss into it (`=`).
+pub fn cross_entropy_forward_backward(
+    logits_NxV: &[f32],
+    targets_N: &[u16],
+    dlogits_NxV: Option<&mut [f32]>,
+    v: usize,
+) -> LossSum {
+    match dlogits_NxV {
+        None => cross_entropy_loss(logits_NxV, targets_N, v),
+        Some(d) => {
+            assert_eq!(d.len(), logits_NxV.len(), "cross_entropy: dlogits size");
+            d.copy_from_slice(logits_NxV);
+            cross_entropy_in_place(d, targets_N, v)
+        }
+    }
+}
+
+/// Summed loss only (no gradient).
+pub fn cross_entropy_loss(logits_NxV: &[f32], targets_N: &[u16], v: usize) -> LossSum {
+    assert_eq!(
+        logits_NxV.len(),
+        targets_N.len() * v,
+        "cross_entropy: logits size"
+    );
+    let losses: Vec<f64> = logits_NxV
+        .par_chunks(v)
+        .with_min_len(ROWS_PER_CHUNK)
+        .zip(targets_N.par_iter())
+        .map(|(row, &target)| {
+            if target == PAD_ID {
+                return 0.0;
+            }
+            let t = check_target(target, v);
+            let max = row_max(row);
+            row_loss(max, sum_exp(row, max), row[t])
+        })
+        .collect();
+    total(&losses, targets_N)
+}
+
+/// Like [`cross_entropy_forward_backward`], overwriting the logits with their gradient (saves a
+/// `[N, V]` buffer in the training step).
+pub fn cross_entropy_in_place(
+    logits_dlogits_NxV: &mut [f32],
+    targets_N: &[u16],
+    v: usize,
+) -> LossSum {
+    assert_eq!(
+        logits_dlogits_NxV.len(),
+        targets_N.len() * v,
+        "cross_entropy: logits size"
+    );
+    let losses: Vec<f64> = logits_dlogits_NxV
+        .par_chunks_mut(v)
+        .with_min_len(ROWS_PER_CHUNK)
+        .zip(targets_N.par_iter())
+        .map(|(row, &target)| row_in_place(row, target))
+        .collect();
+    total(&losses, targets_N)
+}

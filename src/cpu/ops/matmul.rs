@@ -1,0 +1,251 @@
+//! Matrix multiplication `y = a·b`, row-major, on top of `matrixmultiply::sgemm`.
+//!
+//! Transposes are free (sgemm takes strides). Work is split over rayon along the larger output
+//! dimension in at most [`MAX_CHUNKS`] chunks whose size depends only on the shape, and every output
+//! element is computed by exactly one sgemm call: results are bitwise identical whatever the number
+//! of threads.
+
+use super::send_ptr::SendPtr;
+use rayon::prelude::*;
+
+/// Most chunks one product is split into.
+const MAX_CHUNKS: usize = 16;
+/// Fewest rows (or columns) in a chunk.
+const MIN_CHUNK: usize = 32;
+/// Below this many multiply-adds a product runs as one sgemm call.
+const SERIAL_WORK: usize = 1 << 18;
+
+/// A read-only strided matrix operand.
+#[derive(Clone, Copy)]
+pub(crate) struct Operand<'a> {
+    /// Backing storage.
+    pub data: &'a [f32],
+    /// Row stride.
+    pub rs: usize,
+    /// Column stride.
+    pub cs: usize,
+}
+
+impl<'a> Operand<'a> {
+    /// A row-major `rows × cols` matrix.
+    pub fn rows(data: &'a [f32], cols: usize) -> Self {
+        Operand {
+            data,
+            rs: cols,
+            cs: 1,
+        }
+    }
+    /// The transpose of a row-major matrix with `cols` columns.
+    pub fn transposed(data: &'a [f32], cols: usize) -> Self {
+        Operand {
+            data,
+            rs: 1,
+            cs: cols,
+        }
+    }
+    fn check(&self, rows: usize, cols: usize, what: &str) {
+        if rows > 0 && cols > 0 {
+            let last = (rows - 1) * self.rs + (cols - 1) * self.cs;
+            assert!(
+                last < self.data.len(),
+                "matmul: operand {what} ({rows}x{cols}) exceeds its buffer of {}",
+                self.data.len()
+            );
+        }
+    }
+}
+
+fn chunk_len(dim: usize) -> usize {
+    dim.div_ceil(MAX_CHUNKS).max(MIN_CHUNK)
+}
+
+/// `c = a·b + beta·c` for `a` (`m×k`), `b` (`k×n`) and row-major contiguous `c` (`m×n`).
+pub(crate) fn gemm(m: usize, k: usize, n: usize, a: Operand, b: Operand, beta: f32, c: &mut [f32]) {
+    a.check(m, k, "a");
+    b.check(k, n, "b");
+    assert_eq!(c.len(), m * n, "matmul: output size");
+    if m == 0 || n == 0 {
+        return;
+    }
+    let (ap, bp) = (a.data.as_ptr(), b.data.as_ptr());
+    let (ars, acs, brs, bcs) = (a.rs as isize, a.cs as isize, b.rs as isize, b.cs as isize);
+    if m * n * k.max(1) <= SERIAL_WORK {
+        // SAFETY: operand extents checked above; c is m×n contiguous.
+        unsafe {
+            matrixmultiply::sgemm(
+                m,
+                k,
+                n,
+                1.0,
+                ap,
+                ars,
+                acs,
+                bp,
+                brs,
+                bcs,
+                beta,
+                c.as_mut_ptr(),
+                n as isize,
+                1,
+            )
+        };
+        return;
+    }
+    if m >= n {
+        let ch = chunk_len(m);
+        c.par_chunks_mut(ch * n).enumerate().for_each(|(i, cc)| {
+            let (r0, rows) = (i * ch, cc.len() / n);
+            // SAFETY: rows r0..r0+rows of a are inside the checked extent; cc is rows×n contiguous.
+            unsafe {
+                matrixmultiply::sgemm(
+                    rows,
+                    k,
+                    n,
+                    1.0,
+                    a.data.as_ptr().add(r0 * a.rs),
+                    ars,
+                    acs,
+                    b.data.as_ptr(),
+                    brs,
+                    bcs,
+                    beta,
+                    cc.as_mut_ptr(),
+                    n as isize,
+                    1,
+                )
+            };
+        });
+    } else {
+        let ch = chunk_len(n);
+        let cp = SendPtr::new(c.as_mut_ptr());
+        (0..n.div_ceil(ch)).into_par_iter().for_each(|j| {
+            let (c0, cols) = (j * ch, ch.min(n - j * ch));
+            // SAFETY: columns c0..c0+cols of b are inside the checked extent; each task writes the
+            // disjoint column block c0..c0+cols of the m×n output, which outlives the parallel loop.
+            unsafe {
+                matrixmultiply::sgemm(
+                    m,
+                    k,
+                    cols,
+                    1.0,
+                    a.data.as_ptr(),
+                    ars,
+                    acs,
+                    b.data.as_ptr().add(c0 * b.cs),
+                    brs,
+                    bcs,
+                    beta,
+                    cp.get().add(c0),
+                    n as isize,
+                    1,
+                )
+            };
+        });
+    }
+}
+
+/// `out = a·b` with `a` `m×k`, `b` `k×n`, all row-major.
+pub fn matmul_forward(
+    a_MxK: &[f32],
+    b_KxN: &[f32],
+    out_MxN: &mut [f32],
+    m: usize,
+    k: usize,
+    n: usize,
+) {
+    assert_eq!(a_MxK.len(), m * k, "matmul_forward: a size");
+    assert_eq!(b_KxN.len(), k * n, "matmul_forward: b size");
+    gemm(
+        m,
+        k,
+        n,
+        Operand::rows(a_MxK, k),
+        Operand::rows(b_KxN, n),
+        0.0,
+        out_MxN,
+    );
+}
+
+/// `out += a·b` (the residual adds of the model).
+pub(crate) fn matmul_forward_acc(
+    a_MxK: &[f32],
+    b_KxN: &[f32],
+    out_MxN: &mut [f32],
+    m: usize,
+    k: usize,
+    n: usize,
+) {
+    assert_eq!(a_MxK.len(), m * k, "matmul_forward_acc: a size");
+    assert_eq!(b_KxN.len(), k * n, "matmul_forward_acc: b size");
+    gemm(
+        m,
+        k,
+        n,
+        Operand::rows(a_MxK, k),
+        Operand::rows(b_KxN, n),
+        1.0,
+        out_MxN,
+    );
+}
+
+/// `da = dout·bᵀ` when `accumulate` is false, `da += dout·bᵀ` when true.
+pub(crate) fn matmul_backward_a(
+    dout_MxN: &[f32],
+    b_KxN: &[f32],
+    da_MxK: &mut [f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    accumulate: bool,
+) {
+    assert_eq!(dout_MxN.len(), m * n, "matmul_backward: dout size");
+    assert_eq!(b_KxN.len(), k * n, "matmul_backward: b size");
+    let beta = if accumulate { 1.0 } else { 0.0 };
+    gemm(
+        m,
+        n,
+        k,
+        Operand::rows(dout_MxN, n),
+        Operand::transposed(b_KxN, n),
+        beta,
+        da_MxK,
+    );
+}
+
+/// `db += aᵀ·dout`.
+pub(crate) fn matmul_backward_b(
+    dout_MxN: &[f32],
+    a_MxK: &[f32],
+    db_KxN: &mut [f32],
+    m: usize,
+    k: usize,
+    n: usize,
+) {
+    assert_eq!(dout_MxN.len(), m * n, "matmul_backward: dout size");
+    assert_eq!(a_MxK.len(), m * k, "matmul_backward: a size");
+    gemm(
+        k,
+        m,
+        n,
+        Operand::transposed(a_MxK, k),
+        Operand::rows(dout_MxN, n),
+        1.0,
+        db_KxN,
+    );
+}
+
+/// Backward of `out = a·b`: `da = dout·bᵀ` (`=`), `db += aᵀ·dout` (`+=`).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_backward(
+    dout_MxN: &[f32],
+    a_MxK: &[f32],
+    b_KxN: &[f32],
+    da_MxK: &mut [f32],
+    db_KxN: &mut [f32],
+    m: usize,
+    k: usize,
+    n: usize,
+) {
+    matmul_backward_a(dout_MxN, b_KxN, da_MxK, m, k, n, false);
+    matmul_backward_b(dout_MxN, a_MxK, db_KxN, m, k, n);
+}
