@@ -82,17 +82,43 @@ __device__ __forceinline__ void mma(float (&acc)[4], const u32 (&a)[4], u32 b0, 
 }
 
 __device__ __forceinline__ u32 pack_bf16(float lo, float hi) {
-    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-    return *reinterpret_cast<u32*>(&v);
+    const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return (u32)__bfloat16_as_ushort(v.x) | ((u32)__bfloat16_as_ushort(v.y) << 16);
 }
 
+// 16- and 4-byte moves between differently typed views of the same memory: plain vector accesses on the
+// GPU, memcpy under the emulator (where g++ applies strict aliasing to them).
+__device__ __forceinline__ uint4 ld16(const void* p) {
+#ifdef ISOFLOP_EMU
+    uint4 u;
+    memcpy(&u, p, 16);
+    return u;
+#else
+    return *reinterpret_cast<const uint4*>(p);
+#endif
+}
+__device__ __forceinline__ void st16(void* p, uint4 u) {
+#ifdef ISOFLOP_EMU
+    memcpy(p, &u, 16);
+#else
+    *reinterpret_cast<uint4*>(p) = u;
+#endif
+}
+__device__ __forceinline__ void st4(void* p, u32 u) {
+#ifdef ISOFLOP_EMU
+    memcpy(p, &u, 4);
+#else
+    *reinterpret_cast<u32*>(p) = u;
+#endif
+}
+
+// 8 bf16 (one 16-byte load) widened to f32 (exact: a bf16 is the top half of an f32).
 __device__ __forceinline__ void unpack8(const uint4& u, float* f) {
-    const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&u);
+    const u32 w[4] = {u.x, u.y, u.z, u.w};
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-        float2 t = __bfloat1622float2(h[i]);
-        f[2 * i] = t.x;
-        f[2 * i + 1] = t.y;
+        f[2 * i] = __uint_as_float(w[i] << 16);
+        f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
     }
 }
 
@@ -108,10 +134,10 @@ __device__ __forceinline__ void load_row_stats(const bf16* __restrict__ src, int
     const int c0 = norm_col0();
     if (pos < T) {
         const bf16* p = src + (size_t)pos * D + c0;
-        unpack8(*reinterpret_cast<const uint4*>(p), xa);
-        unpack8(*reinterpret_cast<const uint4*>(p + 8), xa + 8);
-        unpack8(*reinterpret_cast<const uint4*>(p + 32), xb);
-        unpack8(*reinterpret_cast<const uint4*>(p + 40), xb + 8);
+        unpack8(ld16(p), xa);
+        unpack8(ld16(p + 8), xa + 8);
+        unpack8(ld16(p + 32), xb);
+        unpack8(ld16(p + 40), xb + 8);
     } else {
 #pragma unroll
         for (int i = 0; i < 16; ++i) xa[i] = xb[i] = 0.f;
@@ -156,10 +182,10 @@ __device__ __forceinline__ void load_norm_rope_tile(bf16* __restrict__ dst, cons
         ob[i / 2] = pack_bf16(zb[0], zb[1]);
     }
     bf16* d = dst + r * LDS + c0;
-    *reinterpret_cast<uint4*>(d) = make_uint4(oa[0], oa[1], oa[2], oa[3]);
-    *reinterpret_cast<uint4*>(d + 8) = make_uint4(oa[4], oa[5], oa[6], oa[7]);
-    *reinterpret_cast<uint4*>(d + 32) = make_uint4(ob[0], ob[1], ob[2], ob[3]);
-    *reinterpret_cast<uint4*>(d + 40) = make_uint4(ob[4], ob[5], ob[6], ob[7]);
+    st16(d, make_uint4(oa[0], oa[1], oa[2], oa[3]));
+    st16(d + 8, make_uint4(oa[4], oa[5], oa[6], oa[7]));
+    st16(d + 32, make_uint4(ob[0], ob[1], ob[2], ob[3]));
+    st16(d + 40, make_uint4(ob[4], ob[5], ob[6], ob[7]));
 }
 
 // dst[64][LDS] = rows row0..row0+64 of src as they are; rows past T become zeros. All 128 threads.
@@ -170,8 +196,8 @@ __device__ __forceinline__ void load_raw_tile(bf16* __restrict__ dst, const bf16
         const int idx = threadIdx.x + i * NTHREADS;
         const int r = idx >> 3, c = (idx & 7) * 8;
         uint4 u = make_uint4(0u, 0u, 0u, 0u);
-        if (row0 + r < T) u = *reinterpret_cast<const uint4*>(src + (size_t)(row0 + r) * D + c);
-        *reinterpret_cast<uint4*>(dst + r * LDS + c) = u;
+        if (row0 + r < T) u = ld16(src + (size_t)(row0 + r) * D + c);
+        st16(dst + r * LDS + c, u);
     }
 }
 
@@ -237,15 +263,14 @@ __device__ __forceinline__ void store_acc_bf16(const float acc[8][4], float mul0
     bf16* sw = stage + warp * 16 * LDS;
 #pragma unroll
     for (int nb = 0; nb < 8; ++nb) {
-        *reinterpret_cast<u32*>(sw + g * LDS + nb * 8 + 2 * tq) = pack_bf16(acc[nb][0] * mul0, acc[nb][1] * mul0);
-        *reinterpret_cast<u32*>(sw + (g + 8) * LDS + nb * 8 + 2 * tq) =
-            pack_bf16(acc[nb][2] * mul1, acc[nb][3] * mul1);
+        st4(sw + g * LDS + nb * 8 + 2 * tq, pack_bf16(acc[nb][0] * mul0, acc[nb][1] * mul0));
+        st4(sw + (g + 8) * LDS + nb * 8 + 2 * tq, pack_bf16(acc[nb][2] * mul1, acc[nb][3] * mul1));
     }
     __syncwarp();
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
         const int rr = (lane >> 3) + 4 * i, c = (lane & 7) * 8, pos = row0 + warp * 16 + rr;
-        if (pos < T) *reinterpret_cast<uint4*>(dst + (size_t)pos * D + c) = *reinterpret_cast<const uint4*>(sw + rr * LDS + c);
+        if (pos < T) st16(dst + (size_t)pos * D + c, ld16(sw + rr * LDS + c));
     }
     __syncwarp();
 }
@@ -310,10 +335,10 @@ __device__ __forceinline__ void norm_rope_backward_tile(const float acc[8][4], f
     }
     if (pos < T) {
         bf16* d = dx_dst + (size_t)pos * D + c0;
-        *reinterpret_cast<uint4*>(d) = make_uint4(oa[0], oa[1], oa[2], oa[3]);
-        *reinterpret_cast<uint4*>(d + 8) = make_uint4(oa[4], oa[5], oa[6], oa[7]);
-        *reinterpret_cast<uint4*>(d + 32) = make_uint4(ob[0], ob[1], ob[2], ob[3]);
-        *reinterpret_cast<uint4*>(d + 40) = make_uint4(ob[4], ob[5], ob[6], ob[7]);
+        st16(d, make_uint4(oa[0], oa[1], oa[2], oa[3]));
+        st16(d + 8, make_uint4(oa[4], oa[5], oa[6], oa[7]));
+        st16(d + 32, make_uint4(ob[0], ob[1], ob[2], ob[3]));
+        st16(d + 40, make_uint4(ob[4], ob[5], ob[6], ob[7]));
     }
     __syncthreads();  // every thread has read its dz from stagef
     const bool valid = pos < T;  // rows past T have n = 0 already; keep them out explicitly
@@ -476,6 +501,7 @@ extern "C" __global__ void __launch_bounds__(attn::NTHREADS, 4) attention_forwar
                       const __nv_bfloat16* __restrict__ k, const __nv_bfloat16* __restrict__ v, const float* __restrict__ q_scale,
                       const float* __restrict__ k_scale, const float2* __restrict__ rope_cs, int B, int T, int H) {
     using namespace attn;
+    (void)B;  // the grid carries the batch
     __align__(16) __shared__ bf16 Qs[TILE_ELEMS];
     __align__(16) __shared__ bf16 Ks[TILE_ELEMS];
     __align__(16) __shared__ bf16 Vs[TILE_ELEMS];
@@ -576,8 +602,8 @@ extern "C" __global__ void __launch_bounds__(256) attention_backward_prep(float*
         h = (int)(hr % H);
         const size_t off = (size_t)row * D + (size_t)h * HD + sub * 8;
         float a[8], c[8];
-        unpack8(*reinterpret_cast<const uint4*>(out + off), a);
-        unpack8(*reinterpret_cast<const uint4*>(dout + off), c);
+        unpack8(ld16(out + off), a);
+        unpack8(ld16(dout + off), c);
 #pragma unroll
         for (int i = 0; i < 8; ++i) s += a[i] * c[i];
     }
