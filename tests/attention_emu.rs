@@ -397,16 +397,22 @@ enum HostBuf {
     F32(Vec<f32>),
 }
 
-struct Emu {
-    lib: &'static harness::EmuLib,
+struct Emu<'a> {
+    lib: &'a harness::EmuLib,
     /// Buffers by id; a `Buf` is an index (the Vecs never reallocate after creation).
     bufs: Vec<std::cell::UnsafeCell<HostBuf>>,
 }
 
-impl Emu {
-    fn new() -> Emu {
+impl Emu<'static> {
+    fn new() -> Emu<'static> {
+        Emu::with(harness::kernels())
+    }
+}
+
+impl<'a> Emu<'a> {
+    fn with(lib: &'a harness::EmuLib) -> Emu<'a> {
         Emu {
-            lib: harness::kernels(),
+            lib,
             bufs: Vec::new(),
         }
     }
@@ -424,7 +430,7 @@ impl Emu {
     }
 }
 
-impl Launcher for Emu {
+impl Launcher for Emu<'_> {
     type Buf = usize;
     fn bf16_from(&mut self, data: &[f32]) -> usize {
         self.push(HostBuf::Bf16(
@@ -558,4 +564,43 @@ fn check_rejects_nan_and_wrong_values() {
         .iter_mut()
         .for_each(|v| *v -= cases::DSCALE_PRIOR);
     assert!(cases::check(&c, &no_prior, &want).is_err());
+}
+
+/// The kernels built with AddressSanitizer + UndefinedBehaviorSanitizer over the ragged cases: no read or
+/// write outside the buffers (rows past T are never touched), no undefined behaviour.
+#[test]
+fn fused_attention_is_clean_under_sanitizers() {
+    let src = harness::repo_root().join("kernels").join("attention.cu");
+    let so = harness::EmuLib::build_so(&[src], harness::Flavor::Sanitize)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (ok, log) = harness::run_sanitized_child("sanitized_child_attention", &so)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(ok, "sanitized run failed:\n{log}");
+    assert!(
+        log.contains("sanitized attention: 3 cases ok"),
+        "child did not run:\n{log}"
+    );
+}
+
+#[test]
+#[ignore = "run by fused_attention_is_clean_under_sanitizers in a child process"]
+fn sanitized_child_attention() {
+    let lib = harness::sanitized_lib_in_child()
+        .expect("started by fused_attention_is_clean_under_sanitizers");
+    let shapes = [
+        cases::Case { b: 1, t: 1, h: 1 },
+        cases::Case {
+            b: 2,
+            t: 64 + 7,
+            h: 1,
+        },
+        cases::Case { b: 1, t: 40, h: 2 },
+    ];
+    for (i, c) in shapes.iter().enumerate() {
+        let x = cases::inputs(c, 50 + i as u64);
+        let got = cases::run_fused(&mut Emu::with(&lib), c, &x);
+        let want = cases::reference(c, &x);
+        cases::check(c, &got, &want).unwrap_or_else(|e| panic!("{e}"));
+    }
+    println!("sanitized attention: {} cases ok", shapes.len());
 }
