@@ -49,8 +49,9 @@
 //   finishes its rows through RoPE and QK-Norm backward and writes its scale-gradient partial [64].
 // * Expected on H100: the forward at ~25-30% of the mma.sync bf16 peak for T=512 (loads are synchronous
 //   register round trips with no cp.async pipelining, and the per-tile normalisation sits on the critical
-//   path; occupancy hides part of it: <=128 registers, 27 KiB smem -> 4 blocks = 16 warps per SM); the
-//   backward at ~20%. Useful later steps: double-buffer K/V tiles (prefetch into registers before the
+//   path; occupancy hides part of it: 128 registers (ptxas, no spills), 27 KiB smem -> 4 blocks = 16 warps
+//   per SM); the backward at ~20% (255 registers, no spills: dK, dV accumulators plus K, V fragments stay in
+//   registers -> 2 blocks = 8 warps per SM; 36.5 KiB smem). Useful later steps: double-buffer K/V tiles (prefetch into registers before the
 //   products), 128-query tiles with 8 warps for the forward.
 #include "ptx.cuh"
 
