@@ -437,8 +437,9 @@ inline std::mutex& launch_mutex() {
   static std::mutex m;
   return m;
 }
+// Per host thread: tests launch from several threads, and one launch must not clear another's message.
 inline std::string& last_error() {
-  static std::string e;
+  static thread_local std::string e;
   return e;
 }
 
