@@ -345,3 +345,50 @@ fn info_prints_counts_and_budgets() {
         20.0 * 41_611_264.0
     );
 }
+
+#[test]
+fn resume_refuses_a_checkpoint_from_another_configuration() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("mismatch");
+    let mut args = small_args(&dir, 20);
+    args.extend([
+        "--stop-after".into(),
+        "5".into(),
+        "--checkpoint-every".into(),
+        "0".into(),
+    ]);
+    let out = Command::new(BIN).args(&args).output().unwrap();
+    assert!(!out.status.success());
+    assert_eq!(manifest(&dir)["status"], "interrupted");
+    // Tamper with the checkpoint's recorded configuration.
+    let state = dir.join("checkpoints/step-00000005/state.json");
+    let text = std::fs::read_to_string(&state)
+        .unwrap()
+        .replace("\"seed\": 11", "\"seed\": 12");
+    std::fs::write(&state, text).unwrap();
+    let out = Command::new(BIN)
+        .args(["train", "--resume", &dir.display().to_string()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("state.json") || err.contains("step-00000005"),
+        "{err}"
+    );
+    assert!(err.contains("configuration differs"), "{err}");
+    // A truncated model file is refused, naming the file.
+    let model = dir.join("checkpoints/step-00000005/model.safetensors");
+    let bytes = std::fs::read(&model).unwrap();
+    std::fs::write(&model, &bytes[..bytes.len() / 3]).unwrap();
+    let out = Command::new(BIN)
+        .args(["train", "--resume", &dir.display().to_string()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("model.safetensors"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
