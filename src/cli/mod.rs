@@ -4,4 +4,5 @@ pub mod data;
 pub mod export;
 pub mod fit;
 pub mod info;
+pub mod sweep;
 pub mod train;
