@@ -258,7 +258,7 @@ mod tests {
         let p = Plan::resolve(&s).unwrap();
         let (a, b) = (&p.runs[0], &p.runs[2]);
         assert_eq!((a.config.batch_size, b.config.batch_size), (4, 8));
-        assert_eq!(a.config.lr, 1.0 / (a.params.n as f64).sqrt());
+        assert!((a.config.lr * (a.params.n as f64).sqrt() - 1.0).abs() < 1e-12);
         assert_eq!(
             a.config.warmup_steps,
             (a.params.n as f64 / (4.0 * 32.0)).ceil() as u64

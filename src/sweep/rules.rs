@@ -76,9 +76,13 @@ impl Rule {
                 .find(|(k, _)| k.parse::<usize>().ok() == Some(d_model))
                 .map(|(_, v)| *v)
                 .ok_or_else(|| {
+                    let mut keys: Vec<usize> =
+                        table.keys().filter_map(|k| k.parse().ok()).collect();
+                    keys.sort_unstable();
+                    let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
                     format!(
                         "{field}.table has no entry for d_model = {d_model} (entries: {})",
-                        table.keys().cloned().collect::<Vec<_>>().join(", ")
+                        keys.join(", ")
                     )
                 }),
             Rule::PowerLaw { power_law: p } => Ok(p.a * (n as f64).powf(p.b)),
