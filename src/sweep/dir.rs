@@ -121,7 +121,7 @@ impl SweepDir {
                     .iter()
                     .filter(|r| {
                         let new = serde_json::to_value(r).unwrap_or_default();
-                        !head.runs.iter().any(|o| *o == new)
+                        !head.runs.contains(&new)
                     })
                     .map(|r| r.name.as_str())
                     .take(5)

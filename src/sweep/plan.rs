@@ -76,14 +76,19 @@ impl Plan {
     /// Resolve a spec into runs: sizes × budgets × seeds, each with its config from the rules.
     pub fn resolve(spec: &SweepSpec) -> Result<Plan, String> {
         let sizes = spec.sizes()?;
-        // (prefix, size, target tokens, budget, multiplier)
-        let mut points: Vec<(String, Size, f64, Option<f64>, Option<f64>)> = Vec::new();
+        let mut points: Vec<Point> = Vec::new();
         let convention = match &spec.budget {
             Budget::Multiplier { multipliers } => {
                 for &m in multipliers {
                     for &s in &sizes {
                         let n = ParamCounts::of(&spec.model_config(s)).n as f64;
-                        points.push((format!("m{}", short(m)), s, m * n, None, Some(m)));
+                        points.push(Point {
+                            prefix: format!("m{}", short(m)),
+                            size: s,
+                            tokens: m * n,
+                            budget: None,
+                            multiplier: Some(m),
+                        });
                     }
                 }
                 FlopConvention::Standard
@@ -106,7 +111,13 @@ impl Plan {
                         {
                             continue;
                         }
-                        points.push((format!("c{}", short(c)), s, tokens, Some(c), None));
+                        points.push(Point {
+                            prefix: format!("c{}", short(c)),
+                            size: s,
+                            tokens,
+                            budget: Some(c),
+                            multiplier: None,
+                        });
                     }
                     if points.len() == before {
                         return Err(format!(
@@ -118,10 +129,10 @@ impl Plan {
             }
         };
         let mut runs = Vec::new();
-        for (prefix, s, target, budget, multiplier) in points {
-            let point = format!("{prefix}-d{}l{}", s.d_model, s.n_layers);
+        for p in &points {
+            let point = format!("{}-d{}l{}", p.prefix, p.size.d_model, p.size.n_layers);
             for r in 0..spec.seeds_per_point {
-                runs.push(resolve_run(spec, s, &point, r, target, budget, multiplier)?);
+                runs.push(resolve_run(spec, &point, r, p)?);
             }
         }
         let mut names: Vec<&str> = runs.iter().map(|r| r.name.as_str()).collect();
@@ -154,15 +165,24 @@ pub fn fingerprint(runs: &[PlannedRun]) -> String {
     format!("{:x}", Sha256::digest(json.as_bytes()))
 }
 
-fn resolve_run(
-    spec: &SweepSpec,
-    s: Size,
-    point: &str,
-    replicate: u32,
-    target_tokens: f64,
+/// One (budget, size) point before seeds.
+struct Point {
+    /// `c2e11` or `m20`.
+    prefix: String,
+    size: Size,
+    /// Target training tokens.
+    tokens: f64,
     budget: Option<f64>,
     multiplier: Option<f64>,
+}
+
+fn resolve_run(
+    spec: &SweepSpec,
+    point: &str,
+    replicate: u32,
+    p: &Point,
 ) -> Result<PlannedRun, String> {
+    let (s, target_tokens, budget, multiplier) = (p.size, p.tokens, p.budget, p.multiplier);
     let t = &spec.train;
     let model = spec.model_config(s);
     let params = ParamCounts::of(&model);
