@@ -25,6 +25,8 @@ enum Command {
     Fit(cli::fit::FitArgs),
     /// Write the per-step records of runs as one tidy CSV.
     Export(cli::export::ExportArgs),
+    /// Held-out loss of a checkpoint.
+    Eval(cli::eval::EvalArgs),
     /// Scaling sweeps: plan, run, resume, export and scale out (Slurm) grids of runs.
     Sweep(cli::sweep::SweepArgs),
 }
@@ -37,6 +39,7 @@ fn main() {
         Command::Data(a) => cli::data::run(a),
         Command::Fit(a) => cli::fit::run(a),
         Command::Export(a) => cli::export::run(a),
+        Command::Eval(a) => cli::eval::run(a),
         Command::Sweep(a) => cli::sweep::run(a),
     };
     if let Err(e) = result {

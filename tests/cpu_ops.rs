@@ -488,6 +488,34 @@ fn cross_entropy_matches_f64_and_masks_pad() {
 }
 
 #[test]
+fn cross_entropy_paths_agree_bitwise_on_long_rows() {
+    let mut r = rng(18);
+    let (n, v) = (5, 32101);
+    let logits = randn(&mut r, n * v, 4.0);
+    let targets: Vec<u16> = vec![7, 32100, 0, 1, 20000];
+    let loss = cross_entropy_forward_backward(&logits, &targets, None, v);
+    let mut dl = vec![0.0; n * v];
+    assert_eq!(
+        cross_entropy_forward_backward(&logits, &targets, Some(&mut dl), v),
+        loss
+    );
+    let mut want = 0.0f64;
+    for (i, &t) in targets.iter().enumerate().filter(|(_, &t)| t != 0) {
+        let row = &logits[i * v..][..v];
+        let mx = row.iter().fold(f64::NEG_INFINITY, |a, &x| a.max(x as f64));
+        let z: f64 = row.iter().map(|&x| (x as f64 - mx).exp()).sum();
+        want += z.ln() + mx - row[t as usize] as f64;
+        let p_t = (row[t as usize] as f64 - mx).exp() / z;
+        assert!((dl[i * v + t as usize] as f64 - (p_t - 1.0)).abs() < 1e-6);
+    }
+    assert!(
+        (loss.sum - want).abs() < 1e-6 * want,
+        "{} vs {want}",
+        loss.sum
+    );
+}
+
+#[test]
 fn cross_entropy_gradient_matches_finite_differences() {
     let mut r = rng(13);
     for &(n, v) in &[(3, 5), (4, 50), (2, 1001)] {

@@ -1,10 +1,186 @@
 //! `isoflop data`: tokenize C4 files into shards, inspect and verify shards.
 
+use anyhow::Context;
+use isoflop::data::shard::{list_shards, Shard};
+use isoflop::data::tokenize::{tokenize_files, TokenizeOptions};
+use isoflop::data::tokenizer::{hex, Tokenizer};
+use rayon::prelude::*;
+use std::path::PathBuf;
+
 /// Arguments of `isoflop data`.
 #[derive(clap::Args, Debug)]
-pub struct DataArgs {}
+pub struct DataArgs {
+    #[command(subcommand)]
+    command: DataCommand,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum DataCommand {
+    /// Tokenize C4 release files (.json.gz), .jsonl or .txt into shards, one per input, on all cores.
+    /// A re-run skips shards that are already finished.
+    Tokenize {
+        /// Input files.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// Output directory for the shards.
+        #[arg(long)]
+        out: PathBuf,
+        /// For .txt inputs: every blank-line-separated block is a document (default: the whole file).
+        #[arg(long)]
+        txt_blocks: bool,
+        /// SentencePiece model (default: the bundled C4 model; the trainer only accepts that one).
+        #[arg(long)]
+        tokenizer: Option<PathBuf>,
+        /// Worker threads (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Print a shard's header and decode its first documents.
+    Inspect {
+        /// The shard file.
+        shard: PathBuf,
+        /// How many documents to decode.
+        #[arg(long, default_value_t = 1)]
+        docs: usize,
+    },
+    /// Check every shard in a directory: checksum, document index and token range.
+    Verify {
+        /// Directory of shards.
+        dir: PathBuf,
+    },
+    /// Tokenize the bundled sample (if not cached) and print its shard directory.
+    Sample,
+}
 
 /// Run `isoflop data`.
-pub fn run(_args: DataArgs) -> anyhow::Result<()> {
-    anyhow::bail!("isoflop data is not built yet")
+pub fn run(args: DataArgs) -> anyhow::Result<()> {
+    match args.command {
+        DataCommand::Tokenize {
+            inputs,
+            out,
+            txt_blocks,
+            tokenizer,
+            threads,
+            quiet,
+        } => {
+            let tok = match &tokenizer {
+                Some(p) => Tokenizer::from_file(p)?,
+                None => Tokenizer::bundled()?,
+            };
+            let opts = TokenizeOptions {
+                txt_blocks,
+                progress: !quiet,
+                ..Default::default()
+            };
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads.unwrap_or(0))
+                .build()
+                .context("cannot start worker threads")?;
+            let report = pool.install(|| tokenize_files(&inputs, &out, &tok, &opts))?;
+            let (mut made, mut skipped, mut tokens, mut docs) = (0, 0, 0u64, 0u64);
+            for s in &report.shards {
+                if s.skipped {
+                    skipped += 1;
+                } else {
+                    made += 1;
+                }
+                tokens += s.header.token_count;
+                docs += s.header.doc_count;
+            }
+            println!(
+                "{made} shards written, {skipped} already done, in {}: {docs} documents, {tokens} tokens; \
+                 {:.1} MB of text in {:.1} s ({:.1} MB/s)",
+                out.display(),
+                report.text_bytes as f64 / 1e6,
+                report.seconds,
+                report.text_bytes as f64 / 1e6 / report.seconds.max(1e-9)
+            );
+            Ok(())
+        }
+        DataCommand::Inspect { shard, docs } => {
+            let s = Shard::open(&shard)?;
+            let h = &s.header;
+            println!("shard            {}", shard.display());
+            println!("format version   {}", h.version);
+            println!("token dtype      u16");
+            println!("vocab size       {}", h.vocab_size);
+            println!(
+                "special ids      pad {} eos {} bos {} unk {}",
+                h.special.pad, h.special.eos, h.special.bos, h.special.unk
+            );
+            println!("tokens           {}", h.token_count);
+            println!("documents        {}", h.doc_count);
+            println!("tokenizer sha256 {}", hex(&h.tokenizer_sha256));
+            println!("payload sha256   {}", hex(&h.checksum));
+            println!("source           {}", h.source);
+            let tok = Tokenizer::bundled()?;
+            let same = tok.sha256() == h.tokenizer_sha256;
+            for i in 0..docs.min(h.doc_count as usize) {
+                let d = s
+                    .document(i)
+                    .with_context(|| format!("{}: bad document index", shard.display()))?;
+                let ids: Vec<u32> = d.iter().map(|&t| u32::from(t)).collect();
+                println!(
+                    "\ndocument {i}: {} tokens; first ids {:?}",
+                    ids.len(),
+                    &ids[..ids.len().min(16)]
+                );
+                if same {
+                    println!("{}", tok.decode(&ids));
+                } else {
+                    println!("(made with another tokenizer: not decoded)");
+                }
+            }
+            Ok(())
+        }
+        DataCommand::Verify { dir } => {
+            let paths = list_shards(&dir)?;
+            anyhow::ensure!(
+                !paths.is_empty(),
+                "{}: no token shards (*.tok)",
+                dir.display()
+            );
+            let results: Vec<_> = paths
+                .par_iter()
+                .map(|p| Shard::open(p).and_then(|s| s.verify().map(|()| s.header.clone())))
+                .collect();
+            let mut bad = 0;
+            let (mut tokens, mut docs) = (0u64, 0u64);
+            for (p, r) in paths.iter().zip(results) {
+                match r {
+                    Ok(h) => {
+                        tokens += h.token_count;
+                        docs += h.doc_count;
+                        println!(
+                            "ok   {} ({} tokens, {} documents)",
+                            p.display(),
+                            h.token_count,
+                            h.doc_count
+                        );
+                    }
+                    Err(e) => {
+                        bad += 1;
+                        println!("FAIL {e}");
+                    }
+                }
+            }
+            anyhow::ensure!(
+                bad == 0,
+                "{bad} of {} shards failed verification",
+                paths.len()
+            );
+            println!(
+                "{} shards verified: {docs} documents, {tokens} tokens",
+                paths.len()
+            );
+            Ok(())
+        }
+        DataCommand::Sample => {
+            println!("{}", isoflop::data::bundled_sample_shards()?.display());
+            Ok(())
+        }
+    }
 }

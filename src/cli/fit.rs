@@ -1,10 +1,200 @@
 //! `isoflop fit`: scaling-law fits of sweep exports or CSVs.
 
+use anyhow::Context;
+use isoflop::fit::data::{self, Columns};
+use isoflop::fit::law::LawOptions;
+use isoflop::fit::report::{self, FitKind, FitOptions};
+use isoflop::fit::{parametric, plot};
+use isoflop::model::accounting::FlopConvention;
+use std::path::PathBuf;
+
+/// Which fits to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Approach {
+    /// Approach 1: lower envelope of the training curves (needs per-step curves).
+    #[value(name = "1")]
+    One,
+    /// Approach 2: IsoFLOP minima (parabola and Akima).
+    #[value(name = "2")]
+    Two,
+    /// Approach 3: parametric L(N, D) with bootstrap intervals.
+    #[value(name = "3")]
+    Three,
+    /// L(C) = E + λ·C^(−α) on the envelope (or the IsoFLOP minima).
+    Compute,
+    /// Over-training law of Gadre et al.: L = E + a·N^(−α) + b·(M·N)^(−α).
+    Overtrain,
+    /// Every fit the data supports (default).
+    All,
+}
+
 /// Arguments of `isoflop fit`.
 #[derive(clap::Args, Debug)]
-pub struct FitArgs {}
+pub struct FitArgs {
+    /// A sweep directory (runs.csv and/or steps.csv) or a CSV with one row per run.
+    pub input: PathBuf,
+    /// A per-step CSV (run id, cumulative FLOPs, loss) for Approach 1, when INPUT is a file.
+    #[arg(long)]
+    pub steps: Option<PathBuf>,
+    /// Fits to run (comma-separated or repeated).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Approach::All])]
+    pub approach: Vec<Approach>,
+    /// Output directory for fit.json and the plots [default: INPUT/fit for a directory, else
+    /// <stem>_fit next to the file].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// FLOP convention: reads the `flops_<convention>` columns of sweep exports.
+    #[arg(long, value_enum, default_value_t = FlopConvention::Standard)]
+    pub convention: FlopConvention,
+    /// Column of parameters N [default: n_params, n, N, params, "Model Size"].
+    #[arg(long)]
+    pub n_col: Option<String>,
+    /// Column of training tokens D [default: tokens, D, n_tokens; else D = C/(6N)].
+    #[arg(long)]
+    pub d_col: Option<String>,
+    /// Column of training FLOPs C [default: flops_<convention>, flops, C, "Training FLOP"; else C = 6ND].
+    #[arg(long)]
+    pub c_col: Option<String>,
+    /// Column of the final loss [default: eval_loss, loss, final_loss].
+    #[arg(long)]
+    pub loss_col: Option<String>,
+    /// Column of the run id joining steps with runs [default: run_id, run, name, id].
+    #[arg(long)]
+    pub run_col: Option<String>,
+    /// Per-step column of cumulative FLOPs [default: flops_<convention>, flops, C].
+    #[arg(long)]
+    pub step_c_col: Option<String>,
+    /// Per-step column of cumulative tokens [default: tokens, D; else C/(6N)].
+    #[arg(long)]
+    pub step_d_col: Option<String>,
+    /// Per-step column of the loss [default: loss, train_loss, eval_loss].
+    #[arg(long)]
+    pub step_loss_col: Option<String>,
+    /// Bootstrap replicates for the intervals of the law fits (0: none).
+    #[arg(long, default_value_t = 1000)]
+    pub bootstrap: usize,
+    /// Bootstrap seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Confidence level of every interval.
+    #[arg(long, default_value_t = 0.95)]
+    pub level: f64,
+    /// Huber δ on log-loss residuals.
+    #[arg(long, default_value_t = 1e-3)]
+    pub huber_delta: f64,
+    /// Runs whose FLOPs differ by less than this fraction share an IsoFLOP budget.
+    #[arg(long, default_value_t = 0.1)]
+    pub budget_tol: f64,
+    /// Grid points of the Approach 1 envelope.
+    #[arg(long, default_value_t = 250)]
+    pub envelope_grid: usize,
+    /// Drop the K highest-loss points before Approach 3 and the over-training fit (Epoch drops 5).
+    #[arg(long, default_value_t = 0)]
+    pub drop_highest: usize,
+    /// Write fit.json only.
+    #[arg(long)]
+    pub no_plots: bool,
+}
 
 /// Run `isoflop fit`.
-pub fn run(_args: FitArgs) -> anyhow::Result<()> {
-    anyhow::bail!("isoflop fit is not built yet")
+pub fn run(args: FitArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.level > 0.0 && args.level < 1.0,
+        "--level must lie in (0, 1), got {}",
+        args.level
+    );
+    anyhow::ensure!(
+        args.huber_delta > 0.0,
+        "--huber-delta must be positive, got {}",
+        args.huber_delta
+    );
+    anyhow::ensure!(
+        args.budget_tol > 0.0,
+        "--budget-tol must be positive, got {}",
+        args.budget_tol
+    );
+    anyhow::ensure!(
+        args.envelope_grid >= 2,
+        "--envelope-grid must be at least 2"
+    );
+    let cols = Columns {
+        convention: args.convention,
+        n: args.n_col.clone(),
+        d: args.d_col.clone(),
+        c: args.c_col.clone(),
+        loss: args.loss_col.clone(),
+        run: args.run_col.clone(),
+        step_c: args.step_c_col.clone(),
+        step_d: args.step_d_col.clone(),
+        step_loss: args.step_loss_col.clone(),
+    };
+    let ds = data::load(&args.input, args.steps.as_deref(), &cols)?;
+    anyhow::ensure!(
+        !ds.points.is_empty() || !ds.curves.is_empty(),
+        "{}: no usable rows (every row has an empty or non-finite value)",
+        args.input.display()
+    );
+    let all = args.approach.contains(&Approach::All);
+    let kinds = if all {
+        FitKind::ALL.to_vec()
+    } else {
+        let mut k: Vec<FitKind> = args
+            .approach
+            .iter()
+            .filter_map(|a| match a {
+                Approach::One => Some(FitKind::Approach1),
+                Approach::Two => Some(FitKind::Approach2),
+                Approach::Three => Some(FitKind::Approach3),
+                Approach::Compute => Some(FitKind::Compute),
+                Approach::Overtrain => Some(FitKind::Overtrain),
+                Approach::All => None,
+            })
+            .collect();
+        k.sort();
+        k.dedup();
+        k
+    };
+    let opts = FitOptions {
+        kinds,
+        explicit: !all,
+        law: LawOptions {
+            delta: args.huber_delta,
+            bootstrap: args.bootstrap,
+            seed: args.seed,
+            level: args.level,
+            ..LawOptions::default()
+        },
+        starts3: parametric::default_starts(),
+        budget_tol: args.budget_tol,
+        envelope_grid: args.envelope_grid,
+        drop_highest: args.drop_highest,
+        convention: args.convention.name().to_string(),
+    };
+    let (rep, fitted) = report::run(&ds, &opts)?;
+    let out = match &args.out {
+        Some(o) => o.clone(),
+        None if args.input.is_dir() => args.input.join("fit"),
+        None => {
+            let stem = args
+                .input
+                .file_stem()
+                .map(|s| s.to_string_lossy().to_string())
+                .unwrap_or_else(|| "input".into());
+            args.input.with_file_name(format!("{stem}_fit"))
+        }
+    };
+    std::fs::create_dir_all(&out)
+        .with_context(|| format!("cannot create output directory {}", out.display()))?;
+    print!("{}", report::table(&rep));
+    let json = out.join("fit.json");
+    let text = serde_json::to_string_pretty(&rep).context("serialising fit.json")?;
+    std::fs::write(&json, text + "\n")
+        .with_context(|| format!("cannot write {}", json.display()))?;
+    println!("\nwrote {}", json.display());
+    if !args.no_plots {
+        for p in plot::write_all(&out, &ds, &rep, &fitted)? {
+            println!("wrote {}", p.display());
+        }
+    }
+    Ok(())
 }

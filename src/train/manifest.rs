@@ -86,7 +86,8 @@ pub struct Manifest {
     pub device: String,
     /// GPU driver version, when on a GPU.
     pub driver: Option<String>,
-    /// Peak FLOP/s used for MFU, and where it came from.
+    /// Peak FLOP/s used for MFU: `--peak-flops`, else the datasheet dense bf16 peak of a known GPU, else on
+    /// the CPU the measured f32 matmul rate of the CPU backend.
     pub peak_flops: Option<f64>,
     /// Software versions.
     pub software: SoftwareInfo,

@@ -14,4 +14,4 @@ pub mod trainer;
 pub use config::{DataSpec, TrainConfig};
 pub use run::{RunError, RunOptions, RunSummary};
 pub use schedule::Schedule;
-pub use trainer::{EvalOutcome, StepOutcome, TrainError, Trainer};
+pub use trainer::{evaluate, EvalOutcome, StepOutcome, TrainError, Trainer};

@@ -5,11 +5,12 @@
 
 use super::checkpoint::{self, CheckpointState, CHECKPOINT_FORMAT};
 use super::config::{DataSpec, TrainConfig};
-use super::manifest::{self, DataInfo, FinalFigures, Manifest, RunStatus, SoftwareInfo};
+use super::manifest::{self, DataInfo, FinalFigures, Manifest, RunStatus, ShardRef, SoftwareInfo};
 use super::metrics::{cumulative_flops, EvalRecord, MetricsWriter, StepRecord};
 use super::progress::{fmt_duration, Progress};
 use super::trainer::{TrainError, Trainer};
-use crate::data::{SyntheticSource, TokenSource};
+use crate::data::shard::{list_shards, Shard};
+use crate::data::{bundled_sample_shards, ShardLoader, Split, SyntheticSource, TokenSource};
 use crate::device::{self, DeviceChoice};
 use crate::model::{init_params, FlopsPerToken, ParamCounts};
 use std::path::{Path, PathBuf};
@@ -72,11 +73,12 @@ fn setup<E: std::fmt::Display>(ctx: impl std::fmt::Display) -> impl FnOnce(E) ->
 pub fn open_data(
     cfg: &TrainConfig,
 ) -> Result<(Box<dyn TokenSource>, Vec<u16>, DataInfo), RunError> {
-    match &cfg.data {
+    let (t, v) = (cfg.model.seq_len, cfg.model.vocab_size);
+    let (train_dir, eval_dir) = match &cfg.data {
         DataSpec::Synthetic => {
-            let train = SyntheticSource::new(cfg.model.seq_len, cfg.model.vocab_size, cfg.seed);
-            // Held-out windows come from a different seed of the same chain family.
-            let mut eval = SyntheticSource::new(cfg.model.seq_len, cfg.model.vocab_size, cfg.seed);
+            let train = SyntheticSource::new(t, v, cfg.seed);
+            // Held-out windows: a far-away stretch of the same stream, never reached by training.
+            let mut eval = SyntheticSource::new(t, v, cfg.seed);
             eval.restore(&serde_json::json!({"kind": "synthetic", "seed": cfg.seed, "next_window": 1u64 << 40}))
                 .map_err(setup("synthetic eval stream"))?;
             let windows = eval
@@ -84,20 +86,62 @@ pub fn open_data(
                 .map_err(setup("synthetic eval stream"))?;
             let info = DataInfo {
                 train: train.describe(),
-                eval: "synthetic windows 2^40.. of the same stream".into(),
+                eval: format!("{} synthetic windows from 2^40 on", cfg.eval_sequences),
                 shards: vec![],
             };
-            Ok((Box::new(train), windows, info))
+            return Ok((Box::new(train), windows, info));
         }
-        other => Err(RunError::Setup(format!(
-            "data source {other:?} is not available in this build"
-        ))),
+        DataSpec::Bundled => {
+            let dir = bundled_sample_shards().map_err(setup("preparing the bundled sample"))?;
+            (dir.clone(), dir)
+        }
+        DataSpec::Shards { dir, eval_dir } => {
+            (dir.clone(), eval_dir.clone().unwrap_or_else(|| dir.clone()))
+        }
+    };
+    let train = ShardLoader::open(&train_dir, t, cfg.seed, Split::Train, v)
+        .map_err(|e| RunError::Setup(e.to_string()))?;
+    let mut eval = ShardLoader::open(&eval_dir, t, cfg.seed, Split::Eval, v)
+        .map_err(|e| RunError::Setup(e.to_string()))?;
+    let n_eval = (cfg.eval_sequences as u64).min(eval.num_windows()) as usize;
+    let windows = eval.next_batch(n_eval).map_err(setup(eval_dir.display()))?;
+    let mut shards = Vec::new();
+    for d in [&train_dir, &eval_dir] {
+        for p in list_shards(d).map_err(|e| RunError::Setup(e.to_string()))? {
+            let s = Shard::open(&p).map_err(|e| RunError::Setup(e.to_string()))?;
+            let path = p.display().to_string();
+            if !shards.iter().any(|r: &ShardRef| r.path == path) {
+                shards.push(ShardRef {
+                    path,
+                    checksum: s
+                        .header
+                        .checksum
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect(),
+                });
+            }
+        }
     }
+    let info = DataInfo {
+        train: format!(
+            "{} ({} windows of {} tokens)",
+            train.describe(),
+            train.num_windows(),
+            t + 1
+        ),
+        eval: format!("{n_eval} held-out windows of {}", eval.describe()),
+        shards,
+    };
+    Ok((Box::new(train), windows, info))
 }
 
 fn peak_flops_for(device: &str, given: Option<f64>) -> Option<f64> {
     if given.is_some() {
         return given;
+    }
+    if device.starts_with("cpu") {
+        return Some(device::measure_cpu_peak_flops());
     }
     // Dense bf16 datasheet peaks.
     const TABLE: &[(&str, f64)] = &[

@@ -204,43 +204,53 @@ impl Trainer {
 
     /// Loss on the held-out windows (None when there are none).
     pub fn evaluate(&mut self) -> Result<Option<EvalOutcome>, TrainError> {
-        let row = self.cfg.model.seq_len + 1;
-        if self.eval_windows.is_empty() {
-            return Ok(None);
-        }
-        let mut total = LossSum::default();
-        let mut means = Vec::new();
-        for chunk in self.eval_windows.chunks(self.cfg.micro_batch * row) {
-            let part = self
-                .backend
-                .forward_loss(chunk, chunk.len() / row)
-                .map_err(|source| TrainError::Backend {
-                    step: self.step,
-                    source,
-                })?;
-            if part.count > 0 {
-                means.push((part.mean(), part.count as f64));
+        let (mb, t) = (self.cfg.micro_batch, self.cfg.model.seq_len);
+        evaluate(self.backend.as_mut(), &self.eval_windows, mb, t).map_err(|source| {
+            TrainError::Backend {
+                step: self.step,
+                source,
             }
-            total.add(part);
-        }
-        let loss = total.mean();
-        // Weighted spread of the per-chunk means around the overall mean; tokens inside a window are
-        // correlated, so chunks (not tokens) are the independent samples.
-        let stderr = if means.len() > 1 {
-            let w: f64 = means.iter().map(|m| m.1).sum();
-            let var = means
-                .iter()
-                .map(|(m, c)| c * (m - loss).powi(2))
-                .sum::<f64>()
-                / w;
-            (var / (means.len() - 1) as f64).sqrt()
-        } else {
-            f64::NAN
-        };
-        Ok(Some(EvalOutcome {
-            loss,
-            stderr,
-            tokens: total.count,
-        }))
+        })
     }
+}
+
+/// Mean loss of `backend` on `windows_Nx_T1` (rows of `seq_len + 1` ids), `micro_batch` rows at a time,
+/// with the standard error from the spread of per-micro-batch means (tokens inside a window are correlated,
+/// so micro-batches, not tokens, are the independent samples). None when there are no windows.
+pub fn evaluate(
+    backend: &mut dyn Backend,
+    windows_Nx_T1: &[u16],
+    micro_batch: usize,
+    seq_len: usize,
+) -> Result<Option<EvalOutcome>, BackendError> {
+    let row = seq_len + 1;
+    if windows_Nx_T1.is_empty() {
+        return Ok(None);
+    }
+    let mut total = LossSum::default();
+    let mut means = Vec::new();
+    for chunk in windows_Nx_T1.chunks(micro_batch.max(1) * row) {
+        let part = backend.forward_loss(chunk, chunk.len() / row)?;
+        if part.count > 0 {
+            means.push((part.mean(), part.count as f64));
+        }
+        total.add(part);
+    }
+    let loss = total.mean();
+    let stderr = if means.len() > 1 {
+        let w: f64 = means.iter().map(|m| m.1).sum();
+        let var = means
+            .iter()
+            .map(|(m, c)| c * (m - loss).powi(2))
+            .sum::<f64>()
+            / w;
+        (var / (means.len() - 1) as f64).sqrt()
+    } else {
+        f64::NAN
+    };
+    Ok(Some(EvalOutcome {
+        loss,
+        stderr,
+        tokens: total.count,
+    }))
 }

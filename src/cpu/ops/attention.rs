@@ -14,7 +14,7 @@ const SCALE: f32 = 0.125;
 
 fn check_shapes(b: usize, t: usize, d: usize, bufs: &[(&str, usize)], att: usize) {
     assert!(
-        d % HEAD_DIM == 0,
+        d.is_multiple_of(HEAD_DIM),
         "attention: width {d} is not a multiple of 64"
     );
     for (what, len) in bufs {

@@ -1,7 +1,7 @@
 //! Matrix multiplication `y = a·b`, row-major, on top of `matrixmultiply::sgemm`.
 //!
 //! Transposes are free (sgemm takes strides). Work is split over rayon along the larger output
-//! dimension in at most [`MAX_CHUNKS`] chunks whose size depends only on the shape, and every output
+//! dimension in at most 8 chunks whose size depends only on the shape, and every output
 //! element is computed by exactly one sgemm call: results are bitwise identical whatever the number
 //! of threads.
 
@@ -9,7 +9,7 @@ use super::send_ptr::SendPtr;
 use rayon::prelude::*;
 
 /// Most chunks one product is split into.
-const MAX_CHUNKS: usize = 16;
+const MAX_CHUNKS: usize = 8;
 /// Fewest rows (or columns) in a chunk.
 const MIN_CHUNK: usize = 32;
 /// Below this many multiply-adds a product runs as one sgemm call.

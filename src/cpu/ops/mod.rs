@@ -9,6 +9,7 @@ pub mod adamw;
 pub mod attention;
 pub mod cross_entropy;
 pub mod embedding;
+mod exp;
 pub mod gelu;
 pub mod layernorm;
 pub mod matmul;

@@ -17,7 +17,7 @@ pub fn qk_norm_forward(
     d: usize,
 ) {
     assert!(
-        d % HEAD_DIM == 0,
+        d.is_multiple_of(HEAD_DIM),
         "qk_norm_forward: width {d} is not a multiple of 64"
     );
     assert_eq!(
@@ -41,7 +41,7 @@ pub fn qk_norm_backward(
     d: usize,
 ) {
     assert!(
-        d % HEAD_DIM == 0,
+        d.is_multiple_of(HEAD_DIM),
         "qk_norm_backward: width {d} is not a multiple of 64"
     );
     assert_eq!(

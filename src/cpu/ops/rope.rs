@@ -31,7 +31,10 @@ pub fn rope_cos_sin(t: usize) -> (Vec<f32>, Vec<f32>) {
 
 /// Rotate every head of every row by `sign·angle` (sign −1 is the inverse/transposed rotation).
 fn rotate(x: &[f32], out: &mut [f32], b: usize, t: usize, d: usize, inverse: bool) {
-    assert!(d % HEAD_DIM == 0, "rope: width {d} is not a multiple of 64");
+    assert!(
+        d.is_multiple_of(HEAD_DIM),
+        "rope: width {d} is not a multiple of 64"
+    );
     assert_eq!(x.len(), b * t * d, "rope: input size");
     assert_eq!(out.len(), b * t * d, "rope: output size");
     let (cos, sin) = rope_cos_sin(t);

@@ -1,0 +1,388 @@
+//! Loading fit inputs: a sweep directory (`runs.csv`, `steps.csv`) or any CSV, with mappable columns.
+
+use super::error::FitError;
+use super::table::Table;
+use crate::model::accounting::FlopConvention;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// One finished run: parameters, training tokens, training FLOPs and final loss.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Point {
+    /// Parameters N.
+    pub n: f64,
+    /// Training tokens D.
+    pub d: f64,
+    /// Training FLOPs C under the chosen convention.
+    pub c: f64,
+    /// Final loss.
+    pub loss: f64,
+}
+
+/// One run's training curve: loss against cumulative FLOPs (and tokens).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Curve {
+    /// Run identifier.
+    pub run: String,
+    /// Parameters N of the run.
+    pub n: f64,
+    /// Cumulative FLOPs at each recorded step (increasing).
+    pub c: Vec<f64>,
+    /// Cumulative tokens at each recorded step.
+    pub d: Vec<f64>,
+    /// Loss at each recorded step.
+    pub loss: Vec<f64>,
+}
+
+/// Everything the fits read.
+#[derive(Clone, Debug, Default)]
+pub struct Dataset {
+    /// Where it came from.
+    pub source: String,
+    /// Final points (one per run).
+    pub points: Vec<Point>,
+    /// Training curves (empty without per-step data).
+    pub curves: Vec<Curve>,
+    /// Remarks on loading: rows skipped, columns derived.
+    pub notes: Vec<String>,
+}
+
+/// Column names and conventions; `None` picks the defaults listed on each field.
+#[derive(Clone, Debug)]
+pub struct Columns {
+    /// FLOP convention: selects `flops_<convention>` columns.
+    pub convention: FlopConvention,
+    /// N: `n_params`, `n`, `N`, `params`, `Model Size`.
+    pub n: Option<String>,
+    /// D: `tokens`, `D`, `n_tokens`, `Training Tokens` (else D = C / 6N).
+    pub d: Option<String>,
+    /// C: `flops_<convention>`, `flops`, `C`, `Training FLOP` (else C = 6ND).
+    pub c: Option<String>,
+    /// Loss: `eval_loss`, `loss`, `final_loss`.
+    pub loss: Option<String>,
+    /// Run id (joins steps with runs): `run_id`, `run`, `name`, `id`.
+    pub run: Option<String>,
+    /// Per-step cumulative FLOPs: `flops_<convention>`, `flops`, `C`.
+    pub step_c: Option<String>,
+    /// Per-step cumulative tokens: `tokens`, `D` (else C / 6N).
+    pub step_d: Option<String>,
+    /// Per-step loss: `loss`, `train_loss`, `eval_loss`.
+    pub step_loss: Option<String>,
+}
+
+impl Columns {
+    /// Defaults for `convention`.
+    pub fn new(convention: FlopConvention) -> Self {
+        Columns {
+            convention,
+            n: None,
+            d: None,
+            c: None,
+            loss: None,
+            run: None,
+            step_c: None,
+            step_d: None,
+            step_loss: None,
+        }
+    }
+}
+
+fn names(given: &Option<String>, defaults: &[&str]) -> Vec<String> {
+    match given {
+        Some(g) => vec![g.clone()],
+        None => defaults.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+/// The files of an input path: a sweep directory gives `runs.csv` and/or `steps.csv`.
+pub fn resolve_input(
+    input: &Path,
+    steps: Option<&Path>,
+) -> Result<(Option<PathBuf>, Option<PathBuf>), FitError> {
+    if input.is_dir() {
+        let runs = input.join("runs.csv");
+        let st = input.join("steps.csv");
+        let runs = runs.is_file().then_some(runs);
+        let st = steps.map(Path::to_path_buf).or(st.is_file().then_some(st));
+        if runs.is_none() && st.is_none() {
+            return Err(FitError::BadInput {
+                path: input.to_path_buf(),
+                what: "a directory without runs.csv or steps.csv (expected a sweep directory)"
+                    .into(),
+            });
+        }
+        Ok((runs, st))
+    } else if input.is_file() {
+        Ok((Some(input.to_path_buf()), steps.map(Path::to_path_buf)))
+    } else {
+        Err(FitError::BadInput {
+            path: input.to_path_buf(),
+            what: "no such file or directory".into(),
+        })
+    }
+}
+
+fn positive(t: &Table, row: usize, col: usize, v: f64) -> Result<f64, FitError> {
+    if v > 0.0 {
+        Ok(v)
+    } else {
+        Err(FitError::NotPositive {
+            path: t.path.clone(),
+            line: t.line(row),
+            column: t.header[col].clone(),
+            value: v,
+        })
+    }
+}
+
+/// Read a runs table: one point per row. Rows with an empty or non-finite cell are skipped (counted in
+/// the notes); text that is not a number, or a non-positive value, is an error naming the line.
+pub fn read_points(
+    t: &Table,
+    cols: &Columns,
+    notes: &mut Vec<String>,
+) -> Result<Vec<Point>, FitError> {
+    let conv = format!("flops_{}", cols.convention.name());
+    let ni = t.require(
+        &names(&cols.n, &["n_params", "n", "N", "params", "Model Size"]),
+        "--n-col",
+    )?;
+    let li = t.require(
+        &names(&cols.loss, &["eval_loss", "loss", "final_loss"]),
+        "--loss-col",
+    )?;
+    let di = t.find(&names(
+        &cols.d,
+        &["tokens", "D", "n_tokens", "Training Tokens"],
+    ));
+    let ci = t.find(&names(&cols.c, &[&conv, "flops", "C", "Training FLOP"]));
+    if cols.d.is_some() && di.is_none() {
+        t.require(&names(&cols.d, &[]), "--d-col")?;
+    }
+    if cols.c.is_some() && ci.is_none() {
+        t.require(&names(&cols.c, &[]), "--c-col")?;
+    }
+    if di.is_none() && ci.is_none() {
+        t.require(
+            &[conv.clone(), "tokens".into(), "D".into(), "C".into()],
+            "--d-col or --c-col",
+        )?;
+    }
+    match (di, ci) {
+        (None, Some(c)) => notes.push(format!(
+            "{}: no token column; D = C / (6N) from '{}'",
+            t.path.display(),
+            t.header[c]
+        )),
+        (Some(_), None) => notes.push(format!("{}: no FLOP column; C = 6ND", t.path.display())),
+        _ => {}
+    }
+    let mut pts = Vec::with_capacity(t.rows.len());
+    let mut skipped = 0;
+    for r in 0..t.rows.len() {
+        let n = t.number(r, ni)?;
+        let loss = t.number(r, li)?;
+        let d = di.map(|i| t.number(r, i)).transpose()?.flatten();
+        let c = ci.map(|i| t.number(r, i)).transpose()?.flatten();
+        let (Some(n), Some(loss)) = (n, loss) else {
+            skipped += 1;
+            continue;
+        };
+        if !n.is_finite()
+            || !loss.is_finite()
+            || d.is_some_and(|d| !d.is_finite())
+            || c.is_some_and(|c| !c.is_finite())
+        {
+            skipped += 1;
+            continue;
+        }
+        let n = positive(t, r, ni, n)?;
+        let loss = positive(t, r, li, loss)?;
+        let (d, c) = match (d, c) {
+            (Some(d), Some(c)) => (
+                positive(t, r, di.unwrap_or(0), d)?,
+                positive(t, r, ci.unwrap_or(0), c)?,
+            ),
+            (Some(d), None) if ci.is_none() => {
+                let d = positive(t, r, di.unwrap_or(0), d)?;
+                (d, 6.0 * n * d)
+            }
+            (None, Some(c)) if di.is_none() => {
+                let c = positive(t, r, ci.unwrap_or(0), c)?;
+                (c / (6.0 * n), c)
+            }
+            _ => {
+                skipped += 1;
+                continue;
+            }
+        };
+        pts.push(Point { n, d, c, loss });
+    }
+    if skipped > 0 {
+        notes.push(format!(
+            "{}: skipped {skipped} row(s) with empty or non-finite values",
+            t.path.display()
+        ));
+    }
+    Ok(pts)
+}
+
+/// Read a steps table into one curve per run (sorted by FLOPs). N comes from the table's N column or,
+/// failing that, from `runs` joined on the run id.
+pub fn read_curves(
+    t: &Table,
+    cols: &Columns,
+    runs: Option<&Table>,
+    notes: &mut Vec<String>,
+) -> Result<Vec<Curve>, FitError> {
+    let conv = format!("flops_{}", cols.convention.name());
+    let run_names = names(&cols.run, &["run_id", "run", "name", "id"]);
+    let ri = t.require(&run_names, "--run-col")?;
+    let ci = t.require(&names(&cols.step_c, &[&conv, "flops", "C"]), "--step-c-col")?;
+    let li = t.require(
+        &names(&cols.step_loss, &["loss", "train_loss", "eval_loss"]),
+        "--step-loss-col",
+    )?;
+    let di = t.find(&names(&cols.step_d, &["tokens", "D", "n_tokens"]));
+    let n_names = names(&cols.n, &["n_params", "n", "N", "params"]);
+    let ni = t.find(&n_names);
+    let mut run_n: BTreeMap<String, f64> = BTreeMap::new();
+    if ni.is_none() {
+        let Some(rt) = runs else {
+            t.require(&n_names, "--n-col (or give runs.csv to join on the run id)")?;
+            unreachable!("require failed above");
+        };
+        let rri = rt.require(&run_names, "--run-col")?;
+        let rni = rt.require(&n_names, "--n-col")?;
+        for r in 0..rt.rows.len() {
+            if let Some(n) = rt.number(r, rni)? {
+                run_n.insert(rt.text(r, rri).to_string(), n);
+            }
+        }
+    }
+    let mut by_run: BTreeMap<String, Curve> = BTreeMap::new();
+    let mut skipped = 0;
+    for r in 0..t.rows.len() {
+        let id = t.text(r, ri).to_string();
+        let c = t.number(r, ci)?;
+        let loss = t.number(r, li)?;
+        let n = match ni {
+            Some(i) => t.number(r, i)?,
+            None => run_n.get(&id).copied(),
+        };
+        let d = di.map(|i| t.number(r, i)).transpose()?.flatten();
+        let (Some(c), Some(loss), Some(n)) = (c, loss, n) else {
+            skipped += 1;
+            continue;
+        };
+        if !(c.is_finite() && loss.is_finite() && n.is_finite() && c > 0.0 && loss > 0.0 && n > 0.0)
+        {
+            skipped += 1;
+            continue;
+        }
+        let d = d
+            .filter(|d| d.is_finite() && *d > 0.0)
+            .unwrap_or(c / (6.0 * n));
+        let e = by_run.entry(id.clone()).or_insert_with(|| Curve {
+            run: id,
+            n,
+            c: vec![],
+            d: vec![],
+            loss: vec![],
+        });
+        e.c.push(c);
+        e.d.push(d);
+        e.loss.push(loss);
+    }
+    if skipped > 0 {
+        notes.push(format!(
+            "{}: skipped {skipped} step row(s) with empty, non-positive or non-finite values",
+            t.path.display()
+        ));
+    }
+    let mut curves: Vec<Curve> = by_run.into_values().collect();
+    for cv in &mut curves {
+        let mut idx: Vec<usize> = (0..cv.c.len()).collect();
+        idx.sort_by(|&a, &b| cv.c[a].total_cmp(&cv.c[b]));
+        cv.c = idx.iter().map(|&i| cv.c[i]).collect();
+        cv.d = idx.iter().map(|&i| cv.d[i]).collect();
+        cv.loss = idx.iter().map(|&i| cv.loss[i]).collect();
+    }
+    curves.retain(|c| c.c.len() >= 2);
+    Ok(curves)
+}
+
+/// Load `input` (a sweep directory or a CSV file, plus an optional steps CSV).
+pub fn load(input: &Path, steps: Option<&Path>, cols: &Columns) -> Result<Dataset, FitError> {
+    let (runs_p, steps_p) = resolve_input(input, steps)?;
+    let mut notes = Vec::new();
+    let runs_t = runs_p.as_deref().map(Table::read).transpose()?;
+    let mut points = match &runs_t {
+        Some(t) => read_points(t, cols, &mut notes)?,
+        None => vec![],
+    };
+    let curves = match &steps_p {
+        Some(p) => {
+            let st = Table::read(p)?;
+            read_curves(&st, cols, runs_t.as_ref(), &mut notes)?
+        }
+        None => vec![],
+    };
+    if runs_t.is_none() {
+        notes.push("no runs.csv: final points taken from the last step of each curve".into());
+        points = curves
+            .iter()
+            .map(|cv| {
+                let k = cv.c.len() - 1;
+                Point {
+                    n: cv.n,
+                    d: cv.d[k],
+                    c: cv.c[k],
+                    loss: cv.loss[k],
+                }
+            })
+            .collect();
+    }
+    Ok(Dataset {
+        source: input.display().to_string(),
+        points,
+        curves,
+        notes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derives_missing_d_and_c() {
+        let t = Table::parse(Path::new("a.csv"), "N,C,loss\n10,600,3\n20,,2\n").unwrap();
+        let mut notes = vec![];
+        let p = read_points(&t, &Columns::new(FlopConvention::Standard), &mut notes).unwrap();
+        assert_eq!(
+            p,
+            vec![Point {
+                n: 10.0,
+                d: 10.0,
+                c: 600.0,
+                loss: 3.0
+            }]
+        );
+        assert_eq!(notes.len(), 2, "{notes:?}");
+    }
+
+    #[test]
+    fn convention_picks_column() {
+        let t = Table::parse(
+            Path::new("a.csv"),
+            "n_params,tokens,flops_kaplan,flops_exact,loss\n1,2,3,4,5\n",
+        )
+        .unwrap();
+        let mut notes = vec![];
+        let p = read_points(&t, &Columns::new(FlopConvention::Exact), &mut notes).unwrap();
+        assert_eq!(p[0].c, 4.0);
+        let p = read_points(&t, &Columns::new(FlopConvention::Kaplan), &mut notes).unwrap();
+        assert_eq!(p[0].c, 3.0);
+    }
+}

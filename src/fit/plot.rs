@@ -1,0 +1,691 @@
+//! Figures (SVG and PNG, plotters): loss curves with the envelope, IsoFLOP curves with their minima,
+//! N*(C) and D*(C) with fitted lines and intervals, and fitted laws against the data.
+
+use super::data::{Dataset, Point};
+use super::error::FitError;
+use super::report::{Fitted, Report};
+use super::stats::Interval;
+use super::{compute, overtrain, parametric};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+
+static FONT: &[u8] = include_bytes!("../../data/fonts/DejaVuSans.ttf");
+static REGISTER: Once = Once::new();
+
+/// Register the bundled DejaVu Sans as "sans-serif" for PNG text (SVG names the family only).
+pub fn register_font() {
+    REGISTER.call_once(|| {
+        // The font is bundled and known to parse; a failure would only lose PNG text.
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
+    });
+}
+
+/// Viridis-like colour for t in [0, 1] (stops short of the pale yellow end).
+pub fn viridis(t: f64) -> RGBColor {
+    const S: [(f64, f64, f64); 5] = [
+        (68.0, 1.0, 84.0),
+        (59.0, 82.0, 139.0),
+        (33.0, 145.0, 140.0),
+        (94.0, 201.0, 98.0),
+        (253.0, 231.0, 37.0),
+    ];
+    let t = if t.is_finite() {
+        t.clamp(0.0, 1.0) * 0.85
+    } else {
+        0.0
+    };
+    let x = t * 4.0;
+    let i = (x.floor() as usize).min(3);
+    let f = x - i as f64;
+    let l = |a: f64, b: f64| (a + f * (b - a)).round() as u8;
+    RGBColor(
+        l(S[i].0, S[i + 1].0),
+        l(S[i].1, S[i + 1].1),
+        l(S[i].2, S[i + 1].2),
+    )
+}
+
+fn sci(v: &f64) -> String {
+    let s = format!("{v:.0e}");
+    s.replace("e0", "").replace("e", "e")
+}
+
+fn norm_log(v: f64, lo: f64, hi: f64) -> f64 {
+    if hi > lo {
+        (v.ln() - lo.ln()) / (hi.ln() - lo.ln())
+    } else {
+        0.5
+    }
+}
+
+fn span(vals: impl Iterator<Item = f64>) -> (f64, f64) {
+    vals.filter(|v| v.is_finite() && *v > 0.0)
+        .fold((f64::INFINITY, 0.0f64), |(a, b), v| (a.min(v), b.max(v)))
+}
+
+fn pad_log((lo, hi): (f64, f64), f: f64) -> (f64, f64) {
+    let r = (hi / lo).ln().max(1e-3);
+    (lo * (-f * r).exp(), hi * (f * r).exp())
+}
+
+type R = Result<(), String>;
+
+fn e<T: std::fmt::Debug>(x: T) -> String {
+    format!("{x:?}")
+}
+
+const CAPTION: u32 = 26;
+const LABEL: u32 = 20;
+const TICK: u32 = 16;
+
+/// Loss against FLOPs: training curves coloured by N, the envelope, final points and L(C).
+fn fig_loss<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    ds: &Dataset,
+    rep: &Report,
+    fit: &Fitted,
+) -> R {
+    root.fill(&WHITE).map_err(e)?;
+    let (nlo, nhi) = span(
+        ds.points
+            .iter()
+            .map(|p| p.n)
+            .chain(ds.curves.iter().map(|c| c.n)),
+    );
+    let fin_c = span(ds.points.iter().map(|p| p.c));
+    let fin_l = span(ds.points.iter().map(|p| p.loss));
+    let (x_lo, x_hi, y_lo, y_hi) = if ds.curves.is_empty() {
+        let (a, b) = pad_log(fin_c, 0.05);
+        let pad = 0.05 * (fin_l.1 - fin_l.0).max(1e-3);
+        (a, b, fin_l.0 - pad, fin_l.1 + pad)
+    } else {
+        let cmin = span(ds.curves.iter().map(|c| c.c[c.c.len() - 1])).0;
+        let all_c = span(ds.curves.iter().flat_map(|c| c.c.iter().copied()));
+        let x_lo = all_c.0.max(cmin / 30.0);
+        let all_l = span(ds.curves.iter().flat_map(|c| c.loss.iter().copied()));
+        let fin = span(ds.curves.iter().map(|c| c.loss[c.loss.len() - 1]));
+        let y_hi = (fin.1 * 1.6).min(all_l.1 * 1.02);
+        (
+            x_lo,
+            all_c.1 * 1.05,
+            all_l.0 - 0.03 * (y_hi - all_l.0),
+            y_hi,
+        )
+    };
+    let mut ch = ChartBuilder::on(root)
+        .caption(
+            format!("Loss against training FLOPs ({})", rep.convention),
+            ("sans-serif", CAPTION),
+        )
+        .margin(20)
+        .x_label_area_size(55)
+        .y_label_area_size(75)
+        .build_cartesian_2d((x_lo..x_hi).log_scale(), y_lo..y_hi)
+        .map_err(e)?;
+    ch.configure_mesh()
+        .x_desc(format!("training FLOPs C ({})", rep.convention))
+        .y_desc("loss")
+        .axis_desc_style(("sans-serif", LABEL))
+        .label_style(("sans-serif", TICK))
+        .x_label_formatter(&sci)
+        .y_label_formatter(&|v| format!("{v:.2}"))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(e)?;
+    let inside = |c: f64, l: f64| c >= x_lo && c <= x_hi && l >= y_lo && l <= y_hi;
+    for (k, cv) in ds.curves.iter().enumerate() {
+        let col = viridis(norm_log(cv.n, nlo, nhi));
+        let pts: Vec<(f64, f64)> =
+            cv.c.iter()
+                .zip(&cv.loss)
+                .map(|(&c, &l)| (c, l))
+                .filter(|&(c, l)| inside(c, l))
+                .collect();
+        let s = ch
+            .draw_series(LineSeries::new(pts, col.stroke_width(2)))
+            .map_err(e)?;
+        if k == 0 {
+            s.label(format!("runs (colour: N {} … {})", sci(&nlo), sci(&nhi)))
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(2))
+                });
+        }
+    }
+    if ds.curves.is_empty() {
+        ch.draw_series(
+            ds.points
+                .iter()
+                .map(|p| Circle::new((p.c, p.loss), 4, viridis(norm_log(p.n, nlo, nhi)).filled())),
+        )
+        .map_err(e)?
+        .label(format!("runs (colour: N {} … {})", sci(&nlo), sci(&nhi)))
+        .legend(|(x, y)| Circle::new((x + 10, y), 4, viridis(0.5).filled()));
+    }
+    if let Some(a1) = &rep.approach1 {
+        let env = &a1.envelope;
+        ch.draw_series(LineSeries::new(
+            env.c.iter().zip(&env.loss).map(|(&c, &l)| (c, l)),
+            BLACK.stroke_width(4),
+        ))
+        .map_err(e)?
+        .label("envelope (approach 1)")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(4)));
+    }
+    if let Some(a2) = &rep.approach2 {
+        let m: Vec<(f64, f64)> = a2
+            .budgets
+            .iter()
+            .filter(|b| b.used)
+            .map(|b| (b.c, b.loss_opt))
+            .filter(|&(c, l)| inside(c, l))
+            .collect();
+        if !m.is_empty() {
+            ch.draw_series(m.iter().map(|&p| TriangleMarker::new(p, 8, BLACK.filled())))
+                .map_err(e)?
+                .label("IsoFLOP minima (approach 2)")
+                .legend(|(x, y)| TriangleMarker::new((x + 10, y), 7, BLACK.filled()));
+        }
+    }
+    if let (Some(cf), Some(cr)) = (&fit.compute, &rep.compute) {
+        let p = &cr.law.params;
+        let (lo, hi) = (x_lo, x_hi);
+        let line: Vec<(f64, f64)> = (0..=200)
+            .map(|i| lo * (hi / lo).powf(i as f64 / 200.0))
+            .map(|c| (c, compute::predict(cf, c)))
+            .filter(|&(c, l)| inside(c, l))
+            .collect();
+        let red = RGBColor(214, 39, 40);
+        ch.draw_series(DashedLineSeries::new(line, 10, 6, red.stroke_width(3)))
+            .map_err(e)?
+            .label(format!(
+                "L(C) = {:.3} + {:.3e}·C^-{:.4}",
+                p.value("E"),
+                p.value("lambda"),
+                p.value("alpha")
+            ))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], red.stroke_width(3)));
+    }
+    ch.configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .label_font(("sans-serif", TICK))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.5))
+        .draw()
+        .map_err(e)?;
+    root.present().map_err(e)
+}
+
+/// IsoFLOP curves: loss against N per budget, the fitted parabolas and their minima.
+fn fig_isoflop<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, rep: &Report) -> R {
+    root.fill(&WHITE).map_err(e)?;
+    let Some(a2) = &rep.approach2 else {
+        return Ok(());
+    };
+    let bs: Vec<_> = a2.budgets.iter().filter(|b| b.n_points >= 3).collect();
+    let (nlo, nhi) = pad_log(
+        span(bs.iter().flat_map(|b| b.runs.iter().map(|r| r.0))),
+        0.04,
+    );
+    let (llo, lhi) = span(bs.iter().flat_map(|b| b.runs.iter().map(|r| r.1)));
+    let pad = 0.05 * (lhi - llo).max(1e-3);
+    let (clo, chi) = span(bs.iter().map(|b| b.c));
+    let mut ch = ChartBuilder::on(root)
+        .caption(
+            "IsoFLOP profiles (parabola in ln N)",
+            ("sans-serif", CAPTION),
+        )
+        .margin(20)
+        .x_label_area_size(55)
+        .y_label_area_size(75)
+        .build_cartesian_2d((nlo..nhi).log_scale(), (llo - pad)..(lhi + pad))
+        .map_err(e)?;
+    ch.configure_mesh()
+        .x_desc("parameters N")
+        .y_desc("loss")
+        .axis_desc_style(("sans-serif", LABEL))
+        .label_style(("sans-serif", TICK))
+        .x_label_formatter(&sci)
+        .y_label_formatter(&|v| format!("{v:.2}"))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(e)?;
+    let (ylo, yhi) = (llo - pad, lhi + pad);
+    for b in &bs {
+        let col = viridis(norm_log(b.c, clo, chi));
+        ch.draw_series(b.runs.iter().map(|&p| Circle::new(p, 5, col.filled())))
+            .map_err(e)?
+            .label(format!("C = {:.1e}", b.c))
+            .legend(move |(x, y)| Circle::new((x + 10, y), 5, col.filled()));
+        let curve: Vec<(f64, f64)> = b
+            .curve
+            .iter()
+            .copied()
+            .filter(|&(_, l)| l >= ylo && l <= yhi)
+            .collect();
+        ch.draw_series(LineSeries::new(curve, col.stroke_width(2)))
+            .map_err(e)?;
+    }
+    let shown = |b: &&&super::isoflop::BudgetMin| {
+        b.n_opt.is_finite() && b.loss_opt >= ylo && b.loss_opt <= yhi
+    };
+    ch.draw_series(
+        bs.iter()
+            .filter(shown)
+            .filter(|b| !b.used)
+            .map(|b| TriangleMarker::new((b.n_opt, b.loss_opt), 9, BLACK.stroke_width(2))),
+    )
+    .map_err(e)?;
+    ch.draw_series(
+        bs.iter()
+            .filter(shown)
+            .filter(|b| b.used)
+            .map(|b| TriangleMarker::new((b.n_opt, b.loss_opt), 9, BLACK.filled())),
+    )
+    .map_err(e)?
+    .label("minimum (open: not used)")
+    .legend(|(x, y)| TriangleMarker::new((x + 10, y), 8, BLACK.filled()));
+    ch.configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .label_font(("sans-serif", TICK))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.5))
+        .draw()
+        .map_err(e)?;
+    root.present().map_err(e)
+}
+
+struct Line {
+    label: String,
+    color: RGBColor,
+    pts: Vec<(f64, Interval)>,
+    dashed: bool,
+}
+
+/// One panel of N*(C) or D*(C).
+fn panel_opt<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    title: &str,
+    ylab: &str,
+    marks: &[(f64, Interval)],
+    lines: &[Line],
+    xr: (f64, f64),
+) -> R {
+    let yr = pad_log(
+        span(
+            marks
+                .iter()
+                .map(|m| m.1.value)
+                .chain(lines.iter().flat_map(|l| l.pts.iter().map(|p| p.1.value))),
+        ),
+        0.08,
+    );
+    let mut ch = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", CAPTION))
+        .margin(20)
+        .x_label_area_size(55)
+        .y_label_area_size(80)
+        .build_cartesian_2d((xr.0..xr.1).log_scale(), (yr.0..yr.1).log_scale())
+        .map_err(e)?;
+    ch.configure_mesh()
+        .x_desc("training FLOPs C")
+        .y_desc(ylab)
+        .axis_desc_style(("sans-serif", LABEL))
+        .label_style(("sans-serif", TICK))
+        .x_label_formatter(&sci)
+        .y_label_formatter(&sci)
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(e)?;
+    let clampy = |v: f64| v.clamp(yr.0, yr.1);
+    for l in lines {
+        let band: Vec<(f64, f64)> = l
+            .pts
+            .iter()
+            .filter(|p| p.1.lo.is_finite())
+            .map(|p| (p.0, clampy(p.1.lo)))
+            .chain(
+                l.pts
+                    .iter()
+                    .rev()
+                    .filter(|p| p.1.hi.is_finite())
+                    .map(|p| (p.0, clampy(p.1.hi))),
+            )
+            .collect();
+        if band.len() > 2 {
+            ch.draw_series([Polygon::new(band, l.color.mix(0.15).filled())])
+                .map_err(e)?;
+        }
+        let pts: Vec<(f64, f64)> = l
+            .pts
+            .iter()
+            .map(|p| (p.0, p.1.value))
+            .filter(|p| p.1 >= yr.0 && p.1 <= yr.1)
+            .collect();
+        let col = l.color;
+        let s = if l.dashed {
+            ch.draw_series(DashedLineSeries::new(pts, 10, 6, col.stroke_width(3)))
+                .map_err(e)?
+        } else {
+            ch.draw_series(LineSeries::new(pts, col.stroke_width(3)))
+                .map_err(e)?
+        };
+        s.label(l.label.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(3)));
+    }
+    if !marks.is_empty() {
+        for m in marks {
+            if m.1.lo.is_finite() {
+                ch.draw_series([PathElement::new(
+                    vec![(m.0, clampy(m.1.lo)), (m.0, clampy(m.1.hi))],
+                    BLACK.stroke_width(2),
+                )])
+                .map_err(e)?;
+            }
+        }
+        ch.draw_series(
+            marks
+                .iter()
+                .map(|m| Circle::new((m.0, m.1.value), 5, BLACK.filled())),
+        )
+        .map_err(e)?
+        .label("IsoFLOP minima (±95%)")
+        .legend(|(x, y)| Circle::new((x + 10, y), 5, BLACK.filled()));
+    }
+    ch.configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .label_font(("sans-serif", TICK))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.5))
+        .draw()
+        .map_err(e)
+}
+
+/// N*(C) and D*(C): IsoFLOP minima and the power laws of every approach, with intervals.
+fn fig_optimal<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    ds: &Dataset,
+    rep: &Report,
+    fit: &Fitted,
+) -> R {
+    root.fill(&WHITE).map_err(e)?;
+    let mut xr = span(ds.points.iter().map(|p| p.c));
+    if let Some(a1) = &rep.approach1 {
+        xr = (xr.0.min(a1.c_range[0]), xr.1.max(a1.c_range[1]));
+    }
+    let xr = pad_log(xr, 0.08);
+    let grid: Vec<f64> = (0..=60)
+        .map(|i| xr.0 * (xr.1 / xr.0).powf(i as f64 / 60.0))
+        .collect();
+    let (blue, gray, green, red) = (
+        RGBColor(31, 119, 180),
+        RGBColor(120, 120, 120),
+        RGBColor(44, 160, 44),
+        RGBColor(214, 39, 40),
+    );
+    let halves = root.split_evenly((1, 2));
+    for (k, area) in halves.iter().enumerate() {
+        let pick = |a: &super::isoflop::IsoFlopFit| {
+            if k == 0 {
+                a.n_opt.clone()
+            } else {
+                a.d_opt.clone()
+            }
+        };
+        let mut lines = vec![];
+        let mut marks = vec![];
+        if let Some(a2) = &rep.approach2 {
+            let z = 1.96;
+            for b in a2.budgets.iter().filter(|b| b.used) {
+                let (v, se) = if k == 0 {
+                    (b.n_opt, b.se_ln_n)
+                } else {
+                    (b.d_opt, b.se_ln_d)
+                };
+                let (lo, hi) = se.map_or((f64::NAN, f64::NAN), |s| {
+                    (v * (-z * s).exp(), v * (z * s).exp())
+                });
+                marks.push((b.c, Interval { value: v, lo, hi }));
+            }
+            if let Some(p) = pick(a2) {
+                lines.push(Line {
+                    label: format!("approach 2: ∝ C^{:.3}", p.exponent.value),
+                    color: blue,
+                    pts: grid.iter().map(|&c| (c, p.predict(c))).collect(),
+                    dashed: false,
+                });
+            }
+        }
+        if let Some(p) = rep.approach2_akima.as_ref().and_then(pick) {
+            lines.push(Line {
+                label: format!("approach 2, Akima: ∝ C^{:.3}", p.exponent.value),
+                color: gray,
+                pts: grid
+                    .iter()
+                    .map(|&c| (c, Interval::bare(p.predict(c).value)))
+                    .collect(),
+                dashed: true,
+            });
+        }
+        if let Some(a1) = &rep.approach1 {
+            if let Some(p) = if k == 0 { &a1.n_opt } else { &a1.d_opt } {
+                let pts = grid
+                    .iter()
+                    .map(|&c| (c, Interval::bare(p.predict(c).value)))
+                    .collect();
+                lines.push(Line {
+                    label: format!("approach 1: ∝ C^{:.3}", p.exponent.value),
+                    color: green,
+                    pts,
+                    dashed: false,
+                });
+            }
+        }
+        if let Some(f3) = &fit.approach3 {
+            let (ex, name) = if k == 0 { ("a", "N") } else { ("b", "D") };
+            let pts = grid
+                .iter()
+                .map(|&c| {
+                    (
+                        c,
+                        Interval::bare(if k == 0 {
+                            parametric::n_opt(f3, c)
+                        } else {
+                            parametric::d_opt(f3, c)
+                        }),
+                    )
+                })
+                .collect();
+            lines.push(Line {
+                label: format!("approach 3: {name}_opt ∝ C^{:.3}", f3.params.value(ex)),
+                color: red,
+                pts,
+                dashed: true,
+            });
+        }
+        let (title, ylab) = if k == 0 {
+            ("Compute-optimal parameters N*(C)", "N*")
+        } else {
+            ("Compute-optimal tokens D*(C)", "D*")
+        };
+        panel_opt(area, title, ylab, &marks, &lines, xr)?;
+    }
+    root.present().map_err(e)
+}
+
+/// Goodness of fit of a law over (N, D) points: observed against fitted loss, and residuals against C.
+fn fig_law<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    pts: &[Point],
+    pred: &dyn Fn(&Point) -> f64,
+) -> R {
+    root.fill(&WHITE).map_err(e)?;
+    let (nlo, nhi) = span(pts.iter().map(|p| p.n));
+    let fitted: Vec<f64> = pts.iter().map(pred).collect();
+    let halves = root.split_evenly((1, 2));
+    let lr = span(pts.iter().map(|p| p.loss).chain(fitted.iter().copied()));
+    let lp = 0.04 * (lr.1 - lr.0).max(1e-3);
+    let lr = (lr.0 - lp, lr.1 + lp);
+    let mut ch = ChartBuilder::on(&halves[0])
+        .caption(title, ("sans-serif", CAPTION - 4))
+        .margin(20)
+        .x_label_area_size(55)
+        .y_label_area_size(75)
+        .build_cartesian_2d(lr.0..lr.1, lr.0..lr.1)
+        .map_err(e)?;
+    ch.configure_mesh()
+        .x_desc("fitted loss")
+        .y_desc("observed loss")
+        .axis_desc_style(("sans-serif", LABEL))
+        .label_style(("sans-serif", TICK))
+        .x_label_formatter(&|v| format!("{v:.2}"))
+        .y_label_formatter(&|v| format!("{v:.2}"))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(e)?;
+    ch.draw_series(LineSeries::new(
+        [(lr.0, lr.0), (lr.1, lr.1)],
+        BLACK.mix(0.6).stroke_width(2),
+    ))
+    .map_err(e)?;
+    ch.draw_series(
+        pts.iter()
+            .zip(&fitted)
+            .map(|(p, &f)| Circle::new((f, p.loss), 4, viridis(norm_log(p.n, nlo, nhi)).filled())),
+    )
+    .map_err(e)?
+    .label(format!("runs (colour: N {} … {})", sci(&nlo), sci(&nhi)))
+    .legend(|(x, y)| Circle::new((x + 10, y), 4, viridis(0.5).filled()));
+    ch.configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .label_font(("sans-serif", TICK))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.5))
+        .draw()
+        .map_err(e)?;
+    let res: Vec<f64> = pts
+        .iter()
+        .zip(&fitted)
+        .map(|(p, f)| p.loss.ln() - f.ln())
+        .collect();
+    let rmax = res.iter().fold(1e-4f64, |m, r| m.max(r.abs())) * 1.1;
+    let cr = pad_log(span(pts.iter().map(|p| p.c)), 0.04);
+    let mut ch = ChartBuilder::on(&halves[1])
+        .caption("Residuals", ("sans-serif", CAPTION - 4))
+        .margin(20)
+        .x_label_area_size(55)
+        .y_label_area_size(75)
+        .build_cartesian_2d((cr.0..cr.1).log_scale(), -rmax..rmax)
+        .map_err(e)?;
+    ch.configure_mesh()
+        .x_desc("training FLOPs C")
+        .y_desc("ln observed − ln fitted")
+        .axis_desc_style(("sans-serif", LABEL))
+        .label_style(("sans-serif", TICK))
+        .x_label_formatter(&sci)
+        .y_label_formatter(&|v| format!("{v:.3}"))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(e)?;
+    ch.draw_series(LineSeries::new(
+        [(cr.0, 0.0), (cr.1, 0.0)],
+        BLACK.mix(0.6).stroke_width(2),
+    ))
+    .map_err(e)?;
+    ch.draw_series(
+        pts.iter()
+            .zip(&res)
+            .map(|(p, &r)| Circle::new((p.c, r), 4, viridis(norm_log(p.n, nlo, nhi)).filled())),
+    )
+    .map_err(e)?;
+    root.present().map_err(e)
+}
+
+macro_rules! render {
+    ($dir:expr, $name:expr, $size:expr, $out:expr, |$root:ident| $body:expr) => {{
+        let svg = $dir.join(format!("{}.svg", $name));
+        let png = $dir.join(format!("{}.png", $name));
+        {
+            let $root = SVGBackend::new(&svg, $size).into_drawing_area();
+            $body.map_err(|why| FitError::BadInput {
+                path: svg.clone(),
+                what: format!("plot failed: {why}"),
+            })?;
+        }
+        {
+            let $root = BitMapBackend::new(&png, $size).into_drawing_area();
+            $body.map_err(|why| FitError::BadInput {
+                path: png.clone(),
+                what: format!("plot failed: {why}"),
+            })?;
+        }
+        $out.push(svg);
+        $out.push(png);
+    }};
+}
+
+/// Write every figure the report supports into `dir`; returns the files written.
+pub fn write_all(
+    dir: &Path,
+    ds: &Dataset,
+    rep: &Report,
+    fit: &Fitted,
+) -> Result<Vec<PathBuf>, FitError> {
+    register_font();
+    let mut out = vec![];
+    if !ds.points.is_empty() || !ds.curves.is_empty() {
+        render!(dir, "loss_vs_flops", (1200, 800), out, |root| fig_loss(
+            &root, ds, rep, fit
+        ));
+    }
+    if rep.approach2.is_some() {
+        render!(dir, "isoflop", (1200, 800), out, |root| fig_isoflop(
+            &root, rep
+        ));
+    }
+    if rep.approach2.as_ref().is_some_and(|a| a.n_opt.is_some())
+        || rep.approach1.as_ref().is_some_and(|a| a.n_opt.is_some())
+        || fit.approach3.is_some()
+    {
+        render!(dir, "optimal", (1600, 700), out, |root| fig_optimal(
+            &root, ds, rep, fit
+        ));
+    }
+    if let Some(f3) = &fit.approach3 {
+        let p = &f3.params;
+        let title = format!(
+            "L = {:.3} + {:.1}/N^{:.4} + {:.1}/D^{:.4}",
+            p.value("E"),
+            p.value("A"),
+            p.value("alpha"),
+            p.value("B"),
+            p.value("beta")
+        );
+        render!(dir, "parametric", (1600, 700), out, |root| fig_law(
+            &root,
+            &title,
+            &fit.law_points,
+            &|q: &Point| parametric::predict(f3, q.n, q.d)
+        ));
+    }
+    if let Some(fo) = &fit.overtrain {
+        let p = &fo.params;
+        let title = format!(
+            "L = {:.3} + {:.1}/N^{:.4} + {:.1}/(MN)^{:.4}",
+            p.value("E"),
+            p.value("a"),
+            p.value("alpha"),
+            p.value("b"),
+            p.value("alpha")
+        );
+        render!(dir, "overtrain", (1600, 700), out, |root| fig_law(
+            &root,
+            &title,
+            &fit.law_points,
+            &|q: &Point| overtrain::predict(fo, q.n, q.d / q.n)
+        ));
+    }
+    Ok(out)
+}
