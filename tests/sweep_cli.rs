@@ -606,12 +606,25 @@ fn bad_specs_and_flags_give_clear_errors() {
         ),
         (vec!["sweep", "status", "/nonexistent/sweep"], "plan.json"),
         (
+            vec![
+                "sweep",
+                "run",
+                s(&good),
+                "--out",
+                s(&d),
+                "--only",
+                "c9-d64l1-s0",
+            ],
+            "c1e10-d64l1-s0",
+        ),
+        (
             vec!["sweep", "slurm", s(&good), "--out", s(&d), "--time", "soon"],
             "--time",
         ),
     ];
     for (args, needle) in cases {
         let out = isoflop(&args);
+        assert!(!d.exists(), "{args:?} left a sweep directory behind");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?} should fail");
         assert!(err.contains(needle), "{args:?}: {err}");

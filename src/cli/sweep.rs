@@ -177,6 +177,7 @@ fn run_sweep(a: RunArgs) -> anyhow::Result<()> {
         None => vec![a.device],
     };
     runner::check_devices(&devices)?;
+    runner::check_only(&plan, &a.only)?;
     let sd = SweepDir::prepare(&a.out, &text, &plan)?;
     let bin = std::env::current_exe().context("locating the isoflop binary")?;
     let opts = RunnerOptions {
@@ -318,7 +319,6 @@ fn slurm(a: SlurmArgs) -> anyhow::Result<()> {
     positive("--flops-per-s", a.flops_per_s)?;
     let (_, text, plan) = sw::load(&a.spec)?;
     let out = absolute(&a.out);
-    let sd = SweepDir::prepare(&out, &text, &plan)?;
     let time = match (&a.time, a.flops_per_s) {
         (Some(t), _) => t.clone(),
         (None, Some(f)) => {
@@ -347,11 +347,12 @@ fn slurm(a: SlurmArgs) -> anyhow::Result<()> {
         device: runner::device_arg(a.device),
         checkpoint_every: a.checkpoint_every,
     };
-    let text = slurm::script(&sd.plan, &opts).map_err(anyhow::Error::msg)?;
+    let script = slurm::script(&plan, &opts).map_err(anyhow::Error::msg)?;
+    SweepDir::prepare(&out, &text, &plan)?;
     std::fs::create_dir_all(out.join("slurm"))
         .with_context(|| format!("creating {}", out.join("slurm").display()))?;
     let path = out.join("sweep.sbatch");
-    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::write(&path, script).with_context(|| format!("writing {}", path.display()))?;
     eprintln!(
         "wrote {} ({} array tasks); submit with: sbatch {}",
         path.display(),

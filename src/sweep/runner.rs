@@ -75,6 +75,20 @@ pub fn parse_devices(s: &str) -> Result<Vec<DeviceChoice>, String> {
     Ok(v)
 }
 
+/// Check that every `--only` name is a run of the plan.
+pub fn check_only(plan: &super::Plan, only: &[String]) -> Result<(), SweepError> {
+    for name in only {
+        if plan.get(name).is_none() {
+            let names: Vec<&str> = plan.runs.iter().map(|r| r.name.as_str()).collect();
+            return Err(SweepError::Usage(format!(
+                "--only {name:?}: no such run in the plan; runs: {}",
+                names.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Check that every `cuda:N` asked for exists; a clear error otherwise.
 pub fn check_devices(devices: &[DeviceChoice]) -> Result<(), SweepError> {
     let wanted: Vec<usize> = devices
@@ -122,15 +136,7 @@ enum Event {
 /// Run the selected runs of the sweep in `sd`. Returns what happened; errors only for problems of the sweep
 /// itself (bad `--only`, missing devices, unwritable directory).
 pub fn run_sweep(sd: &SweepDir, opts: &RunnerOptions) -> Result<SweepOutcome, SweepError> {
-    for name in &opts.only {
-        if sd.plan.get(name).is_none() {
-            let names: Vec<&str> = sd.plan.runs.iter().map(|r| r.name.as_str()).collect();
-            return Err(SweepError::Usage(format!(
-                "--only {name:?}: no such run in the plan; runs: {}",
-                names.join(", ")
-            )));
-        }
-    }
+    check_only(&sd.plan, &opts.only)?;
     if opts.devices.is_empty() {
         return Err(SweepError::Usage("no device to run on".into()));
     }
