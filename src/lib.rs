@@ -11,6 +11,7 @@ pub mod data;
 pub mod device;
 pub mod fit;
 pub mod model;
+pub mod sweep;
 pub mod train;
 
 /// sha256 (hex) over every CUDA kernel source compiled into this binary, in file-name order.

@@ -27,6 +27,8 @@ enum Command {
     Export(cli::export::ExportArgs),
     /// Held-out loss of a checkpoint.
     Eval(cli::eval::EvalArgs),
+    /// Scaling sweeps: plan, run, resume, export and scale out (Slurm) grids of runs.
+    Sweep(cli::sweep::SweepArgs),
 }
 
 fn main() {
@@ -38,6 +40,7 @@ fn main() {
         Command::Fit(a) => cli::fit::run(a),
         Command::Export(a) => cli::export::run(a),
         Command::Eval(a) => cli::eval::run(a),
+        Command::Sweep(a) => cli::sweep::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -5,4 +5,5 @@ pub mod eval;
 pub mod export;
 pub mod fit;
 pub mod info;
+pub mod sweep;
 pub mod train;

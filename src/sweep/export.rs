@@ -1,0 +1,135 @@
+//! Sweep exports: `runs.csv` (one row per run) and `steps.csv` (every step of every run, via
+//! [`crate::train::export::write_steps_csv`]). These are the input of `isoflop fit`.
+
+use super::dir::{RunState, SweepDir};
+use super::SweepError;
+use crate::model::FlopConvention;
+use crate::train::export::{csv_field, write_steps_csv};
+use crate::train::manifest::Manifest;
+use std::path::{Path, PathBuf};
+
+/// Columns of `runs.csv`.
+pub const RUNS_COLUMNS: &[&str] = &[
+    "name",
+    "point",
+    "d_model",
+    "n_layers",
+    "seq_len",
+    "vocab_size",
+    "n_params",
+    "n_params_total",
+    "non_embedding",
+    "tokens",
+    "tokens_per_param",
+    "steps",
+    "batch_size",
+    "lr",
+    "warmup_steps",
+    "loss",
+    "eval_loss",
+    "eval_loss_se",
+    "flops_kaplan",
+    "flops_standard",
+    "flops_attention",
+    "flops_exact",
+    "budget",
+    "budget_convention",
+    "multiplier",
+    "seed",
+    "status",
+];
+
+/// What an export wrote.
+#[derive(Clone, Debug)]
+pub struct ExportSummary {
+    /// `runs.csv`.
+    pub runs_csv: PathBuf,
+    /// Rows in it.
+    pub runs: usize,
+    /// `steps.csv`.
+    pub steps_csv: PathBuf,
+    /// Rows in it.
+    pub steps: usize,
+}
+
+/// The text of `runs.csv`: every run of the plan, finished or not (losses empty until finished).
+pub fn runs_csv(sd: &SweepDir) -> String {
+    let mut out = RUNS_COLUMNS.join(",");
+    out.push('\n');
+    let opt = |x: Option<f64>| x.map_or(String::new(), |v| v.to_string());
+    for r in &sd.plan.runs {
+        let state = sd.state(&r.name);
+        let figures = match state {
+            RunState::Finished => Manifest::load(&sd.run_dir(&r.name))
+                .ok()
+                .map(|m| m.final_figures),
+            _ => None,
+        };
+        let c = &r.config;
+        let fields = [
+            r.name.clone(),
+            r.point.clone(),
+            c.model.d_model.to_string(),
+            c.model.n_layers.to_string(),
+            c.model.seq_len.to_string(),
+            c.model.vocab_size.to_string(),
+            r.params.n.to_string(),
+            r.params.total.to_string(),
+            r.params.non_embedding.to_string(),
+            r.tokens.to_string(),
+            (r.tokens as f64 / r.params.n as f64).to_string(),
+            c.steps.to_string(),
+            c.batch_size.to_string(),
+            c.lr.to_string(),
+            c.warmup_steps.to_string(),
+            opt(figures.as_ref().and_then(|f| f.train_loss)),
+            opt(figures.as_ref().and_then(|f| f.eval_loss)),
+            opt(figures.as_ref().and_then(|f| f.eval_loss_se)),
+            r.flops(FlopConvention::Kaplan).to_string(),
+            r.flops(FlopConvention::Standard).to_string(),
+            r.flops(FlopConvention::Attention).to_string(),
+            r.flops(FlopConvention::Exact).to_string(),
+            opt(r.budget),
+            if r.budget.is_some() {
+                sd.plan.convention.name().to_string()
+            } else {
+                String::new()
+            },
+            opt(r.multiplier),
+            c.seed.to_string(),
+            state.label().to_string(),
+        ];
+        let row: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+        out.push_str(&row.join(","));
+        out.push('\n');
+    }
+    out
+}
+
+/// Write `DIR/runs.csv` and `DIR/steps.csv` (steps of every run that has records).
+pub fn export(sd: &SweepDir) -> Result<ExportSummary, SweepError> {
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |e: String| SweepError::Io { path: p, msg: e }
+    };
+    let runs_path = sd.dir.join("runs.csv");
+    super::dir::write_atomic(&runs_path, runs_csv(sd).as_bytes())?;
+    let dirs: Vec<(String, PathBuf)> = sd
+        .plan
+        .runs
+        .iter()
+        .map(|r| (r.name.clone(), sd.run_dir(&r.name)))
+        .filter(|(_, d)| d.join("run.json").exists() && d.join("metrics.jsonl").exists())
+        .collect();
+    let refs: Vec<(String, &Path)> = dirs.iter().map(|(n, d)| (n.clone(), d.as_path())).collect();
+    let steps_path = sd.dir.join("steps.csv");
+    let mut buf = Vec::new();
+    let steps = write_steps_csv(&refs, &mut buf).map_err(io(&steps_path))?;
+    super::dir::write_atomic(&steps_path, &buf)?;
+    Ok(ExportSummary {
+        runs_csv: runs_path,
+        runs: sd.plan.runs.len(),
+        steps_csv: steps_path,
+        steps,
+    })
+}

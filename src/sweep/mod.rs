@@ -1,0 +1,66 @@
+//! Scaling sweeps: a TOML spec of model sizes, token budgets (tokens-per-parameter multipliers or IsoFLOP
+//! budgets), optimizer rules and seeds, resolved into a plan of runs; run (resumably, one child process per
+//! run, one worker per device), watched, exported to CSV for `isoflop fit`, or scaled out with Slurm.
+//!
+//! Modules: [`spec`] (the file), [`rules`] (size-dependent settings), [`plan`] (resolution and seeds),
+//! [`estimate`] and [`table`] (the plan table with wall-time estimates), [`dir`] (the sweep directory and
+//! run states), [`runner`] (running), [`export`] (CSVs), [`slurm`] (array job scripts).
+
+pub mod dir;
+pub mod estimate;
+pub mod export;
+pub mod plan;
+pub mod rules;
+pub mod runner;
+pub mod slurm;
+pub mod spec;
+pub mod table;
+
+pub use dir::{RunState, SweepDir};
+pub use plan::{Plan, PlannedRun};
+pub use spec::{SpecError, SweepSpec};
+
+use std::path::PathBuf;
+
+/// A problem of the sweep as a whole (not of one run: those are recorded per run).
+#[derive(Debug, thiserror::Error)]
+pub enum SweepError {
+    /// The spec.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// The spec resolves to no valid plan.
+    #[error("sweep spec {path}: {msg}")]
+    Plan {
+        /// The spec file.
+        path: PathBuf,
+        /// What is wrong.
+        msg: String,
+    },
+    /// A file of the sweep directory.
+    #[error("{path}: {msg}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        msg: String,
+    },
+    /// The output directory holds a different spec's plan.
+    #[error("{0}")]
+    OtherSpec(String),
+    /// Devices asked for are not there.
+    #[error("{0}")]
+    Device(String),
+    /// A bad flag value.
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// Read a spec file and resolve its plan. Returns the spec text too (saved in the sweep directory).
+pub fn load(path: &std::path::Path) -> Result<(SweepSpec, String, Plan), SweepError> {
+    let (spec, text) = SweepSpec::from_file(path)?;
+    let plan = Plan::resolve(&spec).map_err(|msg| SweepError::Plan {
+        path: path.to_path_buf(),
+        msg,
+    })?;
+    Ok((spec, text, plan))
+}

@@ -1,0 +1,310 @@
+//! The resolved plan of a sweep: one fully specified training run per (budget, size, seed) point.
+
+use super::spec::{Budget, Size, SweepSpec};
+use crate::model::{FlopConvention, FlopsPerToken, ParamCounts};
+use crate::train::TrainConfig;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Plan format version.
+pub const PLAN_FORMAT: u32 = 1;
+
+/// One run of the sweep.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlannedRun {
+    /// Unique name, also the run directory's name: e.g. `c2e11-d64l1-s0` or `m20-d128l2-s1`.
+    pub name: String,
+    /// The point without the seed suffix, e.g. `c2e11-d64l1`.
+    pub point: String,
+    /// Seed replicate index (0-based) at this point.
+    pub replicate: u32,
+    /// IsoFLOP budget C (FLOPs under `convention`), for IsoFLOP sweeps.
+    pub budget: Option<f64>,
+    /// Target tokens per parameter, for multiplier sweeps.
+    pub multiplier: Option<f64>,
+    /// Parameter counts.
+    pub params: ParamCounts,
+    /// Training FLOPs per token under each convention.
+    pub flops_per_token: FlopsPerToken,
+    /// Tokens the run trains on (steps × batch × T).
+    pub tokens: u64,
+    /// The complete training configuration (what `isoflop train --config` receives).
+    pub config: TrainConfig,
+}
+
+impl PlannedRun {
+    /// Total training FLOPs under a convention.
+    pub fn flops(&self, c: FlopConvention) -> f64 {
+        self.flops_per_token.get(c) * self.tokens as f64
+    }
+}
+
+/// The whole plan, saved as `plan.json` in the sweep directory.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Format version.
+    pub format: u32,
+    /// Sweep name.
+    pub name: String,
+    /// The convention of the budgets (IsoFLOP) or of the FLOPs column of the plan table.
+    pub convention: FlopConvention,
+    /// sha256 of the runs' canonical JSON; two specs with the same fingerprint plan the same runs.
+    pub fingerprint: String,
+    /// The runs, in execution order.
+    pub runs: Vec<PlannedRun>,
+}
+
+/// A run's seed: the first 53 bits of sha256("isoflop-sweep/{base}/{point}/{replicate}"), so it is exact
+/// in any JSON or CSV reader and depends only on the spec.
+pub fn derive_seed(base: u64, point: &str, replicate: u32) -> u64 {
+    let h = Sha256::digest(format!("isoflop-sweep/{base}/{point}/{replicate}").as_bytes());
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&h[..8]);
+    u64::from_le_bytes(b) & ((1u64 << 53) - 1)
+}
+
+/// `2e11`, `2.5e11`, `20`, `0.5` — compact numbers for run names.
+fn short(x: f64) -> String {
+    if x >= 1e4 {
+        format!("{x:e}")
+    } else {
+        format!("{x}")
+    }
+}
+
+impl Plan {
+    /// Resolve a spec into runs: sizes × budgets × seeds, each with its config from the rules.
+    pub fn resolve(spec: &SweepSpec) -> Result<Plan, String> {
+        let sizes = spec.sizes()?;
+        let mut points: Vec<Point> = Vec::new();
+        let convention = match &spec.budget {
+            Budget::Multiplier { multipliers } => {
+                for &m in multipliers {
+                    for &s in &sizes {
+                        let n = ParamCounts::of(&spec.model_config(s)).n as f64;
+                        points.push(Point {
+                            prefix: format!("m{}", short(m)),
+                            size: s,
+                            tokens: m * n,
+                            budget: None,
+                            multiplier: Some(m),
+                        });
+                    }
+                }
+                FlopConvention::Standard
+            }
+            Budget::Isoflop {
+                flops,
+                convention,
+                min_tokens_per_param,
+                max_tokens_per_param,
+            } => {
+                for &c in flops {
+                    let before = points.len();
+                    for &s in &sizes {
+                        let mc = spec.model_config(s);
+                        let n = ParamCounts::of(&mc).n as f64;
+                        let tokens = c / FlopsPerToken::of(&mc).get(*convention);
+                        let tpp = tokens / n;
+                        if min_tokens_per_param.is_some_and(|m| tpp < m)
+                            || max_tokens_per_param.is_some_and(|m| tpp > m)
+                        {
+                            continue;
+                        }
+                        points.push(Point {
+                            prefix: format!("c{}", short(c)),
+                            size: s,
+                            tokens,
+                            budget: Some(c),
+                            multiplier: None,
+                        });
+                    }
+                    if points.len() == before {
+                        return Err(format!(
+                            "budget C = {c:e}: every size falls outside min/max_tokens_per_param"
+                        ));
+                    }
+                }
+                *convention
+            }
+        };
+        let mut runs = Vec::new();
+        for p in &points {
+            let point = format!("{}-d{}l{}", p.prefix, p.size.d_model, p.size.n_layers);
+            for r in 0..spec.seeds_per_point {
+                runs.push(resolve_run(spec, &point, r, p)?);
+            }
+        }
+        let mut names: Vec<&str> = runs.iter().map(|r| r.name.as_str()).collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(format!(
+                "two runs would be named {:?}; make budgets distinct",
+                w[0]
+            ));
+        }
+        let fingerprint = fingerprint(&runs);
+        Ok(Plan {
+            format: PLAN_FORMAT,
+            name: spec.name.clone(),
+            convention,
+            fingerprint,
+            runs,
+        })
+    }
+
+    /// The run called `name`.
+    pub fn get(&self, name: &str) -> Option<&PlannedRun> {
+        self.runs.iter().find(|r| r.name == name)
+    }
+}
+
+/// sha256 over the canonical JSON of the runs.
+pub fn fingerprint(runs: &[PlannedRun]) -> String {
+    let json = serde_json::to_string(runs).unwrap_or_default();
+    format!("{:x}", Sha256::digest(json.as_bytes()))
+}
+
+/// One (budget, size) point before seeds.
+struct Point {
+    /// `c2e11` or `m20`.
+    prefix: String,
+    size: Size,
+    /// Target training tokens.
+    tokens: f64,
+    budget: Option<f64>,
+    multiplier: Option<f64>,
+}
+
+fn resolve_run(
+    spec: &SweepSpec,
+    point: &str,
+    replicate: u32,
+    p: &Point,
+) -> Result<PlannedRun, String> {
+    let (s, target_tokens, budget, multiplier) = (p.size, p.tokens, p.budget, p.multiplier);
+    let t = &spec.train;
+    let model = spec.model_config(s);
+    let params = ParamCounts::of(&model);
+    let ctx = |e: String| format!("{point}: {e}");
+    let raw_batch = t
+        .batch_size
+        .value("train.batch_size", s.d_model, params.n)
+        .map_err(ctx)?;
+    let micro = t.micro_batch;
+    // Round the batch to a positive multiple of the micro-batch (or to a positive integer).
+    let unit = micro.unwrap_or(1) as f64;
+    let batch_size = ((raw_batch / unit).round().max(1.0) * unit) as usize;
+    let micro_batch = micro.unwrap_or(batch_size);
+    let lr = t.lr.value("train.lr", s.d_model, params.n).map_err(ctx)?;
+    let mut cfg = TrainConfig {
+        model,
+        batch_size,
+        micro_batch,
+        steps: 1,
+        lr,
+        warmup_steps: 0,
+        final_lr_frac: t.final_lr_frac,
+        beta1: t.beta1,
+        beta2: t.beta2,
+        eps: t.eps,
+        weight_decay: t.weight_decay,
+        decay_mode: t.decay_mode,
+        clip: t.clip,
+        seed: derive_seed(spec.seed, point, replicate),
+        data: spec.data.clone(),
+        eval_every: t.eval_every,
+        eval_sequences: t.eval_sequences,
+        log_every: t.log_every,
+    };
+    cfg.steps = cfg.steps_for_tokens(target_tokens);
+    cfg.warmup_steps = t.warmup.steps(cfg.steps, cfg.tokens_per_step(), params.n);
+    cfg.validate().map_err(|e| ctx(e.to_string()))?;
+    Ok(PlannedRun {
+        name: format!("{point}-s{replicate}"),
+        point: point.to_string(),
+        replicate,
+        budget,
+        multiplier,
+        params,
+        flops_per_token: FlopsPerToken::of(&model),
+        tokens: cfg.steps * cfg.tokens_per_step(),
+        config: cfg,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn spec(budget: &str, extra: &str) -> SweepSpec {
+        let text = format!(
+            "name = \"t\"\ndata = {{ kind = \"synthetic\" }}\nseeds_per_point = 2\n{extra}\n\
+             [model]\nseq_len = 32\nvocab_size = 256\nsizes = [{{ d_model = 64, n_layers = 1 }}, \
+             {{ d_model = 128, n_layers = 2 }}]\n[budget]\n{budget}\n"
+        );
+        SweepSpec::from_str_at(&text, Path::new("t.toml")).unwrap()
+    }
+
+    #[test]
+    fn isoflop_runs_spend_the_budget() {
+        let s = spec("style = \"isoflop\"\nflops = [1e10, 4e10]", "");
+        let p = Plan::resolve(&s).unwrap();
+        assert_eq!(p.runs.len(), 2 * 2 * 2);
+        assert_eq!(p.runs[0].name, "c1e10-d64l1-s0");
+        assert_eq!(p.runs[3].name, "c1e10-d128l2-s1");
+        for r in &p.runs {
+            let c = r.budget.unwrap();
+            let spent = r.flops(FlopConvention::Standard);
+            // Rounded up to whole steps: at most one step over.
+            let step = r.flops_per_token.standard * r.config.tokens_per_step() as f64;
+            assert!(spent >= c && spent < c + step, "{}: {spent} vs {c}", r.name);
+            assert_eq!(r.tokens, r.config.steps * r.config.tokens_per_step());
+        }
+        // Replicates differ in seed only; seeds are stable functions of the spec.
+        assert_ne!(p.runs[0].config.seed, p.runs[1].config.seed);
+        assert_eq!(p.runs[0].config.seed, derive_seed(0, "c1e10-d64l1", 0));
+        assert_eq!(Plan::resolve(&s).unwrap().fingerprint, p.fingerprint);
+    }
+
+    #[test]
+    fn rules_resolve_per_size() {
+        let s = spec(
+            "style = \"multiplier\"\nmultipliers = [20]",
+            "[train]\nbatch_size = { table = { 64 = 4, 128 = 8 } }\nmicro_batch = 4\n\
+             lr = { power_law = { a = 1.0, b = -0.5 } }\nwarmup = { tokens_per_param = 1 }",
+        );
+        let p = Plan::resolve(&s).unwrap();
+        let (a, b) = (&p.runs[0], &p.runs[2]);
+        assert_eq!((a.config.batch_size, b.config.batch_size), (4, 8));
+        assert!((a.config.lr * (a.params.n as f64).sqrt() - 1.0).abs() < 1e-12);
+        assert_eq!(
+            a.config.warmup_steps,
+            (a.params.n as f64 / (4.0 * 32.0)).ceil() as u64
+        );
+        assert!(a.tokens as f64 >= 20.0 * a.params.n as f64);
+        assert_ne!(
+            Plan::resolve(&spec("style = \"multiplier\"\nmultipliers = [10]", ""))
+                .unwrap()
+                .fingerprint,
+            p.fingerprint
+        );
+    }
+
+    #[test]
+    fn min_tokens_per_param_drops_points() {
+        let s = spec(
+            "style = \"isoflop\"\nflops = [1e11]\nmin_tokens_per_param = 0.5",
+            "",
+        );
+        let p = Plan::resolve(&s).unwrap();
+        assert_eq!(p.runs.len(), 2);
+        assert!(p.runs.iter().all(|r| r.config.model.d_model == 64));
+        let s = spec(
+            "style = \"isoflop\"\nflops = [1e10]\nmin_tokens_per_param = 1e9",
+            "",
+        );
+        assert!(Plan::resolve(&s).unwrap_err().contains("C = 1e10"));
+    }
+}

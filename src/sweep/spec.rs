@@ -1,0 +1,434 @@
+//! The sweep specification (a TOML file): model sizes, token budgets, optimizer rules, seeds and data.
+//!
+//! See the README section "Scaling sweeps" for annotated examples.
+
+use super::rules::{Rule, Warmup};
+use crate::backend::DecayMode;
+use crate::model::config::{DEFAULT_SEQ_LEN, DEFAULT_VOCAB, HEAD_DIM};
+use crate::model::FlopConvention;
+use crate::train::{DataSpec, TrainConfig};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// A spec that cannot be read or makes no sense; always names the file and the field.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    /// The file cannot be read.
+    #[error("sweep spec {path}: {msg}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        msg: String,
+    },
+    /// A field is missing, mistyped or out of range.
+    #[error("sweep spec {path}: {msg}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, naming the field.
+        msg: String,
+    },
+}
+
+/// A whole sweep: every field of the TOML file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SweepSpec {
+    /// Short name of the sweep (used in job names).
+    pub name: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Training data of every run (required, so that it is always explicit).
+    pub data: DataSpec,
+    /// Base seed; each run's seed is derived from it and the run's point (see [`super::plan::derive_seed`]).
+    #[serde(default)]
+    pub seed: u64,
+    /// Runs per point with different derived seeds.
+    #[serde(default = "one")]
+    pub seeds_per_point: u32,
+    /// Model sizes.
+    pub model: ModelGrid,
+    /// Token budgets.
+    pub budget: Budget,
+    /// Optimizer, batch and schedule settings, fixed or as rules of the model size.
+    #[serde(default)]
+    pub train: TrainRules,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// One model size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Size {
+    /// Width D.
+    pub d_model: usize,
+    /// Depth L.
+    pub n_layers: usize,
+}
+
+/// The model sizes of the sweep: an explicit list, a grid of widths × depths, or widths with a depth rule.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelGrid {
+    /// Head dimension; the model contract fixes it at 64 (stated here so specs are self-describing).
+    #[serde(default = "head_dim")]
+    pub head_dim: usize,
+    /// Context length T.
+    #[serde(default = "seq_len")]
+    pub seq_len: usize,
+    /// Vocabulary size V.
+    #[serde(default = "vocab")]
+    pub vocab_size: usize,
+    /// Explicit sizes.
+    #[serde(default)]
+    pub sizes: Option<Vec<Size>>,
+    /// Widths (with `depths` or `aspect_ratio`).
+    #[serde(default)]
+    pub widths: Option<Vec<usize>>,
+    /// Depths: every width is combined with every depth.
+    #[serde(default)]
+    pub depths: Option<Vec<usize>>,
+    /// Fixed aspect ratio D/L: depth = max(1, round(width / aspect_ratio)).
+    #[serde(default)]
+    pub aspect_ratio: Option<f64>,
+}
+
+fn head_dim() -> usize {
+    HEAD_DIM
+}
+fn seq_len() -> usize {
+    DEFAULT_SEQ_LEN
+}
+fn vocab() -> usize {
+    DEFAULT_VOCAB
+}
+
+/// How long each model trains.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "style", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Budget {
+    /// Tokens = multiplier × N for every size and multiplier (Chinchilla's 20; Gadre et al.'s 5–640).
+    Multiplier {
+        /// Tokens per parameter.
+        multipliers: Vec<f64>,
+    },
+    /// IsoFLOP profiles: for each budget C, every size trains for C / flops_per_token tokens.
+    Isoflop {
+        /// FLOP budgets C.
+        flops: Vec<f64>,
+        /// FLOP convention that defines flops_per_token (default `standard`, i.e. C/(6N)).
+        #[serde(default = "standard")]
+        convention: FlopConvention,
+        /// Drop (budget, size) points below this many tokens per parameter.
+        #[serde(default)]
+        min_tokens_per_param: Option<f64>,
+        /// Drop (budget, size) points above this many tokens per parameter.
+        #[serde(default)]
+        max_tokens_per_param: Option<f64>,
+    },
+}
+
+fn standard() -> FlopConvention {
+    FlopConvention::Standard
+}
+
+/// Optimizer, batch and schedule settings of every run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainRules {
+    /// Global batch in sequences: a number, a table keyed by d_model, or a power law of N.
+    pub batch_size: Rule,
+    /// Sequences per forward/backward pass (default: the whole batch).
+    pub micro_batch: Option<usize>,
+    /// Peak learning rate: a number, a table keyed by d_model, or a power law of N.
+    pub lr: Rule,
+    /// Warmup length.
+    pub warmup: Warmup,
+    /// Final learning rate as a fraction of the peak.
+    pub final_lr_frac: f64,
+    /// AdamW β1.
+    pub beta1: f32,
+    /// AdamW β2.
+    pub beta2: f32,
+    /// AdamW ε.
+    pub eps: f32,
+    /// Weight decay λ.
+    pub weight_decay: f32,
+    /// Coupled or independent weight decay.
+    pub decay_mode: DecayMode,
+    /// Gradient-norm clipping threshold.
+    pub clip: Option<f64>,
+    /// Evaluate every this many steps (0 = only at the end).
+    pub eval_every: u64,
+    /// Held-out sequences per evaluation.
+    pub eval_sequences: usize,
+    /// Plain log line every this many steps (in each run's train.log).
+    pub log_every: u64,
+}
+
+impl Default for TrainRules {
+    fn default() -> Self {
+        let d = TrainConfig::default();
+        TrainRules {
+            batch_size: Rule::Fixed(d.batch_size as f64),
+            micro_batch: None,
+            lr: Rule::Fixed(d.lr),
+            warmup: Warmup::Fraction(0.1),
+            final_lr_frac: d.final_lr_frac,
+            beta1: d.beta1,
+            beta2: d.beta2,
+            eps: d.eps,
+            weight_decay: d.weight_decay,
+            decay_mode: d.decay_mode,
+            clip: d.clip,
+            eval_every: 0,
+            eval_sequences: d.eval_sequences,
+            log_every: d.log_every,
+        }
+    }
+}
+
+impl SweepSpec {
+    /// Read and check a spec file. Returns the spec and its exact text (saved in the sweep directory).
+    pub fn from_file(path: &Path) -> Result<(Self, String), SpecError> {
+        let text = std::fs::read_to_string(path).map_err(|e| SpecError::Read {
+            path: path.to_path_buf(),
+            msg: e.to_string(),
+        })?;
+        let spec = Self::from_str_at(&text, path)?;
+        Ok((spec, text))
+    }
+
+    /// Parse and check spec text; `path` is only used in error messages.
+    pub fn from_str_at(text: &str, path: &Path) -> Result<Self, SpecError> {
+        let spec: SweepSpec = toml::from_str(text).map_err(|e| SpecError::Invalid {
+            path: path.to_path_buf(),
+            msg: e.to_string(),
+        })?;
+        spec.validate().map_err(|msg| SpecError::Invalid {
+            path: path.to_path_buf(),
+            msg,
+        })?;
+        Ok(spec)
+    }
+
+    /// Check the fields that the TOML types alone do not constrain.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        {
+            return Err(format!(
+                "name {:?} must be non-empty and use only letters, digits, '.', '_' and '-'",
+                self.name
+            ));
+        }
+        if self.seeds_per_point == 0 {
+            return Err("seeds_per_point must be at least 1".into());
+        }
+        let m = &self.model;
+        if m.head_dim != HEAD_DIM {
+            return Err(format!(
+                "model.head_dim must be {HEAD_DIM} (the model contract), got {}",
+                m.head_dim
+            ));
+        }
+        self.sizes()?;
+        match &self.budget {
+            Budget::Multiplier { multipliers } => {
+                if multipliers.is_empty() {
+                    return Err("budget.multipliers is empty".into());
+                }
+                if let Some(x) = multipliers.iter().find(|x| !(x.is_finite() && **x > 0.0)) {
+                    return Err(format!("budget.multipliers must be positive, got {x}"));
+                }
+            }
+            Budget::Isoflop {
+                flops,
+                min_tokens_per_param,
+                max_tokens_per_param,
+                ..
+            } => {
+                if flops.is_empty() {
+                    return Err("budget.flops is empty".into());
+                }
+                if let Some(x) = flops.iter().find(|x| !(x.is_finite() && **x > 0.0)) {
+                    return Err(format!("budget.flops must be positive, got {x}"));
+                }
+                for (k, v) in [
+                    ("min_tokens_per_param", min_tokens_per_param),
+                    ("max_tokens_per_param", max_tokens_per_param),
+                ] {
+                    if let Some(v) = v {
+                        if !(v.is_finite() && *v > 0.0) {
+                            return Err(format!("budget.{k} must be positive, got {v}"));
+                        }
+                    }
+                }
+            }
+        }
+        let t = &self.train;
+        if t.micro_batch == Some(0) {
+            return Err("train.micro_batch must be at least 1".into());
+        }
+        t.lr.check("train.lr")?;
+        t.batch_size.check("train.batch_size")?;
+        t.warmup.check()?;
+        Ok(())
+    }
+
+    /// The model sizes, in spec order, without duplicates; each checked against the model contract.
+    pub fn sizes(&self) -> Result<Vec<Size>, String> {
+        let m = &self.model;
+        let sizes: Vec<Size> = match (&m.sizes, &m.widths, &m.depths, m.aspect_ratio) {
+            (Some(s), None, None, None) => s.clone(),
+            (None, Some(w), Some(d), None) => w
+                .iter()
+                .flat_map(|&d_model| d.iter().map(move |&n_layers| Size { d_model, n_layers }))
+                .collect(),
+            (None, Some(w), None, Some(r)) => {
+                if !(r.is_finite() && r > 0.0) {
+                    return Err(format!("model.aspect_ratio must be positive, got {r}"));
+                }
+                w.iter()
+                    .map(|&d_model| Size {
+                        d_model,
+                        n_layers: ((d_model as f64 / r).round() as usize).max(1),
+                    })
+                    .collect()
+            }
+            _ => {
+                return Err(
+                    "model: give exactly one of `sizes = [{ d_model, n_layers }, ...]`, \
+                     `widths` with `depths`, or `widths` with `aspect_ratio`"
+                        .into(),
+                )
+            }
+        };
+        if sizes.is_empty() {
+            return Err("model: no sizes".into());
+        }
+        let mut seen = Vec::new();
+        for s in &sizes {
+            let c = self.model_config(*s);
+            c.validate().map_err(|e| {
+                format!(
+                    "model size d_model = {}, n_layers = {}: {e}",
+                    s.d_model, s.n_layers
+                )
+            })?;
+            if seen.contains(s) {
+                return Err(format!(
+                    "model size d_model = {}, n_layers = {} is listed twice",
+                    s.d_model, s.n_layers
+                ));
+            }
+            seen.push(*s);
+        }
+        Ok(sizes)
+    }
+
+    /// The full model shape of one size.
+    pub fn model_config(&self, s: Size) -> crate::model::ModelConfig {
+        crate::model::ModelConfig {
+            d_model: s.d_model,
+            n_layers: s.n_layers,
+            seq_len: self.model.seq_len,
+            vocab_size: self.model.vocab_size,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+name = "t"
+data = { kind = "synthetic" }
+[model]
+seq_len = 32
+vocab_size = 256
+widths = [64, 128]
+depths = [1, 2]
+[budget]
+style = "multiplier"
+multipliers = [1, 2]
+"#;
+
+    fn parse(text: &str) -> Result<SweepSpec, String> {
+        SweepSpec::from_str_at(text, Path::new("s.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn grid_and_defaults() {
+        let s = parse(BASE).unwrap();
+        assert_eq!(s.sizes().unwrap().len(), 4);
+        assert_eq!(s.seeds_per_point, 1);
+        assert_eq!(s.train.lr, Rule::Fixed(3e-3));
+        assert_eq!(s.data, DataSpec::Synthetic);
+    }
+
+    #[test]
+    fn aspect_ratio_sets_depth() {
+        let t = BASE.replace("depths = [1, 2]", "aspect_ratio = 64");
+        let s = parse(&t).unwrap();
+        let d: Vec<usize> = s.sizes().unwrap().iter().map(|s| s.n_layers).collect();
+        assert_eq!(d, vec![1, 2]);
+    }
+
+    #[test]
+    fn errors_name_file_and_field() {
+        let cases = [
+            (
+                BASE.replace("widths = [64, 128]", "widths = [64, 100]"),
+                "d_model = 100",
+            ),
+            (BASE.replace("depths = [1, 2]", ""), "exactly one of"),
+            (
+                BASE.replace("multipliers = [1, 2]", "multipliers = []"),
+                "multipliers",
+            ),
+            (
+                BASE.replace("style = \"multiplier\"", "style = \"fixed\""),
+                "fixed",
+            ),
+            (format!("{BASE}\n[train]\nlrr = 1\n"), "lrr"),
+            (BASE.replace("data = { kind = \"synthetic\" }", ""), "data"),
+            (format!("{BASE}\n[train]\nlr = -1\n"), "train.lr"),
+            (
+                BASE.replace("[model]", "[model]\nhead_dim = 128"),
+                "head_dim",
+            ),
+        ];
+        for (text, needle) in cases {
+            let e = parse(&text).unwrap_err();
+            assert!(e.contains("s.toml") && e.contains(needle), "{needle}: {e}");
+        }
+    }
+
+    #[test]
+    fn isoflop_budget_parses() {
+        let t = BASE.replace(
+            "style = \"multiplier\"\nmultipliers = [1, 2]",
+            "style = \"isoflop\"\nflops = [1e9, 3e9]\nconvention = \"exact\"",
+        );
+        let s = parse(&t).unwrap();
+        match s.budget {
+            Budget::Isoflop {
+                flops, convention, ..
+            } => {
+                assert_eq!(flops, vec![1e9, 3e9]);
+                assert_eq!(convention, FlopConvention::Exact);
+            }
+            _ => panic!("wrong style"),
+        }
+    }
+}

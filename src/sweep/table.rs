@@ -1,0 +1,109 @@
+//! The plan as a text table: one row per run, and a total.
+
+use super::estimate::Throughput;
+use super::plan::Plan;
+use crate::train::progress::fmt_duration;
+use std::fmt::Write;
+
+/// `1.23e11`-style engineering number.
+pub fn sci(x: f64) -> String {
+    format!("{x:.3e}")
+}
+
+/// Parameter / token counts: `2.10M`, `512k`, `1.3B`.
+pub fn count(x: f64) -> String {
+    match x {
+        x if x >= 1e9 => format!("{:.2}B", x / 1e9),
+        x if x >= 1e6 => format!("{:.2}M", x / 1e6),
+        x if x >= 1e4 => format!("{:.0}k", x / 1e3),
+        x => format!("{x:.0}"),
+    }
+}
+
+/// The plan table: name, D, L, N, tokens, tokens/N, steps, batch, lr, warmup, FLOPs (the plan's
+/// convention), budget (IsoFLOP), seed and estimated time (when a throughput is known).
+pub fn plan_table(plan: &Plan, throughput: Option<&Throughput>) -> String {
+    let conv = plan.convention.name();
+    let mut header = vec![
+        "name".to_string(),
+        "D".into(),
+        "L".into(),
+        "params".into(),
+        "tokens".into(),
+        "tok/param".into(),
+        "steps".into(),
+        "batch".into(),
+        "lr".into(),
+        "warmup".into(),
+        format!("FLOPs({conv})"),
+        "budget".into(),
+        "seed".into(),
+    ];
+    if throughput.is_some() {
+        header.push("est. time".into());
+    }
+    let mut rows = vec![header];
+    let mut total_s = 0.0;
+    let mut total_flops = 0.0;
+    for r in &plan.runs {
+        let c = &r.config;
+        let flops = r.flops(plan.convention);
+        total_flops += flops;
+        let mut row = vec![
+            r.name.clone(),
+            c.model.d_model.to_string(),
+            c.model.n_layers.to_string(),
+            count(r.params.n as f64),
+            count(r.tokens as f64),
+            format!("{:.3}", r.tokens as f64 / r.params.n as f64),
+            c.steps.to_string(),
+            c.batch_size.to_string(),
+            format!("{:.3e}", c.lr),
+            c.warmup_steps.to_string(),
+            sci(flops),
+            r.budget.map_or("-".into(), sci),
+            c.seed.to_string(),
+        ];
+        if let Some(t) = throughput {
+            let s = t.seconds(r);
+            total_s += s;
+            row.push(fmt_duration(s));
+        }
+        rows.push(row);
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in &rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(i, (s, w))| {
+                if i == 0 {
+                    format!("{s:<w$}")
+                } else {
+                    format!("{s:>w$}")
+                }
+            })
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    }
+    let _ = write!(
+        out,
+        "{} runs, {} FLOPs ({conv})",
+        plan.runs.len(),
+        sci(total_flops)
+    );
+    if let Some(t) = throughput {
+        let _ = write!(
+            out,
+            ", estimated {} one at a time\nthroughput {}",
+            fmt_duration(total_s),
+            t.source
+        );
+    }
+    out.push('\n');
+    out
+}
