@@ -27,6 +27,8 @@ enum Command {
     Export(cli::export::ExportArgs),
     /// Held-out loss of a checkpoint.
     Eval(cli::eval::EvalArgs),
+    /// Training throughput and MFU of a fixed set of model sizes (GPU, or small sizes on the CPU).
+    Bench(cli::bench::BenchArgs),
 }
 
 fn main() {
@@ -38,6 +40,7 @@ fn main() {
         Command::Fit(a) => cli::fit::run(a),
         Command::Export(a) => cli::export::run(a),
         Command::Eval(a) => cli::eval::run(a),
+        Command::Bench(a) => cli::bench::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
