@@ -45,7 +45,7 @@ fn tiny_cpu_bench_writes_a_labelled_json() {
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.contains("64x1:32"), "{stdout}");
     assert!(stdout.contains("NOT GPU figures"), "{stdout}");
-    assert!(stderr.contains("NOTE: no GPU backend"), "{stderr}");
+    assert!(stderr.contains("NOTE: --device cpu was given"), "{stderr}");
 
     let j: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     assert_eq!(j["backend"], "cpu");

@@ -8,6 +8,7 @@
 //! used as soon as it can train; without one the CPU reference backend runs on small sizes and the report
 //! says so.
 
+pub mod gpu_peak;
 pub mod inputs;
 pub mod kernels;
 pub mod memory;
@@ -67,9 +68,13 @@ pub fn detect_backend(choice: DeviceChoice) -> Result<(BackendKind, String, Stri
 }
 
 /// The notice printed with (and stored in) every CPU result.
-pub fn cpu_notice(note: &str) -> String {
+pub fn cpu_notice(choice: DeviceChoice, note: &str) -> String {
+    let why = match choice {
+        DeviceChoice::Cpu => "--device cpu was given".to_string(),
+        _ => format!("no GPU backend is usable: {note}"),
+    };
     format!(
-        "NOTE: no GPU backend is usable ({note}); these are CPU figures of the f32 reference backend on \
+        "NOTE: {why}; these are CPU figures of the f32 reference backend on \
          small models, NOT GPU figures. MFU is against the CPU's own measured f32 matmul rate."
     )
 }
@@ -86,7 +91,7 @@ pub fn run(
     plan.validate()?;
     let date = chrono::Local::now().to_rfc3339();
     let (kind, name, note) = detect_backend(device)?;
-    let notice = (kind == BackendKind::Cpu).then(|| cpu_notice(&note));
+    let notice = (kind == BackendKind::Cpu).then(|| cpu_notice(device, &note));
     if let Some(n) = &notice {
         log(n);
     }

@@ -69,9 +69,9 @@ pub fn datasheet_bandwidth(device_name: &str) -> Option<f64> {
 /// A matmul peak measured on the device a backend runs on.
 ///
 /// On the CPU: the best of a few 512×512×512 f32 products through the CPU backend's own matmul
-/// ([`crate::device::measure_cpu_peak_flops`]). On a GPU this needs a large bf16 cuBLASLt product timed
-/// with CUDA events; that lives with the CUDA backend (`src/cuda`), which this module does not depend on
-/// yet, so for a GPU the answer is `Err` with the reason, and MFU against a measured peak is left out.
+/// ([`crate::device::measure_cpu_peak_flops`]). On a GPU: the median rate of 8192³ bf16 cuBLASLt
+/// products timed with CUDA events ([`super::gpu_peak`]); `Err` with the reason when that fails, and then
+/// MFU against a measured peak is left out.
 pub fn measured_matmul_peak(device_name: &str) -> Result<Peak, String> {
     if device_name.starts_with("cpu") {
         let f = crate::device::measure_cpu_peak_flops();
@@ -80,9 +80,12 @@ pub fn measured_matmul_peak(device_name: &str) -> Result<Peak, String> {
             source: "measured: best of 5 f32 512x512x512 matmuls of the CPU backend".into(),
         });
     }
-    // TODO(cuda): once src/cuda lands, time an 8192×8192×8192 bf16 cuBLASLt product with CUDA events
-    // (median of 20 after 5 warm-up launches, random inputs) and return it here.
-    Err("no GPU matmul probe in this build (needs the CUDA backend, src/cuda)".into())
+    let ordinal = device_name
+        .strip_prefix("cuda:")
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    super::gpu_peak::measure(ordinal)
 }
 
 /// Facts about the machine recorded with a result.
@@ -102,6 +105,8 @@ pub struct MachineInfo {
     pub gpus: Vec<String>,
     /// Why no GPU is usable (when there is none).
     pub no_gpu_reason: Option<String>,
+    /// /proc/loadavg when the report was assembled (other work on the machine distorts timings).
+    pub load_average: Option<String>,
 }
 
 /// Gather [`MachineInfo`] (never fails; unknown fields stay None).
@@ -146,6 +151,9 @@ pub fn machine_info() -> MachineInfo {
         cuda_driver_api,
         gpus,
         no_gpu_reason,
+        load_average: std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .map(|s| s.trim().to_string()),
     }
 }
 

@@ -211,7 +211,7 @@ impl BenchPlan {
             return flag("--batch-size", "must be at least 1".into());
         }
         if let Some(m) = self.micro_batch {
-            if m == 0 || self.batch_size % m != 0 {
+            if m == 0 || !self.batch_size.is_multiple_of(m) {
                 return flag(
                     "--micro-batch",
                     format!("{m} must divide --batch-size {}", self.batch_size),

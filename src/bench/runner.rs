@@ -63,7 +63,7 @@ fn mem_available_bytes() -> Option<u64> {
 
 /// Divisors of `n`, largest first.
 fn divisors_desc(n: usize) -> Vec<usize> {
-    (1..=n).rev().filter(|d| n % d == 0).collect()
+    (1..=n).rev().filter(|d| n.is_multiple_of(*d)).collect()
 }
 
 /// The micro-batch: `--micro-batch` if given, else the largest divisor of the global batch that fits.
