@@ -29,6 +29,8 @@ enum Command {
     Eval(cli::eval::EvalArgs),
     /// Scaling sweeps: plan, run, resume, export and scale out (Slurm) grids of runs.
     Sweep(cli::sweep::SweepArgs),
+    /// Training throughput and MFU of a fixed set of model sizes (GPU, or small sizes on the CPU).
+    Bench(cli::bench::BenchArgs),
 }
 
 fn main() {
@@ -41,6 +43,7 @@ fn main() {
         Command::Export(a) => cli::export::run(a),
         Command::Eval(a) => cli::eval::run(a),
         Command::Sweep(a) => cli::sweep::run(a),
+        Command::Bench(a) => cli::bench::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -1,5 +1,6 @@
 //! Subcommands of the `isoflop` binary, one module each.
 
+pub mod bench;
 pub mod data;
 pub mod eval;
 pub mod export;

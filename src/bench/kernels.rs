@@ -1,0 +1,262 @@
+//! Per-kernel profiles on the GPU (driven by the criterion bench `bench/kernels.rs`): the cases, their
+//! minimal FLOP and byte counts, the roofline they are judged against, and the interface a GPU backend
+//! implements to launch one case timed with CUDA events.
+//!
+//! Status: the CUDA host code (`src/cuda`) is not part of this build, so [`open_launcher`] always answers
+//! `Err` with the reason and the bench prints that it skipped. The hook to fill is marked `TODO(cuda)`.
+
+use serde::Serialize;
+
+/// A family of kernels, as the model's step uses them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KernelFamily {
+    /// Fused causal attention forward (`attention_forward`, bf16).
+    AttentionForward,
+    /// Fused causal attention backward (`attention_backward_prep` + `attention_backward`).
+    AttentionBackward,
+    /// Softmax cross-entropy with the logit gradient in place (`cross_entropy_bf16`).
+    CrossEntropy,
+    /// LayerNorm forward, f32 in, bf16 out (`layernorm_forward_bf16`).
+    LayerNormForward,
+    /// LayerNorm backward, f32 (`layernorm_backward_f32` + scale-gradient reduction).
+    LayerNormBackward,
+    /// tanh-GELU forward, f32 in, bf16 out (`gelu_forward_f32_bf16`).
+    GeluForward,
+    /// tanh-GELU backward (`gelu_backward_f32_bf16`).
+    GeluBackward,
+    /// Embedding gather (`embedding_forward_f32`).
+    EmbeddingForward,
+    /// AdamW over every parameter (`adamw_f32`).
+    AdamW,
+    /// bf16 matmul through cuBLASLt (the MLP's up-projection shape).
+    Matmul,
+}
+
+impl KernelFamily {
+    /// Every family, in report order.
+    pub const ALL: [KernelFamily; 10] = [
+        KernelFamily::AttentionForward,
+        KernelFamily::AttentionBackward,
+        KernelFamily::CrossEntropy,
+        KernelFamily::LayerNormForward,
+        KernelFamily::LayerNormBackward,
+        KernelFamily::GeluForward,
+        KernelFamily::GeluBackward,
+        KernelFamily::EmbeddingForward,
+        KernelFamily::AdamW,
+        KernelFamily::Matmul,
+    ];
+
+    /// Short name used in bench ids.
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelFamily::AttentionForward => "attention_fwd",
+            KernelFamily::AttentionBackward => "attention_bwd",
+            KernelFamily::CrossEntropy => "cross_entropy",
+            KernelFamily::LayerNormForward => "layernorm_fwd",
+            KernelFamily::LayerNormBackward => "layernorm_bwd",
+            KernelFamily::GeluForward => "gelu_fwd",
+            KernelFamily::GeluBackward => "gelu_bwd",
+            KernelFamily::EmbeddingForward => "embedding_fwd",
+            KernelFamily::AdamW => "adamw",
+            KernelFamily::Matmul => "matmul_bf16",
+        }
+    }
+}
+
+/// One shape of one kernel family with its minimal work: every input read once, every output written
+/// once, FLOPs of the useful arithmetic (causal attention counts only the lower triangle).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct KernelCase {
+    /// Family.
+    pub family: KernelFamily,
+    /// Model width D the shape comes from.
+    pub d_model: usize,
+    /// Sequences in the micro-batch.
+    pub b: usize,
+    /// Context T.
+    pub t: usize,
+    /// Vocabulary V.
+    pub v: usize,
+    /// Parameters (AdamW only).
+    pub params: u64,
+    /// Minimal FLOPs.
+    pub flops: f64,
+    /// Minimal bytes through device memory.
+    pub bytes: f64,
+}
+
+impl KernelCase {
+    /// The case of `family` at width `d`, `b` sequences of `t` tokens, vocabulary `v`, for a model of
+    /// depth `l` (AdamW covers every parameter of that model).
+    pub fn new(family: KernelFamily, d: usize, l: usize, b: usize, t: usize, v: usize) -> Self {
+        let (df, bf, tf, vf) = (d as f64, b as f64, t as f64, v as f64);
+        let n = bf * tf;
+        let h = df / 64.0;
+        let params = crate::model::ParamCounts::of(&crate::model::ModelConfig {
+            d_model: d,
+            n_layers: l,
+            seq_len: t,
+            vocab_size: v,
+        })
+        .total;
+        // Causal score and value products per head: 2 products × T²/2 × 64 MACs × 2 FLOPs.
+        let attn_fwd_flops = bf * h * 2.0 * tf * tf * 64.0;
+        let (flops, bytes) = match family {
+            // q, k, v in and out, bf16; log-sum-exp per row and head, f32.
+            KernelFamily::AttentionForward => (attn_fwd_flops, 4.0 * n * df * 2.0 + n * h * 4.0),
+            // Five products (scores recomputed, dV, dP, dQ, dK); q, k, v, out, dout in, dq, dk, dv out,
+            // lse and delta.
+            KernelFamily::AttentionBackward => {
+                (2.5 * attn_fwd_flops, 8.0 * n * df * 2.0 + 2.0 * n * h * 4.0)
+            }
+            // bf16 logits read, gradient written in place, targets and per-row loss.
+            KernelFamily::CrossEntropy => (5.0 * n * vf, 2.0 * n * vf * 2.0 + n * 6.0),
+            KernelFamily::LayerNormForward => {
+                (8.0 * n * df, n * df * (4.0 + 2.0) + df * 4.0 + n * 8.0)
+            }
+            KernelFamily::LayerNormBackward => (12.0 * n * df, n * df * 12.0 + n * 8.0 + df * 8.0),
+            KernelFamily::GeluForward => (20.0 * n * 4.0 * df, n * 4.0 * df * (4.0 + 2.0)),
+            KernelFamily::GeluBackward => (30.0 * n * 4.0 * df, n * 4.0 * df * (4.0 + 4.0 + 2.0)),
+            KernelFamily::EmbeddingForward => (0.0, n * 2.0 + 2.0 * n * df * 4.0),
+            // p, g, m, v read; p, m, v written; f32.
+            KernelFamily::AdamW => (12.0 * params as f64, 28.0 * params as f64),
+            // [N, D] · [D, 4D], bf16 in and out.
+            KernelFamily::Matmul => (
+                2.0 * n * df * 4.0 * df,
+                (n * df + df * 4.0 * df + n * 4.0 * df) * 2.0,
+            ),
+        };
+        KernelCase {
+            family,
+            d_model: d,
+            b,
+            t,
+            v,
+            params,
+            flops,
+            bytes,
+        }
+    }
+
+    /// Bench id, e.g. `attention_fwd/d1024_b16_t512`.
+    pub fn id(&self) -> String {
+        format!(
+            "{}/d{}_b{}_t{}",
+            self.family.name(),
+            self.d_model,
+            self.b,
+            self.t
+        )
+    }
+
+    /// Whether FLOPs or bytes bound this case on a device with these ceilings.
+    pub fn roofline(&self, peak_flops: f64, bandwidth: f64) -> Roofline {
+        let compute_s = self.flops / peak_flops;
+        let memory_s = self.bytes / bandwidth;
+        Roofline {
+            floor_s: compute_s.max(memory_s),
+            compute_bound: compute_s >= memory_s,
+        }
+    }
+}
+
+/// The fastest a case can run on a device.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Roofline {
+    /// max(FLOPs / peak, bytes / bandwidth), seconds.
+    pub floor_s: f64,
+    /// Whether arithmetic (not memory traffic) sets the floor.
+    pub compute_bound: bool,
+}
+
+impl Roofline {
+    /// Fraction of the roofline a measured time reaches (1 = at the floor).
+    pub fn fraction(&self, measured_s: f64) -> f64 {
+        self.floor_s / measured_s
+    }
+}
+
+/// The standard cases: every family at the GPU bench's widths (512, 1024, 2048 with depths 8, 16, 24),
+/// 16 sequences of 512 tokens, the default vocabulary.
+pub fn standard_cases() -> Vec<KernelCase> {
+    let mut out = Vec::new();
+    for (d, l) in [(512, 8), (1024, 16), (2048, 24)] {
+        for f in KernelFamily::ALL {
+            out.push(KernelCase::new(
+                f,
+                d,
+                l,
+                16,
+                512,
+                crate::model::config::DEFAULT_VOCAB,
+            ));
+        }
+    }
+    out
+}
+
+/// What a GPU backend provides to profile its kernels.
+pub trait KernelLauncher {
+    /// Device description, e.g. `cuda:0 NVIDIA H100 80GB HBM3`.
+    fn device_name(&self) -> String;
+    /// Allocate the case's buffers and fill them with random values (never zeros).
+    fn prepare(&mut self, case: &KernelCase) -> Result<(), String>;
+    /// Launch the case's kernels `launches` times back to back between two CUDA events on one stream and
+    /// return the elapsed device time in seconds.
+    fn time_launches(&mut self, case: &KernelCase, launches: u64) -> Result<f64, String>;
+    /// Measured dense bf16 matmul peak (FLOP/s) and device-to-device copy bandwidth (bytes/s), to use as
+    /// ceilings next to the datasheet's.
+    fn measured_ceilings(&mut self) -> Result<(f64, f64), String>;
+}
+
+/// The kernel launcher of the GPU, or why there is none.
+pub fn open_launcher() -> Result<Box<dyn KernelLauncher>, String> {
+    match crate::device::probe_gpus() {
+        Err(why) => Err(format!("no GPU: {why}")),
+        // TODO(cuda): construct the CUDA backend's KernelLauncher here (src/cuda: load the kernels'
+        // module, allocate per case, time with cudarc CudaEvent pairs).
+        Ok(gpus) => Err(format!(
+            "found {}, but this build has no CUDA kernel launcher yet (src/cuda is not merged; \
+             implement isoflop::bench::kernels::KernelLauncher there and return it from open_launcher)",
+            gpus[0].name
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_by_hand() {
+        // Matmul 8192×1024 · 1024×4096: 2·8192·1024·4096 FLOPs.
+        let m = KernelCase::new(KernelFamily::Matmul, 1024, 16, 16, 512, 32101);
+        assert_eq!(m.flops, 2.0 * 8192.0 * 1024.0 * 4096.0);
+        assert_eq!(
+            m.bytes,
+            2.0 * (8192.0 * 1024.0 + 1024.0 * 4096.0 + 8192.0 * 4096.0)
+        );
+        // On an H100 (989 TFLOP/s, 3.35 TB/s) the matmul is compute-bound, AdamW memory-bound.
+        let r = m.roofline(989e12, 3.35e12);
+        assert!(r.compute_bound);
+        assert!((r.floor_s - m.flops / 989e12).abs() < 1e-15);
+        assert!((r.fraction(2.0 * r.floor_s) - 0.5).abs() < 1e-12);
+        let a = KernelCase::new(KernelFamily::AdamW, 512, 8, 16, 512, 32101);
+        assert_eq!(a.params, 25_175_552 + 2 * 16_435_712);
+        assert!(!a.roofline(989e12, 3.35e12).compute_bound);
+        // Causal attention forward at D=1024 (16 heads): 16 seqs · 16 heads · 2·512²·64.
+        let f = KernelCase::new(KernelFamily::AttentionForward, 1024, 16, 16, 512, 32101);
+        assert_eq!(f.flops, 16.0 * 16.0 * 2.0 * 512.0 * 512.0 * 64.0);
+        assert_eq!(f.id(), "attention_fwd/d1024_b16_t512");
+        assert_eq!(standard_cases().len(), 30);
+    }
+
+    #[test]
+    fn launcher_says_why_it_is_missing() {
+        // This build has no CUDA launcher: always an explanation, never a panic.
+        let why = open_launcher().err().expect("no launcher in this build");
+        assert!(why.contains("GPU"), "{why}");
+    }
+}

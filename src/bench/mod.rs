@@ -1,0 +1,134 @@
+//! Benchmarks of training throughput: `isoflop bench` trains a fixed set of model sizes for a fixed
+//! number of steps on synthetic tokens with the real training loop and reports tokens/s, step time, MFU
+//! (two FLOP conventions against a datasheet and a measured peak), peak memory and the share of each
+//! phase of the step; plus the per-kernel profile cases for the GPU ([`kernels`]) and the inputs for the
+//! PyTorch comparison ([`inputs`]).
+//!
+//! Backend-agnostic: every size is opened through [`crate::device::open_backend`], so a GPU backend is
+//! used as soon as it can train; without one the CPU reference backend runs on small sizes and the report
+//! says so.
+
+pub mod gpu_peak;
+pub mod inputs;
+pub mod kernels;
+pub mod memory;
+pub mod peak;
+pub mod plan;
+pub mod report;
+pub mod runner;
+pub mod stats;
+pub mod timed;
+
+pub use plan::{parse_sizes, BackendKind, BenchPlan, SizeSpec};
+pub use report::{BenchReport, SizeResult};
+
+use crate::device::{self, DeviceChoice};
+use crate::model::{init_params, ModelConfig};
+use std::path::PathBuf;
+
+/// A benchmark that cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// A bad flag value.
+    #[error("{flag}: {msg}")]
+    Flag {
+        /// The flag.
+        flag: &'static str,
+        /// What is wrong.
+        msg: String,
+    },
+    /// The backend failed to open or to run.
+    #[error("{0}")]
+    Device(String),
+    /// A training step failed.
+    #[error(transparent)]
+    Train(#[from] crate::train::TrainError),
+    /// A file could not be written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// Which backend `choice` opens, with the note saying why: opens a throw-away backend for a minimal model.
+pub fn detect_backend(choice: DeviceChoice) -> Result<(BackendKind, String, String), BenchError> {
+    let cfg = ModelConfig {
+        d_model: 64,
+        n_layers: 1,
+        seq_len: 2,
+        vocab_size: 4,
+    };
+    let opened = device::open_backend(choice, &cfg, init_params(&cfg, 0))
+        .map_err(|e| BenchError::Device(e.to_string()))?;
+    let name = opened.backend.device_name();
+    Ok((BackendKind::of_device_name(&name), name, opened.note))
+}
+
+/// The notice printed with (and stored in) every CPU result.
+pub fn cpu_notice(choice: DeviceChoice, note: &str) -> String {
+    let why = match choice {
+        DeviceChoice::Cpu => "--device cpu was given".to_string(),
+        _ => format!("no GPU backend is usable: {note}"),
+    };
+    format!(
+        "NOTE: {why}; these are CPU figures of the f32 reference backend on \
+         small models, NOT GPU figures. MFU is against the CPU's own measured f32 matmul rate."
+    )
+}
+
+/// Run every size of `plan` and assemble the report. `peak_flops` overrides the datasheet peak; `log`
+/// receives progress lines.
+pub fn run(
+    plan: &BenchPlan,
+    device: DeviceChoice,
+    peak_flops: Option<f64>,
+    command: String,
+    log: &mut dyn FnMut(&str),
+) -> Result<BenchReport, BenchError> {
+    plan.validate()?;
+    let date = chrono::Local::now().to_rfc3339();
+    let (kind, name, note) = detect_backend(device)?;
+    let notice = (kind == BackendKind::Cpu).then(|| cpu_notice(device, &note));
+    if let Some(n) = &notice {
+        log(n);
+    }
+    log(&note);
+    let datasheet_peak = peak::datasheet_peak(&name, peak_flops);
+    let (measured_peak, measured_peak_unavailable) = match peak::measured_matmul_peak(&name) {
+        Ok(p) => (Some(p), None),
+        Err(why) => (None, Some(why)),
+    };
+    let ctx = runner::RunContext {
+        device,
+        datasheet_peak: datasheet_peak.clone(),
+        measured_peak: measured_peak.clone(),
+    };
+    let mut results = Vec::new();
+    for size in &plan.sizes {
+        results.push(runner::run_size(plan, size, &ctx, log)?);
+    }
+    Ok(BenchReport {
+        format: report::REPORT_FORMAT,
+        date,
+        backend: kind,
+        device: name,
+        device_note: note,
+        notice,
+        machine: peak::machine_info(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        git_commit: crate::train::manifest::git_commit(),
+        command,
+        plan: plan.clone(),
+        datasheet_peak,
+        measured_peak,
+        measured_peak_unavailable,
+        phase_method: match kind {
+            BackendKind::Cpu => "host wall-clock around each Backend call; exact on the synchronous CPU backend".into(),
+            BackendKind::Gpu => "host wall-clock around each Backend call; on an asynchronous GPU backend only the whole step is exact".into(),
+        },
+        results,
+    })
+}
