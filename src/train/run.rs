@@ -137,26 +137,11 @@ pub fn open_data(
 }
 
 fn peak_flops_for(device: &str, given: Option<f64>) -> Option<f64> {
-    if given.is_some() {
-        return given;
+    match crate::bench::peak::datasheet_peak(device, given) {
+        Some(p) => Some(p.flops),
+        None if device.starts_with("cpu") => Some(device::measure_cpu_peak_flops()),
+        None => None,
     }
-    if device.starts_with("cpu") {
-        return Some(device::measure_cpu_peak_flops());
-    }
-    // Dense bf16 datasheet peaks.
-    const TABLE: &[(&str, f64)] = &[
-        ("H200", 989e12),
-        ("H100 PCIe", 756e12),
-        ("H100", 989e12),
-        ("A100", 312e12),
-        ("L40S", 362e12),
-        ("A10", 125e12),
-        ("RTX 4090", 165e12),
-    ];
-    TABLE
-        .iter()
-        .find(|(k, _)| device.contains(k))
-        .map(|(_, v)| *v)
 }
 
 /// Start a new run in `opts.dir` (which must not hold a run yet).
