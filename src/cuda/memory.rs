@@ -128,7 +128,8 @@ pub fn gib(bytes: usize) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{preset, ParamLayout};
+    use crate::model::config::preset;
+    use crate::model::ParamLayout;
 
     #[test]
     fn d2048_fits_80gb_with_micro_batch_16() {

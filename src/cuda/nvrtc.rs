@@ -285,11 +285,12 @@ pub fn compile_cubin(file: &str, text: &str, options: &[String]) -> Result<Compi
     })
 }
 
-/// The cubin cache directory: `$ISOFLOP_CACHE` if set, else `$XDG_CACHE_HOME/isoflop/kernels`, else
+/// The cubin cache directory, `kernels/` under isoflop's cache root (the same root as the tokenized
+/// sample's): `$ISOFLOP_CACHE/kernels` if set, else `$XDG_CACHE_HOME/isoflop/kernels`, else
 /// `~/.cache/isoflop/kernels`, else a folder under the system temp dir.
 pub fn cache_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("ISOFLOP_CACHE").filter(|d| !d.is_empty()) {
-        return PathBuf::from(d);
+        return PathBuf::from(d).join("kernels");
     }
     if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
         return PathBuf::from(d).join("isoflop").join("kernels");
