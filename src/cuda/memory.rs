@@ -77,8 +77,8 @@ fn align16(x: usize) -> usize {
     x.div_ceil(16) * 16
 }
 
-/// Byte offsets inside one token staging slot for `n` positions: inputs u16 [n], targets u16 [n], the
-/// embedding-backward CSR (distinct ids u16 [≤ n], offsets i32 [≤ n + 1], positions i32 [n]).
+/// Byte offsets inside one token staging slot for `n` positions: inputs u16 `[n]`, targets u16 `[n]`, the
+/// embedding-backward CSR (distinct ids u16 `[≤ n]`, offsets i32 `[≤ n + 1]`, positions i32 `[n]`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TokenLayout {
     /// Inputs.
