@@ -2,6 +2,7 @@
 
 use crate::backend::{Backend, BackendError};
 use crate::cpu::CpuBackend;
+use crate::cuda::CudaBackend;
 use crate::model::ModelConfig;
 use std::str::FromStr;
 
@@ -42,28 +43,34 @@ pub struct GpuInfo {
     pub name: String,
 }
 
-/// The GPUs the driver reports, or why there are none. Never panics when libcuda is missing.
+/// The GPUs the driver reports, or why there are none. Never panics when libcuda is missing (and turns
+/// a panic inside the driver bindings, e.g. a missing symbol, into a reason).
 pub fn probe_gpus() -> Result<Vec<GpuInfo>, String> {
+    use crate::cuda::gpu::{catch_cuda_panic, driver_present, GpuError};
     use cudarc::driver::result;
-    // SAFETY: only checks whether the shared library can be opened.
-    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+    if !driver_present() {
         return Err("no CUDA driver (libcuda) found".into());
     }
-    result::init().map_err(|e| format!("the CUDA driver failed to initialise: {e}"))?;
-    let n = result::device::get_count().map_err(|e| format!("cannot count GPUs: {e}"))?;
-    if n <= 0 {
-        return Err("the CUDA driver reports no GPU".into());
-    }
-    (0..n)
-        .map(|i| {
-            let dev = result::device::get(i).map_err(|e| format!("GPU {i}: {e}"))?;
-            let name = result::device::get_name(dev).unwrap_or_else(|_| "unknown GPU".into());
-            Ok(GpuInfo {
-                index: i as usize,
-                name,
+    let probe = || -> Result<Vec<GpuInfo>, String> {
+        result::init().map_err(|e| format!("the CUDA driver failed to initialise: {e}"))?;
+        let n = result::device::get_count().map_err(|e| format!("cannot count GPUs: {e}"))?;
+        if n <= 0 {
+            return Err("the CUDA driver reports no GPU".into());
+        }
+        (0..n)
+            .map(|i| {
+                let dev = result::device::get(i).map_err(|e| format!("GPU {i}: {e}"))?;
+                let name = result::device::get_name(dev).unwrap_or_else(|_| "unknown GPU".into());
+                Ok(GpuInfo {
+                    index: i as usize,
+                    name,
+                })
             })
-        })
-        .collect()
+            .collect()
+    };
+    catch_cuda_panic("probing GPUs", || Ok(probe()))
+        .map_err(|e: GpuError| e.to_string())
+        .and_then(|r| r)
 }
 
 /// A backend opened for a run, with the line that tells the user which device it is and why.
@@ -108,21 +115,44 @@ pub fn open_backend(
         DeviceChoice::Cpu => cpu(params, String::new()),
         DeviceChoice::Auto => match probe_gpus() {
             Err(why) => cpu(params, format!(" — {why}")),
-            Ok(gpus) => cpu(
-                params,
-                format!(
-                    " — found {}, but this build's CUDA backend cannot train yet (see README)",
-                    gpus[0].name
-                ),
-            ),
+            Ok(gpus) => match CudaBackend::new(*cfg, &params, 0) {
+                Ok(backend) => Ok(Opened {
+                    note: format!("device: {} (auto)", backend.device_name()),
+                    backend: Box::new(backend),
+                }),
+                Err(e) => {
+                    let msg = e.to_string();
+                    let first = msg.lines().next().unwrap_or("").trim().to_string();
+                    cpu(
+                        params,
+                        format!(
+                            " — found {}, but the CUDA backend failed to start: {first} \
+                             (--device cuda:0 shows the whole error)",
+                            gpus[0].name
+                        ),
+                    )
+                }
+            },
         },
         DeviceChoice::Cuda(index) => {
-            let why = match probe_gpus() {
-                Err(why) => why,
-                Ok(gpus) if index >= gpus.len() => format!("only {} GPU(s) present", gpus.len()),
-                Ok(_) => "this build's CUDA backend cannot train yet (see README)".into(),
-            };
-            Err(DeviceError::NoSuchGpu { index, why })
+            let gpus = probe_gpus().map_err(|why| DeviceError::NoSuchGpu { index, why })?;
+            if index >= gpus.len() {
+                return Err(DeviceError::NoSuchGpu {
+                    index,
+                    why: format!("only {} GPU(s) present", gpus.len()),
+                });
+            }
+            match CudaBackend::new(*cfg, &params, index) {
+                Ok(backend) => Ok(Opened {
+                    note: format!("device: {}", backend.device_name()),
+                    backend: Box::new(backend),
+                }),
+                Err(e @ BackendError::OutOfMemory(_)) => Err(DeviceError::Backend(e)),
+                Err(e) => Err(DeviceError::NoSuchGpu {
+                    index,
+                    why: e.to_string(),
+                }),
+            }
         }
     }
 }

@@ -1,5 +1,6 @@
 //! NVRTC compile check: every `kernels/*.cu` compiles with NVRTC 13.0 for sm_90a down to a cubin (ptxas
-//! runs inside NVRTC), with the options of `tests/emu/nvrtc_options.txt`. Never skipped: the pinned NVRTC
+//! runs inside NVRTC), with the options of `isoflop::cuda::nvrtc::NVRTC_OPTIONS` (the run-time
+//! loader's list) plus `--gpu-architecture=sm_90a`. Never skipped: the pinned NVRTC
 //! wheels are installed into `target/nvrtc-13.0` by `.ci/install-nvrtc.sh` when missing. Prints the
 //! registers, spills, stack and shared memory of every kernel from ptxas's verbose log.
 
@@ -115,18 +116,9 @@ impl Nvrtc {
     }
 }
 
-/// The shared option list (comments and blank lines dropped).
+/// The run-time loader's option list for sm_90a (H100/H200), include directories excluded.
 fn options_file() -> Vec<String> {
-    let p = harness::repo_root()
-        .join("tests")
-        .join("emu")
-        .join("nvrtc_options.txt");
-    std::fs::read_to_string(&p)
-        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-        .lines()
-        .map(|l| l.split('#').next().unwrap_or("").trim().to_string())
-        .filter(|l| !l.is_empty())
-        .collect()
+    isoflop::cuda::nvrtc::options_for((9, 0), &[])
 }
 
 /// Per-kernel resource lines from ptxas's verbose log: (kernel, registers, spill stores, spill loads,

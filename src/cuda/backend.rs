@@ -1,0 +1,1149 @@
+//! [`CudaBackend`]: the whole training step on one GPU, mixed precision, composed from the hand-written
+//! kernels (`kernels/*.cu`) and cuBLASLt products, with the same math as `src/cpu/model.rs`.
+//!
+//! Precision: f32 master weights, gradients and AdamW moments; bf16 working copies of the weights
+//! (written by the AdamW kernel); bf16 matmul operands and activations, fp32 accumulation; the residual
+//! stream, LayerNorm statistics, logits, softmax and loss in f32.
+//!
+//! Streams: everything runs in order on one compute stream. Token ids (and the embedding-backward CSR
+//! built on the host) go through two pinned staging slots and are uploaded on a second stream, ordered
+//! with events: the compute stream waits for the upload, the upload into a slot waits until the compute
+//! stream has finished with that slot's previous batch. A training micro-batch returns as soon as its
+//! loss is known: the backward stays queued on the GPU while the host validates and uploads the next
+//! batch.
+//!
+//! Determinism: no float atomics anywhere (fixed-order reductions in every kernel, one cuBLASLt
+//! algorithm per product shape), so two runs from one seed give bitwise-identical losses.
+
+use super::blas::{Blas, OutType};
+use super::gpu::{elementwise_grid, DevBuf, DevPtr, Gpu, GpuError, GpuResult, Kernels, PinnedBuf};
+use super::memory::{self, TokenLayout, LN_ROWS_PER_BLOCK, REDUCE_BLOCKS, RESERVE_BYTES};
+use super::nvrtc;
+use crate::backend::{AdamWStep, Backend, BackendError, DecayMode, LossSum};
+use crate::model::config::PAD_ID;
+use crate::model::{ModelConfig, ParamLayout, HEAD_DIM};
+use cudarc::driver::CudaEvent;
+use half::bf16;
+
+/// What one block keeps from its forward for its backward.
+struct LayerActs {
+    /// Block input (the residual stream) [N, D] f32.
+    x: DevBuf<f32>,
+    xn1: DevBuf<bf16>,
+    mean1: DevBuf<f32>,
+    rstd1: DevBuf<f32>,
+    /// Pre-norm q, k and v [N, D] bf16.
+    q: DevBuf<bf16>,
+    k: DevBuf<bf16>,
+    v: DevBuf<bf16>,
+    /// Attention output (input of wo) [N, D] bf16 and its row logsumexp [B, H, T].
+    y: DevBuf<bf16>,
+    lse: DevBuf<f32>,
+    /// Residual after attention [N, D] f32.
+    h: DevBuf<f32>,
+    xn2: DevBuf<bf16>,
+    mean2: DevBuf<f32>,
+    rstd2: DevBuf<f32>,
+    /// MLP pre-activation [N, 4D] bf16 (GELU is recomputed in the backward).
+    u: DevBuf<bf16>,
+}
+
+/// Activations and scratch for up to `cap_b` sequences.
+struct Acts {
+    cap_b: usize,
+    layers: Vec<LayerActs>,
+    /// Output of the last block [N, D] f32.
+    last: DevBuf<f32>,
+    xf: DevBuf<bf16>,
+    meanf: DevBuf<f32>,
+    rstdf: DevBuf<f32>,
+    /// Logits [N, V] f32, overwritten by their gradient; the gradient in bf16 for the head products.
+    logits: DevBuf<f32>,
+    dlogits: DevBuf<bf16>,
+    loss_rows: DevBuf<f32>,
+    /// Scratch.
+    dres: DevBuf<f32>,
+    t1: DevBuf<f32>,
+    dres_b: DevBuf<bf16>,
+    dy: DevBuf<bf16>,
+    dq: DevBuf<bf16>,
+    dk: DevBuf<bf16>,
+    dv: DevBuf<bf16>,
+    /// GELU output [N, 4D] bf16 (forward, and recomputed in the backward).
+    g: DevBuf<bf16>,
+    dg: DevBuf<f32>,
+    du: DevBuf<bf16>,
+    delta: DevBuf<f32>,
+    dscale_part: DevBuf<f32>,
+    ln_part: DevBuf<f32>,
+}
+
+impl Acts {
+    fn new(gpu: &Gpu, cfg: &ModelConfig, b: usize) -> GpuResult<Acts> {
+        let (d, t, v) = (cfg.d_model, cfg.seq_len, cfg.vocab_size);
+        let h = d / HEAD_DIM;
+        let n = b * t;
+        let nd = n * d;
+        let nt = t.div_ceil(64);
+        let f32s = |len: usize, what: &str| gpu.alloc::<f32>(len, what);
+        let bf16s = |len: usize, what: &str| gpu.alloc::<bf16>(len, what);
+        let mut layers = Vec::with_capacity(cfg.n_layers);
+        for _ in 0..cfg.n_layers {
+            layers.push(LayerActs {
+                x: f32s(nd, "block inputs")?,
+                xn1: bf16s(nd, "LN1 outputs")?,
+                mean1: f32s(n, "LN1 means")?,
+                rstd1: f32s(n, "LN1 rstd")?,
+                q: bf16s(nd, "queries")?,
+                k: bf16s(nd, "keys")?,
+                v: bf16s(nd, "values")?,
+                y: bf16s(nd, "attention outputs")?,
+                lse: f32s(b * h * t, "attention logsumexp")?,
+                h: f32s(nd, "attention residuals")?,
+                xn2: bf16s(nd, "LN2 outputs")?,
+                mean2: f32s(n, "LN2 means")?,
+                rstd2: f32s(n, "LN2 rstd")?,
+                u: bf16s(4 * nd, "MLP pre-activations")?,
+            });
+        }
+        Ok(Acts {
+            cap_b: b,
+            layers,
+            last: f32s(nd, "the last residual")?,
+            xf: bf16s(nd, "final LN outputs")?,
+            meanf: f32s(n, "final LN means")?,
+            rstdf: f32s(n, "final LN rstd")?,
+            logits: f32s(n * v, "logits")?,
+            dlogits: bf16s(n * v, "logit gradients")?,
+            loss_rows: f32s(n, "per-row losses")?,
+            dres: f32s(nd, "the residual gradient")?,
+            t1: f32s(nd, "[N,D] scratch")?,
+            dres_b: bf16s(nd, "[N,D] bf16 scratch")?,
+            dy: bf16s(nd, "attention output gradients")?,
+            dq: bf16s(nd, "query gradients")?,
+            dk: bf16s(nd, "key gradients")?,
+            dv: bf16s(nd, "value gradients")?,
+            g: bf16s(4 * nd, "GELU outputs")?,
+            dg: f32s(4 * nd, "GELU output gradients")?,
+            du: bf16s(4 * nd, "MLP pre-activation gradients")?,
+            delta: f32s(b * h * t, "attention backward rowsums")?,
+            dscale_part: f32s(2 * b * h * nt * HEAD_DIM, "QK-Norm scale partials")?,
+            ln_part: f32s(
+                n.div_ceil(LN_ROWS_PER_BLOCK) * d,
+                "LayerNorm scale partials",
+            )?,
+        })
+    }
+}
+
+/// One token staging slot: pinned host bytes, device bytes, and the events that order them.
+struct TokenSlot {
+    host: PinnedBuf,
+    dev: DevBuf<u8>,
+    /// Recorded on the copy stream after the upload.
+    uploaded: CudaEvent,
+    /// Recorded on the compute stream after the last kernel that reads the slot.
+    consumed: CudaEvent,
+    /// Whether `uploaded` has been recorded at least once.
+    used: bool,
+}
+
+/// Shapes of one pass.
+#[derive(Clone, Copy)]
+struct Dims {
+    b: usize,
+    t: usize,
+    d: usize,
+    v: usize,
+    h: usize,
+    n: usize,
+}
+
+/// The CUDA backend (see the module documentation).
+pub struct CudaBackend {
+    cfg: ModelConfig,
+    layout: ParamLayout,
+    // Field order matters for drop: buffers and handles go before the context in `gpu`.
+    acts: Option<Acts>,
+    slots: Vec<TokenSlot>,
+    slot: usize,
+    params: DevBuf<f32>,
+    grads: DevBuf<f32>,
+    m: DevBuf<f32>,
+    v: DevBuf<f32>,
+    wb: DevBuf<bf16>,
+    rope_cs: DevBuf<f32>,
+    red_part: DevBuf<f64>,
+    red_out: DevBuf<f64>,
+    loss_host: PinnedBuf,
+    loss_ready: CudaEvent,
+    blas: Blas,
+    kernels: Kernels,
+    /// An error from a call that cannot return one (`zero_grads`), reported by the next call.
+    pending: Option<String>,
+    gpu: Gpu,
+}
+
+fn check_len(what: &'static str, expected: usize, got: usize) -> Result<(), BackendError> {
+    if expected == got {
+        Ok(())
+    } else {
+        Err(BackendError::Shape {
+            what,
+            expected,
+            got,
+        })
+    }
+}
+
+impl CudaBackend {
+    /// Open GPU `ordinal`, compile (or load from the cache) the kernels for its architecture, and
+    /// upload `params` (flat, [`ParamLayout`] order). Gradients and moments start at zero.
+    pub fn new(cfg: ModelConfig, params: &[f32], ordinal: usize) -> Result<Self, BackendError> {
+        cfg.validate()
+            .map_err(|e| BackendError::Device(format!("invalid model configuration: {e}")))?;
+        let layout = ParamLayout::new(&cfg);
+        check_len("parameters", layout.total, params.len())?;
+        if cfg.d_model * 4 > 48 * 1024 {
+            return Err(BackendError::Device(format!(
+                "--d-model {} is too wide for the LayerNorm backward kernel's shared memory (max 12288)",
+                cfg.d_model
+            )));
+        }
+        let gpu = Gpu::open(ordinal).map_err(|e| BackendError::Device(e.to_string()))?;
+        let r = super::gpu::catch_cuda_panic("starting the CUDA backend", || {
+            Self::start(cfg, layout, params, gpu)
+        });
+        r.map_err(BackendError::from)
+    }
+
+    fn start(
+        cfg: ModelConfig,
+        layout: ParamLayout,
+        params: &[f32],
+        gpu: Gpu,
+    ) -> GpuResult<CudaBackend> {
+        let total = layout.total;
+        let (free, _) = gpu.mem_info()?;
+        let need = memory::state_bytes(&cfg, total);
+        if need + RESERVE_BYTES > free {
+            return Err(GpuError::OutOfMemory(format!(
+                "allocating the parameters, gradients, AdamW moments and bf16 weights ({:.2} GiB; {:.2} \
+                 GiB free on {}) — the model itself is too large for this GPU",
+                memory::gib(need),
+                memory::gib(free),
+                gpu.name
+            )));
+        }
+        let images = nvrtc::build_all(
+            gpu.cc,
+            &nvrtc::find_cuda_include(),
+            Some(&nvrtc::cache_dir()),
+        )?;
+        let kernels = Kernels::load(&gpu, &images)?;
+        let blas = Blas::new(&gpu)?;
+        let p = gpu.alloc::<f32>(total, "the f32 parameters")?;
+        gpu.upload(params, &p)?;
+        let wb = gpu.alloc::<bf16>(total, "the bf16 weights")?;
+        let t = cfg.seq_len;
+        let rope_cs = gpu.alloc::<f32>(t * 32 * 2, "the RoPE table")?;
+        let slots = (0..2)
+            .map(|_| -> GpuResult<TokenSlot> {
+                Ok(TokenSlot {
+                    host: PinnedBuf::new(&gpu, 16)?,
+                    dev: gpu.alloc::<u8>(16, "token staging")?,
+                    uploaded: gpu.event()?,
+                    consumed: gpu.event()?,
+                    used: false,
+                })
+            })
+            .collect::<GpuResult<Vec<_>>>()?;
+        let be = CudaBackend {
+            grads: gpu.alloc_zeroed::<f32>(total, "the gradients")?,
+            m: gpu.alloc_zeroed::<f32>(total, "the AdamW first moments")?,
+            v: gpu.alloc_zeroed::<f32>(total, "the AdamW second moments")?,
+            red_part: gpu.alloc::<f64>(REDUCE_BLOCKS, "reduction partials")?,
+            red_out: gpu.alloc::<f64>(1, "a reduction result")?,
+            loss_host: PinnedBuf::new(&gpu, 8)?,
+            loss_ready: gpu.event()?,
+            params: p,
+            wb,
+            rope_cs,
+            slots,
+            slot: 0,
+            acts: None,
+            cfg,
+            layout,
+            blas,
+            kernels,
+            pending: None,
+            gpu,
+        };
+        be.launch(
+            "rope_table_init",
+            ((t * 32).div_ceil(256) as u32, 1, 1),
+            256,
+            0,
+            &[&be.rope_cs.ptr(), &(t as i32)],
+        )?;
+        be.refresh_bf16()?;
+        be.gpu.sync()?;
+        Ok(be)
+    }
+
+    fn launch(
+        &self,
+        name: &str,
+        grid: (u32, u32, u32),
+        block: u32,
+        smem: u32,
+        args: &[&dyn super::gpu::KernelParam],
+    ) -> GpuResult<()> {
+        self.kernels
+            .launch(&self.gpu.stream, name, grid, block, smem, args)
+    }
+
+    /// Rewrite the bf16 working copy from the f32 master weights.
+    fn refresh_bf16(&self) -> GpuResult<()> {
+        let n = self.layout.total;
+        self.launch(
+            "cast_f32_to_bf16",
+            (elementwise_grid(n), 1, 1),
+            256,
+            0,
+            &[&self.params.ptr(), &self.wb.ptr(), &(n as i64)],
+        )
+    }
+
+    fn take_pending(&mut self) -> Result<(), BackendError> {
+        match self.pending.take() {
+            Some(e) => Err(BackendError::Device(e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Make room for `b` sequences: estimate first, then allocate; running out is OutOfMemory.
+    fn ensure_acts(&mut self, b: usize) -> GpuResult<()> {
+        if self.acts.as_ref().is_some_and(|a| a.cap_b >= b) {
+            return Ok(());
+        }
+        self.gpu.sync()?;
+        self.acts = None; // free the smaller set first
+        let n = b * self.cfg.seq_len;
+        let staging = memory::token_bytes(n);
+        for s in &mut self.slots {
+            s.used = false;
+            s.host = PinnedBuf::new(&self.gpu, 16)?;
+            s.dev = self.gpu.alloc::<u8>(16, "token staging")?;
+        }
+        let (free, total) = self.gpu.mem_info()?;
+        let need = memory::activation_bytes(&self.cfg, b);
+        if need + RESERVE_BYTES > free {
+            return Err(GpuError::OutOfMemory(format!(
+                "allocating activations for --micro-batch {b} ({:.2} GiB needed, {:.2} GiB free of {:.2} \
+                 GiB)",
+                memory::gib(need),
+                memory::gib(free),
+                memory::gib(total)
+            )));
+        }
+        let acts = Acts::new(&self.gpu, &self.cfg, b).map_err(|e| match e {
+            GpuError::OutOfMemory(w) => GpuError::OutOfMemory(format!("{w} for --micro-batch {b}")),
+            other => other,
+        })?;
+        for s in &mut self.slots {
+            s.host = PinnedBuf::new(&self.gpu, staging)?;
+            s.dev = self.gpu.alloc::<u8>(staging, "token staging")?;
+        }
+        self.acts = Some(acts);
+        Ok(())
+    }
+
+    fn check_batch(&self, tokens: &[u16], b: usize) -> Result<Dims, BackendError> {
+        let (t, vocab) = (self.cfg.seq_len, self.cfg.vocab_size);
+        if b == 0 {
+            return Err(BackendError::BadBatch(
+                "a batch needs at least one sequence".into(),
+            ));
+        }
+        if tokens.len() != b * (t + 1) {
+            return Err(BackendError::BadBatch(format!(
+                "expected {b} rows of {} ids (seq_len + 1) = {} ids, got {}",
+                t + 1,
+                b * (t + 1),
+                tokens.len()
+            )));
+        }
+        if let Some((i, &id)) = tokens
+            .iter()
+            .enumerate()
+            .find(|(_, &id)| id as usize >= vocab)
+        {
+            return Err(BackendError::BadBatch(format!(
+                "token id {id} at row {}, column {} is outside the vocabulary of {vocab}",
+                i / (t + 1),
+                i % (t + 1)
+            )));
+        }
+        let d = self.cfg.d_model;
+        Ok(Dims {
+            b,
+            t,
+            d,
+            v: vocab,
+            h: d / HEAD_DIM,
+            n: b * t,
+        })
+    }
+
+    /// Split the batch into inputs and targets, build the embedding-backward CSR, and upload all of it
+    /// through the next staging slot. Returns (slot index, distinct ids, non-pad targets).
+    fn stage_tokens(&mut self, tokens: &[u16], dm: Dims) -> GpuResult<(usize, usize, u64)> {
+        let (n, t) = (dm.n, dm.t);
+        let lay = TokenLayout::new(n);
+        let si = self.slot;
+        self.slot = (self.slot + 1) % self.slots.len();
+        let slot = &mut self.slots[si];
+        if slot.used {
+            // The previous upload from this pinned buffer must be done before it is rewritten.
+            slot.uploaded
+                .synchronize()
+                .map_err(|err| GpuError::Driver {
+                    what: "waiting for a token upload".into(),
+                    err,
+                })?;
+        }
+        let mut inputs = Vec::with_capacity(n);
+        let mut targets = Vec::with_capacity(n);
+        for row in tokens.chunks_exact(t + 1) {
+            inputs.extend_from_slice(&row[..t]);
+            targets.extend_from_slice(&row[1..]);
+        }
+        let count = targets.iter().filter(|&&x| x != PAD_ID).count() as u64;
+        // CSR of positions by token id (ascending ids, ascending positions): a fixed summation order.
+        let mut order: Vec<(u16, i32)> = inputs
+            .iter()
+            .enumerate()
+            .map(|(i, &tk)| (tk, i as i32))
+            .collect();
+        order.sort_unstable();
+        let mut ids: Vec<u16> = Vec::new();
+        let mut offsets: Vec<i32> = Vec::new();
+        for (k, &(tk, _)) in order.iter().enumerate() {
+            if k == 0 || order[k - 1].0 != tk {
+                ids.push(tk);
+                offsets.push(k as i32);
+            }
+        }
+        offsets.push(n as i32);
+        let bytes = slot.host.as_mut_slice();
+        let put = |bytes: &mut [u8], at: usize, src: &[u8]| {
+            bytes[at..at + src.len()].copy_from_slice(src);
+        };
+        put(bytes, lay.inputs, bytemuck::cast_slice(&inputs));
+        put(bytes, lay.targets, bytemuck::cast_slice(&targets));
+        put(bytes, lay.ids, bytemuck::cast_slice(&ids));
+        put(bytes, lay.offsets, bytemuck::cast_slice(&offsets));
+        let positions: Vec<i32> = order.iter().map(|&(_, p)| p).collect();
+        put(bytes, lay.positions, bytemuck::cast_slice(&positions));
+        let copy = &self.gpu.copy_stream;
+        let drv = |what: &'static str| {
+            move |err| GpuError::Driver {
+                what: what.into(),
+                err,
+            }
+        };
+        // The device slot may still be read by the compute stream's previous use of it.
+        copy.wait(&slot.consumed)
+            .map_err(drv("ordering a token upload"))?;
+        slot.host.copy_to(slot.dev.ptr(), lay.total, copy)?;
+        slot.uploaded
+            .record(copy)
+            .map_err(drv("recording a token upload"))?;
+        slot.used = true;
+        self.gpu
+            .stream
+            .wait(&slot.uploaded)
+            .map_err(drv("waiting for a token upload on the compute stream"))?;
+        Ok((si, ids.len(), count))
+    }
+
+    fn slot_ptrs(&self, si: usize, n: usize) -> (DevPtr, DevPtr, DevPtr, DevPtr, DevPtr) {
+        let lay = TokenLayout::new(n);
+        let base = self.slots[si].dev.ptr();
+        (
+            base + lay.inputs as u64,
+            base + lay.targets as u64,
+            base + lay.ids as u64,
+            base + lay.offsets as u64,
+            base + lay.positions as u64,
+        )
+    }
+
+    /// Σ of `n` f32 values (`squares`: of their squares) into `red_out`, deterministically.
+    fn reduce(&self, x: DevPtr, n: usize, squares: bool) -> GpuResult<()> {
+        let name = if squares {
+            "sum_squares_partials_f32"
+        } else {
+            "sum_partials_f32"
+        };
+        self.launch(
+            name,
+            (REDUCE_BLOCKS as u32, 1, 1),
+            256,
+            0,
+            &[&x, &(n as i64), &self.red_part.ptr()],
+        )?;
+        self.launch(
+            "sum_finish_f64",
+            (1, 1, 1),
+            256,
+            0,
+            &[
+                &self.red_part.ptr(),
+                &(REDUCE_BLOCKS as i32),
+                &self.red_out.ptr(),
+            ],
+        )
+    }
+
+    /// The forward pass up to the f32 logits (`acts.logits[..N·V]`).
+    fn forward(&mut self, dm: Dims, si: usize) -> GpuResult<()> {
+        let Dims { b, t, d, v, h, n } = dm;
+        let nt = t.div_ceil(64);
+        let (inputs, ..) = self.slot_ptrs(si, n);
+        let acts = self
+            .acts
+            .as_ref()
+            .ok_or_else(|| GpuError::Unavailable("activations were not allocated".into()))?;
+        let p = |o: usize| self.params.at(o);
+        let w = |o: usize| self.wb.at(o);
+        let lay = &self.layout;
+        let stream = &self.gpu.stream;
+        let blas = &mut self.blas;
+        let kern = &self.kernels;
+        let launch = |name: &str, grid, block, args: &[&dyn super::gpu::KernelParam]| {
+            kern.launch(stream, name, grid, block, 0, args)
+        };
+        let first = acts
+            .layers
+            .first()
+            .map(|l| l.x.ptr())
+            .unwrap_or(acts.last.ptr());
+        launch(
+            "embedding_forward_f32",
+            (elementwise_grid(n * d), 1, 1),
+            256,
+            &[
+                &p(lay.embed),
+                &inputs,
+                &first,
+                &(n as i32),
+                &(d as i32),
+                &(v as i32),
+            ],
+        )?;
+        let ln = |x: DevPtr, s: DevPtr, o: DevPtr, m: DevPtr, r: DevPtr| {
+            launch(
+                "layernorm_forward_bf16",
+                (n.div_ceil(4) as u32, 1, 1),
+                128,
+                &[&x, &s, &o, &m, &r, &(n as i32), &(d as i32)],
+            )
+        };
+        for (l, (bo, la)) in lay.blocks.iter().zip(&acts.layers).enumerate() {
+            let out = acts
+                .layers
+                .get(l + 1)
+                .map(|nx| nx.x.ptr())
+                .unwrap_or(acts.last.ptr());
+            ln(
+                la.x.ptr(),
+                p(bo.ln1),
+                la.xn1.ptr(),
+                la.mean1.ptr(),
+                la.rstd1.ptr(),
+            )?;
+            for (wo, dst) in [(bo.wq, &la.q), (bo.wk, &la.k), (bo.wv, &la.v)] {
+                blas.forward(
+                    stream,
+                    la.xn1.ptr(),
+                    w(wo),
+                    dst.ptr(),
+                    OutType::Bf16,
+                    None,
+                    n,
+                    d,
+                    d,
+                )?;
+            }
+            launch(
+                "attention_forward",
+                (nt as u32, h as u32, b as u32),
+                128,
+                &[
+                    &la.y.ptr(),
+                    &la.lse.ptr(),
+                    &la.q.ptr(),
+                    &la.k.ptr(),
+                    &la.v.ptr(),
+                    &p(bo.q_norm),
+                    &p(bo.k_norm),
+                    &self.rope_cs.ptr(),
+                    &(b as i32),
+                    &(t as i32),
+                    &(h as i32),
+                ],
+            )?;
+            // h = x + y·wo
+            blas.forward(
+                stream,
+                la.y.ptr(),
+                w(bo.wo),
+                la.h.ptr(),
+                OutType::F32,
+                Some(la.x.ptr()),
+                n,
+                d,
+                d,
+            )?;
+            ln(
+                la.h.ptr(),
+                p(bo.ln2),
+                la.xn2.ptr(),
+                la.mean2.ptr(),
+                la.rstd2.ptr(),
+            )?;
+            blas.forward(
+                stream,
+                la.xn2.ptr(),
+                w(bo.w1),
+                la.u.ptr(),
+                OutType::Bf16,
+                None,
+                n,
+                d,
+                4 * d,
+            )?;
+            launch(
+                "gelu_forward_bf16",
+                (elementwise_grid(4 * n * d), 1, 1),
+                256,
+                &[&la.u.ptr(), &acts.g.ptr(), &((4 * n * d) as i64)],
+            )?;
+            // out = h + g·w2
+            blas.forward(
+                stream,
+                acts.g.ptr(),
+                w(bo.w2),
+                out,
+                OutType::F32,
+                Some(la.h.ptr()),
+                n,
+                4 * d,
+                d,
+            )?;
+        }
+        ln(
+            acts.last.ptr(),
+            p(lay.final_norm),
+            acts.xf.ptr(),
+            acts.meanf.ptr(),
+            acts.rstdf.ptr(),
+        )?;
+        blas.forward(
+            stream,
+            acts.xf.ptr(),
+            w(lay.head),
+            acts.logits.ptr(),
+            OutType::F32,
+            None,
+            n,
+            d,
+            v,
+        )
+    }
+
+    /// Cross-entropy over the logits (in place into their gradient when `grad`), the loss sum queued for
+    /// the host copy, and `loss_ready` recorded.
+    fn loss(&mut self, dm: Dims, si: usize, grad: bool) -> GpuResult<()> {
+        let (_, targets, ..) = self.slot_ptrs(si, dm.n);
+        let acts = self
+            .acts
+            .as_ref()
+            .ok_or_else(|| GpuError::Unavailable("activations were not allocated".into()))?;
+        let (logits, rows) = (acts.logits.ptr(), acts.loss_rows.ptr());
+        self.launch(
+            "cross_entropy_f32",
+            (dm.n as u32, 1, 1),
+            1024,
+            0,
+            &[&logits, &targets, &rows, &(dm.v as i32), &(grad as i32)],
+        )?;
+        self.reduce(rows, dm.n, false)?;
+        self.loss_host
+            .copy_from(self.red_out.ptr(), 8, &self.gpu.stream)?;
+        self.loss_ready
+            .record(&self.gpu.stream)
+            .map_err(|err| GpuError::Driver {
+                what: "recording the loss event".into(),
+                err,
+            })
+    }
+
+    fn read_loss(&mut self) -> GpuResult<f64> {
+        self.loss_ready
+            .synchronize()
+            .map_err(|err| GpuError::Driver {
+                what: "waiting for the loss (a kernel failed?)".into(),
+                err,
+            })?;
+        let b = self.loss_host.as_mut_slice();
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&b[..8]);
+        Ok(f64::from_ne_bytes(a))
+    }
+
+    /// The backward pass from the f32 logit gradient in `acts.logits`; parameter gradients are added to
+    /// `grads`.
+    fn backward(&mut self, dm: Dims, si: usize, n_ids: usize) -> GpuResult<()> {
+        let Dims { b, t, d, v, h, n } = dm;
+        let nt = t.div_ceil(64);
+        let nd = n * d;
+        let (_, _, ids, offsets, positions) = self.slot_ptrs(si, n);
+        let acts = self
+            .acts
+            .as_ref()
+            .ok_or_else(|| GpuError::Unavailable("activations were not allocated".into()))?;
+        let p = |o: usize| self.params.at(o);
+        let w = |o: usize| self.wb.at(o);
+        let g = |o: usize| self.grads.at(o);
+        let lay = &self.layout;
+        let stream = &self.gpu.stream;
+        let blas = &mut self.blas;
+        let kern = &self.kernels;
+        let launch = |name: &str, grid, block, smem: u32, args: &[&dyn super::gpu::KernelParam]| {
+            kern.launch(stream, name, grid, block, smem, args)
+        };
+        let ew = |name: &str, len: usize, ptrs: &[DevPtr]| {
+            let nn = len as i64;
+            let mut args: Vec<&dyn super::gpu::KernelParam> = ptrs
+                .iter()
+                .map(|p| p as &dyn super::gpu::KernelParam)
+                .collect();
+            args.push(&nn);
+            launch(name, (elementwise_grid(len), 1, 1), 256, 0, &args)
+        };
+        let part = acts.ln_part.ptr();
+        let ln_back = |dout: DevPtr,
+                       x: DevPtr,
+                       scale: DevPtr,
+                       mean: DevPtr,
+                       rstd: DevPtr,
+                       dx: DevPtr,
+                       dscale: DevPtr,
+                       accumulate: bool| {
+            let pp = n.div_ceil(LN_ROWS_PER_BLOCK);
+            launch(
+                "layernorm_backward_f32",
+                (pp as u32, 1, 1),
+                256,
+                (d * 4) as u32,
+                &[
+                    &dout,
+                    &x,
+                    &scale,
+                    &mean,
+                    &rstd,
+                    &dx,
+                    &part,
+                    &(n as i32),
+                    &(d as i32),
+                    &(LN_ROWS_PER_BLOCK as i32),
+                    &(accumulate as i32),
+                ],
+            )?;
+            launch(
+                "layernorm_dscale_reduce_f32",
+                (d.div_ceil(256) as u32, 1, 1),
+                256,
+                0,
+                &[&part, &dscale, &(pp as i32), &(d as i32)],
+            )
+        };
+        // Head: logits = xf·head.
+        ew(
+            "cast_f32_to_bf16",
+            n * v,
+            &[acts.logits.ptr(), acts.dlogits.ptr()],
+        )?;
+        blas.backward_input(
+            stream,
+            acts.dlogits.ptr(),
+            w(lay.head),
+            acts.t1.ptr(),
+            OutType::F32,
+            false,
+            n,
+            d,
+            v,
+        )?;
+        blas.backward_weight(
+            stream,
+            acts.xf.ptr(),
+            acts.dlogits.ptr(),
+            g(lay.head),
+            n,
+            d,
+            v,
+        )?;
+        ln_back(
+            acts.t1.ptr(),
+            acts.last.ptr(),
+            p(lay.final_norm),
+            acts.meanf.ptr(),
+            acts.rstdf.ptr(),
+            acts.dres.ptr(),
+            g(lay.final_norm),
+            false,
+        )?;
+        for (bo, la) in lay.blocks.iter().zip(&acts.layers).rev() {
+            // out = h + gelu(u)·w2 ; u = xn2·w1
+            ew("gelu_forward_bf16", 4 * nd, &[la.u.ptr(), acts.g.ptr()])?;
+            ew(
+                "cast_f32_to_bf16",
+                nd,
+                &[acts.dres.ptr(), acts.dres_b.ptr()],
+            )?;
+            blas.backward_input(
+                stream,
+                acts.dres_b.ptr(),
+                w(bo.w2),
+                acts.dg.ptr(),
+                OutType::F32,
+                false,
+                n,
+                4 * d,
+                d,
+            )?;
+            blas.backward_weight(
+                stream,
+                acts.g.ptr(),
+                acts.dres_b.ptr(),
+                g(bo.w2),
+                n,
+                4 * d,
+                d,
+            )?;
+            ew(
+                "gelu_backward_bf16",
+                4 * nd,
+                &[acts.dg.ptr(), la.u.ptr(), acts.du.ptr()],
+            )?;
+            blas.backward_input(
+                stream,
+                acts.du.ptr(),
+                w(bo.w1),
+                acts.t1.ptr(),
+                OutType::F32,
+                false,
+                n,
+                d,
+                4 * d,
+            )?;
+            blas.backward_weight(stream, la.xn2.ptr(), acts.du.ptr(), g(bo.w1), n, d, 4 * d)?;
+            ln_back(
+                acts.t1.ptr(),
+                la.h.ptr(),
+                p(bo.ln2),
+                la.mean2.ptr(),
+                la.rstd2.ptr(),
+                acts.dres.ptr(),
+                g(bo.ln2),
+                true,
+            )?; // dres is now dh
+                // h = x + y·wo
+            ew(
+                "cast_f32_to_bf16",
+                nd,
+                &[acts.dres.ptr(), acts.dres_b.ptr()],
+            )?;
+            blas.backward_input(
+                stream,
+                acts.dres_b.ptr(),
+                w(bo.wo),
+                acts.dy.ptr(),
+                OutType::Bf16,
+                false,
+                n,
+                d,
+                d,
+            )?;
+            blas.backward_weight(stream, la.y.ptr(), acts.dres_b.ptr(), g(bo.wo), n, d, d)?;
+            // Attention (QK-Norm + RoPE + causal softmax) backward.
+            launch(
+                "attention_backward_prep",
+                ((b * t * h * 8).div_ceil(256) as u32, 1, 1),
+                256,
+                0,
+                &[
+                    &acts.delta.ptr(),
+                    &la.y.ptr(),
+                    &acts.dy.ptr(),
+                    &(b as i32),
+                    &(t as i32),
+                    &(h as i32),
+                ],
+            )?;
+            launch(
+                "attention_backward",
+                (2 * nt as u32, h as u32, b as u32),
+                128,
+                0,
+                &[
+                    &acts.dq.ptr(),
+                    &acts.dk.ptr(),
+                    &acts.dv.ptr(),
+                    &acts.dscale_part.ptr(),
+                    &acts.dy.ptr(),
+                    &la.q.ptr(),
+                    &la.k.ptr(),
+                    &la.v.ptr(),
+                    &la.lse.ptr(),
+                    &acts.delta.ptr(),
+                    &p(bo.q_norm),
+                    &p(bo.k_norm),
+                    &self.rope_cs.ptr(),
+                    &(b as i32),
+                    &(t as i32),
+                    &(h as i32),
+                ],
+            )?;
+            launch(
+                "qk_norm_scale_grad_reduce",
+                (2, 1, 1),
+                1024,
+                0,
+                &[
+                    &g(bo.q_norm),
+                    &g(bo.k_norm),
+                    &acts.dscale_part.ptr(),
+                    &((b * h * nt) as i32),
+                ],
+            )?;
+            // q|k|v = xn1·wq|wk|wv
+            for (i, (grad, wo)) in [(&acts.dq, bo.wq), (&acts.dk, bo.wk), (&acts.dv, bo.wv)]
+                .into_iter()
+                .enumerate()
+            {
+                blas.backward_input(
+                    stream,
+                    grad.ptr(),
+                    w(wo),
+                    acts.t1.ptr(),
+                    OutType::F32,
+                    i > 0,
+                    n,
+                    d,
+                    d,
+                )?;
+                blas.backward_weight(stream, la.xn1.ptr(), grad.ptr(), g(wo), n, d, d)?;
+            }
+            ln_back(
+                acts.t1.ptr(),
+                la.x.ptr(),
+                p(bo.ln1),
+                la.mean1.ptr(),
+                la.rstd1.ptr(),
+                acts.dres.ptr(),
+                g(bo.ln1),
+                true,
+            )?; // dres is now dx
+        }
+        launch(
+            "embedding_backward_f32",
+            (n_ids as u32, 1, 1),
+            128,
+            0,
+            &[
+                &acts.dres.ptr(),
+                &ids,
+                &offsets,
+                &positions,
+                &g(lay.embed),
+                &(n_ids as i32),
+                &(d as i32),
+            ],
+        )
+    }
+
+    fn mark_consumed(&self, si: usize) -> GpuResult<()> {
+        self.slots[si]
+            .consumed
+            .record(&self.gpu.stream)
+            .map_err(|err| GpuError::Driver {
+                what: "recording a token slot release".into(),
+                err,
+            })
+    }
+
+    fn step(&mut self, tokens: &[u16], b: usize, train: bool) -> Result<LossSum, BackendError> {
+        self.take_pending()?;
+        let dm = self.check_batch(tokens, b)?;
+        let r = (|| -> GpuResult<LossSum> {
+            self.gpu.bind()?;
+            self.ensure_acts(b)?;
+            let (si, n_ids, count) = self.stage_tokens(tokens, dm)?;
+            self.forward(dm, si)?;
+            self.loss(dm, si, train)?;
+            if train {
+                self.backward(dm, si, n_ids)?;
+            }
+            self.mark_consumed(si)?;
+            let sum = self.read_loss()?;
+            Ok(LossSum { sum, count })
+        })();
+        r.map_err(BackendError::from)
+    }
+}
+
+impl Backend for CudaBackend {
+    fn device_name(&self) -> String {
+        format!("cuda:{} {}", self.gpu.ordinal, self.gpu.name)
+    }
+
+    fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    fn forward_backward(
+        &mut self,
+        tokens_Bx_T1: &[u16],
+        b: usize,
+    ) -> Result<LossSum, BackendError> {
+        self.step(tokens_Bx_T1, b, true)
+    }
+
+    fn forward_loss(&mut self, tokens_Bx_T1: &[u16], b: usize) -> Result<LossSum, BackendError> {
+        self.step(tokens_Bx_T1, b, false)
+    }
+
+    fn zero_grads(&mut self) {
+        let r = self
+            .gpu
+            .bind()
+            .and_then(|_| self.grads.zero(&self.gpu.stream));
+        if let Err(e) = r {
+            self.pending
+                .get_or_insert(format!("zeroing the gradients: {e}"));
+        }
+    }
+
+    fn grad_norm(&mut self) -> Result<f64, BackendError> {
+        self.take_pending()?;
+        let r = (|| -> GpuResult<f64> {
+            self.gpu.bind()?;
+            self.reduce(self.grads.ptr(), self.layout.total, true)?;
+            let s = self.gpu.download(&self.red_out, 1)?;
+            Ok(s[0].sqrt())
+        })();
+        r.map_err(BackendError::from)
+    }
+
+    fn adamw_step(&mut self, hp: &AdamWStep) -> Result<(), BackendError> {
+        self.take_pending()?;
+        let t = hp.step.max(1).min(i32::MAX as u64) as i32;
+        let inv_bc1 = (1.0 / (1.0 - (hp.beta1 as f64).powi(t))) as f32;
+        let inv_bc2 = (1.0 / (1.0 - (hp.beta2 as f64).powi(t))) as f32;
+        let mode: i32 = match hp.decay_mode {
+            DecayMode::Coupled => 0,
+            DecayMode::Independent => 1,
+        };
+        // Contiguous runs of tensors with the same decay flag: one launch each.
+        let mut runs: Vec<(usize, usize, bool)> = Vec::new();
+        for spec in &self.layout.tensors {
+            let (r, dec) = (spec.range(), spec.decayed());
+            match runs.last_mut() {
+                Some(last) if last.2 == dec && last.1 == r.start => last.1 = r.end,
+                _ => runs.push((r.start, r.end, dec)),
+            }
+        }
+        let r = (|| -> GpuResult<()> {
+            self.gpu.bind()?;
+            let null: u64 = 0;
+            for (start, end, dec) in runs {
+                let n = end - start;
+                self.launch(
+                    "adamw_f32",
+                    (elementwise_grid(n), 1, 1),
+                    256,
+                    0,
+                    &[
+                        &self.params.at(start),
+                        &self.grads.at(start),
+                        &self.m.at(start),
+                        &self.v.at(start),
+                        &self.wb.at(start),
+                        &null,
+                        &(dec as i32),
+                        &(n as i64),
+                        &hp.lr,
+                        &hp.beta1,
+                        &hp.beta2,
+                        &hp.eps,
+                        &hp.weight_decay,
+                        &mode,
+                        &hp.grad_scale,
+                        &inv_bc1,
+                        &inv_bc2,
+                    ],
+                )?;
+            }
+            Ok(())
+        })();
+        r.map_err(BackendError::from)
+    }
+
+    fn read_params(&self) -> Result<Vec<f32>, BackendError> {
+        self.gpu.bind()?;
+        Ok(self.gpu.download(&self.params, self.layout.total)?)
+    }
+
+    fn write_params(&mut self, params: &[f32]) -> Result<(), BackendError> {
+        check_len("parameters", self.layout.total, params.len())?;
+        self.gpu.bind()?;
+        self.gpu.upload(params, &self.params)?;
+        self.refresh_bf16()?;
+        Ok(())
+    }
+
+    fn read_moments(&self) -> Result<(Vec<f32>, Vec<f32>), BackendError> {
+        self.gpu.bind()?;
+        Ok((
+            self.gpu.download(&self.m, self.layout.total)?,
+            self.gpu.download(&self.v, self.layout.total)?,
+        ))
+    }
+
+    fn write_moments(&mut self, m: &[f32], v: &[f32]) -> Result<(), BackendError> {
+        check_len("AdamW first moment", self.layout.total, m.len())?;
+        check_len("AdamW second moment", self.layout.total, v.len())?;
+        self.gpu.bind()?;
+        self.gpu.upload(m, &self.m)?;
+        self.gpu.upload(v, &self.v)?;
+        Ok(())
+    }
+
+    fn read_grads(&self) -> Result<Vec<f32>, BackendError> {
+        self.gpu.bind()?;
+        Ok(self.gpu.download(&self.grads, self.layout.total)?)
+    }
+}
+
+impl Drop for CudaBackend {
+    fn drop(&mut self) {
+        // Let queued work finish before the buffers it uses are freed.
+        let _ = self.gpu.sync();
+        let _ = self.gpu.copy_stream.synchronize();
+    }
+}

@@ -1,0 +1,337 @@
+//! Matrix products through cuBLASLt: bf16 operands, fp32 accumulation (`CUBLAS_COMPUTE_32F`), bf16 or
+//! f32 results.
+//!
+//! The model stores matrices row-major `[in, out]` with `y = x·W`. cuBLASLt is column-major, and a
+//! row-major `[R, C]` buffer is the column-major `[C, R]` matrix, its transpose. So every product is
+//! computed transposed:
+//! - forward `Y[M,N] = X[M,K]·W[K,N]`: `Yᵀ = Wᵀ·Xᵀ` (A = W as `[N,K]`, B = X as `[K,M]`, no transposes);
+//! - `dX[M,K] = dY[M,N]·Wᵀ`: `dXᵀ = W·dYᵀ` (A = W as `[N,K]` transposed, B = dY as `[N,M]`);
+//! - `dW[K,N] += Xᵀ·dY`: `dWᵀ += dYᵀ·X` (A = dY as `[N,M]`, B = X as `[K,M]` transposed), beta = 1
+//!   into the f32 gradient.
+//!
+//! `D = α·op(A)·op(B) + β·C` with `C` of D's type also gives the fused residual add of the forward
+//! (`h = x + y·wo`: C = x, D = h, β = 1) and the accumulation of the three q/k/v input gradients.
+//!
+//! Determinism: each distinct product shape gets its algorithm from the heuristic once and keeps it
+//! (plans are cached), with one fixed workspace, so a run repeats the same kernels in the same order;
+//! cuBLAS documents bitwise-identical results for the same algorithm, toolkit and GPU. The fused GELU
+//! epilogue is not used: its approximation is not documented to be the contract's tanh form, and the
+//! separate GELU kernel costs one bf16 read and write of the [N, 4D] activation.
+
+use super::gpu::{DevBuf, DevPtr, Gpu, GpuError, GpuResult};
+use cudarc::cublaslt::{result, sys};
+use std::collections::HashMap;
+use std::ffi::c_void;
+
+/// cuBLASLt workspace: 32 MiB (NVIDIA's recommendation for Hopper), allocated once by us instead of
+/// `CudaBlasLT::new` (which unwraps its allocation).
+pub const WORKSPACE_BYTES: usize = 32 << 20;
+
+/// Element type of a product's output (operands are always bf16).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OutType {
+    /// bf16 output (the next matmul's operand, or the attention's input).
+    Bf16,
+    /// f32 output (residual stream, gradients).
+    F32,
+}
+
+impl OutType {
+    fn cuda(self) -> sys::cudaDataType {
+        match self {
+            OutType::Bf16 => sys::cudaDataType::CUDA_R_16BF,
+            OutType::F32 => sys::cudaDataType::CUDA_R_32F,
+        }
+    }
+}
+
+/// A column-major product `D[m,n] = α·op(A)·op(B) + β·C`, as cuBLASLt sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Shape {
+    m: u64,
+    n: u64,
+    k: u64,
+    trans_a: bool,
+    trans_b: bool,
+    out: OutType,
+    accumulate: bool,
+}
+
+/// Descriptors and the chosen algorithm of one shape.
+struct Plan {
+    desc: sys::cublasLtMatmulDesc_t,
+    a: sys::cublasLtMatrixLayout_t,
+    b: sys::cublasLtMatrixLayout_t,
+    d: sys::cublasLtMatrixLayout_t,
+    algo: sys::cublasLtMatmulAlgo_t,
+}
+
+impl Drop for Plan {
+    fn drop(&mut self) {
+        // SAFETY: created once in `Blas::plan`, destroyed once here.
+        unsafe {
+            let _ = result::destroy_matrix_layout(self.a);
+            let _ = result::destroy_matrix_layout(self.b);
+            let _ = result::destroy_matrix_layout(self.d);
+            let _ = result::destroy_matmul_desc(self.desc);
+        }
+    }
+}
+
+fn blas_err(what: &str) -> impl Fn(result::CublasError) -> GpuError + '_ {
+    move |e| GpuError::Blas(format!("{what}: {e}"))
+}
+
+/// Whether libcublasLt can be loaded.
+pub fn cublaslt_present() -> bool {
+    // SAFETY: only tries to open the shared library.
+    unsafe { sys::is_culib_present() }
+}
+
+/// A cuBLASLt handle with its workspace and cached plans.
+pub struct Blas {
+    handle: sys::cublasLtHandle_t,
+    workspace: DevBuf<u8>,
+    plans: HashMap<Shape, Plan>,
+}
+
+// SAFETY: the handle is used from one thread at a time (the backend is not Sync).
+unsafe impl Send for Blas {}
+
+impl Blas {
+    /// Create the handle and the workspace on `gpu`.
+    pub fn new(gpu: &Gpu) -> GpuResult<Blas> {
+        if !cublaslt_present() {
+            return Err(GpuError::Unavailable(
+                "cuBLASLt (libcublasLt.so.13) not found: add the CUDA toolkit's lib64 to \
+                 LD_LIBRARY_PATH"
+                    .into(),
+            ));
+        }
+        gpu.bind()?;
+        let workspace = gpu.alloc::<u8>(WORKSPACE_BYTES, "the cuBLASLt workspace")?;
+        let handle = super::gpu::catch_cuda_panic("loading cuBLASLt", || {
+            result::create_handle().map_err(blas_err("creating the cuBLASLt handle"))
+        })?;
+        Ok(Blas {
+            handle,
+            workspace,
+            plans: HashMap::new(),
+        })
+    }
+
+    fn plan(&mut self, s: Shape) -> GpuResult<&Plan> {
+        if !self.plans.contains_key(&s) {
+            let p = self.make_plan(s)?;
+            self.plans.insert(s, p);
+        }
+        Ok(&self.plans[&s])
+    }
+
+    fn make_plan(&self, s: Shape) -> GpuResult<Plan> {
+        let bf = sys::cudaDataType::CUDA_R_16BF;
+        let (a_rows, a_cols) = if s.trans_a { (s.k, s.m) } else { (s.m, s.k) };
+        let (b_rows, b_cols) = if s.trans_b { (s.n, s.k) } else { (s.k, s.n) };
+        let e = blas_err("creating a matmul plan");
+        let desc = result::create_matmul_desc(
+            sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+            sys::cudaDataType::CUDA_R_32F,
+        )
+        .map_err(&e)?;
+        // From here on, `plan` owns every descriptor (dropped on an early return).
+        let mut plan = Plan {
+            desc,
+            a: std::ptr::null_mut(),
+            b: std::ptr::null_mut(),
+            d: std::ptr::null_mut(),
+            algo: sys::cublasLtMatmulAlgo_t { data: [0; 8] },
+        };
+        plan.a = result::create_matrix_layout(bf, a_rows, a_cols, a_rows as i64).map_err(&e)?;
+        plan.b = result::create_matrix_layout(bf, b_rows, b_cols, b_rows as i64).map_err(&e)?;
+        plan.d = result::create_matrix_layout(s.out.cuda(), s.m, s.n, s.m as i64).map_err(&e)?;
+        let ta = s.trans_a as i32;
+        let tb = s.trans_b as i32;
+        // SAFETY: valid descriptor, attribute values of the documented types (int32 for transposes).
+        unsafe {
+            result::set_matmul_desc_attribute(
+                plan.desc,
+                sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_TRANSA,
+                &ta as *const i32 as *const c_void,
+                4,
+            )
+            .map_err(&e)?;
+            result::set_matmul_desc_attribute(
+                plan.desc,
+                sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_TRANSB,
+                &tb as *const i32 as *const c_void,
+                4,
+            )
+            .map_err(&e)?;
+        }
+        let pref = result::create_matmul_pref().map_err(&e)?;
+        let ws = WORKSPACE_BYTES as u64;
+        // SAFETY: valid preference and descriptors; the preference is destroyed right after.
+        let heur = unsafe {
+            let r = result::set_matmul_pref_attribute(
+                pref,
+                sys::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                &ws as *const u64 as *const c_void,
+                8,
+            )
+            .and_then(|_| {
+                result::get_matmul_algo_heuristic(
+                    self.handle,
+                    plan.desc,
+                    plan.a,
+                    plan.b,
+                    plan.d,
+                    plan.d,
+                    pref,
+                )
+            });
+            let _ = result::destroy_matmul_pref(pref);
+            r
+        }
+        .map_err(|err| {
+            GpuError::Blas(format!(
+                "no cuBLASLt algorithm for {s:?} (m,n,k column-major): {err}"
+            ))
+        })?;
+        plan.algo = heur.algo;
+        Ok(plan)
+    }
+
+    /// Run one planned product on `stream`.
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &mut self,
+        stream: &cudarc::driver::CudaStream,
+        s: Shape,
+        a: DevPtr,
+        b: DevPtr,
+        c: DevPtr,
+        d: DevPtr,
+    ) -> GpuResult<()> {
+        let alpha = 1.0f32;
+        let beta = if s.accumulate { 1.0f32 } else { 0.0 };
+        let handle = self.handle;
+        let (ws, ws_bytes) = (self.workspace.ptr(), self.workspace.bytes());
+        let plan = self.plan(s)?;
+        // SAFETY: pointers are device buffers of the sizes the shape implies (the callers size them from
+        // the model's dimensions); descriptors are alive in the cached plan; C and D share a layout.
+        unsafe {
+            result::matmul(
+                handle,
+                plan.desc,
+                &alpha as *const f32 as *const c_void,
+                &beta as *const f32 as *const c_void,
+                a as *const c_void,
+                plan.a,
+                b as *const c_void,
+                plan.b,
+                c as *const c_void,
+                plan.d,
+                d as *mut c_void,
+                plan.d,
+                &plan.algo,
+                ws as *mut c_void,
+                ws_bytes,
+                stream.cu_stream() as sys::cudaStream_t,
+            )
+        }
+        .map_err(|e| GpuError::Blas(format!("matmul {s:?}: {e}")))
+    }
+
+    /// `Y[M,N] = X[M,K]·W[K,N]` (row-major), or `Y = C + X·W` when `residual` is the f32 `C[M,N]` (then
+    /// `out` must be [`OutType::F32`]; `C` may be `Y` itself).
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward(
+        &mut self,
+        stream: &cudarc::driver::CudaStream,
+        x: DevPtr,
+        w: DevPtr,
+        y: DevPtr,
+        out: OutType,
+        residual: Option<DevPtr>,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> GpuResult<()> {
+        if residual.is_some() && out != OutType::F32 {
+            return Err(GpuError::Blas("a residual add needs an f32 output".into()));
+        }
+        let s = Shape {
+            m: n as u64,
+            n: m as u64,
+            k: k as u64,
+            trans_a: false,
+            trans_b: false,
+            out,
+            accumulate: residual.is_some(),
+        };
+        self.run(stream, s, w, x, residual.unwrap_or(y), y)
+    }
+
+    /// `dX[M,K] = dY[M,N]·Wᵀ` (row-major), added to `dX` when `accumulate` (f32 output only).
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward_input(
+        &mut self,
+        stream: &cudarc::driver::CudaStream,
+        dy: DevPtr,
+        w: DevPtr,
+        dx: DevPtr,
+        out: OutType,
+        accumulate: bool,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> GpuResult<()> {
+        if accumulate && out != OutType::F32 {
+            return Err(GpuError::Blas("accumulating dX needs an f32 output".into()));
+        }
+        let s = Shape {
+            m: k as u64,
+            n: m as u64,
+            k: n as u64,
+            trans_a: true,
+            trans_b: false,
+            out,
+            accumulate,
+        };
+        self.run(stream, s, w, dy, dx, dx)
+    }
+
+    /// `dW[K,N] += X[M,K]ᵀ·dY[M,N]` (row-major) into the f32 gradient.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward_weight(
+        &mut self,
+        stream: &cudarc::driver::CudaStream,
+        x: DevPtr,
+        dy: DevPtr,
+        dw: DevPtr,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> GpuResult<()> {
+        let s = Shape {
+            m: n as u64,
+            n: k as u64,
+            k: m as u64,
+            trans_a: false,
+            trans_b: true,
+            out: OutType::F32,
+            accumulate: true,
+        };
+        self.run(stream, s, dy, x, dw, dw)
+    }
+}
+
+impl Drop for Blas {
+    fn drop(&mut self) {
+        self.plans.clear();
+        // SAFETY: created in `new`, destroyed once.
+        unsafe {
+            let _ = result::destroy_handle(self.handle);
+        }
+    }
+}

@@ -1,0 +1,487 @@
+//! A thin, panic-free layer over the CUDA driver API (through cudarc's `result`/`sys` bindings): the
+//! context, the two streams, events, device and pinned host buffers, modules and kernel launches.
+//!
+//! cudarc's safe layer tracks every buffer with events (a cost on every launch) and asserts on sizes;
+//! this layer keeps raw device pointers, checks every return code and turns failures into [`GpuError`].
+//! Every entry point first checks that libcuda can be opened ([`driver_present`]), so nothing here
+//! panics on a machine without a GPU.
+
+use crate::backend::BackendError;
+use cudarc::driver::{result, sys, CudaContext, CudaEvent, CudaStream, DriverError};
+use std::ffi::c_void;
+use std::sync::Arc;
+
+/// A device pointer (`CUdeviceptr`), passed to kernels by value.
+pub type DevPtr = u64;
+
+/// A failure of the GPU layer.
+#[derive(Debug, thiserror::Error)]
+pub enum GpuError {
+    /// libcuda (or another CUDA library) is missing or unusable.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A driver call failed.
+    #[error("{what}: {err}")]
+    Driver {
+        /// What was being done.
+        what: String,
+        /// The driver's error.
+        err: DriverError,
+    },
+    /// Device memory ran out.
+    #[error("out of device memory while {0}")]
+    OutOfMemory(String),
+    /// NVRTC failed to compile a kernel source (the message carries NVRTC's log).
+    #[error("{0}")]
+    Compile(String),
+    /// cuBLASLt failed.
+    #[error("cuBLASLt: {0}")]
+    Blas(String),
+}
+
+impl From<GpuError> for BackendError {
+    fn from(e: GpuError) -> Self {
+        match e {
+            GpuError::OutOfMemory(what) => BackendError::OutOfMemory(what),
+            GpuError::Driver { what, err }
+                if err.0 == sys::cudaError_enum::CUDA_ERROR_OUT_OF_MEMORY =>
+            {
+                BackendError::OutOfMemory(what)
+            }
+            other => BackendError::Device(other.to_string()),
+        }
+    }
+}
+
+/// Result of the GPU layer.
+pub type GpuResult<T> = Result<T, GpuError>;
+
+/// Attach context to a driver result.
+pub(crate) trait Ctx<T> {
+    /// Name what failed.
+    fn ctx(self, what: impl FnOnce() -> String) -> GpuResult<T>;
+}
+
+impl<T> Ctx<T> for Result<T, DriverError> {
+    fn ctx(self, what: impl FnOnce() -> String) -> GpuResult<T> {
+        self.map_err(|err| {
+            let what = what();
+            if err.0 == sys::cudaError_enum::CUDA_ERROR_OUT_OF_MEMORY {
+                GpuError::OutOfMemory(what)
+            } else {
+                GpuError::Driver { what, err }
+            }
+        })
+    }
+}
+
+/// Whether libcuda can be loaded (never panics; cudarc would panic on first use without it).
+pub fn driver_present() -> bool {
+    // SAFETY: only tries to open the shared library.
+    unsafe { sys::is_culib_present() }
+}
+
+/// Run `f`, turning a panic inside cudarc (e.g. "Missing symbol" for a driver too old for the
+/// bindings) into an error instead of a crash.
+pub fn catch_cuda_panic<T>(what: &str, f: impl FnOnce() -> GpuResult<T>) -> GpuResult<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(GpuError::Unavailable(format!("{what}: {msg}")))
+        }
+    }
+}
+
+/// One GPU: its context, a compute stream and a copy stream.
+pub struct Gpu {
+    /// The primary context of the device.
+    pub ctx: Arc<CudaContext>,
+    /// Every kernel and matrix product runs here, in order.
+    pub stream: Arc<CudaStream>,
+    /// Host→device token uploads, ordered against `stream` with events.
+    pub copy_stream: Arc<CudaStream>,
+    /// Ordinal.
+    pub ordinal: usize,
+    /// Marketing name.
+    pub name: String,
+    /// Compute capability (major, minor).
+    pub cc: (i32, i32),
+    /// Number of SMs.
+    pub sms: i32,
+}
+
+impl Gpu {
+    /// Open GPU `ordinal` (checks for libcuda first).
+    pub fn open(ordinal: usize) -> GpuResult<Gpu> {
+        if !driver_present() {
+            return Err(GpuError::Unavailable(
+                "no CUDA driver (libcuda) found".into(),
+            ));
+        }
+        catch_cuda_panic("opening the GPU", || {
+            result::init().ctx(|| "initialising the CUDA driver".into())?;
+            let n = result::device::get_count().ctx(|| "counting GPUs".into())?;
+            if ordinal as i64 >= n as i64 {
+                return Err(GpuError::Unavailable(format!("only {n} GPU(s) present")));
+            }
+            let ctx =
+                CudaContext::new(ordinal).ctx(|| format!("creating a context on GPU {ordinal}"))?;
+            // SAFETY: set before any buffer is created; this layer orders streams with explicit events.
+            unsafe { ctx.disable_event_tracking() };
+            let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
+            let cc = ctx
+                .compute_capability()
+                .ctx(|| "reading the compute capability".into())?;
+            let sms = ctx
+                .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+                .ctx(|| "reading the SM count".into())?;
+            let stream = ctx
+                .new_stream()
+                .ctx(|| "creating the compute stream".into())?;
+            let copy_stream = ctx.new_stream().ctx(|| "creating the copy stream".into())?;
+            Ok(Gpu {
+                ctx,
+                stream,
+                copy_stream,
+                ordinal,
+                name,
+                cc,
+                sms,
+            })
+        })
+    }
+
+    /// Make this GPU's context current on the calling thread.
+    pub fn bind(&self) -> GpuResult<()> {
+        self.ctx
+            .bind_to_thread()
+            .ctx(|| "binding the CUDA context".into())
+    }
+
+    /// (free, total) device memory in bytes.
+    pub fn mem_info(&self) -> GpuResult<(usize, usize)> {
+        self.bind()?;
+        result::mem_get_info().ctx(|| "querying device memory".into())
+    }
+
+    /// Wait for everything queued on the compute stream.
+    pub fn sync(&self) -> GpuResult<()> {
+        self.stream
+            .synchronize()
+            .ctx(|| "waiting for the GPU".into())
+    }
+
+    /// A new event (no timing).
+    pub fn event(&self) -> GpuResult<CudaEvent> {
+        self.ctx.new_event(None).ctx(|| "creating an event".into())
+    }
+
+    /// Allocate `len` elements of `T` (uninitialised).
+    pub fn alloc<T>(&self, len: usize, what: &str) -> GpuResult<DevBuf<T>> {
+        DevBuf::new(self, len, what)
+    }
+
+    /// Allocate and zero `len` elements of `T` (on the compute stream).
+    pub fn alloc_zeroed<T>(&self, len: usize, what: &str) -> GpuResult<DevBuf<T>> {
+        let b = DevBuf::new(self, len, what)?;
+        b.zero(&self.stream)?;
+        Ok(b)
+    }
+
+    /// Copy host data into `dst` (from element 0) on the compute stream, then wait for the copy (the
+    /// host slice may be pageable memory that is freed right after).
+    pub fn upload<T: Copy>(&self, src: &[T], dst: &DevBuf<T>) -> GpuResult<()> {
+        if src.len() > dst.len {
+            return Err(GpuError::Unavailable(format!(
+                "upload of {} elements into the {}-element buffer {}",
+                src.len(),
+                dst.len,
+                dst.what
+            )));
+        }
+        self.bind()?;
+        // SAFETY: dst holds at least src.len() elements; the stream is synchronised before src can go.
+        unsafe { result::memcpy_htod_async(dst.ptr, src, self.stream.cu_stream()) }
+            .ctx(|| format!("copying {} to the GPU", dst.what))?;
+        self.sync()
+    }
+
+    /// Copy the first `len` elements of `src` to a new host vector (waits for the compute stream).
+    pub fn download<T: Copy + Default>(&self, src: &DevBuf<T>, len: usize) -> GpuResult<Vec<T>> {
+        let len = len.min(src.len);
+        let mut out = vec![T::default(); len];
+        self.bind()?;
+        // SAFETY: out has len elements, src at least len.
+        unsafe { result::memcpy_dtoh_async(&mut out[..], src.ptr, self.stream.cu_stream()) }
+            .ctx(|| format!("copying {} from the GPU", src.what))?;
+        self.sync()?;
+        Ok(out)
+    }
+}
+
+/// A device allocation of `len` elements of `T`, freed on drop.
+pub struct DevBuf<T> {
+    ptr: DevPtr,
+    len: usize,
+    what: String,
+    ctx: Arc<CudaContext>,
+    _t: std::marker::PhantomData<T>,
+}
+
+// SAFETY: a device pointer is plain data; the allocation is owned.
+unsafe impl<T> Send for DevBuf<T> {}
+
+impl<T> DevBuf<T> {
+    fn new(gpu: &Gpu, len: usize, what: &str) -> GpuResult<Self> {
+        gpu.bind()?;
+        let bytes = (len.max(1))
+            .checked_mul(std::mem::size_of::<T>())
+            .ok_or_else(|| GpuError::OutOfMemory(format!("sizing {what}")))?;
+        // SAFETY: plain allocation; freed in Drop.
+        let ptr = unsafe { result::malloc_sync(bytes) }
+            .ctx(|| format!("allocating {what} ({:.1} MiB)", bytes as f64 / 1048576.0))?;
+        Ok(DevBuf {
+            ptr,
+            len,
+            what: what.to_string(),
+            ctx: gpu.ctx.clone(),
+            _t: std::marker::PhantomData,
+        })
+    }
+
+    /// Device pointer of element 0.
+    pub fn ptr(&self) -> DevPtr {
+        self.ptr
+    }
+
+    /// Device pointer of element `i` (checked against the length: an out-of-range offset is a bug in
+    /// the caller, reported as an error by [`DevBuf::at`]).
+    pub fn at(&self, i: usize) -> DevPtr {
+        debug_assert!(i <= self.len, "{}: offset {i} past {}", self.what, self.len);
+        self.ptr + (i * std::mem::size_of::<T>()) as u64
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the buffer holds no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Size in bytes.
+    pub fn bytes(&self) -> usize {
+        self.len * std::mem::size_of::<T>()
+    }
+
+    /// Set every byte to zero on `stream`.
+    pub fn zero(&self, stream: &CudaStream) -> GpuResult<()> {
+        // SAFETY: the range is inside the allocation.
+        unsafe { result::memset_d8_async(self.ptr, 0, self.bytes(), stream.cu_stream()) }
+            .ctx(|| format!("zeroing {}", self.what))
+    }
+}
+
+impl<T> Drop for DevBuf<T> {
+    fn drop(&mut self) {
+        if self.ctx.bind_to_thread().is_ok() {
+            // SAFETY: allocated by malloc_sync and not freed before; cuMemFree waits for pending work.
+            let r = unsafe { result::free_sync(self.ptr) };
+            self.ctx.record_err(r);
+        }
+    }
+}
+
+/// Page-locked host memory (for asynchronous uploads), freed on drop.
+pub struct PinnedBuf {
+    ptr: *mut u8,
+    len: usize,
+    ctx: Arc<CudaContext>,
+}
+
+// SAFETY: owned host allocation.
+unsafe impl Send for PinnedBuf {}
+
+impl PinnedBuf {
+    /// `len` bytes of pinned memory, zeroed.
+    pub fn new(gpu: &Gpu, len: usize) -> GpuResult<PinnedBuf> {
+        gpu.bind()?;
+        // SAFETY: plain allocation; freed in Drop.
+        let p = unsafe { result::malloc_host(len.max(1), 0) }
+            .ctx(|| format!("allocating {len} bytes of pinned host memory"))?;
+        let ptr = p as *mut u8;
+        // SAFETY: fresh allocation of len bytes.
+        unsafe { std::ptr::write_bytes(ptr, 0, len.max(1)) };
+        Ok(PinnedBuf {
+            ptr,
+            len,
+            ctx: gpu.ctx.clone(),
+        })
+    }
+
+    /// The bytes (the caller makes sure no copy from them is in flight).
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: owned allocation of len bytes.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Queue a copy of the first `bytes` bytes to `dst` on `stream`.
+    pub fn copy_to(&self, dst: DevPtr, bytes: usize, stream: &CudaStream) -> GpuResult<()> {
+        let bytes = bytes.min(self.len);
+        // SAFETY: the pinned source stays alive (owned by self) until the caller's event says the copy
+        // is done; dst has room (the caller sized it like this buffer).
+        let src = unsafe { std::slice::from_raw_parts(self.ptr, bytes) };
+        unsafe { result::memcpy_htod_async(dst, src, stream.cu_stream()) }
+            .ctx(|| "uploading tokens".into())
+    }
+}
+
+impl PinnedBuf {
+    /// Queue a copy of `bytes` bytes from `src` into the start of this buffer on `stream` (read the
+    /// bytes only after an event recorded after this call has completed).
+    pub fn copy_from(&mut self, src: DevPtr, bytes: usize, stream: &CudaStream) -> GpuResult<()> {
+        let bytes = bytes.min(self.len);
+        // SAFETY: owned pinned allocation of at least `bytes` bytes; src holds `bytes` bytes.
+        let dst = unsafe { std::slice::from_raw_parts_mut(self.ptr, bytes) };
+        unsafe { result::memcpy_dtoh_async(dst, src, stream.cu_stream()) }
+            .ctx(|| "copying a result to the host".into())
+    }
+}
+
+impl Drop for PinnedBuf {
+    fn drop(&mut self) {
+        if self.ctx.bind_to_thread().is_ok() {
+            // SAFETY: allocated by malloc_host, not freed before.
+            let r = unsafe { result::free_host(self.ptr as *mut c_void) };
+            self.ctx.record_err(r);
+        }
+    }
+}
+
+/// A kernel parameter as `cuLaunchKernel` wants it: a pointer to its value.
+pub trait KernelParam {
+    /// Pointer to the value (valid while `self` lives).
+    fn as_param(&self) -> *mut c_void;
+}
+
+macro_rules! impl_param {
+    ($($t:ty),*) => {$(
+        impl KernelParam for $t {
+            fn as_param(&self) -> *mut c_void {
+                self as *const $t as *mut c_void
+            }
+        }
+    )*};
+}
+impl_param!(u64, i64, i32, u32, f32, f64);
+
+/// The loaded kernels of one GPU, by name.
+pub struct Kernels {
+    modules: Vec<sys::CUmodule>,
+    funcs: std::collections::HashMap<String, sys::CUfunction>,
+    ctx: Arc<CudaContext>,
+}
+
+// SAFETY: CUmodule/CUfunction handles are usable from any thread with the context bound.
+unsafe impl Send for Kernels {}
+
+impl Kernels {
+    /// Load cubins (one per source) and look up every `extern "C" __global__` kernel in them.
+    pub fn load(gpu: &Gpu, cubins: &[(String, Vec<u8>, Vec<String>)]) -> GpuResult<Kernels> {
+        gpu.bind()?;
+        let mut k = Kernels {
+            modules: Vec::new(),
+            funcs: Default::default(),
+            ctx: gpu.ctx.clone(),
+        };
+        for (file, image, names) in cubins {
+            // SAFETY: a cubin produced by NVRTC for this device's architecture.
+            let module = unsafe { result::module::load_data(image.as_ptr() as *const c_void) }
+                .ctx(|| format!("loading the cubin of {file}"))?;
+            k.modules.push(module);
+            for name in names {
+                let cname = std::ffi::CString::new(name.as_str())
+                    .map_err(|_| GpuError::Compile(format!("bad kernel name {name:?}")))?;
+                // SAFETY: module is loaded.
+                let f = unsafe { result::module::get_function(module, cname) }
+                    .ctx(|| format!("finding kernel {name} in {file}"))?;
+                k.funcs.insert(name.clone(), f);
+            }
+        }
+        Ok(k)
+    }
+
+    /// The function handle of `name`.
+    pub fn get(&self, name: &str) -> GpuResult<sys::CUfunction> {
+        self.funcs
+            .get(name)
+            .copied()
+            .ok_or_else(|| GpuError::Compile(format!("kernel {name} not loaded")))
+    }
+
+    /// Launch `name` on `stream`; `args` in the kernel's parameter order, each of the exact C type
+    /// (device pointers as `u64`, `int` as `i32`, `long long` as `i64`, `float` as `f32`).
+    pub fn launch(
+        &self,
+        stream: &CudaStream,
+        name: &str,
+        grid: (u32, u32, u32),
+        block: u32,
+        smem: u32,
+        args: &[&dyn KernelParam],
+    ) -> GpuResult<()> {
+        let f = self.get(name)?;
+        let mut params: Vec<*mut c_void> = args.iter().map(|a| a.as_param()).collect();
+        if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
+            return Ok(()); // nothing to do (e.g. an empty batch part)
+        }
+        // SAFETY: the parameter list matches the kernel's signature (checked by the GPU tests against
+        // the CPU reference); every pointer value outlives the call (cuLaunchKernel copies them).
+        unsafe {
+            result::launch_kernel(
+                f,
+                grid,
+                (block, 1, 1),
+                smem,
+                stream.cu_stream(),
+                &mut params,
+            )
+        }
+        .ctx(|| format!("launching {name} (grid {grid:?}, block {block})"))
+    }
+}
+
+impl Drop for Kernels {
+    fn drop(&mut self) {
+        if self.ctx.bind_to_thread().is_ok() {
+            for m in self.modules.drain(..) {
+                // SAFETY: loaded by load_data, unloaded once.
+                let r = unsafe { result::module::unload(m) };
+                self.ctx.record_err(r);
+            }
+        }
+    }
+}
+
+/// Blocks for a grid-stride elementwise kernel over `n` elements with 256-thread blocks (the same rule
+/// as the kernel tests).
+pub fn elementwise_grid(n: usize) -> u32 {
+    n.div_ceil(256).clamp(1, 65535) as u32
+}

@@ -1,0 +1,20 @@
+//! The CUDA backend: hand-written kernels (`kernels/*.cu`) compiled at run time with NVRTC and loaded
+//! through cudarc, matrix products through cuBLASLt, the whole training step on the GPU.
+//!
+//! - [`nvrtc`]: embedded sources, NVRTC options, cubin compilation for the GPU's exact architecture,
+//!   the on-disk cubin cache;
+//! - [`gpu`]: a panic-free layer over the driver (context, streams, buffers, launches);
+//! - [`blas`]: row-major `y = x·W` products and their gradients through cuBLASLt;
+//! - [`memory`]: the device-memory plan, checked before allocating;
+//! - [`backend`]: [`CudaBackend`], the [`crate::backend::Backend`] implementation.
+//!
+//! Nothing here panics on a machine without a GPU or without the CUDA libraries: every entry point
+//! checks for libcuda / libnvrtc / libcublasLt first and returns an error that says what is missing.
+
+pub mod backend;
+pub mod blas;
+pub mod gpu;
+pub mod memory;
+pub mod nvrtc;
+
+pub use backend::CudaBackend;

@@ -1,0 +1,214 @@
+//! cuBLASLt products of src/cuda/blas.rs against an f64 reference on the same bf16-rounded operands:
+//! forward `Y = X·W` (bf16 and f32 outputs, with and without the fused residual), `dX = dY·Wᵀ` (written
+//! and accumulated), `dW += Xᵀ·dY`; ragged shapes; outputs NaN-poisoned first; bitwise repeatable.
+//! Skips with a message when no GPU is present.
+
+#[path = "emu/cases.rs"]
+mod cases;
+#[path = "gpu/common.rs"]
+mod common;
+
+use cases::{rng, round_bf16, uniform};
+use isoflop::cuda::blas::{Blas, OutType};
+
+/// Row-major `A[M,K]·B[K,N]` in f64.
+fn mm(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f64> {
+    let mut c = vec![0f64; m * n];
+    for i in 0..m {
+        for p in 0..k {
+            let x = a[i * k + p] as f64;
+            for j in 0..n {
+                c[i * n + j] += x * b[p * n + j] as f64;
+            }
+        }
+    }
+    c
+}
+
+fn transpose(a: &[f32], r: usize, c: usize) -> Vec<f32> {
+    let mut t = vec![0f32; r * c];
+    for i in 0..r {
+        for j in 0..c {
+            t[j * r + i] = a[i * c + j];
+        }
+    }
+    t
+}
+
+/// max |got − want| / max |want|; NaN gives infinity.
+fn rel(got: &[f32], want: &[f64]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    let scale = want.iter().fold(1e-30f64, |m, w| m.max(w.abs()));
+    let mut e = 0f64;
+    for (g, w) in got.iter().zip(want) {
+        let d = (*g as f64 - w).abs();
+        if !d.is_finite() {
+            return f64::INFINITY;
+        }
+        e = e.max(d);
+    }
+    e / scale
+}
+
+#[test]
+fn gpu_matmuls_match_reference() {
+    let Some(dev) = common::open("gpu_matmuls_match_reference") else {
+        return;
+    };
+    let mut blas = Blas::new(&dev.gpu).expect("cuBLASLt");
+    let s = &dev.gpu.stream;
+    for (m, k, n) in [
+        (1usize, 64usize, 64usize),
+        (37, 64, 100),
+        (128, 256, 1024),
+        (300, 512, 2048),
+        (64, 128, 32101),
+    ] {
+        let mut r = rng((m * 7 + k * 3 + n) as u64);
+        let x = round_bf16(&uniform(&mut r, m * k, -1.0, 1.0));
+        let w = round_bf16(&uniform(&mut r, k * n, -0.5, 0.5));
+        let dy = round_bf16(&uniform(&mut r, m * n, -1.0, 1.0));
+        let c0 = uniform(&mut r, m * n, -1.0, 1.0);
+        let (xd, wd, dyd) = (dev.bf16(&x), dev.bf16(&w), dev.bf16(&dy));
+        let want = mm(&x, &w, m, k, n);
+        let what = format!("m={m} k={k} n={n}");
+
+        let yb = dev.nan_bf16(m * n);
+        blas.forward(
+            s,
+            xd.ptr(),
+            wd.ptr(),
+            yb.ptr(),
+            OutType::Bf16,
+            None,
+            m,
+            k,
+            n,
+        )
+        .unwrap();
+        dev.gpu.sync().unwrap();
+        let e = rel(&dev.get_bf16(&yb), &want);
+        assert!(e <= 1e-2, "forward bf16 {what}: {e:.2e}");
+
+        let yf = dev.nan_f32(m * n);
+        blas.forward(s, xd.ptr(), wd.ptr(), yf.ptr(), OutType::F32, None, m, k, n)
+            .unwrap();
+        dev.gpu.sync().unwrap();
+        let got = dev.get_f32(&yf);
+        let e = rel(&got, &want);
+        assert!(e <= 1e-4, "forward f32 {what}: {e:.2e}");
+        // Same product, same bits.
+        blas.forward(s, xd.ptr(), wd.ptr(), yf.ptr(), OutType::F32, None, m, k, n)
+            .unwrap();
+        dev.gpu.sync().unwrap();
+        assert!(
+            dev.get_f32(&yf)
+                .iter()
+                .zip(&got)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "repeatable {what}"
+        );
+
+        // Fused residual: h = c0 + x·w (C and D distinct), then in place (C = D).
+        let cd = dev.f32(&c0);
+        let hd = dev.nan_f32(m * n);
+        blas.forward(
+            s,
+            xd.ptr(),
+            wd.ptr(),
+            hd.ptr(),
+            OutType::F32,
+            Some(cd.ptr()),
+            m,
+            k,
+            n,
+        )
+        .unwrap();
+        blas.forward(
+            s,
+            xd.ptr(),
+            wd.ptr(),
+            cd.ptr(),
+            OutType::F32,
+            Some(cd.ptr()),
+            m,
+            k,
+            n,
+        )
+        .unwrap();
+        dev.gpu.sync().unwrap();
+        let want_h: Vec<f64> = want.iter().zip(&c0).map(|(a, b)| a + *b as f64).collect();
+        assert!(rel(&dev.get_f32(&hd), &want_h) <= 1e-4, "residual {what}");
+        assert!(
+            rel(&dev.get_f32(&cd), &want_h) <= 1e-4,
+            "residual in place {what}"
+        );
+
+        // dX = dY·Wᵀ, written (f32 and bf16) then accumulated.
+        let want_dx = mm(&dy, &transpose(&w, k, n), m, n, k);
+        let dx = dev.nan_f32(m * k);
+        blas.backward_input(
+            s,
+            dyd.ptr(),
+            wd.ptr(),
+            dx.ptr(),
+            OutType::F32,
+            false,
+            m,
+            k,
+            n,
+        )
+        .unwrap();
+        dev.gpu.sync().unwrap();
+        assert!(rel(&dev.get_f32(&dx), &want_dx) <= 1e-4, "dX f32 {what}");
+        blas.backward_input(
+            s,
+            dyd.ptr(),
+            wd.ptr(),
+            dx.ptr(),
+            OutType::F32,
+            true,
+            m,
+            k,
+            n,
+        )
+        .unwrap();
+        dev.gpu.sync().unwrap();
+        let twice: Vec<f64> = want_dx.iter().map(|v| 2.0 * v).collect();
+        assert!(
+            rel(&dev.get_f32(&dx), &twice) <= 1e-4,
+            "dX accumulate {what}"
+        );
+        let dxb = dev.nan_bf16(m * k);
+        blas.backward_input(
+            s,
+            dyd.ptr(),
+            wd.ptr(),
+            dxb.ptr(),
+            OutType::Bf16,
+            false,
+            m,
+            k,
+            n,
+        )
+        .unwrap();
+        dev.gpu.sync().unwrap();
+        assert!(rel(&dev.get_bf16(&dxb), &want_dx) <= 1e-2, "dX bf16 {what}");
+
+        // dW += Xᵀ·dY onto a non-zero start.
+        let w0 = uniform(&mut r, k * n, -1.0, 1.0);
+        let dw = dev.f32(&w0);
+        blas.backward_weight(s, xd.ptr(), dyd.ptr(), dw.ptr(), m, k, n)
+            .unwrap();
+        dev.gpu.sync().unwrap();
+        let want_dw: Vec<f64> = mm(&transpose(&x, m, k), &dy, k, m, n)
+            .iter()
+            .zip(&w0)
+            .map(|(a, b)| a + *b as f64)
+            .collect();
+        assert!(rel(&dev.get_f32(&dw), &want_dw) <= 1e-4, "dW {what}");
+        eprintln!("{what}: ok");
+    }
+    // The checks can fail: a wrong value is caught.
+    assert!(rel(&[1.0, 2.0], &[1.0, 2.5]) > 1e-2 && rel(&[f32::NAN], &[1.0]).is_infinite());
+}

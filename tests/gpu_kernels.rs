@@ -1,0 +1,816 @@
+//! Every kernel of kernels/*.cu on the GPU against the CPU reference ops, on the same cases as the
+//! emulated tests (tests/emu/cases.rs, and the fused attention through tests/emu/attention_cases.rs with
+//! a device `Launcher`): outputs NaN-poisoned first, bf16 tolerance ~1e-2, NaN never passes. Each test
+//! prints "SKIPPED" and returns when no GPU is present.
+
+#[path = "emu/attention_cases.rs"]
+mod attention_cases;
+#[path = "emu/cases.rs"]
+mod cases;
+#[path = "gpu/common.rs"]
+mod common;
+
+use attention_cases as ac;
+use cases::*;
+use common::Dev;
+use half::bf16;
+use isoflop::backend::{AdamWStep, DecayMode};
+use isoflop::cpu::ops;
+use isoflop::cuda::gpu::DevBuf;
+
+fn ok(r: Result<(), String>) {
+    if let Err(e) = r {
+        panic!("{e}");
+    }
+}
+
+#[test]
+fn gpu_gelu_matches_reference() {
+    let Some(dev) = common::open("gpu_gelu_matches_reference") else {
+        return;
+    };
+    for n in elementwise_cases() {
+        let mut r = rng(n as u64);
+        let x = uniform(&mut r, n, -5.0, 5.0);
+        let dout = uniform(&mut r, n, -1.0, 1.0);
+        let (g, nn) = ((elementwise_grid(n), 1, 1), n as i64);
+        let mut want = vec![0f32; n];
+        ops::gelu_forward(&x, &mut want);
+        let (xd, dd) = (dev.f32(&x), dev.f32(&dout));
+        let out = dev.nan_f32(n);
+        dev.launch("gelu_forward_f32", g, 256, 0, &[&xd.ptr(), &out.ptr(), &nn]);
+        ok(check_close(
+            "gelu_forward_f32",
+            &dev.get_f32(&out),
+            &want,
+            1e-5,
+            1e-6,
+        ));
+        let outb = dev.nan_bf16(n);
+        dev.launch(
+            "gelu_forward_f32_bf16",
+            g,
+            256,
+            0,
+            &[&xd.ptr(), &outb.ptr(), &nn],
+        );
+        ok(check_close(
+            "gelu_forward_f32_bf16",
+            &dev.get_bf16(&outb),
+            &want,
+            1e-2,
+            1e-3,
+        ));
+        let xb = round_bf16(&x);
+        let mut want_b = vec![0f32; n];
+        ops::gelu_forward(&xb, &mut want_b);
+        let xbd = dev.bf16(&x);
+        let outb = dev.nan_bf16(n);
+        dev.launch(
+            "gelu_forward_bf16",
+            g,
+            256,
+            0,
+            &[&xbd.ptr(), &outb.ptr(), &nn],
+        );
+        ok(check_close(
+            "gelu_forward_bf16",
+            &dev.get_bf16(&outb),
+            &want_b,
+            1e-2,
+            1e-3,
+        ));
+
+        let mut dwant = vec![0f32; n];
+        ops::gelu_backward(&dout, &x, &mut dwant);
+        let dx = dev.nan_f32(n);
+        dev.launch(
+            "gelu_backward_f32",
+            g,
+            256,
+            0,
+            &[&dd.ptr(), &xd.ptr(), &dx.ptr(), &nn],
+        );
+        ok(check_close(
+            "gelu_backward_f32",
+            &dev.get_f32(&dx),
+            &dwant,
+            1e-5,
+            1e-6,
+        ));
+        let dxb = dev.nan_bf16(n);
+        dev.launch(
+            "gelu_backward_f32_bf16",
+            g,
+            256,
+            0,
+            &[&dd.ptr(), &xd.ptr(), &dxb.ptr(), &nn],
+        );
+        ok(check_close(
+            "gelu_backward_f32_bf16",
+            &dev.get_bf16(&dxb),
+            &dwant,
+            1e-2,
+            1e-3,
+        ));
+        let mut dwant_b = vec![0f32; n];
+        ops::gelu_backward(&dout, &xb, &mut dwant_b);
+        let dxb = dev.nan_bf16(n);
+        dev.launch(
+            "gelu_backward_bf16",
+            g,
+            256,
+            0,
+            &[&dd.ptr(), &xbd.ptr(), &dxb.ptr(), &nn],
+        );
+        ok(check_close(
+            "gelu_backward_bf16",
+            &dev.get_bf16(&dxb),
+            &dwant_b,
+            1e-2,
+            1e-3,
+        ));
+    }
+}
+
+#[test]
+fn gpu_residual_and_casts_match_reference() {
+    let Some(dev) = common::open("gpu_residual_and_casts_match_reference") else {
+        return;
+    };
+    for n in elementwise_cases() {
+        let mut r = rng(100 + n as u64);
+        let x = uniform(&mut r, n, -3.0, 3.0);
+        let y = uniform(&mut r, n, -3.0, 3.0);
+        let (g, nn) = ((elementwise_grid(n), 1, 1), n as i64);
+        let want: Vec<f32> = x.iter().zip(&y).map(|(a, b)| a + b).collect();
+        let (acc, yd) = (dev.f32(&x), dev.f32(&y));
+        dev.launch("residual_add_f32", g, 256, 0, &[&acc.ptr(), &yd.ptr(), &nn]);
+        ok(check_close(
+            "residual_add_f32",
+            &dev.get_f32(&acc),
+            &want,
+            0.0,
+            0.0,
+        ));
+        let yb = round_bf16(&y);
+        let wantb: Vec<f32> = x.iter().zip(&yb).map(|(a, b)| a + b).collect();
+        let (acc, ybd) = (dev.f32(&x), dev.bf16(&y));
+        dev.launch(
+            "residual_add_bf16_f32",
+            g,
+            256,
+            0,
+            &[&acc.ptr(), &ybd.ptr(), &nn],
+        );
+        ok(check_close(
+            "residual_add_bf16_f32",
+            &dev.get_f32(&acc),
+            &wantb,
+            0.0,
+            0.0,
+        ));
+        let (xd, out) = (dev.f32(&x), dev.nan_f32(n));
+        dev.launch(
+            "add_f32",
+            g,
+            256,
+            0,
+            &[&xd.ptr(), &yd.ptr(), &out.ptr(), &nn],
+        );
+        ok(check_close("add_f32", &dev.get_f32(&out), &want, 0.0, 0.0));
+        let xb = dev.nan_bf16(n);
+        dev.launch("cast_f32_to_bf16", g, 256, 0, &[&xd.ptr(), &xb.ptr(), &nn]);
+        let bits: Vec<u16> = dev.get(&xb).iter().map(|v: &bf16| v.to_bits()).collect();
+        let want_bits: Vec<u16> = to_bf16(&x).iter().map(|v| v.to_bits()).collect();
+        assert_eq!(
+            bits, want_bits,
+            "cast_f32_to_bf16 n={n}: round to nearest even"
+        );
+        let back = dev.nan_f32(n);
+        dev.launch(
+            "cast_bf16_to_f32",
+            g,
+            256,
+            0,
+            &[&xb.ptr(), &back.ptr(), &nn],
+        );
+        ok(check_close(
+            "cast_bf16_to_f32",
+            &dev.get_f32(&back),
+            &round_bf16(&x),
+            0.0,
+            0.0,
+        ));
+        let z = dev.f32(&x);
+        dev.launch("zero_f32", g, 256, 0, &[&z.ptr(), &nn]);
+        assert!(dev.get_f32(&z).iter().all(|&v| v == 0.0));
+    }
+}
+
+#[test]
+fn gpu_layernorm_matches_reference() {
+    let Some(dev) = common::open("gpu_layernorm_matches_reference") else {
+        return;
+    };
+    for (n, c) in layernorm_cases() {
+        let mut r = rng((n * 1000 + c) as u64);
+        let x: Vec<f32> = uniform(&mut r, n * c, -2.0, 2.0)
+            .iter()
+            .map(|v| v * 3.0 + 1.0)
+            .collect();
+        let scale = uniform(&mut r, c, 0.5, 1.5);
+        let dout = uniform(&mut r, n * c, -1.0, 1.0);
+        let (mut out_w, mut mean_w, mut rstd_w) = (vec![0f32; n * c], vec![0f32; n], vec![0f32; n]);
+        ops::layernorm_forward(&x, &scale, &mut out_w, &mut mean_w, &mut rstd_w, c);
+        let grid = (n.div_ceil(4) as u32, 1, 1);
+        let (ni, ci) = (n as i32, c as i32);
+        let (xd, sd) = (dev.f32(&x), dev.f32(&scale));
+        for kernel in ["layernorm_forward_f32", "layernorm_forward_bf16"] {
+            let (mean, rstd) = (dev.nan_f32(n), dev.nan_f32(n));
+            let got = if kernel.ends_with("f32") {
+                let out = dev.nan_f32(n * c);
+                dev.launch(
+                    kernel,
+                    grid,
+                    128,
+                    0,
+                    &[
+                        &xd.ptr(),
+                        &sd.ptr(),
+                        &out.ptr(),
+                        &mean.ptr(),
+                        &rstd.ptr(),
+                        &ni,
+                        &ci,
+                    ],
+                );
+                dev.get_f32(&out)
+            } else {
+                let out = dev.nan_bf16(n * c);
+                dev.launch(
+                    kernel,
+                    grid,
+                    128,
+                    0,
+                    &[
+                        &xd.ptr(),
+                        &sd.ptr(),
+                        &out.ptr(),
+                        &mean.ptr(),
+                        &rstd.ptr(),
+                        &ni,
+                        &ci,
+                    ],
+                );
+                dev.get_bf16(&out)
+            };
+            let tol = if kernel.ends_with("f32") { 1e-4 } else { 1e-2 };
+            ok(check_close(
+                &format!("{kernel} out n={n} c={c}"),
+                &got,
+                &out_w,
+                tol,
+                tol,
+            ));
+            ok(check_close(
+                &format!("{kernel} mean"),
+                &dev.get_f32(&mean),
+                &mean_w,
+                1e-5,
+                1e-5,
+            ));
+            ok(check_close(
+                &format!("{kernel} rstd"),
+                &dev.get_f32(&rstd),
+                &rstd_w,
+                1e-4,
+                0.0,
+            ));
+        }
+        let dscale0 = uniform(&mut r, c, -1.0, 1.0);
+        let mut dx_w = vec![0f32; n * c];
+        let mut dscale_w = dscale0.clone();
+        ops::layernorm_backward(
+            &dout,
+            &x,
+            &scale,
+            &mean_w,
+            &rstd_w,
+            &mut dx_w,
+            &mut dscale_w,
+            c,
+        );
+        let (dd, md, rd) = (dev.f32(&dout), dev.f32(&mean_w), dev.f32(&rstd_w));
+        for rows_per_block in [4usize, 32] {
+            let p = n.div_ceil(rows_per_block);
+            let mut results = Vec::new();
+            for accumulate in [0i32, 1] {
+                let dx_start = if accumulate == 1 {
+                    uniform(&mut r, n * c, -1.0, 1.0)
+                } else {
+                    poison(n * c)
+                };
+                let dx = dev.f32(&dx_start);
+                let partial = dev.nan_f32(p * c);
+                dev.launch(
+                    "layernorm_backward_f32",
+                    (p as u32, 1, 1),
+                    256,
+                    (c * 4) as u32,
+                    &[
+                        &dd.ptr(),
+                        &xd.ptr(),
+                        &sd.ptr(),
+                        &md.ptr(),
+                        &rd.ptr(),
+                        &dx.ptr(),
+                        &partial.ptr(),
+                        &ni,
+                        &ci,
+                        &(rows_per_block as i32),
+                        &accumulate,
+                    ],
+                );
+                let want: Vec<f32> = if accumulate == 1 {
+                    dx_w.iter().zip(&dx_start).map(|(a, b)| a + b).collect()
+                } else {
+                    dx_w.clone()
+                };
+                ok(check_close(
+                    &format!("layernorm_backward dx n={n} c={c} acc={accumulate}"),
+                    &dev.get_f32(&dx),
+                    &want,
+                    1e-3,
+                    1e-4,
+                ));
+                let dscale = dev.f32(&dscale0);
+                dev.launch(
+                    "layernorm_dscale_reduce_f32",
+                    (c.div_ceil(256) as u32, 1, 1),
+                    256,
+                    0,
+                    &[&partial.ptr(), &dscale.ptr(), &(p as i32), &ci],
+                );
+                let got = dev.get_f32(&dscale);
+                ok(check_close(
+                    &format!("layernorm dscale n={n} c={c} rpb={rows_per_block}"),
+                    &got,
+                    &dscale_w,
+                    1e-4,
+                    1e-4,
+                ));
+                results.push(got);
+            }
+            assert_eq!(
+                results[0].iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                results[1].iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "dscale must be bit-for-bit reproducible"
+            );
+        }
+    }
+}
+
+#[test]
+fn gpu_embedding_matches_reference() {
+    let Some(dev) = common::open("gpu_embedding_matches_reference") else {
+        return;
+    };
+    for (v, d, n) in embedding_cases() {
+        let mut r = rng((v * 7 + d * 3 + n) as u64);
+        let embed = uniform(&mut r, v * d, -1.0, 1.0);
+        let tokens: Vec<u16> = (0..n)
+            .map(|_| rand::Rng::random_range(&mut r, 0..v.min(20)) as u16)
+            .collect();
+        let mut want = vec![0f32; n * d];
+        ops::embedding_forward(&embed, &tokens, &mut want, d);
+        let (ed, td, out) = (dev.f32(&embed), dev.raw(&tokens), dev.nan_f32(n * d));
+        let (ni, di, vi) = (n as i32, d as i32, v as i32);
+        dev.launch(
+            "embedding_forward_f32",
+            (elementwise_grid(n * d), 1, 1),
+            256,
+            0,
+            &[&ed.ptr(), &td.ptr(), &out.ptr(), &ni, &di, &vi],
+        );
+        ok(check_close(
+            &format!("embedding_forward v={v} d={d} n={n}"),
+            &dev.get_f32(&out),
+            &want,
+            0.0,
+            0.0,
+        ));
+        let dout = uniform(&mut r, n * d, -1.0, 1.0);
+        let start = uniform(&mut r, v * d, -1.0, 1.0);
+        let mut dembed_w = start.clone();
+        ops::embedding_backward(&dout, &tokens, &mut dembed_w, d);
+        let (ids, offsets, positions) = embedding_csr(&tokens);
+        let (dd, idd, od, pd, de) = (
+            dev.f32(&dout),
+            dev.raw(&ids),
+            dev.raw(&offsets),
+            dev.raw(&positions),
+            dev.f32(&start),
+        );
+        dev.launch(
+            "embedding_backward_f32",
+            (ids.len() as u32, 1, 1),
+            128,
+            0,
+            &[
+                &dd.ptr(),
+                &idd.ptr(),
+                &od.ptr(),
+                &pd.ptr(),
+                &de.ptr(),
+                &(ids.len() as i32),
+                &di,
+            ],
+        );
+        ok(check_close(
+            &format!("embedding_backward v={v} d={d} n={n}"),
+            &dev.get_f32(&de),
+            &dembed_w,
+            1e-5,
+            1e-5,
+        ));
+    }
+    // Out-of-range ids write NaN.
+    let (v, d) = (4usize, 32usize);
+    let (ed, td, out) = (
+        dev.f32(&vec![1f32; v * d]),
+        dev.raw(&[1u16, 4]),
+        dev.nan_f32(2 * d),
+    );
+    dev.launch(
+        "embedding_forward_f32",
+        (1, 1, 1),
+        256,
+        0,
+        &[
+            &ed.ptr(),
+            &td.ptr(),
+            &out.ptr(),
+            &2i32,
+            &(d as i32),
+            &(v as i32),
+        ],
+    );
+    let o = dev.get_f32(&out);
+    assert!(o[..d].iter().all(|&x| x == 1.0) && o[d..].iter().all(|x| x.is_nan()));
+}
+
+#[test]
+fn gpu_cross_entropy_matches_reference() {
+    let Some(dev) = common::open("gpu_cross_entropy_matches_reference") else {
+        return;
+    };
+    for (n, v, block) in cross_entropy_cases() {
+        let mut r = rng((n * 31 + v) as u64);
+        let logits = uniform(&mut r, n * v, -4.0, 4.0);
+        let tg = targets(&mut r, n, v);
+        let mut dwant = vec![0f32; n * v];
+        let want = ops::cross_entropy_forward_backward(&logits, &tg, Some(&mut dwant), v);
+        let vi = v as i32;
+        let td = dev.raw(&tg);
+        let (z, loss) = (dev.f32(&logits), dev.nan_f32(n));
+        dev.launch(
+            "cross_entropy_f32",
+            (n as u32, 1, 1),
+            block,
+            0,
+            &[&z.ptr(), &td.ptr(), &loss.ptr(), &vi, &1i32],
+        );
+        let lh = dev.get_f32(&loss);
+        let sum: f64 = lh.iter().map(|&x| x as f64).sum();
+        assert!(
+            (sum - want.sum).abs() <= 1e-5 * want.sum.abs().max(1.0),
+            "ce f32 n={n} v={v}: {sum} vs {}",
+            want.sum
+        );
+        for (i, &t) in tg.iter().enumerate() {
+            if t == 0 {
+                assert_eq!(lh[i], 0.0, "pad row loss");
+            }
+        }
+        ok(check_close(
+            &format!("cross_entropy_f32 dlogits n={n} v={v}"),
+            &dev.get_f32(&z),
+            &dwant,
+            1e-4,
+            1e-7,
+        ));
+        let (z2, loss2) = (dev.f32(&logits), dev.nan_f32(n));
+        dev.launch(
+            "cross_entropy_f32",
+            (n as u32, 1, 1),
+            block,
+            0,
+            &[&z2.ptr(), &td.ptr(), &loss2.ptr(), &vi, &0i32],
+        );
+        assert_eq!(dev.get_f32(&z2), logits, "write_grad = 0 leaves the logits");
+        assert_eq!(
+            dev.get_f32(&loss2)
+                .iter()
+                .map(|x| x.to_bits())
+                .collect::<Vec<_>>(),
+            lh.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+        );
+        let zb0 = round_bf16(&logits);
+        let mut dwant_b = vec![0f32; n * v];
+        let want_b = ops::cross_entropy_forward_backward(&zb0, &tg, Some(&mut dwant_b), v);
+        let (zb, loss) = (dev.bf16(&logits), dev.nan_f32(n));
+        dev.launch(
+            "cross_entropy_bf16",
+            (n as u32, 1, 1),
+            block,
+            0,
+            &[&zb.ptr(), &td.ptr(), &loss.ptr(), &vi, &1i32],
+        );
+        let sum: f64 = dev.get_f32(&loss).iter().map(|&x| x as f64).sum();
+        assert!(
+            (sum - want_b.sum).abs() <= 1e-5 * want_b.sum.abs().max(1.0),
+            "ce bf16 n={n} v={v}"
+        );
+        ok(check_close(
+            &format!("cross_entropy_bf16 dlogits n={n} v={v}"),
+            &dev.get_bf16(&zb),
+            &dwant_b,
+            1e-2,
+            1e-6,
+        ));
+    }
+}
+
+#[test]
+fn gpu_adamw_matches_reference() {
+    let Some(dev) = common::open("gpu_adamw_matches_reference") else {
+        return;
+    };
+    for n in adamw_cases() {
+        for mode in [DecayMode::Coupled, DecayMode::Independent] {
+            let mut r = rng(n as u64 + 7);
+            let hp = AdamWStep {
+                step: 3,
+                lr: 1e-2,
+                beta1: 0.9,
+                beta2: 0.95,
+                eps: 1e-20,
+                weight_decay: 0.1,
+                decay_mode: mode,
+                grad_scale: 0.25,
+            };
+            let p0 = uniform(&mut r, n, -1.0, 1.0);
+            let g = uniform(&mut r, n, -1.0, 1.0);
+            let m0 = uniform(&mut r, n, -0.1, 0.1);
+            let v0 = uniform(&mut r, n, 0.0, 0.01);
+            let mask: Vec<u8> = (0..n).map(|i| (i % 3 != 0) as u8).collect();
+            let reference = |decay: bool| {
+                let (mut p, mut m, mut v) = (p0.clone(), m0.clone(), v0.clone());
+                ops::adamw_update(&mut p, &g, &mut m, &mut v, &hp, decay);
+                (p, m, v)
+            };
+            let (pd, md, vd) = reference(true);
+            let (pn, _, _) = reference(false);
+            let t = hp.step as i32;
+            let inv_bc1 = (1.0 / (1.0 - (hp.beta1 as f64).powi(t))) as f32;
+            let inv_bc2 = (1.0 / (1.0 - (hp.beta2 as f64).powi(t))) as f32;
+            let mode_i = (mode == DecayMode::Independent) as i32;
+            let (gd, maskd) = (dev.f32(&g), dev.raw(&mask));
+            for variant in ["mask", "flag1", "flag0"] {
+                let (p, m, v, pb) = (dev.f32(&p0), dev.f32(&m0), dev.f32(&v0), dev.nan_bf16(n));
+                let mask_ptr = if variant == "mask" { maskd.ptr() } else { 0u64 };
+                let flag = (variant == "flag1") as i32;
+                dev.launch(
+                    "adamw_f32",
+                    (elementwise_grid(n), 1, 1),
+                    256,
+                    0,
+                    &[
+                        &p.ptr(),
+                        &gd.ptr(),
+                        &m.ptr(),
+                        &v.ptr(),
+                        &pb.ptr(),
+                        &mask_ptr,
+                        &flag,
+                        &(n as i64),
+                        &hp.lr,
+                        &hp.beta1,
+                        &hp.beta2,
+                        &hp.eps,
+                        &hp.weight_decay,
+                        &mode_i,
+                        &hp.grad_scale,
+                        &inv_bc1,
+                        &inv_bc2,
+                    ],
+                );
+                let want: Vec<f32> = (0..n)
+                    .map(|i| {
+                        let decay = match variant {
+                            "mask" => mask[i] != 0,
+                            "flag1" => true,
+                            _ => false,
+                        };
+                        if decay {
+                            pd[i]
+                        } else {
+                            pn[i]
+                        }
+                    })
+                    .collect();
+                let what = format!("adamw n={n} {mode:?} {variant}");
+                let ph = dev.get_f32(&p);
+                ok(check_close(
+                    &format!("{what} params"),
+                    &ph,
+                    &want,
+                    1e-6,
+                    1e-7,
+                ));
+                ok(check_close(
+                    &format!("{what} m"),
+                    &dev.get_f32(&m),
+                    &md,
+                    1e-6,
+                    1e-9,
+                ));
+                ok(check_close(
+                    &format!("{what} v"),
+                    &dev.get_f32(&v),
+                    &vd,
+                    1e-6,
+                    1e-12,
+                ));
+                ok(check_close(
+                    &format!("{what} bf16 copy"),
+                    &dev.get_bf16(&pb),
+                    &round_bf16(&ph),
+                    0.0,
+                    0.0,
+                ));
+            }
+        }
+    }
+}
+
+fn two_pass(dev: &Dev, kernel: &str, x: &DevBuf<f32>, p: usize) -> f64 {
+    let partial = dev.raw(&vec![f64::NAN; p]);
+    dev.launch(
+        kernel,
+        (p as u32, 1, 1),
+        256,
+        0,
+        &[&x.ptr(), &(x.len() as i64), &partial.ptr()],
+    );
+    let out = dev.raw(&[f64::NAN]);
+    dev.launch(
+        "sum_finish_f64",
+        (1, 1, 1),
+        256,
+        0,
+        &[&partial.ptr(), &(p as i32), &out.ptr()],
+    );
+    dev.get(&out)[0]
+}
+
+#[test]
+fn gpu_reductions_match_reference() {
+    let Some(dev) = common::open("gpu_reductions_match_reference") else {
+        return;
+    };
+    for (n, p) in reduce_cases() {
+        let mut r = rng(n as u64 + 99);
+        let x = uniform(&mut r, n, -2.0, 2.0);
+        let xd = dev.f32(&x);
+        let sq = two_pass(&dev, "sum_squares_partials_f32", &xd, p);
+        let want = ops::global_norm(&x).powi(2);
+        assert!(
+            (sq - want).abs() <= 1e-12 * want.max(1e-30),
+            "sum of squares n={n}: {sq} vs {want}"
+        );
+        assert_eq!(
+            sq.to_bits(),
+            two_pass(&dev, "sum_squares_partials_f32", &xd, p).to_bits(),
+            "reproducible"
+        );
+        let s = two_pass(&dev, "sum_partials_f32", &xd, p);
+        let want: f64 = x.iter().map(|&v| v as f64).sum();
+        assert!(
+            (s - want).abs() <= 1e-9 * (1.0 + want.abs()),
+            "sum n={n}: {s} vs {want}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+/// Device buffers for the attention cases.
+pub enum Buf {
+    Bf16(DevBuf<bf16>),
+    F32(DevBuf<f32>),
+}
+
+impl Buf {
+    fn ptr(&self) -> u64 {
+        match self {
+            Buf::Bf16(b) => b.ptr(),
+            Buf::F32(b) => b.ptr(),
+        }
+    }
+}
+
+impl ac::Launcher for Dev {
+    type Buf = Buf;
+    fn bf16_from(&mut self, data: &[f32]) -> Buf {
+        Buf::Bf16(self.bf16(data))
+    }
+    fn f32_from(&mut self, data: &[f32]) -> Buf {
+        Buf::F32(self.f32(data))
+    }
+    fn bf16_nan(&mut self, n: usize) -> Buf {
+        Buf::Bf16(self.nan_bf16(n))
+    }
+    fn launch(&mut self, name: &str, grid: (u32, u32, u32), block: u32, args: &[ac::Arg<'_, Buf>]) {
+        let vals: Vec<(u64, i32)> = args
+            .iter()
+            .map(|a| match a {
+                ac::Arg::Buf(b) => (b.ptr(), 0),
+                ac::Arg::I32(v) => (0, *v),
+            })
+            .collect();
+        let kargs: Vec<&dyn isoflop::cuda::gpu::KernelParam> = args
+            .iter()
+            .zip(&vals)
+            .map(|(a, v)| match a {
+                ac::Arg::Buf(_) => &v.0 as &dyn isoflop::cuda::gpu::KernelParam,
+                ac::Arg::I32(_) => &v.1 as &dyn isoflop::cuda::gpu::KernelParam,
+            })
+            .collect();
+        Dev::launch(self, name, grid, block, 0, &kargs);
+    }
+    fn read_bf16(&mut self, b: &Buf) -> Vec<f32> {
+        match b {
+            Buf::Bf16(b) => self.get_bf16(b),
+            Buf::F32(_) => panic!("f32 buffer read as bf16"),
+        }
+    }
+    fn read_f32(&mut self, b: &Buf) -> Vec<f32> {
+        match b {
+            Buf::F32(b) => self.get_f32(b),
+            Buf::Bf16(_) => panic!("bf16 buffer read as f32"),
+        }
+    }
+}
+
+#[test]
+fn gpu_fused_attention_matches_reference_ops() {
+    let Some(mut dev) = common::open("gpu_fused_attention_matches_reference_ops") else {
+        return;
+    };
+    let mut shapes = ac::cases();
+    // GPU-only: the model's context length, several heads and sequences.
+    shapes.push(ac::Case { b: 2, t: 512, h: 4 });
+    shapes.push(ac::Case { b: 3, t: 200, h: 2 });
+    let mut failures = Vec::new();
+    for (i, c) in shapes.iter().enumerate() {
+        let x = ac::inputs(c, 1000 + i as u64);
+        let want = ac::reference(c, &x);
+        let got = ac::run_fused(&mut dev, c, &x);
+        let report: Vec<String> = ac::errors(&got, &want)
+            .iter()
+            .map(|(n, e, _)| format!("{n} {e:.1e}"))
+            .collect();
+        eprintln!("{c:?}: {}", report.join(", "));
+        if let Err(e) = ac::check(c, &got, &want) {
+            failures.push(e);
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn gpu_fused_attention_is_deterministic() {
+    let Some(mut dev) = common::open("gpu_fused_attention_is_deterministic") else {
+        return;
+    };
+    let c = ac::Case { b: 2, t: 300, h: 3 };
+    let x = ac::inputs(&c, 7);
+    let bits = |o: &ac::Outputs| -> Vec<u32> {
+        [
+            &o.out,
+            &o.lse,
+            &o.dq,
+            &o.dk,
+            &o.dv,
+            &o.dq_scale,
+            &o.dk_scale,
+        ]
+        .iter()
+        .flat_map(|v| v.iter().map(|x| x.to_bits()))
+        .collect()
+    };
+    let a = bits(&ac::run_fused(&mut dev, &c, &x));
+    let b = bits(&ac::run_fused(&mut dev, &c, &x));
+    assert!(a == b, "two runs of the fused attention differ");
+}
