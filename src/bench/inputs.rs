@@ -56,9 +56,9 @@ pub struct Exported {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BenchError + '_ {
-    move |source| BenchError::Io {
+    move |err| BenchError::Io {
         path: path.to_path_buf(),
-        source,
+        err,
     }
 }
 

@@ -44,12 +44,12 @@ pub enum BenchError {
     #[error(transparent)]
     Train(#[from] crate::train::TrainError),
     /// A file could not be written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {err}")]
     Io {
         /// The file.
         path: PathBuf,
         /// Cause.
-        source: std::io::Error,
+        err: std::io::Error,
     },
 }
 

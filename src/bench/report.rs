@@ -155,9 +155,9 @@ pub fn default_path(root: &Path, report: &BenchReport) -> PathBuf {
 
 /// Write the report as pretty JSON (creating the directory).
 pub fn write_json(report: &BenchReport, path: &Path) -> Result<(), BenchError> {
-    let io = |source| BenchError::Io {
+    let io = |err| BenchError::Io {
         path: path.to_path_buf(),
-        source,
+        err,
     };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(io)?;

@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     /// An operating-system I/O failure on a file.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {err}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        err: std::io::Error,
     },
     /// The SentencePiece model file cannot be used.
     #[error("{}: bad tokenizer model: {msg}", path.display())]
@@ -46,10 +46,10 @@ pub enum DataError {
 
 impl DataError {
     /// An I/O error on `path`.
-    pub fn io(path: &Path, source: std::io::Error) -> Self {
+    pub fn io(path: &Path, err: std::io::Error) -> Self {
         DataError::Io {
             path: path.to_path_buf(),
-            source,
+            err,
         }
     }
     /// A malformed shard `path`.

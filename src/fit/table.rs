@@ -38,9 +38,9 @@ fn split_record(line: &str) -> Vec<String> {
 impl Table {
     /// Read `path`; the first non-blank line is the header. Blank lines are skipped.
     pub fn read(path: &Path) -> Result<Self, FitError> {
-        let text = std::fs::read_to_string(path).map_err(|source| FitError::Io {
+        let text = std::fs::read_to_string(path).map_err(|err| FitError::Io {
             path: path.to_path_buf(),
-            source,
+            err,
         })?;
         Self::parse(path, &text)
     }

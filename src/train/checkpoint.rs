@@ -21,12 +21,12 @@ pub const CHECKPOINT_FORMAT: u32 = 1;
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     /// File-system failure.
-    #[error("{path}: {source}")]
+    #[error("{path}: {err}")]
     Io {
         /// Path concerned.
         path: PathBuf,
         /// Cause.
-        source: std::io::Error,
+        err: std::io::Error,
     },
     /// Unreadable or inconsistent content.
     #[error("{path}: {msg}")]
@@ -39,9 +39,9 @@ pub enum CheckpointError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
-    move |source| CheckpointError::Io {
+    move |err| CheckpointError::Io {
         path: path.to_path_buf(),
-        source,
+        err,
     }
 }
 fn invalid(path: &Path, msg: impl Into<String>) -> CheckpointError {
