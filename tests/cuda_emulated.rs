@@ -293,3 +293,41 @@ fn emulated_errors_are_clean() {
     be.write_params(&p1).unwrap();
     assert_eq!(be.read_params().unwrap(), p1);
 }
+
+/// A training step and an evaluation of the emulated backend with the kernels built with
+/// AddressSanitizer + UBSan, in a child process: every kernel access outside the buffers the backend
+/// allocated (a wrong size, offset or grid) fails, as device memory is plain host memory here.
+#[test]
+fn emulated_step_under_address_sanitizer() {
+    let so = harness::EmuLib::build_so(&harness::kernel_sources(), harness::Flavor::Sanitize)
+        .unwrap_or_else(|e| panic!("sanitized build: {e}"));
+    let (passed, log) = harness::run_sanitized_child("sanitized_child_step", &so)
+        .unwrap_or_else(|e| panic!("sanitized child: {e}"));
+    assert!(passed, "sanitized emulated step failed:\n{log}");
+    assert!(
+        log.contains("sanitized step ok"),
+        "child did not run:\n{log}"
+    );
+}
+
+#[test]
+#[ignore = "run by emulated_step_under_address_sanitizer in a child process"]
+fn sanitized_child_step() {
+    let Some(lib) = harness::sanitized_lib_in_child() else {
+        return;
+    };
+    let lib: &'static harness::EmuLib = Box::leak(Box::new(lib));
+    for c in [cfg(), cfg_wide()] {
+        let p0 = init_params(&c, 3);
+        let mut be = emulated_on(c, &p0, lib);
+        be.zero_grads();
+        let l = be.forward_backward(&batch(&c, 2, 1), 2).unwrap();
+        be.forward_backward(&batch(&c, 1, 2), 1).unwrap();
+        let norm = be.grad_norm().unwrap();
+        be.adamw_step(&hp(1, l.count)).unwrap();
+        let ev = be.forward_loss(&batch(&c, 2, 3), 2).unwrap();
+        assert!(l.mean().is_finite() && ev.mean().is_finite() && norm.is_finite());
+        assert!(be.read_params().unwrap().iter().all(|x| x.is_finite()));
+    }
+    eprintln!("sanitized step ok");
+}
