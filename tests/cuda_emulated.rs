@@ -288,6 +288,15 @@ fn emulated_errors_are_clean() {
     // Still works afterwards, and write_params round-trips.
     let l = be.forward_backward(&batch(&c, 1, 5), 1).unwrap();
     assert!(l.mean().is_finite());
+    // Growing the micro-batch (1 → 3) reallocates activations and staging: still the CPU's loss.
+    let t3 = batch(&c, 3, 6);
+    let le = be.forward_loss(&t3, 3).unwrap();
+    let lc = CpuBackend::new(c, p0.clone())
+        .unwrap()
+        .forward_loss(&t3, 3)
+        .unwrap();
+    assert_eq!(le.count, lc.count);
+    assert!((le.sum - lc.sum).abs() < 1e-2 * lc.sum, "{le:?} vs {lc:?}");
     let mut p1 = p0.clone();
     p1[0] += 1.0;
     be.write_params(&p1).unwrap();
