@@ -16,14 +16,17 @@
 //! algorithm per product shape), so two runs from one seed give bitwise-identical losses.
 
 use super::blas::{Blas, OutType};
-use super::gpu::{elementwise_grid, DevBuf, DevPtr, Gpu, GpuError, GpuResult, Kernels, PinnedBuf};
+use super::gpu::{
+    elementwise_grid, DevBuf, DevPtr, Event, Gpu, GpuError, GpuResult, KernelExec, Kernels,
+    PinnedBuf,
+};
 use super::memory::{self, TokenLayout, LN_ROWS_PER_BLOCK, REDUCE_BLOCKS, RESERVE_BYTES};
 use super::nvrtc;
 use crate::backend::{AdamWStep, Backend, BackendError, DecayMode, LossSum};
 use crate::model::config::PAD_ID;
 use crate::model::{ModelConfig, ParamLayout, HEAD_DIM};
-use cudarc::driver::CudaEvent;
 use half::bf16;
+use std::sync::Arc;
 
 /// What one block keeps from its forward for its backward.
 struct LayerActs {
@@ -141,9 +144,9 @@ struct TokenSlot {
     host: PinnedBuf,
     dev: DevBuf<u8>,
     /// Recorded on the copy stream after the upload.
-    uploaded: CudaEvent,
+    uploaded: Event,
     /// Recorded on the compute stream after the last kernel that reads the slot.
-    consumed: CudaEvent,
+    consumed: Event,
     /// Whether `uploaded` has been recorded at least once.
     used: bool,
 }
@@ -176,7 +179,7 @@ pub struct CudaBackend {
     red_part: DevBuf<f64>,
     red_out: DevBuf<f64>,
     loss_host: PinnedBuf,
-    loss_ready: CudaEvent,
+    loss_ready: Event,
     blas: Blas,
     kernels: Kernels,
     /// An error from a call that cannot return one (`zero_grads`), reported by the next call.
@@ -200,28 +203,50 @@ impl CudaBackend {
     /// Open GPU `ordinal`, compile (or load from the cache) the kernels for its architecture, and
     /// upload `params` (flat, [`ParamLayout`] order). Gradients and moments start at zero.
     pub fn new(cfg: ModelConfig, params: &[f32], ordinal: usize) -> Result<Self, BackendError> {
-        cfg.validate()
-            .map_err(|e| BackendError::Device(format!("invalid model configuration: {e}")))?;
+        Self::check_config(&cfg)?;
         let layout = ParamLayout::new(&cfg);
         check_len("parameters", layout.total, params.len())?;
+        let gpu = Gpu::open(ordinal).map_err(|e| BackendError::Device(e.to_string()))?;
+        let r = super::gpu::catch_cuda_panic("starting the CUDA backend", || {
+            Self::start(cfg, layout, params, gpu, None)
+        });
+        r.map_err(BackendError::from)
+    }
+
+    /// The backend on the emulated device ([`Gpu::emulated`]): the same host logic, buffers, launch
+    /// sequence and memory plan, with device memory in host memory, every kernel run by `exec` (the
+    /// CPU emulator of `kernels/*.cu`, built by the tests) and the matrix products on the host
+    /// ([`Blas::emulated`]). For testing the backend without a GPU; slow.
+    pub fn new_emulated(
+        cfg: ModelConfig,
+        params: &[f32],
+        exec: Arc<dyn KernelExec>,
+    ) -> Result<Self, BackendError> {
+        Self::check_config(&cfg)?;
+        let layout = ParamLayout::new(&cfg);
+        check_len("parameters", layout.total, params.len())?;
+        Self::start(cfg, layout, params, Gpu::emulated(), Some(exec)).map_err(BackendError::from)
+    }
+
+    fn check_config(cfg: &ModelConfig) -> Result<(), BackendError> {
+        cfg.validate()
+            .map_err(|e| BackendError::Device(format!("invalid model configuration: {e}")))?;
         if cfg.d_model * 4 > 48 * 1024 {
             return Err(BackendError::Device(format!(
                 "--d-model {} is too wide for the LayerNorm backward kernel's shared memory (max 12288)",
                 cfg.d_model
             )));
         }
-        let gpu = Gpu::open(ordinal).map_err(|e| BackendError::Device(e.to_string()))?;
-        let r = super::gpu::catch_cuda_panic("starting the CUDA backend", || {
-            Self::start(cfg, layout, params, gpu)
-        });
-        r.map_err(BackendError::from)
+        Ok(())
     }
 
+    /// Build the backend on `gpu`; `exec` is the kernel emulator when `gpu` is the emulated device.
     fn start(
         cfg: ModelConfig,
         layout: ParamLayout,
         params: &[f32],
         gpu: Gpu,
+        exec: Option<Arc<dyn KernelExec>>,
     ) -> GpuResult<CudaBackend> {
         let total = layout.total;
         let (free, _) = gpu.mem_info()?;
@@ -235,13 +260,22 @@ impl CudaBackend {
                 gpu.name
             )));
         }
-        let images = nvrtc::build_all(
-            gpu.cc,
-            &nvrtc::find_cuda_include(),
-            Some(&nvrtc::cache_dir()),
-        )?;
-        let kernels = Kernels::load(&gpu, &images)?;
-        let blas = Blas::new(&gpu)?;
+        let (kernels, blas) = match exec {
+            Some(exec) if gpu.is_emulated() => (Kernels::emulated(exec), Blas::emulated()),
+            Some(_) => {
+                return Err(GpuError::Unavailable(
+                    "a kernel emulator needs the emulated device".into(),
+                ))
+            }
+            None => {
+                let images = nvrtc::build_all(
+                    gpu.cc,
+                    &nvrtc::find_cuda_include(),
+                    Some(&nvrtc::cache_dir()),
+                )?;
+                (Kernels::load(&gpu, &images)?, Blas::new(&gpu)?)
+            }
+        };
         let p = gpu.alloc::<f32>(total, "the f32 parameters")?;
         gpu.upload(params, &p)?;
         let wb = gpu.alloc::<bf16>(total, "the bf16 weights")?;
@@ -406,12 +440,7 @@ impl CudaBackend {
         let slot = &mut self.slots[si];
         if slot.used {
             // The previous upload from this pinned buffer must be done before it is rewritten.
-            slot.uploaded
-                .synchronize()
-                .map_err(|err| GpuError::Driver {
-                    what: "waiting for a token upload".into(),
-                    err,
-                })?;
+            slot.uploaded.synchronize("waiting for a token upload")?;
         }
         let mut inputs = Vec::with_capacity(n);
         let mut targets = Vec::with_capacity(n);
@@ -447,24 +476,15 @@ impl CudaBackend {
         let positions: Vec<i32> = order.iter().map(|&(_, p)| p).collect();
         put(bytes, lay.positions, bytemuck::cast_slice(&positions));
         let copy = &self.gpu.copy_stream;
-        let drv = |what: &'static str| {
-            move |err| GpuError::Driver {
-                what: what.into(),
-                err,
-            }
-        };
         // The device slot may still be read by the compute stream's previous use of it.
-        copy.wait(&slot.consumed)
-            .map_err(drv("ordering a token upload"))?;
+        copy.wait(&slot.consumed, "ordering a token upload")?;
         slot.host.copy_to(slot.dev.ptr(), lay.total, copy)?;
-        slot.uploaded
-            .record(copy)
-            .map_err(drv("recording a token upload"))?;
+        slot.uploaded.record(copy, "recording a token upload")?;
         slot.used = true;
-        self.gpu
-            .stream
-            .wait(&slot.uploaded)
-            .map_err(drv("waiting for a token upload on the compute stream"))?;
+        self.gpu.stream.wait(
+            &slot.uploaded,
+            "waiting for a token upload on the compute stream",
+        )?;
         Ok((si, ids.len(), count))
     }
 
@@ -684,20 +704,12 @@ impl CudaBackend {
         self.loss_host
             .copy_from(self.red_out.ptr(), 8, &self.gpu.stream)?;
         self.loss_ready
-            .record(&self.gpu.stream)
-            .map_err(|err| GpuError::Driver {
-                what: "recording the loss event".into(),
-                err,
-            })
+            .record(&self.gpu.stream, "recording the loss event")
     }
 
     fn read_loss(&mut self) -> GpuResult<f64> {
         self.loss_ready
-            .synchronize()
-            .map_err(|err| GpuError::Driver {
-                what: "waiting for the loss (a kernel failed?)".into(),
-                err,
-            })?;
+            .synchronize("waiting for the loss (a kernel failed?)")?;
         let b = self.loss_host.as_mut_slice();
         let mut a = [0u8; 8];
         a.copy_from_slice(&b[..8]);
@@ -980,11 +992,7 @@ impl CudaBackend {
     fn mark_consumed(&self, si: usize) -> GpuResult<()> {
         self.slots[si]
             .consumed
-            .record(&self.gpu.stream)
-            .map_err(|err| GpuError::Driver {
-                what: "recording a token slot release".into(),
-                err,
-            })
+            .record(&self.gpu.stream, "recording a token slot release")
     }
 
     fn step(&mut self, tokens: &[u16], b: usize, train: bool) -> Result<LossSum, BackendError> {

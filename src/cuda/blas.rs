@@ -17,9 +17,14 @@
 //! cuBLAS documents bitwise-identical results for the same algorithm, toolkit and GPU. The fused GELU
 //! epilogue is not used: its approximation is not documented to be the contract's tanh form, and the
 //! separate GELU kernel costs one bf16 read and write of the [N, 4D] activation.
+//!
+//! On the emulated device ([`Blas::emulated`]) the same column-major products are computed on the host
+//! from host memory: bf16 operands, f32 accumulation in order of `k`, rounded to bf16 when the output
+//! is bf16, with the same transposes, leading dimensions and β·C input as the cuBLASLt call.
 
-use super::gpu::{DevBuf, DevPtr, Gpu, GpuError, GpuResult};
+use super::gpu::{DevBuf, DevPtr, Gpu, GpuError, GpuResult, Stream};
 use cudarc::cublaslt::{result, sys};
+use half::bf16;
 use std::collections::HashMap;
 use std::ffi::c_void;
 
@@ -89,10 +94,29 @@ pub fn cublaslt_present() -> bool {
 }
 
 /// A cuBLASLt handle with its workspace and cached plans.
-pub struct Blas {
+struct Lt {
     handle: sys::cublasLtHandle_t,
     workspace: DevBuf<u8>,
-    plans: HashMap<Shape, Plan>,
+    plans: HashMap<(Shape, Align), Plan>,
+}
+
+/// Byte alignments of the A, B, C and D pointers of a product (powers of two, at most 256): part of
+/// a plan's key, and declared to the heuristic so that it only picks algorithms that work with them.
+type Align = [u32; 4];
+
+/// The alignment of `p` in bytes: the largest power of two dividing it, at most 256 (cuBLASLt's
+/// default assumption, which a bf16 weight at an odd multiple of 64 elements does not meet).
+fn alignment(p: DevPtr) -> u32 {
+    if p == 0 {
+        256
+    } else {
+        1u32 << p.trailing_zeros().min(8)
+    }
+}
+
+/// Row-major products on one GPU: through cuBLASLt, or on the host for the emulated device.
+pub struct Blas {
+    lt: Option<Lt>,
 }
 
 // SAFETY: the handle is used from one thread at a time (the backend is not Sync).
@@ -108,27 +132,135 @@ impl Blas {
                     .into(),
             ));
         }
+        if gpu.is_emulated() {
+            return Err(GpuError::Unavailable(
+                "cuBLASLt does not run on the emulated device (use Blas::emulated)".into(),
+            ));
+        }
         gpu.bind()?;
         let workspace = gpu.alloc::<u8>(WORKSPACE_BYTES, "the cuBLASLt workspace")?;
         let handle = super::gpu::catch_cuda_panic("loading cuBLASLt", || {
             result::create_handle().map_err(blas_err("creating the cuBLASLt handle"))
         })?;
         Ok(Blas {
-            handle,
-            workspace,
-            plans: HashMap::new(),
+            lt: Some(Lt {
+                handle,
+                workspace,
+                plans: HashMap::new(),
+            }),
         })
     }
 
-    fn plan(&mut self, s: Shape) -> GpuResult<&Plan> {
-        if !self.plans.contains_key(&s) {
-            let p = self.make_plan(s)?;
-            self.plans.insert(s, p);
-        }
-        Ok(&self.plans[&s])
+    /// Products computed on the host, for the emulated device (pointers are host addresses).
+    pub fn emulated() -> Blas {
+        Blas { lt: None }
     }
 
-    fn make_plan(&self, s: Shape) -> GpuResult<Plan> {
+    /// Run one product: cuBLASLt, or the host on the emulated device.
+    fn run(
+        &mut self,
+        stream: &Stream,
+        s: Shape,
+        a: DevPtr,
+        b: DevPtr,
+        c: DevPtr,
+        d: DevPtr,
+    ) -> GpuResult<()> {
+        let align = [alignment(a), alignment(b), alignment(c), alignment(d)];
+        match (&mut self.lt, stream.cuda()) {
+            (Some(lt), Some(st)) => lt.run(st, s, align, a, b, c, d),
+            (None, None) => {
+                if align.iter().any(|&x| x < 16) {
+                    return Err(GpuError::Blas(format!(
+                        "matmul {s:?}: operands must be 16-byte aligned (A, B, C, D alignments \
+                         {align:?})"
+                    )));
+                }
+                // SAFETY: on the emulated device every pointer is a host allocation of the size the
+                // shape implies (the same contract as the cuBLASLt call).
+                unsafe { host_matmul(s, a, b, c, d) };
+                Ok(())
+            }
+            _ => Err(GpuError::Blas(
+                "a cuBLASLt handle and a stream of different devices".into(),
+            )),
+        }
+    }
+}
+
+/// `D[m,n] = op(A)·op(B) + β·C` column-major on the host: A, B bf16 with leading dimensions of their
+/// stored rows, f32 accumulation, D (and C) of `s.out`'s type with leading dimension m.
+///
+/// # Safety
+/// `a`, `b`, `c` and `d` are host addresses of buffers at least as large as the shape implies.
+unsafe fn host_matmul(s: Shape, a: DevPtr, b: DevPtr, c: DevPtr, d: DevPtr) {
+    let (m, n, k) = (s.m as usize, s.n as usize, s.k as usize);
+    let lda = if s.trans_a { k } else { m };
+    let ldb = if s.trans_b { n } else { k };
+    let a = std::slice::from_raw_parts(a as *const bf16, m * k);
+    let b = std::slice::from_raw_parts(b as *const bf16, k * n);
+    // op(A)[i,p], op(B)[p,j] as f32, gathered so that the inner loop is contiguous over p.
+    let mut at = vec![0f32; m * k]; // at[i*k + p]
+    for i in 0..m {
+        for p in 0..k {
+            let v = if s.trans_a {
+                a[p + i * lda]
+            } else {
+                a[i + p * lda]
+            };
+            at[i * k + p] = v.to_f32();
+        }
+    }
+    let mut bt = vec![0f32; k * n]; // bt[j*k + p]
+    for j in 0..n {
+        for p in 0..k {
+            let v = if s.trans_b {
+                b[j + p * ldb]
+            } else {
+                b[p + j * ldb]
+            };
+            bt[j * k + p] = v.to_f32();
+        }
+    }
+    for j in 0..n {
+        for i in 0..m {
+            let mut acc = 0f32;
+            for (x, y) in at[i * k..(i + 1) * k].iter().zip(&bt[j * k..(j + 1) * k]) {
+                acc += x * y;
+            }
+            let o = i + j * m;
+            match s.out {
+                OutType::F32 => {
+                    let cv = if s.accumulate {
+                        *(c as *const f32).add(o)
+                    } else {
+                        0.0
+                    };
+                    *(d as *mut f32).add(o) = acc + cv;
+                }
+                OutType::Bf16 => {
+                    let cv = if s.accumulate {
+                        (*(c as *const bf16).add(o)).to_f32()
+                    } else {
+                        0.0
+                    };
+                    *(d as *mut bf16).add(o) = bf16::from_f32(acc + cv);
+                }
+            }
+        }
+    }
+}
+
+impl Lt {
+    fn plan(&mut self, s: Shape, align: Align) -> GpuResult<&Plan> {
+        if !self.plans.contains_key(&(s, align)) {
+            let p = self.make_plan(s, align)?;
+            self.plans.insert((s, align), p);
+        }
+        Ok(&self.plans[&(s, align)])
+    }
+
+    fn make_plan(&self, s: Shape, align: Align) -> GpuResult<Plan> {
         let bf = sys::cudaDataType::CUDA_R_16BF;
         let (a_rows, a_cols) = if s.trans_a { (s.k, s.m) } else { (s.m, s.k) };
         let (b_rows, b_cols) = if s.trans_b { (s.n, s.k) } else { (s.k, s.n) };
@@ -172,13 +304,32 @@ impl Blas {
         let ws = WORKSPACE_BYTES as u64;
         // SAFETY: valid preference and descriptors; the preference is destroyed right after.
         let heur = unsafe {
-            let r = result::set_matmul_pref_attribute(
+            use sys::cublasLtMatmulPreferenceAttributes_t as P;
+            let mut r = result::set_matmul_pref_attribute(
                 pref,
-                sys::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                P::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                 &ws as *const u64 as *const c_void,
                 8,
-            )
-            .and_then(|_| {
+            );
+            for (attr, al) in [
+                P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+                P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+                P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
+            ]
+            .into_iter()
+            .zip(&align)
+            {
+                r = r.and_then(|_| {
+                    result::set_matmul_pref_attribute(
+                        pref,
+                        attr,
+                        al as *const u32 as *const c_void,
+                        4,
+                    )
+                });
+            }
+            let r = r.and_then(|_| {
                 result::get_matmul_algo_heuristic(
                     self.handle,
                     plan.desc,
@@ -207,6 +358,7 @@ impl Blas {
         &mut self,
         stream: &cudarc::driver::CudaStream,
         s: Shape,
+        align: Align,
         a: DevPtr,
         b: DevPtr,
         c: DevPtr,
@@ -216,7 +368,7 @@ impl Blas {
         let beta = if s.accumulate { 1.0f32 } else { 0.0 };
         let handle = self.handle;
         let (ws, ws_bytes) = (self.workspace.ptr(), self.workspace.bytes());
-        let plan = self.plan(s)?;
+        let plan = self.plan(s, align)?;
         // SAFETY: pointers are device buffers of the sizes the shape implies (the callers size them from
         // the model's dimensions); descriptors are alive in the cached plan; C and D share a layout.
         unsafe {
@@ -241,13 +393,15 @@ impl Blas {
         }
         .map_err(|e| GpuError::Blas(format!("matmul {s:?}: {e}")))
     }
+}
 
+impl Blas {
     /// `Y[M,N] = X[M,K]·W[K,N]` (row-major), or `Y = C + X·W` when `residual` is the f32 `C[M,N]` (then
     /// `out` must be [`OutType::F32`]; `C` may be `Y` itself).
     #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &mut self,
-        stream: &cudarc::driver::CudaStream,
+        stream: &Stream,
         x: DevPtr,
         w: DevPtr,
         y: DevPtr,
@@ -276,7 +430,7 @@ impl Blas {
     #[allow(clippy::too_many_arguments)]
     pub fn backward_input(
         &mut self,
-        stream: &cudarc::driver::CudaStream,
+        stream: &Stream,
         dy: DevPtr,
         w: DevPtr,
         dx: DevPtr,
@@ -305,7 +459,7 @@ impl Blas {
     #[allow(clippy::too_many_arguments)]
     pub fn backward_weight(
         &mut self,
-        stream: &cudarc::driver::CudaStream,
+        stream: &Stream,
         x: DevPtr,
         dy: DevPtr,
         dw: DevPtr,
@@ -326,7 +480,7 @@ impl Blas {
     }
 }
 
-impl Drop for Blas {
+impl Drop for Lt {
     fn drop(&mut self) {
         self.plans.clear();
         // SAFETY: created in `new`, destroyed once.

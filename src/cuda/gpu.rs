@@ -1,6 +1,11 @@
 //! A thin, panic-free layer over the CUDA driver API (through cudarc's `result`/`sys` bindings): the
 //! context, the two streams, events, device and pinned host buffers, modules and kernel launches.
 //!
+//! The same types also run an *emulated device* ([`Gpu::emulated`]): device pointers are aligned host
+//! allocations (a [`DevPtr`] is then a host address), copies are `memcpy`, streams and events are no-ops
+//! (everything is synchronous), and kernels run through a [`KernelExec`] (the CPU emulator of the tests,
+//! `tests/emu/`). The CUDA backend runs unchanged on it, which tests its host logic without a GPU.
+//!
 //! cudarc's safe layer tracks every buffer with events (a cost on every launch) and asserts on sizes;
 //! this layer keeps raw device pointers, checks every return code and turns failures into [`GpuError`].
 //! Every entry point first checks that libcuda can be opened ([`driver_present`]), so nothing here
@@ -8,6 +13,7 @@
 
 use crate::backend::BackendError;
 use cudarc::driver::{result, sys, CudaContext, CudaEvent, CudaStream, DriverError};
+use std::alloc::Layout;
 use std::ffi::c_void;
 use std::sync::Arc;
 
@@ -37,6 +43,9 @@ pub enum GpuError {
     /// cuBLASLt failed.
     #[error("cuBLASLt: {0}")]
     Blas(String),
+    /// A kernel failed on the emulated device (the emulator's message).
+    #[error("{0}")]
+    Emulated(String),
 }
 
 impl From<GpuError> for BackendError {
@@ -97,14 +106,95 @@ pub fn catch_cuda_panic<T>(what: &str, f: impl FnOnce() -> GpuResult<T>) -> GpuR
     }
 }
 
-/// One GPU: its context, a compute stream and a copy stream.
+/// Runs kernels by name on the host: the kernel side of the emulated device (see the module docs).
+pub trait KernelExec: Send + Sync {
+    /// Run kernel `name` over `grid` × `block` with `shmem` bytes of dynamic shared memory, to
+    /// completion. `args` are (pointer to the value, size of the value in bytes) in the kernel's
+    /// parameter order, as `cuLaunchKernel` receives them; an implementation checks the sizes against
+    /// the kernel's signature.
+    fn launch(
+        &self,
+        name: &str,
+        grid: (u32, u32, u32),
+        block: (u32, u32, u32),
+        shmem: usize,
+        args: &[(*mut c_void, usize)],
+    ) -> Result<(), String>;
+}
+
+/// Alignment of emulated device allocations (cudaMalloc gives at least 256 bytes).
+const EMU_ALIGN: usize = 256;
+/// Device memory an emulated device reports as (free, total).
+const EMU_MEM: (usize, usize) = (64 << 30, 80 << 30);
+
+/// A stream: a real CUDA stream, or the emulated device's (everything is synchronous there).
+pub struct Stream(Option<Arc<CudaStream>>);
+
+impl Stream {
+    /// The cudarc stream (None on the emulated device).
+    pub fn cuda(&self) -> Option<&Arc<CudaStream>> {
+        self.0.as_ref()
+    }
+
+    fn raw(&self) -> sys::CUstream {
+        self.0
+            .as_ref()
+            .map(|s| s.cu_stream())
+            .unwrap_or(std::ptr::null_mut())
+    }
+
+    /// Wait for everything queued on this stream.
+    pub fn synchronize(&self) -> GpuResult<()> {
+        match &self.0 {
+            Some(s) => s.synchronize().ctx(|| "waiting for the GPU".into()),
+            None => Ok(()),
+        }
+    }
+
+    /// Make later work on this stream wait for `event`.
+    pub fn wait(&self, event: &Event, what: &str) -> GpuResult<()> {
+        match (&self.0, &event.0) {
+            (Some(s), Some(e)) => s.wait(e).ctx(|| what.to_string()),
+            (None, None) => Ok(()),
+            _ => Err(GpuError::Unavailable(format!(
+                "{what}: a stream and an event of different devices"
+            ))),
+        }
+    }
+}
+
+/// An event (no timing): a real CUDA event, or a no-op on the emulated device.
+pub struct Event(Option<CudaEvent>);
+
+impl Event {
+    /// Record the event on `stream`.
+    pub fn record(&self, stream: &Stream, what: &str) -> GpuResult<()> {
+        match (&self.0, &stream.0) {
+            (Some(e), Some(s)) => e.record(s).ctx(|| what.to_string()),
+            (None, None) => Ok(()),
+            _ => Err(GpuError::Unavailable(format!(
+                "{what}: a stream and an event of different devices"
+            ))),
+        }
+    }
+
+    /// Wait on the host until the work before the last record has completed.
+    pub fn synchronize(&self, what: &str) -> GpuResult<()> {
+        match &self.0 {
+            Some(e) => e.synchronize().ctx(|| what.to_string()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// One GPU (or the emulated device): its context, a compute stream and a copy stream.
 pub struct Gpu {
-    /// The primary context of the device.
-    pub ctx: Arc<CudaContext>,
+    /// The primary context of the device (None on the emulated device).
+    ctx: Option<Arc<CudaContext>>,
     /// Every kernel and matrix product runs here, in order.
-    pub stream: Arc<CudaStream>,
+    pub stream: Stream,
     /// Host→device token uploads, ordered against `stream` with events.
-    pub copy_stream: Arc<CudaStream>,
+    pub copy_stream: Stream,
     /// Ordinal.
     pub ordinal: usize,
     /// Marketing name.
@@ -145,9 +235,9 @@ impl Gpu {
                 .ctx(|| "creating the compute stream".into())?;
             let copy_stream = ctx.new_stream().ctx(|| "creating the copy stream".into())?;
             Ok(Gpu {
-                ctx,
-                stream,
-                copy_stream,
+                ctx: Some(ctx),
+                stream: Stream(Some(stream)),
+                copy_stream: Stream(Some(copy_stream)),
                 ordinal,
                 name,
                 cc,
@@ -156,32 +246,57 @@ impl Gpu {
         })
     }
 
-    /// Make this GPU's context current on the calling thread.
-    pub fn bind(&self) -> GpuResult<()> {
-        self.ctx
-            .bind_to_thread()
-            .ctx(|| "binding the CUDA context".into())
+    /// The emulated device: host memory, synchronous no-op streams (see the module documentation).
+    pub fn emulated() -> Gpu {
+        Gpu {
+            ctx: None,
+            stream: Stream(None),
+            copy_stream: Stream(None),
+            ordinal: 0,
+            name: "emulated device (kernels on the CPU)".into(),
+            cc: (9, 0),
+            sms: 132,
+        }
     }
 
-    /// (free, total) device memory in bytes.
+    /// Whether this is the emulated device.
+    pub fn is_emulated(&self) -> bool {
+        self.ctx.is_none()
+    }
+
+    /// Make this GPU's context current on the calling thread.
+    pub fn bind(&self) -> GpuResult<()> {
+        match &self.ctx {
+            Some(c) => c.bind_to_thread().ctx(|| "binding the CUDA context".into()),
+            None => Ok(()),
+        }
+    }
+
+    /// (free, total) device memory in bytes (a fixed 64 of 80 GiB on the emulated device).
     pub fn mem_info(&self) -> GpuResult<(usize, usize)> {
+        if self.ctx.is_none() {
+            return Ok(EMU_MEM);
+        }
         self.bind()?;
         result::mem_get_info().ctx(|| "querying device memory".into())
     }
 
     /// Wait for everything queued on the compute stream.
     pub fn sync(&self) -> GpuResult<()> {
-        self.stream
-            .synchronize()
-            .ctx(|| "waiting for the GPU".into())
+        self.stream.synchronize()
     }
 
     /// A new event (no timing).
-    pub fn event(&self) -> GpuResult<CudaEvent> {
-        self.ctx.new_event(None).ctx(|| "creating an event".into())
+    pub fn event(&self) -> GpuResult<Event> {
+        match &self.ctx {
+            Some(c) => Ok(Event(Some(
+                c.new_event(None).ctx(|| "creating an event".into())?,
+            ))),
+            None => Ok(Event(None)),
+        }
     }
 
-    /// Allocate `len` elements of `T` (uninitialised).
+    /// Allocate `len` elements of `T` (uninitialised; NaN bytes on the emulated device).
     pub fn alloc<T>(&self, len: usize, what: &str) -> GpuResult<DevBuf<T>> {
         DevBuf::new(self, len, what)
     }
@@ -204,9 +319,14 @@ impl Gpu {
                 dst.what
             )));
         }
+        if self.ctx.is_none() {
+            // SAFETY: dst is a host allocation of at least src.len() elements.
+            unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst.ptr as *mut T, src.len()) };
+            return Ok(());
+        }
         self.bind()?;
         // SAFETY: dst holds at least src.len() elements; the stream is synchronised before src can go.
-        unsafe { result::memcpy_htod_async(dst.ptr, src, self.stream.cu_stream()) }
+        unsafe { result::memcpy_htod_async(dst.ptr, src, self.stream.raw()) }
             .ctx(|| format!("copying {} to the GPU", dst.what))?;
         self.sync()
     }
@@ -215,13 +335,41 @@ impl Gpu {
     pub fn download<T: Copy + Default>(&self, src: &DevBuf<T>, len: usize) -> GpuResult<Vec<T>> {
         let len = len.min(src.len);
         let mut out = vec![T::default(); len];
+        if self.ctx.is_none() {
+            // SAFETY: src is a host allocation of at least len elements.
+            unsafe { std::ptr::copy_nonoverlapping(src.ptr as *const T, out.as_mut_ptr(), len) };
+            return Ok(out);
+        }
         self.bind()?;
         // SAFETY: out has len elements, src at least len.
-        unsafe { result::memcpy_dtoh_async(&mut out[..], src.ptr, self.stream.cu_stream()) }
+        unsafe { result::memcpy_dtoh_async(&mut out[..], src.ptr, self.stream.raw()) }
             .ctx(|| format!("copying {} from the GPU", src.what))?;
         self.sync()?;
         Ok(out)
     }
+}
+
+/// Who frees an allocation.
+enum Owner {
+    /// A device (or pinned) allocation of this context.
+    Cuda(Arc<CudaContext>),
+    /// A host allocation of this layout (the emulated device).
+    Host(Layout),
+}
+
+fn host_alloc(bytes: usize, align: usize, fill: u8, what: &str) -> GpuResult<(*mut u8, Layout)> {
+    let layout = Layout::from_size_align(bytes.max(1), align)
+        .map_err(|_| GpuError::OutOfMemory(format!("sizing {what}")))?;
+    // SAFETY: non-zero size.
+    let p = unsafe { std::alloc::alloc(layout) };
+    if p.is_null() {
+        return Err(GpuError::OutOfMemory(format!(
+            "allocating {what} in host memory"
+        )));
+    }
+    // SAFETY: fresh allocation of layout.size() bytes.
+    unsafe { std::ptr::write_bytes(p, fill, layout.size()) };
+    Ok((p, layout))
 }
 
 /// A device allocation of `len` elements of `T`, freed on drop.
@@ -229,7 +377,7 @@ pub struct DevBuf<T> {
     ptr: DevPtr,
     len: usize,
     what: String,
-    ctx: Arc<CudaContext>,
+    owner: Owner,
     _t: std::marker::PhantomData<T>,
 }
 
@@ -238,18 +386,28 @@ unsafe impl<T> Send for DevBuf<T> {}
 
 impl<T> DevBuf<T> {
     fn new(gpu: &Gpu, len: usize, what: &str) -> GpuResult<Self> {
-        gpu.bind()?;
         let bytes = (len.max(1))
             .checked_mul(std::mem::size_of::<T>())
             .ok_or_else(|| GpuError::OutOfMemory(format!("sizing {what}")))?;
-        // SAFETY: plain allocation; freed in Drop.
-        let ptr = unsafe { result::malloc_sync(bytes) }
-            .ctx(|| format!("allocating {what} ({:.1} MiB)", bytes as f64 / 1048576.0))?;
+        let (ptr, owner) = match &gpu.ctx {
+            Some(ctx) => {
+                gpu.bind()?;
+                // SAFETY: plain allocation; freed in Drop.
+                let ptr = unsafe { result::malloc_sync(bytes) }
+                    .ctx(|| format!("allocating {what} ({:.1} MiB)", bytes as f64 / 1048576.0))?;
+                (ptr, Owner::Cuda(ctx.clone()))
+            }
+            None => {
+                // Emulated: all-ones bytes (NaN in f32 and bf16) expose reads of unwritten memory.
+                let (p, layout) = host_alloc(bytes, EMU_ALIGN, 0xff, what)?;
+                (p as DevPtr, Owner::Host(layout))
+            }
+        };
         Ok(DevBuf {
             ptr,
             len,
             what: what.to_string(),
-            ctx: gpu.ctx.clone(),
+            owner,
             _t: std::marker::PhantomData,
         })
     }
@@ -282,28 +440,45 @@ impl<T> DevBuf<T> {
     }
 
     /// Set every byte to zero on `stream`.
-    pub fn zero(&self, stream: &CudaStream) -> GpuResult<()> {
-        // SAFETY: the range is inside the allocation.
-        unsafe { result::memset_d8_async(self.ptr, 0, self.bytes(), stream.cu_stream()) }
-            .ctx(|| format!("zeroing {}", self.what))
+    pub fn zero(&self, stream: &Stream) -> GpuResult<()> {
+        match &self.owner {
+            Owner::Host(_) => {
+                // SAFETY: the range is inside the host allocation.
+                unsafe { std::ptr::write_bytes(self.ptr as *mut u8, 0, self.bytes()) };
+                Ok(())
+            }
+            // SAFETY: the range is inside the allocation.
+            Owner::Cuda(_) => {
+                unsafe { result::memset_d8_async(self.ptr, 0, self.bytes(), stream.raw()) }
+                    .ctx(|| format!("zeroing {}", self.what))
+            }
+        }
     }
 }
 
 impl<T> Drop for DevBuf<T> {
     fn drop(&mut self) {
-        if self.ctx.bind_to_thread().is_ok() {
-            // SAFETY: allocated by malloc_sync and not freed before; cuMemFree waits for pending work.
-            let r = unsafe { result::free_sync(self.ptr) };
-            self.ctx.record_err(r);
+        match &self.owner {
+            Owner::Cuda(ctx) => {
+                if ctx.bind_to_thread().is_ok() {
+                    // SAFETY: allocated by malloc_sync and not freed before; cuMemFree waits for
+                    // pending work.
+                    let r = unsafe { result::free_sync(self.ptr) };
+                    ctx.record_err(r);
+                }
+            }
+            // SAFETY: allocated by host_alloc with this layout, freed once.
+            Owner::Host(layout) => unsafe { std::alloc::dealloc(self.ptr as *mut u8, *layout) },
         }
     }
 }
 
-/// Page-locked host memory (for asynchronous uploads), freed on drop.
+/// Page-locked host memory (for asynchronous uploads), freed on drop; plain host memory on the
+/// emulated device.
 pub struct PinnedBuf {
     ptr: *mut u8,
     len: usize,
-    ctx: Arc<CudaContext>,
+    owner: Owner,
 }
 
 // SAFETY: owned host allocation.
@@ -312,6 +487,14 @@ unsafe impl Send for PinnedBuf {}
 impl PinnedBuf {
     /// `len` bytes of pinned memory, zeroed.
     pub fn new(gpu: &Gpu, len: usize) -> GpuResult<PinnedBuf> {
+        let Some(ctx) = &gpu.ctx else {
+            let (ptr, layout) = host_alloc(len, 64, 0, "a host staging buffer")?;
+            return Ok(PinnedBuf {
+                ptr,
+                len,
+                owner: Owner::Host(layout),
+            });
+        };
         gpu.bind()?;
         // SAFETY: plain allocation; freed in Drop.
         let p = unsafe { result::malloc_host(len.max(1), 0) }
@@ -322,7 +505,7 @@ impl PinnedBuf {
         Ok(PinnedBuf {
             ptr,
             len,
-            ctx: gpu.ctx.clone(),
+            owner: Owner::Cuda(ctx.clone()),
         })
     }
 
@@ -343,34 +526,49 @@ impl PinnedBuf {
     }
 
     /// Queue a copy of the first `bytes` bytes to `dst` on `stream`.
-    pub fn copy_to(&self, dst: DevPtr, bytes: usize, stream: &CudaStream) -> GpuResult<()> {
+    pub fn copy_to(&self, dst: DevPtr, bytes: usize, stream: &Stream) -> GpuResult<()> {
         let bytes = bytes.min(self.len);
+        if let Owner::Host(_) = self.owner {
+            // SAFETY: dst is an emulated device allocation with room for `bytes` (the caller sized it
+            // like this buffer); distinct allocations do not overlap.
+            unsafe { std::ptr::copy_nonoverlapping(self.ptr, dst as *mut u8, bytes) };
+            return Ok(());
+        }
         // SAFETY: the pinned source stays alive (owned by self) until the caller's event says the copy
         // is done; dst has room (the caller sized it like this buffer).
         let src = unsafe { std::slice::from_raw_parts(self.ptr, bytes) };
-        unsafe { result::memcpy_htod_async(dst, src, stream.cu_stream()) }
+        unsafe { result::memcpy_htod_async(dst, src, stream.raw()) }
             .ctx(|| "uploading tokens".into())
     }
-}
 
-impl PinnedBuf {
     /// Queue a copy of `bytes` bytes from `src` into the start of this buffer on `stream` (read the
     /// bytes only after an event recorded after this call has completed).
-    pub fn copy_from(&mut self, src: DevPtr, bytes: usize, stream: &CudaStream) -> GpuResult<()> {
+    pub fn copy_from(&mut self, src: DevPtr, bytes: usize, stream: &Stream) -> GpuResult<()> {
         let bytes = bytes.min(self.len);
+        if let Owner::Host(_) = self.owner {
+            // SAFETY: src is an emulated device allocation of at least `bytes` bytes.
+            unsafe { std::ptr::copy_nonoverlapping(src as *const u8, self.ptr, bytes) };
+            return Ok(());
+        }
         // SAFETY: owned pinned allocation of at least `bytes` bytes; src holds `bytes` bytes.
         let dst = unsafe { std::slice::from_raw_parts_mut(self.ptr, bytes) };
-        unsafe { result::memcpy_dtoh_async(dst, src, stream.cu_stream()) }
+        unsafe { result::memcpy_dtoh_async(dst, src, stream.raw()) }
             .ctx(|| "copying a result to the host".into())
     }
 }
 
 impl Drop for PinnedBuf {
     fn drop(&mut self) {
-        if self.ctx.bind_to_thread().is_ok() {
-            // SAFETY: allocated by malloc_host, not freed before.
-            let r = unsafe { result::free_host(self.ptr as *mut c_void) };
-            self.ctx.record_err(r);
+        match &self.owner {
+            Owner::Cuda(ctx) => {
+                if ctx.bind_to_thread().is_ok() {
+                    // SAFETY: allocated by malloc_host, not freed before.
+                    let r = unsafe { result::free_host(self.ptr as *mut c_void) };
+                    ctx.record_err(r);
+                }
+            }
+            // SAFETY: allocated by host_alloc with this layout, freed once.
+            Owner::Host(layout) => unsafe { std::alloc::dealloc(self.ptr, *layout) },
         }
     }
 }
@@ -379,6 +577,8 @@ impl Drop for PinnedBuf {
 pub trait KernelParam {
     /// Pointer to the value (valid while `self` lives).
     fn as_param(&self) -> *mut c_void;
+    /// Size of the value in bytes (checked against the kernel's signature on the emulated device).
+    fn param_size(&self) -> usize;
 }
 
 macro_rules! impl_param {
@@ -387,29 +587,60 @@ macro_rules! impl_param {
             fn as_param(&self) -> *mut c_void {
                 self as *const $t as *mut c_void
             }
+            fn param_size(&self) -> usize {
+                std::mem::size_of::<$t>()
+            }
         }
     )*};
 }
 impl_param!(u64, i64, i32, u32, f32, f64);
 
-/// The loaded kernels of one GPU, by name.
-pub struct Kernels {
+/// Loaded CUDA modules and their functions by name.
+struct Modules {
     modules: Vec<sys::CUmodule>,
     funcs: std::collections::HashMap<String, sys::CUfunction>,
     ctx: Arc<CudaContext>,
 }
 
-// SAFETY: CUmodule/CUfunction handles are usable from any thread with the context bound.
+impl Drop for Modules {
+    fn drop(&mut self) {
+        if self.ctx.bind_to_thread().is_ok() {
+            for m in self.modules.drain(..) {
+                // SAFETY: loaded by load_data, unloaded once.
+                let r = unsafe { result::module::unload(m) };
+                self.ctx.record_err(r);
+            }
+        }
+    }
+}
+
+/// The loaded kernels of one GPU, by name (or the emulator's, on the emulated device).
+pub struct Kernels {
+    inner: KernelsImpl,
+}
+
+enum KernelsImpl {
+    Cuda(Modules),
+    Emulated(Arc<dyn KernelExec>),
+}
+
+// SAFETY: CUmodule/CUfunction handles are usable from any thread with the context bound; the emulator
+// is Send + Sync.
 unsafe impl Send for Kernels {}
 
 impl Kernels {
     /// Load cubins (one per source) and look up every `extern "C" __global__` kernel in them.
     pub fn load(gpu: &Gpu, cubins: &[(String, Vec<u8>, Vec<String>)]) -> GpuResult<Kernels> {
+        let Some(ctx) = &gpu.ctx else {
+            return Err(GpuError::Unavailable(
+                "cubins cannot be loaded on the emulated device".into(),
+            ));
+        };
         gpu.bind()?;
-        let mut k = Kernels {
+        let mut k = Modules {
             modules: Vec::new(),
             funcs: Default::default(),
-            ctx: gpu.ctx.clone(),
+            ctx: ctx.clone(),
         };
         for (file, image, names) in cubins {
             // SAFETY: a cubin produced by NVRTC for this device's architecture.
@@ -425,58 +656,81 @@ impl Kernels {
                 k.funcs.insert(name.clone(), f);
             }
         }
-        Ok(k)
+        Ok(Kernels {
+            inner: KernelsImpl::Cuda(k),
+        })
     }
 
-    /// The function handle of `name`.
+    /// The kernels of the emulated device: every launch goes to `exec`.
+    pub fn emulated(exec: Arc<dyn KernelExec>) -> Kernels {
+        Kernels {
+            inner: KernelsImpl::Emulated(exec),
+        }
+    }
+
+    /// The function handle of `name` (errors on the emulated device).
     pub fn get(&self, name: &str) -> GpuResult<sys::CUfunction> {
-        self.funcs
-            .get(name)
-            .copied()
-            .ok_or_else(|| GpuError::Compile(format!("kernel {name} not loaded")))
+        match &self.inner {
+            KernelsImpl::Cuda(m) => m
+                .funcs
+                .get(name)
+                .copied()
+                .ok_or_else(|| GpuError::Compile(format!("kernel {name} not loaded"))),
+            KernelsImpl::Emulated(_) => Err(GpuError::Unavailable(format!(
+                "kernel {name}: no function handle on the emulated device"
+            ))),
+        }
     }
 
     /// Launch `name` on `stream`; `args` in the kernel's parameter order, each of the exact C type
     /// (device pointers as `u64`, `int` as `i32`, `long long` as `i64`, `float` as `f32`).
     pub fn launch(
         &self,
-        stream: &CudaStream,
+        stream: &Stream,
         name: &str,
         grid: (u32, u32, u32),
         block: u32,
         smem: u32,
         args: &[&dyn KernelParam],
     ) -> GpuResult<()> {
-        let f = self.get(name)?;
-        let mut params: Vec<*mut c_void> = args.iter().map(|a| a.as_param()).collect();
         if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
             return Ok(()); // nothing to do (e.g. an empty batch part)
         }
+        let f = match &self.inner {
+            KernelsImpl::Emulated(exec) => {
+                // The limits the driver enforces (without the opt-in for more dynamic shared memory).
+                if block == 0
+                    || block > 1024
+                    || grid.0 > i32::MAX as u32
+                    || grid.1 > 65535
+                    || grid.2 > 65535
+                    || smem > 48 * 1024
+                {
+                    return Err(GpuError::Emulated(format!(
+                        "launching {name}: grid {grid:?}, block {block}, {smem} bytes of shared \
+                         memory exceed the CUDA launch limits"
+                    )));
+                }
+                let params: Vec<(*mut c_void, usize)> = args
+                    .iter()
+                    .map(|a| (a.as_param(), a.param_size()))
+                    .collect();
+                return exec
+                    .launch(name, grid, (block, 1, 1), smem as usize, &params)
+                    .map_err(|e| {
+                        GpuError::Emulated(format!(
+                            "launching {name} (grid {grid:?}, block {block}) on the emulated \
+                             device: {e}"
+                        ))
+                    });
+            }
+            KernelsImpl::Cuda(_) => self.get(name)?,
+        };
+        let mut params: Vec<*mut c_void> = args.iter().map(|a| a.as_param()).collect();
         // SAFETY: the parameter list matches the kernel's signature (checked by the GPU tests against
         // the CPU reference); every pointer value outlives the call (cuLaunchKernel copies them).
-        unsafe {
-            result::launch_kernel(
-                f,
-                grid,
-                (block, 1, 1),
-                smem,
-                stream.cu_stream(),
-                &mut params,
-            )
-        }
-        .ctx(|| format!("launching {name} (grid {grid:?}, block {block})"))
-    }
-}
-
-impl Drop for Kernels {
-    fn drop(&mut self) {
-        if self.ctx.bind_to_thread().is_ok() {
-            for m in self.modules.drain(..) {
-                // SAFETY: loaded by load_data, unloaded once.
-                let r = unsafe { result::module::unload(m) };
-                self.ctx.record_err(r);
-            }
-        }
+        unsafe { result::launch_kernel(f, grid, (block, 1, 1), smem, stream.raw(), &mut params) }
+            .ctx(|| format!("launching {name} (grid {grid:?}, block {block})"))
     }
 }
 
