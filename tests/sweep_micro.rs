@@ -36,6 +36,7 @@ fn micro_sweep_runs_exports_and_fits() {
         let loss: f64 = line.split(',').nth(col).unwrap().parse().unwrap();
         assert!(loss < 9.0, "eval loss {loss} in {line}");
     }
+    pandas_reads(&dir);
     let fit = isoflop(&["fit", d]);
     let fit_json: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("fit/fit.json")).unwrap()).unwrap();
@@ -51,4 +52,62 @@ fn micro_sweep_runs_exports_and_fits() {
         assert!(!s.to_string().is_empty());
     }
     assert!(dir.join("fit/loss_vs_flops.png").exists());
+}
+
+/// pandas reads both exports unchanged: numeric columns come out numeric, one row per run / per step.
+/// pandas is installed (pinned) into target/py on first use, as the NVRTC wheels are.
+fn pandas_reads(dir: &std::path::Path) {
+    let py = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/py");
+    let has_pandas = || {
+        Command::new("python3")
+            .args(["-c", "import pandas"])
+            .env("PYTHONPATH", &py)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !has_pandas() {
+        let st = Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--target",
+            ])
+            .arg(&py)
+            .arg("pandas==2.2.3")
+            .status()
+            .expect("python3 must be installed to check the CSV exports with pandas");
+        assert!(
+            st.success() && has_pandas(),
+            "could not install pandas into {}",
+            py.display()
+        );
+    }
+    let script = r#"
+import sys, pandas as pd
+d = sys.argv[1]
+runs = pd.read_csv(d + "/runs.csv")
+steps = pd.read_csv(d + "/steps.csv")
+assert len(runs) == 6, len(runs)
+for c in ["n_params", "tokens", "loss", "eval_loss", "flops_kaplan", "flops_standard", "flops_attention", "flops_exact", "budget"]:
+    assert pd.api.types.is_numeric_dtype(runs[c]), (c, runs[c].dtype)
+for c in ["step", "tokens", "loss", "flops_exact", "d_model"]:
+    assert pd.api.types.is_numeric_dtype(steps[c]), (c, steps[c].dtype)
+assert steps.groupby("run").size().sum() == len(steps) and steps["run"].nunique() == 6
+print("pandas ok", runs.shape, steps.shape)
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(dir)
+        .env("PYTHONPATH", &py)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pandas could not read the exports:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
