@@ -502,7 +502,8 @@ impl KernelLauncher for CudaKernelLauncher {
     }
 
     fn prepare(&mut self, case: &KernelCase) -> Result<(), String> {
-        if case.d_model == 0 || case.d_model % HEAD_DIM != 0 || case.b == 0 || case.t == 0 {
+        if case.d_model == 0 || !case.d_model.is_multiple_of(HEAD_DIM) || case.b == 0 || case.t == 0
+        {
             return Err(format!(
                 "{}: D must be a positive multiple of {HEAD_DIM}, B and T positive",
                 case.id()
