@@ -3,8 +3,9 @@
 //! CUDA events and reported as FLOP/s or bytes/s and as a percentage of the roofline (H100: 989 TFLOP/s
 //! dense bf16, 3.35 TB/s; also against the ceilings measured on the device).
 //!
-//! Without a GPU, or without the CUDA kernel launcher (src/cuda, not merged yet), this bench prints that
-//! it skipped and why, and measures nothing. The CPU reference ops are benched in bench/cpu_reference.rs.
+//! The cases are launched by `isoflop::cuda::kernel_bench::CudaKernelLauncher` with the CUDA backend's own
+//! launch helpers. Without a GPU (or without the CUDA libraries) this bench prints
+//! `kernels bench skipped: <reason>` and measures nothing. The CPU reference ops are benched in bench/cpu_reference.rs.
 //!
 //! Run: `cargo bench --bench kernels` (filter with a family name: `cargo bench --bench kernels -- adamw`).
 

@@ -1,32 +1,12 @@
-//! The measured matmul peak of a GPU: the median rate of a large bf16 cuBLASLt product (fp32 accumulate),
-//! timed with CUDA events on random inputs.
-//!
-//! Written without a GPU at hand: it compiles and is guarded (library presence checked, panics inside
-//! cudarc caught), but it has not yet run on a device. cudarc implements `Matmul<half::bf16>` only with
-//! its `f16` feature, which this crate does not enable, so a local `#[repr(transparent)]` bf16 type
-//! carries the same `CUDA_R_16BF` / `CUBLAS_COMPUTE_32F` types through the same code path.
+//! The measured matmul peak of a GPU: the median rate of a large bf16 product (fp32 accumulate, bf16
+//! out) on random inputs, through the CUDA backend's own cuBLASLt layer ([`Blas`]: our workspace, no
+//! unwraps) and timed with CUDA events ([`Gpu::timing_event`]).
 
 use super::peak::Peak;
-use cudarc::cublaslt::{sys as lt_sys, CudaBlasLT, Matmul, MatmulConfig};
-use cudarc::driver::{sys, CudaContext, DeviceRepr};
+use crate::cuda::blas::{Blas, OutType};
+use crate::cuda::gpu::{catch_cuda_panic, Gpu, GpuResult};
+use half::bf16;
 use rand::{Rng, SeedableRng};
-
-/// A bf16 value as raw bits, for cuBLASLt.
-#[derive(Clone, Copy, Debug, Default)]
-#[repr(transparent)]
-struct Bf16Bits(u16);
-
-// SAFETY: a plain 2-byte value with bf16's layout.
-unsafe impl DeviceRepr for Bf16Bits {}
-
-impl Matmul<Bf16Bits> for CudaBlasLT {
-    fn matrix_type() -> lt_sys::cudaDataType {
-        lt_sys::cudaDataType_t::CUDA_R_16BF
-    }
-    fn compute_type() -> lt_sys::cublasComputeType_t {
-        lt_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F
-    }
-}
 
 /// Side of the square product.
 const N: usize = 8192;
@@ -34,90 +14,96 @@ const N: usize = 8192;
 const LAUNCHES: usize = 10;
 const REPEATS: usize = 5;
 
-/// Median FLOP/s of `N×N·N×N` bf16 products on GPU `ordinal`.
+/// Median FLOP/s of `N×N·N×N` bf16 products on GPU `ordinal`; `Err` with the reason when it cannot
+/// run (no driver, no cuBLASLt, no memory, ...).
 pub fn measure(ordinal: usize) -> Result<Peak, String> {
-    // SAFETY: only checks whether the shared library can be opened.
-    if !unsafe { lt_sys::is_culib_present() } {
-        return Err("cuBLASLt (libcublasLt) not found".into());
-    }
-    std::panic::catch_unwind(|| measure_inner(ordinal))
-        .map_err(|_| "cudarc panicked while measuring the matmul peak".to_string())?
+    let gpu = Gpu::open(ordinal).map_err(|e| e.to_string())?;
+    let mut blas = Blas::new(&gpu).map_err(|e| e.to_string())?;
+    measure_on(&gpu, &mut blas, N, LAUNCHES, REPEATS)
 }
 
-fn measure_inner(ordinal: usize) -> Result<Peak, String> {
-    let ctx = CudaContext::new(ordinal).map_err(e("CUDA context"))?;
-    let stream = ctx.default_stream();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-    let mut random = || -> Vec<Bf16Bits> {
-        (0..N * N)
-            .map(|_| Bf16Bits(half::bf16::from_f32(rng.random_range(-1.0f32..1.0)).to_bits()))
-            .collect()
-    };
-    let a = stream.clone_htod(&random()).map_err(e("copy A"))?;
-    let b = stream.clone_htod(&random()).map_err(e("copy B"))?;
-    let mut c = stream
-        .clone_htod(&vec![Bf16Bits(0x7fc0); N * N])
-        .map_err(e("copy C"))?;
-    let blas = CudaBlasLT::new(stream.clone()).map_err(e("cuBLASLt handle"))?;
-    let n = N as u64;
-    let cfg = MatmulConfig {
-        transa: false,
-        transb: false,
-        transc: false,
-        m: n,
-        n,
-        k: n,
-        alpha: 1.0,
-        lda: N as i64,
-        ldb: N as i64,
-        beta: 0.0,
-        ldc: N as i64,
-        stride_a: None,
-        stride_b: None,
-        stride_c: None,
-        stride_bias: None,
-        batch_size: None,
-    };
-    let launch = |c: &mut cudarc::driver::CudaSlice<Bf16Bits>| {
-        // SAFETY: a, b, c each hold N×N elements, matching the configuration.
-        unsafe { blas.matmul(cfg, &a, &b, c, None, None) }.map_err(e("cublasLtMatmul"))
-    };
-    for _ in 0..3 {
-        launch(&mut c)?;
+/// Median FLOP/s over `repeats` timings of `launches` back-to-back `n×n·n×n` bf16 products on `gpu`
+/// with `blas` (after three untimed ones). On the emulated device the products run on the host and the
+/// time is host wall time.
+pub fn measure_on(
+    gpu: &Gpu,
+    blas: &mut Blas,
+    n: usize,
+    launches: usize,
+    repeats: usize,
+) -> Result<Peak, String> {
+    if n == 0 || launches == 0 || repeats == 0 {
+        return Err("the matmul peak needs a positive size, launch count and repeat count".into());
     }
-    let mut rates = Vec::new();
-    for _ in 0..REPEATS {
-        let start = stream
-            .record_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))
-            .map_err(e("event"))?;
-        for _ in 0..LAUNCHES {
-            launch(&mut c)?;
-        }
-        let end = stream
-            .record_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))
-            .map_err(e("event"))?;
-        let ms = start.elapsed_ms(&end).map_err(e("event timing"))? as f64;
-        rates.push(2.0 * (N as f64).powi(3) * LAUNCHES as f64 / (ms * 1e-3));
-    }
-    // The output must have been written (it started as NaN).
-    let out: Vec<Bf16Bits> = stream.clone_dtoh(&c).map_err(e("copy C back"))?;
-    if out
-        .iter()
-        .take(1024)
-        .any(|v| half::bf16::from_bits(v.0).is_nan())
-    {
-        return Err("the product left NaN in its output".into());
-    }
+    let rates = catch_cuda_panic("measuring the matmul peak", || {
+        timed_rates(gpu, blas, n, launches, repeats)
+    })
+    .map_err(|e| format!("measuring the matmul peak: {e}"))?;
+    let mut rates = rates?;
     rates.sort_by(f64::total_cmp);
+    let how = if gpu.is_emulated() {
+        "host products of the emulated device"
+    } else {
+        "cuBLASLt products (fp32 accumulate)"
+    };
     Ok(Peak {
         flops: rates[rates.len() / 2],
-        source: format!(
-            "measured: median of {REPEATS}×{LAUNCHES} bf16 {N}x{N}x{N} cuBLASLt products (fp32 accumulate)"
-        ),
+        source: format!("measured: median of {repeats}×{launches} bf16 {n}x{n}x{n} {how}"),
     })
 }
 
-/// Turn any cudarc error into a message naming the operation.
-fn e<E: std::fmt::Debug>(what: &'static str) -> impl FnOnce(E) -> String {
-    move |err| format!("{what}: {err:?}")
+/// The rates of each timed run, or (inner `Err`) a product that left its output unwritten.
+fn timed_rates(
+    gpu: &Gpu,
+    blas: &mut Blas,
+    n: usize,
+    launches: usize,
+    repeats: usize,
+) -> GpuResult<Result<Vec<f64>, String>> {
+    gpu.bind()?;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let mut random = |what: &str| -> GpuResult<_> {
+        let host: Vec<bf16> = (0..n * n)
+            .map(|_| bf16::from_f32(rng.random_range(-1.0f32..1.0)))
+            .collect();
+        let buf = gpu.alloc::<bf16>(n * n, what)?;
+        gpu.upload(&host, &buf)?;
+        Ok(buf)
+    };
+    let a = random("the matmul-peak A")?;
+    let b = random("the matmul-peak B")?;
+    let c = gpu.alloc::<bf16>(n * n, "the matmul-peak C")?;
+    c.fill_bytes(0xff, &gpu.stream)?; // NaN: must be overwritten
+    let mut launch = || {
+        blas.forward(
+            &gpu.stream,
+            a.ptr(),
+            b.ptr(),
+            c.ptr(),
+            OutType::Bf16,
+            None,
+            n,
+            n,
+            n,
+        )
+    };
+    for _ in 0..3 {
+        launch()?;
+    }
+    let (start, end) = (gpu.timing_event()?, gpu.timing_event()?);
+    let mut rates = Vec::with_capacity(repeats);
+    for _ in 0..repeats {
+        start.record(&gpu.stream, "recording the start event")?;
+        for _ in 0..launches {
+            launch()?;
+        }
+        end.record(&gpu.stream, "recording the end event")?;
+        let s = start.elapsed_ms(&end)? * 1e-3;
+        rates.push(2.0 * (n as f64).powi(3) * launches as f64 / s.max(1e-12));
+    }
+    let out = gpu.download(&c, 1024)?;
+    if out.iter().any(|v| v.is_nan()) {
+        return Ok(Err("the product left NaN in its output".into()));
+    }
+    Ok(Ok(rates))
 }

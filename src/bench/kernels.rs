@@ -2,8 +2,10 @@
 //! minimal FLOP and byte counts, the roofline they are judged against, and the interface a GPU backend
 //! implements to launch one case timed with CUDA events.
 //!
-//! Status: the CUDA host code (`src/cuda`) is not part of this build, so [`open_launcher`] always answers
-//! `Err` with the reason and the bench prints that it skipped. The hook to fill is marked `TODO(cuda)`.
+//! The launcher is [`crate::cuda::kernel_bench::CudaKernelLauncher`]: it launches each case through the
+//! same launch helpers as the CUDA backend ([`crate::cuda::ops`], [`crate::cuda::blas`]) and times it with
+//! CUDA events. [`open_launcher`] answers `Err` with the reason when there is no GPU (or no CUDA
+//! libraries), and the bench then prints that it skipped.
 
 use serde::Serialize;
 
@@ -15,19 +17,20 @@ pub enum KernelFamily {
     AttentionForward,
     /// Fused causal attention backward (`attention_backward_prep` + `attention_backward`).
     AttentionBackward,
-    /// Softmax cross-entropy with the logit gradient in place (`cross_entropy_bf16`).
+    /// Softmax cross-entropy over f32 logits with the logit gradient in place (`cross_entropy_f32`).
     CrossEntropy,
     /// LayerNorm forward, f32 in, bf16 out (`layernorm_forward_bf16`).
     LayerNormForward,
     /// LayerNorm backward, f32 (`layernorm_backward_f32` + scale-gradient reduction).
     LayerNormBackward,
-    /// tanh-GELU forward, f32 in, bf16 out (`gelu_forward_f32_bf16`).
+    /// tanh-GELU forward, bf16 in and out (`gelu_forward_bf16`).
     GeluForward,
-    /// tanh-GELU backward (`gelu_backward_f32_bf16`).
+    /// tanh-GELU backward: f32 upstream gradient, bf16 pre-activation and result
+    /// (`gelu_backward_bf16`).
     GeluBackward,
     /// Embedding gather (`embedding_forward_f32`).
     EmbeddingForward,
-    /// AdamW over every parameter (`adamw_f32`).
+    /// AdamW over every parameter (`adamw_f32`, one launch per run of tensors with the same decay).
     AdamW,
     /// bf16 matmul through cuBLASLt (the MLP's up-projection shape).
     Matmul,
@@ -73,6 +76,8 @@ pub struct KernelCase {
     pub family: KernelFamily,
     /// Model width D the shape comes from.
     pub d_model: usize,
+    /// Depth L of the model (AdamW covers its parameters).
+    pub n_layers: usize,
     /// Sequences in the micro-batch.
     pub b: usize,
     /// Context T.
@@ -111,14 +116,16 @@ impl KernelCase {
             KernelFamily::AttentionBackward => {
                 (2.5 * attn_fwd_flops, 8.0 * n * df * 2.0 + 2.0 * n * h * 4.0)
             }
-            // bf16 logits read, gradient written in place, targets and per-row loss.
-            KernelFamily::CrossEntropy => (5.0 * n * vf, 2.0 * n * vf * 2.0 + n * 6.0),
+            // f32 logits read, gradient written in place, targets and per-row loss.
+            KernelFamily::CrossEntropy => (5.0 * n * vf, 2.0 * n * vf * 4.0 + n * 6.0),
             KernelFamily::LayerNormForward => {
                 (8.0 * n * df, n * df * (4.0 + 2.0) + df * 4.0 + n * 8.0)
             }
             KernelFamily::LayerNormBackward => (12.0 * n * df, n * df * 12.0 + n * 8.0 + df * 8.0),
-            KernelFamily::GeluForward => (20.0 * n * 4.0 * df, n * 4.0 * df * (4.0 + 2.0)),
-            KernelFamily::GeluBackward => (30.0 * n * 4.0 * df, n * 4.0 * df * (4.0 + 4.0 + 2.0)),
+            // bf16 in, bf16 out.
+            KernelFamily::GeluForward => (20.0 * n * 4.0 * df, n * 4.0 * df * (2.0 + 2.0)),
+            // f32 upstream gradient, bf16 pre-activation, bf16 result.
+            KernelFamily::GeluBackward => (30.0 * n * 4.0 * df, n * 4.0 * df * (4.0 + 2.0 + 2.0)),
             KernelFamily::EmbeddingForward => (0.0, n * 2.0 + 2.0 * n * df * 4.0),
             // p, g, m, v read; p, m, v written; f32.
             KernelFamily::AdamW => (12.0 * params as f64, 28.0 * params as f64),
@@ -131,6 +138,7 @@ impl KernelCase {
         KernelCase {
             family,
             d_model: d,
+            n_layers: l,
             b,
             t,
             v,
@@ -211,17 +219,15 @@ pub trait KernelLauncher {
     fn measured_ceilings(&mut self) -> Result<(f64, f64), String>;
 }
 
-/// The kernel launcher of the GPU, or why there is none.
+/// The kernel launcher of GPU 0 (kernels built with NVRTC or loaded from the cubin cache), or why
+/// there is none.
 pub fn open_launcher() -> Result<Box<dyn KernelLauncher>, String> {
-    match crate::device::probe_gpus() {
-        Err(why) => Err(format!("no GPU: {why}")),
-        // TODO(cuda): construct the CUDA backend's KernelLauncher here (src/cuda: load the kernels'
-        // module, allocate per case, time with cudarc CudaEvent pairs).
-        Ok(gpus) => Err(format!(
-            "found {}, but this build has no CUDA kernel launcher yet (src/cuda is not merged; \
-             implement isoflop::bench::kernels::KernelLauncher there and return it from open_launcher)",
-            gpus[0].name
-        )),
+    if let Err(why) = crate::device::probe_gpus() {
+        return Err(format!("no GPU: {why}"));
+    }
+    match crate::cuda::kernel_bench::CudaKernelLauncher::open(0) {
+        Ok(l) => Ok(Box::new(l)),
+        Err(e) => Err(format!("cannot open GPU 0 for the kernel bench: {e}")),
     }
 }
 
@@ -254,9 +260,15 @@ mod tests {
     }
 
     #[test]
-    fn launcher_says_why_it_is_missing() {
-        // This build has no CUDA launcher: always an explanation, never a panic.
-        let why = open_launcher().err().expect("no launcher in this build");
-        assert!(why.contains("GPU"), "{why}");
+    fn launcher_opens_or_says_why() {
+        // Without a GPU: an explanation naming the GPU, never a panic; with one: the device.
+        match open_launcher() {
+            Err(why) => assert!(why.contains("GPU"), "{why}"),
+            Ok(l) => assert!(
+                l.device_name().starts_with("cuda:0 "),
+                "{}",
+                l.device_name()
+            ),
+        }
     }
 }

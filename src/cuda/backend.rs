@@ -16,13 +16,11 @@
 //! algorithm per product shape), so two runs from one seed give bitwise-identical losses.
 
 use super::blas::{Blas, OutType};
-use super::gpu::{
-    elementwise_grid, DevBuf, DevPtr, Event, Gpu, GpuError, GpuResult, KernelExec, Kernels,
-    PinnedBuf,
-};
-use super::memory::{self, TokenLayout, LN_ROWS_PER_BLOCK, REDUCE_BLOCKS, RESERVE_BYTES};
+use super::gpu::{DevBuf, DevPtr, Event, Gpu, GpuError, GpuResult, KernelExec, Kernels, PinnedBuf};
+use super::memory::{self, TokenLayout, REDUCE_BLOCKS, RESERVE_BYTES};
 use super::nvrtc;
-use crate::backend::{AdamWStep, Backend, BackendError, DecayMode, LossSum};
+use super::ops::{self, AdamWState, AttnBackward, AttnForward, AttnShape, LnBackward, Ops};
+use crate::backend::{AdamWStep, Backend, BackendError, LossSum};
 use crate::model::config::PAD_ID;
 use crate::model::{ModelConfig, ParamLayout, HEAD_DIM};
 use half::bf16;
@@ -87,7 +85,7 @@ impl Acts {
         let h = d / HEAD_DIM;
         let n = b * t;
         let nd = n * d;
-        let nt = t.div_ceil(64);
+        let attn = AttnShape { b, t, h };
         let f32s = |len: usize, what: &str| gpu.alloc::<f32>(len, what);
         let bf16s = |len: usize, what: &str| gpu.alloc::<bf16>(len, what);
         let mut layers = Vec::with_capacity(cfg.n_layers);
@@ -101,7 +99,7 @@ impl Acts {
                 k: bf16s(nd, "keys")?,
                 v: bf16s(nd, "values")?,
                 y: bf16s(nd, "attention outputs")?,
-                lse: f32s(b * h * t, "attention logsumexp")?,
+                lse: f32s(attn.stats_len(), "attention logsumexp")?,
                 h: f32s(nd, "attention residuals")?,
                 xn2: bf16s(nd, "LN2 outputs")?,
                 mean2: f32s(n, "LN2 means")?,
@@ -129,12 +127,9 @@ impl Acts {
             g: bf16s(4 * nd, "GELU outputs")?,
             dg: f32s(4 * nd, "GELU output gradients")?,
             du: bf16s(4 * nd, "MLP pre-activation gradients")?,
-            delta: f32s(b * h * t, "attention backward rowsums")?,
-            dscale_part: f32s(2 * b * h * nt * HEAD_DIM, "QK-Norm scale partials")?,
-            ln_part: f32s(
-                n.div_ceil(LN_ROWS_PER_BLOCK) * d,
-                "LayerNorm scale partials",
-            )?,
+            delta: f32s(attn.stats_len(), "attention backward rowsums")?,
+            dscale_part: f32s(attn.dscale_part_len(), "QK-Norm scale partials")?,
+            ln_part: f32s(ops::ln_part_len(n, d), "LayerNorm scale partials")?,
         })
     }
 }
@@ -313,40 +308,21 @@ impl CudaBackend {
             pending: None,
             gpu,
         };
-        be.launch(
-            "rope_table_init",
-            ((t * 32).div_ceil(256) as u32, 1, 1),
-            256,
-            0,
-            &[&be.rope_cs.ptr(), &(t as i32)],
-        )?;
+        be.ops().rope_table_init(be.rope_cs.ptr(), t)?;
         be.refresh_bf16()?;
         be.gpu.sync()?;
         Ok(be)
     }
 
-    fn launch(
-        &self,
-        name: &str,
-        grid: (u32, u32, u32),
-        block: u32,
-        smem: u32,
-        args: &[&dyn super::gpu::KernelParam],
-    ) -> GpuResult<()> {
-        self.kernels
-            .launch(&self.gpu.stream, name, grid, block, smem, args)
+    /// The kernels, launched on the compute stream.
+    fn ops(&self) -> Ops<'_> {
+        Ops::new(&self.kernels, &self.gpu.stream)
     }
 
     /// Rewrite the bf16 working copy from the f32 master weights.
     fn refresh_bf16(&self) -> GpuResult<()> {
-        let n = self.layout.total;
-        self.launch(
-            "cast_f32_to_bf16",
-            (elementwise_grid(n), 1, 1),
-            256,
-            0,
-            &[&self.params.ptr(), &self.wb.ptr(), &(n as i64)],
-        )
+        self.ops()
+            .cast_f32_to_bf16(self.params.ptr(), self.wb.ptr(), self.layout.total)
     }
 
     fn take_pending(&mut self) -> Result<(), BackendError> {
@@ -502,35 +478,13 @@ impl CudaBackend {
 
     /// Σ of `n` f32 values (`squares`: of their squares) into `red_out`, deterministically.
     fn reduce(&self, x: DevPtr, n: usize, squares: bool) -> GpuResult<()> {
-        let name = if squares {
-            "sum_squares_partials_f32"
-        } else {
-            "sum_partials_f32"
-        };
-        self.launch(
-            name,
-            (REDUCE_BLOCKS as u32, 1, 1),
-            256,
-            0,
-            &[&x, &(n as i64), &self.red_part.ptr()],
-        )?;
-        self.launch(
-            "sum_finish_f64",
-            (1, 1, 1),
-            256,
-            0,
-            &[
-                &self.red_part.ptr(),
-                &(REDUCE_BLOCKS as i32),
-                &self.red_out.ptr(),
-            ],
-        )
+        self.ops()
+            .reduce(x, n, squares, self.red_part.ptr(), self.red_out.ptr())
     }
 
     /// The forward pass up to the f32 logits (`acts.logits[..N·V]`).
     fn forward(&mut self, dm: Dims, si: usize) -> GpuResult<()> {
         let Dims { b, t, d, v, h, n } = dm;
-        let nt = t.div_ceil(64);
         let (inputs, ..) = self.slot_ptrs(si, n);
         let acts = self
             .acts
@@ -541,35 +495,15 @@ impl CudaBackend {
         let lay = &self.layout;
         let stream = &self.gpu.stream;
         let blas = &mut self.blas;
-        let kern = &self.kernels;
-        let launch = |name: &str, grid, block, args: &[&dyn super::gpu::KernelParam]| {
-            kern.launch(stream, name, grid, block, 0, args)
-        };
+        let ops = Ops::new(&self.kernels, stream);
         let first = acts
             .layers
             .first()
             .map(|l| l.x.ptr())
             .unwrap_or(acts.last.ptr());
-        launch(
-            "embedding_forward_f32",
-            (elementwise_grid(n * d), 1, 1),
-            256,
-            &[
-                &p(lay.embed),
-                &inputs,
-                &first,
-                &(n as i32),
-                &(d as i32),
-                &(v as i32),
-            ],
-        )?;
+        ops.embedding_forward(p(lay.embed), inputs, first, (n, d, v))?;
         let ln = |x: DevPtr, s: DevPtr, o: DevPtr, m: DevPtr, r: DevPtr| {
-            launch(
-                "layernorm_forward_bf16",
-                (n.div_ceil(4) as u32, 1, 1),
-                128,
-                &[&x, &s, &o, &m, &r, &(n as i32), &(d as i32)],
-            )
+            ops.layernorm_forward_bf16(x, s, o, m, r, n, d)
         };
         for (l, (bo, la)) in lay.blocks.iter().zip(&acts.layers).enumerate() {
             let out = acts
@@ -597,23 +531,18 @@ impl CudaBackend {
                     d,
                 )?;
             }
-            launch(
-                "attention_forward",
-                (nt as u32, h as u32, b as u32),
-                128,
-                &[
-                    &la.y.ptr(),
-                    &la.lse.ptr(),
-                    &la.q.ptr(),
-                    &la.k.ptr(),
-                    &la.v.ptr(),
-                    &p(bo.q_norm),
-                    &p(bo.k_norm),
-                    &self.rope_cs.ptr(),
-                    &(b as i32),
-                    &(t as i32),
-                    &(h as i32),
-                ],
+            ops.attention_forward(
+                AttnShape { b, t, h },
+                &AttnForward {
+                    out: la.y.ptr(),
+                    lse: la.lse.ptr(),
+                    q: la.q.ptr(),
+                    k: la.k.ptr(),
+                    v: la.v.ptr(),
+                    q_scale: p(bo.q_norm),
+                    k_scale: p(bo.k_norm),
+                    rope_cs: self.rope_cs.ptr(),
+                },
             )?;
             // h = x + y·wo
             blas.forward(
@@ -645,12 +574,7 @@ impl CudaBackend {
                 d,
                 4 * d,
             )?;
-            launch(
-                "gelu_forward_bf16",
-                (elementwise_grid(4 * n * d), 1, 1),
-                256,
-                &[&la.u.ptr(), &acts.g.ptr(), &((4 * n * d) as i64)],
-            )?;
+            ops.gelu_forward_bf16(la.u.ptr(), acts.g.ptr(), 4 * n * d)?;
             // out = h + g·w2
             blas.forward(
                 stream,
@@ -693,13 +617,8 @@ impl CudaBackend {
             .as_ref()
             .ok_or_else(|| GpuError::Unavailable("activations were not allocated".into()))?;
         let (logits, rows) = (acts.logits.ptr(), acts.loss_rows.ptr());
-        self.launch(
-            "cross_entropy_f32",
-            (dm.n as u32, 1, 1),
-            1024,
-            0,
-            &[&logits, &targets, &rows, &(dm.v as i32), &(grad as i32)],
-        )?;
+        self.ops()
+            .cross_entropy_f32(logits, targets, rows, (dm.n, dm.v), grad)?;
         self.reduce(rows, dm.n, false)?;
         self.loss_host
             .copy_from(self.red_out.ptr(), 8, &self.gpu.stream)?;
@@ -720,7 +639,6 @@ impl CudaBackend {
     /// `grads`.
     fn backward(&mut self, dm: Dims, si: usize, n_ids: usize) -> GpuResult<()> {
         let Dims { b, t, d, v, h, n } = dm;
-        let nt = t.div_ceil(64);
         let nd = n * d;
         let (_, _, ids, offsets, positions) = self.slot_ptrs(si, n);
         let acts = self
@@ -733,20 +651,9 @@ impl CudaBackend {
         let lay = &self.layout;
         let stream = &self.gpu.stream;
         let blas = &mut self.blas;
-        let kern = &self.kernels;
-        let launch = |name: &str, grid, block, smem: u32, args: &[&dyn super::gpu::KernelParam]| {
-            kern.launch(stream, name, grid, block, smem, args)
-        };
-        let ew = |name: &str, len: usize, ptrs: &[DevPtr]| {
-            let nn = len as i64;
-            let mut args: Vec<&dyn super::gpu::KernelParam> = ptrs
-                .iter()
-                .map(|p| p as &dyn super::gpu::KernelParam)
-                .collect();
-            args.push(&nn);
-            launch(name, (elementwise_grid(len), 1, 1), 256, 0, &args)
-        };
+        let ops = Ops::new(&self.kernels, stream);
         let part = acts.ln_part.ptr();
+        #[allow(clippy::too_many_arguments)]
         let ln_back = |dout: DevPtr,
                        x: DevPtr,
                        scale: DevPtr,
@@ -755,40 +662,20 @@ impl CudaBackend {
                        dx: DevPtr,
                        dscale: DevPtr,
                        accumulate: bool| {
-            let pp = n.div_ceil(LN_ROWS_PER_BLOCK);
-            launch(
-                "layernorm_backward_f32",
-                (pp as u32, 1, 1),
-                256,
-                (d * 4) as u32,
-                &[
-                    &dout,
-                    &x,
-                    &scale,
-                    &mean,
-                    &rstd,
-                    &dx,
-                    &part,
-                    &(n as i32),
-                    &(d as i32),
-                    &(LN_ROWS_PER_BLOCK as i32),
-                    &(accumulate as i32),
-                ],
-            )?;
-            launch(
-                "layernorm_dscale_reduce_f32",
-                (d.div_ceil(256) as u32, 1, 1),
-                256,
-                0,
-                &[&part, &dscale, &(pp as i32), &(d as i32)],
-            )
+            let a = LnBackward {
+                dout,
+                x,
+                scale,
+                mean,
+                rstd,
+                dx,
+                part,
+                dscale,
+            };
+            ops.layernorm_backward(&a, n, d, accumulate)
         };
         // Head: logits = xf·head.
-        ew(
-            "cast_f32_to_bf16",
-            n * v,
-            &[acts.logits.ptr(), acts.dlogits.ptr()],
-        )?;
+        ops.cast_f32_to_bf16(acts.logits.ptr(), acts.dlogits.ptr(), n * v)?;
         blas.backward_input(
             stream,
             acts.dlogits.ptr(),
@@ -821,12 +708,8 @@ impl CudaBackend {
         )?;
         for (bo, la) in lay.blocks.iter().zip(&acts.layers).rev() {
             // out = h + gelu(u)·w2 ; u = xn2·w1
-            ew("gelu_forward_bf16", 4 * nd, &[la.u.ptr(), acts.g.ptr()])?;
-            ew(
-                "cast_f32_to_bf16",
-                nd,
-                &[acts.dres.ptr(), acts.dres_b.ptr()],
-            )?;
+            ops.gelu_forward_bf16(la.u.ptr(), acts.g.ptr(), 4 * nd)?;
+            ops.cast_f32_to_bf16(acts.dres.ptr(), acts.dres_b.ptr(), nd)?;
             blas.backward_input(
                 stream,
                 acts.dres_b.ptr(),
@@ -847,11 +730,7 @@ impl CudaBackend {
                 4 * d,
                 d,
             )?;
-            ew(
-                "gelu_backward_bf16",
-                4 * nd,
-                &[acts.dg.ptr(), la.u.ptr(), acts.du.ptr()],
-            )?;
+            ops.gelu_backward_bf16(acts.dg.ptr(), la.u.ptr(), acts.du.ptr(), 4 * nd)?;
             blas.backward_input(
                 stream,
                 acts.du.ptr(),
@@ -875,11 +754,7 @@ impl CudaBackend {
                 true,
             )?; // dres is now dh
                 // h = x + y·wo
-            ew(
-                "cast_f32_to_bf16",
-                nd,
-                &[acts.dres.ptr(), acts.dres_b.ptr()],
-            )?;
+            ops.cast_f32_to_bf16(acts.dres.ptr(), acts.dres_b.ptr(), nd)?;
             blas.backward_input(
                 stream,
                 acts.dres_b.ptr(),
@@ -893,55 +768,28 @@ impl CudaBackend {
             )?;
             blas.backward_weight(stream, la.y.ptr(), acts.dres_b.ptr(), g(bo.wo), n, d, d)?;
             // Attention (QK-Norm + RoPE + causal softmax) backward.
-            launch(
-                "attention_backward_prep",
-                ((b * t * h * 8).div_ceil(256) as u32, 1, 1),
-                256,
-                0,
-                &[
-                    &acts.delta.ptr(),
-                    &la.y.ptr(),
-                    &acts.dy.ptr(),
-                    &(b as i32),
-                    &(t as i32),
-                    &(h as i32),
-                ],
-            )?;
-            launch(
-                "attention_backward",
-                (2 * nt as u32, h as u32, b as u32),
-                128,
-                0,
-                &[
-                    &acts.dq.ptr(),
-                    &acts.dk.ptr(),
-                    &acts.dv.ptr(),
-                    &acts.dscale_part.ptr(),
-                    &acts.dy.ptr(),
-                    &la.q.ptr(),
-                    &la.k.ptr(),
-                    &la.v.ptr(),
-                    &la.lse.ptr(),
-                    &acts.delta.ptr(),
-                    &p(bo.q_norm),
-                    &p(bo.k_norm),
-                    &self.rope_cs.ptr(),
-                    &(b as i32),
-                    &(t as i32),
-                    &(h as i32),
-                ],
-            )?;
-            launch(
-                "qk_norm_scale_grad_reduce",
-                (2, 1, 1),
-                1024,
-                0,
-                &[
-                    &g(bo.q_norm),
-                    &g(bo.k_norm),
-                    &acts.dscale_part.ptr(),
-                    &((b * h * nt) as i32),
-                ],
+            ops.attention_backward(
+                AttnShape { b, t, h },
+                &AttnBackward {
+                    fwd: AttnForward {
+                        out: la.y.ptr(),
+                        lse: la.lse.ptr(),
+                        q: la.q.ptr(),
+                        k: la.k.ptr(),
+                        v: la.v.ptr(),
+                        q_scale: p(bo.q_norm),
+                        k_scale: p(bo.k_norm),
+                        rope_cs: self.rope_cs.ptr(),
+                    },
+                    dout: acts.dy.ptr(),
+                    dq: acts.dq.ptr(),
+                    dk: acts.dk.ptr(),
+                    dv: acts.dv.ptr(),
+                    delta: acts.delta.ptr(),
+                    dscale_part: acts.dscale_part.ptr(),
+                    dq_scale: g(bo.q_norm),
+                    dk_scale: g(bo.k_norm),
+                },
             )?;
             // q|k|v = xn1·wq|wk|wv
             for (i, (grad, wo)) in [(&acts.dq, bo.wq), (&acts.dk, bo.wk), (&acts.dv, bo.wv)]
@@ -972,20 +820,14 @@ impl CudaBackend {
                 true,
             )?; // dres is now dx
         }
-        launch(
-            "embedding_backward_f32",
-            (n_ids as u32, 1, 1),
-            128,
-            0,
-            &[
-                &acts.dres.ptr(),
-                &ids,
-                &offsets,
-                &positions,
-                &g(lay.embed),
-                &(n_ids as i32),
-                &(d as i32),
-            ],
+        ops.embedding_backward(
+            acts.dres.ptr(),
+            ids,
+            offsets,
+            positions,
+            g(lay.embed),
+            n_ids,
+            d,
         )
     }
 
@@ -1060,54 +902,17 @@ impl Backend for CudaBackend {
 
     fn adamw_step(&mut self, hp: &AdamWStep) -> Result<(), BackendError> {
         self.take_pending()?;
-        let t = hp.step.max(1).min(i32::MAX as u64) as i32;
-        let inv_bc1 = (1.0 / (1.0 - (hp.beta1 as f64).powi(t))) as f32;
-        let inv_bc2 = (1.0 / (1.0 - (hp.beta2 as f64).powi(t))) as f32;
-        let mode: i32 = match hp.decay_mode {
-            DecayMode::Coupled => 0,
-            DecayMode::Independent => 1,
-        };
-        // Contiguous runs of tensors with the same decay flag: one launch each.
-        let mut runs: Vec<(usize, usize, bool)> = Vec::new();
-        for spec in &self.layout.tensors {
-            let (r, dec) = (spec.range(), spec.decayed());
-            match runs.last_mut() {
-                Some(last) if last.2 == dec && last.1 == r.start => last.1 = r.end,
-                _ => runs.push((r.start, r.end, dec)),
-            }
-        }
+        let runs = ops::adamw_runs(&self.layout);
         let r = (|| -> GpuResult<()> {
             self.gpu.bind()?;
-            let null: u64 = 0;
-            for (start, end, dec) in runs {
-                let n = end - start;
-                self.launch(
-                    "adamw_f32",
-                    (elementwise_grid(n), 1, 1),
-                    256,
-                    0,
-                    &[
-                        &self.params.at(start),
-                        &self.grads.at(start),
-                        &self.m.at(start),
-                        &self.v.at(start),
-                        &self.wb.at(start),
-                        &null,
-                        &(dec as i32),
-                        &(n as i64),
-                        &hp.lr,
-                        &hp.beta1,
-                        &hp.beta2,
-                        &hp.eps,
-                        &hp.weight_decay,
-                        &mode,
-                        &hp.grad_scale,
-                        &inv_bc1,
-                        &inv_bc2,
-                    ],
-                )?;
-            }
-            Ok(())
+            let st = AdamWState {
+                params: &self.params,
+                grads: &self.grads,
+                m: &self.m,
+                v: &self.v,
+                wb: &self.wb,
+            };
+            self.ops().adamw(&st, &runs, hp)
         })();
         r.map_err(BackendError::from)
     }

@@ -163,15 +163,22 @@ impl Stream {
     }
 }
 
-/// An event (no timing): a real CUDA event, or a no-op on the emulated device.
-pub struct Event(Option<CudaEvent>);
+/// An event: a real CUDA event, or on the emulated device the host time of its last record (work
+/// there is synchronous, so the host time between two records is the time of the work between them).
+pub struct Event(
+    Option<CudaEvent>,
+    std::sync::Mutex<Option<std::time::Instant>>,
+);
 
 impl Event {
     /// Record the event on `stream`.
     pub fn record(&self, stream: &Stream, what: &str) -> GpuResult<()> {
         match (&self.0, &stream.0) {
             (Some(e), Some(s)) => e.record(s).ctx(|| what.to_string()),
-            (None, None) => Ok(()),
+            (None, None) => {
+                *self.1.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
+                Ok(())
+            }
             _ => Err(GpuError::Unavailable(format!(
                 "{what}: a stream and an event of different devices"
             ))),
@@ -183,6 +190,31 @@ impl Event {
         match &self.0 {
             Some(e) => e.synchronize().ctx(|| what.to_string()),
             None => Ok(()),
+        }
+    }
+
+    /// Milliseconds from this event's last record to `end`'s last record (waits for both). On a GPU
+    /// both must come from [`Gpu::timing_event`]; on the emulated device it is the host wall time
+    /// between the two records.
+    pub fn elapsed_ms(&self, end: &Event) -> GpuResult<f64> {
+        match (&self.0, &end.0) {
+            (Some(a), Some(b)) => a
+                .elapsed_ms(b)
+                .map(f64::from)
+                .ctx(|| "reading the time between two CUDA events".into()),
+            (None, None) => {
+                let a = *self.1.lock().unwrap_or_else(|p| p.into_inner());
+                let b = *end.1.lock().unwrap_or_else(|p| p.into_inner());
+                match (a, b) {
+                    (Some(a), Some(b)) => Ok(b.saturating_duration_since(a).as_secs_f64() * 1e3),
+                    _ => Err(GpuError::Unavailable(
+                        "timing an event that was never recorded".into(),
+                    )),
+                }
+            }
+            _ => Err(GpuError::Unavailable(
+                "timing two events of different devices".into(),
+            )),
         }
     }
 }
@@ -289,10 +321,26 @@ impl Gpu {
     /// A new event (no timing).
     pub fn event(&self) -> GpuResult<Event> {
         match &self.ctx {
-            Some(c) => Ok(Event(Some(
-                c.new_event(None).ctx(|| "creating an event".into())?,
-            ))),
-            None => Ok(Event(None)),
+            Some(c) => Ok(Event(
+                Some(c.new_event(None).ctx(|| "creating an event".into())?),
+                Default::default(),
+            )),
+            None => Ok(Event(None, Default::default())),
+        }
+    }
+
+    /// A new event that records time, for [`Event::elapsed_ms`] (host wall time on the emulated
+    /// device).
+    pub fn timing_event(&self) -> GpuResult<Event> {
+        match &self.ctx {
+            Some(c) => Ok(Event(
+                Some(
+                    c.new_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))
+                        .ctx(|| "creating a timing event".into())?,
+                ),
+                Default::default(),
+            )),
+            None => Ok(Event(None, Default::default())),
         }
     }
 
@@ -311,24 +359,60 @@ impl Gpu {
     /// Copy host data into `dst` (from element 0) on the compute stream, then wait for the copy (the
     /// host slice may be pageable memory that is freed right after).
     pub fn upload<T: Copy>(&self, src: &[T], dst: &DevBuf<T>) -> GpuResult<()> {
-        if src.len() > dst.len {
+        self.upload_at(src, dst, 0)
+    }
+
+    /// Copy host data into `dst` from element `offset` on, like [`Gpu::upload`].
+    pub fn upload_at<T: Copy>(&self, src: &[T], dst: &DevBuf<T>, offset: usize) -> GpuResult<()> {
+        if offset
+            .checked_add(src.len())
+            .is_none_or(|end| end > dst.len)
+        {
             return Err(GpuError::Unavailable(format!(
-                "upload of {} elements into the {}-element buffer {}",
+                "upload of {} elements at element {offset} into the {}-element buffer {}",
                 src.len(),
                 dst.len,
                 dst.what
             )));
         }
+        let at = dst.at(offset);
         if self.ctx.is_none() {
-            // SAFETY: dst is a host allocation of at least src.len() elements.
-            unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst.ptr as *mut T, src.len()) };
+            // SAFETY: dst is a host allocation with room for src.len() elements from offset.
+            unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), at as *mut T, src.len()) };
             return Ok(());
         }
         self.bind()?;
-        // SAFETY: dst holds at least src.len() elements; the stream is synchronised before src can go.
-        unsafe { result::memcpy_htod_async(dst.ptr, src, self.stream.raw()) }
+        // SAFETY: dst holds src.len() elements from offset; the stream is synchronised before src can
+        // go.
+        unsafe { result::memcpy_htod_async(at, src, self.stream.raw()) }
             .ctx(|| format!("copying {} to the GPU", dst.what))?;
         self.sync()
+    }
+
+    /// Queue a device-to-device copy of the first `len` elements of `src` into `dst` on the compute
+    /// stream.
+    pub fn copy<T>(&self, src: &DevBuf<T>, dst: &DevBuf<T>, len: usize) -> GpuResult<()> {
+        if len > src.len || len > dst.len {
+            return Err(GpuError::Unavailable(format!(
+                "copy of {len} elements from {} ({} elements) to {} ({} elements)",
+                src.what, src.len, dst.what, dst.len
+            )));
+        }
+        let bytes = len * std::mem::size_of::<T>();
+        if self.ctx.is_none() {
+            // SAFETY: both are host allocations of at least `bytes` bytes; distinct allocations do
+            // not overlap (the same buffer copied onto itself is a no-op).
+            if src.ptr != dst.ptr {
+                unsafe {
+                    std::ptr::copy_nonoverlapping(src.ptr as *const u8, dst.ptr as *mut u8, bytes)
+                };
+            }
+            return Ok(());
+        }
+        self.bind()?;
+        // SAFETY: both ranges lie inside their allocations.
+        unsafe { result::memcpy_dtod_async(dst.ptr, src.ptr, bytes, self.stream.raw()) }
+            .ctx(|| format!("copying {} to {}", src.what, dst.what))
     }
 
     /// Copy the first `len` elements of `src` to a new host vector (waits for the compute stream).
@@ -441,16 +525,21 @@ impl<T> DevBuf<T> {
 
     /// Set every byte to zero on `stream`.
     pub fn zero(&self, stream: &Stream) -> GpuResult<()> {
+        self.fill_bytes(0, stream)
+    }
+
+    /// Set every byte to `byte` on `stream` (0xff poisons: NaN in f32 and bf16).
+    pub fn fill_bytes(&self, byte: u8, stream: &Stream) -> GpuResult<()> {
         match &self.owner {
             Owner::Host(_) => {
                 // SAFETY: the range is inside the host allocation.
-                unsafe { std::ptr::write_bytes(self.ptr as *mut u8, 0, self.bytes()) };
+                unsafe { std::ptr::write_bytes(self.ptr as *mut u8, byte, self.bytes()) };
                 Ok(())
             }
             // SAFETY: the range is inside the allocation.
             Owner::Cuda(_) => {
-                unsafe { result::memset_d8_async(self.ptr, 0, self.bytes(), stream.raw()) }
-                    .ctx(|| format!("zeroing {}", self.what))
+                unsafe { result::memset_d8_async(self.ptr, byte, self.bytes(), stream.raw()) }
+                    .ctx(|| format!("filling {}", self.what))
             }
         }
     }

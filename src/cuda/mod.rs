@@ -5,6 +5,9 @@
 //!   the on-disk cubin cache;
 //! - [`gpu`]: a panic-free layer over the driver (context, streams, buffers, launches);
 //! - [`blas`]: row-major `y = x·W` products and their gradients through cuBLASLt;
+//! - [`ops`]: the launch conventions of every kernel (grids, blocks, arguments), shared with the kernel
+//!   bench;
+//! - [`kernel_bench`]: the launcher of the per-kernel profiles (`cargo bench --bench kernels`);
 //! - [`memory`]: the device-memory plan, checked before allocating;
 //! - [`backend`]: [`CudaBackend`], the [`crate::backend::Backend`] implementation.
 //!
@@ -14,7 +17,9 @@
 pub mod backend;
 pub mod blas;
 pub mod gpu;
+pub mod kernel_bench;
 pub mod memory;
 pub mod nvrtc;
+pub mod ops;
 
 pub use backend::CudaBackend;

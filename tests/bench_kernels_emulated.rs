@@ -1,0 +1,123 @@
+//! The kernel bench's launcher (`isoflop::cuda::kernel_bench::CudaKernelLauncher`) on the emulated
+//! device: every kernel family of `cargo bench --bench kernels` is prepared and launched once at a tiny
+//! shape (D 64, one sequence of 70 tokens — two attention tiles, the second partial — V 301), with the
+//! kernels of `kernels/*.cu` under the CPU emulator (tests/emu) and the products on the host. Outputs
+//! start as NaN, so every output must come back finite: this checks the bench's buffer sizes and
+//! argument lists (shared with the CUDA backend through `isoflop::cuda::ops`) in CI. Also the measured
+//! ceilings (matmul peak through `gpu_peak::measure_on` and the copy bandwidth) at their emulated sizes.
+
+#[path = "emu/harness.rs"]
+mod harness;
+
+use isoflop::bench::kernels::{KernelCase, KernelFamily, KernelLauncher};
+use isoflop::cuda::gpu::KernelExec;
+use isoflop::cuda::kernel_bench::CudaKernelLauncher;
+use std::ffi::c_void;
+use std::sync::Arc;
+
+/// One kernel argument as the launcher passes it (pointer to the value, size).
+struct Arg(*mut c_void, usize);
+
+impl harness::KernelArg for Arg {
+    fn arg_ptr(&self) -> *mut c_void {
+        self.0
+    }
+    fn arg_size(&self) -> usize {
+        self.1
+    }
+}
+
+/// The emulator library as the launcher's kernel executor (sizes checked against each signature).
+struct Emu(&'static harness::EmuLib);
+
+impl KernelExec for Emu {
+    fn launch(
+        &self,
+        name: &str,
+        grid: (u32, u32, u32),
+        block: (u32, u32, u32),
+        shmem: usize,
+        args: &[(*mut c_void, usize)],
+    ) -> Result<(), String> {
+        let args: Vec<Arg> = args.iter().map(|&(p, s)| Arg(p, s)).collect();
+        let refs: Vec<&dyn harness::KernelArg> =
+            args.iter().map(|a| a as &dyn harness::KernelArg).collect();
+        self.0.launch(name, grid, block, shmem, &refs)
+    }
+}
+
+fn launcher() -> CudaKernelLauncher {
+    let exec: Arc<dyn KernelExec> = Arc::new(Emu(harness::kernels()));
+    CudaKernelLauncher::emulated(exec).unwrap_or_else(|e| panic!("emulated launcher: {e}"))
+}
+
+#[test]
+fn every_case_runs_once_with_finite_outputs() {
+    let mut l = launcher();
+    assert!(l.device_name().contains("emulated"), "{}", l.device_name());
+    for family in KernelFamily::ALL {
+        let case = KernelCase::new(family, 64, 1, 1, 70, 301);
+        // Timing before preparing is an error, not a panic.
+        if family == KernelFamily::AttentionForward {
+            let e = l.time_launches(&case, 1).unwrap_err();
+            assert!(e.contains("not prepared"), "{e}");
+        }
+        l.prepare(&case)
+            .unwrap_or_else(|e| panic!("{}: prepare: {e}", case.id()));
+        let s = l
+            .time_launches(&case, 1)
+            .unwrap_or_else(|e| panic!("{}: launch: {e}", case.id()));
+        assert!(s.is_finite() && s >= 0.0, "{}: {s} s", case.id());
+        let outs = l
+            .outputs()
+            .unwrap_or_else(|e| panic!("{}: outputs: {e}", case.id()));
+        assert!(!outs.is_empty(), "{}: no outputs", case.id());
+        for (name, vals) in &outs {
+            assert!(!vals.is_empty(), "{}: {name} is empty", case.id());
+            if let Some(i) = vals.iter().position(|x| !x.is_finite()) {
+                panic!(
+                    "{}: output {name}[{i}] = {} (of {}) was not written or is not finite",
+                    case.id(),
+                    vals[i],
+                    vals.len()
+                );
+            }
+            // Written with something, not just left as zeros (the zeroed accumulators of the scale
+            // gradients and the per-row losses aside, every output here is dense and non-zero).
+            assert!(
+                vals.iter().any(|&x| x != 0.0),
+                "{}: output {name} is all zeros",
+                case.id()
+            );
+        }
+    }
+}
+
+#[test]
+fn cross_entropy_losses_are_plausible() {
+    // Logits uniform in [-4, 4) over 301 classes: each row's loss is near ln(301) ± a few.
+    let mut l = launcher();
+    let case = KernelCase::new(KernelFamily::CrossEntropy, 64, 1, 1, 70, 301);
+    l.prepare(&case).unwrap();
+    l.time_launches(&case, 1).unwrap();
+    let outs = l.outputs().unwrap();
+    let (_, rows) = outs.iter().find(|(n, _)| n == "loss_rows").unwrap();
+    assert_eq!(rows.len(), 70);
+    for &r in rows {
+        assert!(r > 0.5 && r < 15.0, "row loss {r}");
+    }
+    // The gradient of each row sums to ~0 (softmax − one-hot).
+    let (_, grad) = outs.iter().find(|(n, _)| n == "logits").unwrap();
+    for row in grad.chunks(301) {
+        let s: f32 = row.iter().sum();
+        assert!(s.abs() < 1e-3, "gradient row sum {s}");
+    }
+}
+
+#[test]
+fn measured_ceilings_run_on_the_emulated_device() {
+    let mut l = launcher();
+    let (flops, bw) = l.measured_ceilings().unwrap();
+    assert!(flops.is_finite() && flops > 0.0, "{flops}");
+    assert!(bw.is_finite() && bw > 0.0, "{bw}");
+}
