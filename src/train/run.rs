@@ -300,6 +300,14 @@ fn drive(
     elapsed0: f64,
 ) -> Result<RunSummary, RunError> {
     let stop = Arc::new(AtomicBool::new(false));
+    // A second Ctrl-C while the first is being handled (a checkpoint in progress) exits at once. Only
+    // SIGINT: a sweep forwards SIGTERM to trainers that already got the terminal's SIGINT.
+    signal_hook::flag::register_conditional_shutdown(
+        signal_hook::consts::SIGINT,
+        130,
+        Arc::clone(&stop),
+    )
+    .map_err(setup("installing signal handlers"))?;
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop))
             .map_err(setup("installing signal handlers"))?;
