@@ -392,3 +392,20 @@ fn resume_refuses_a_checkpoint_from_another_configuration() {
     );
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn resume_from_the_final_checkpoint_adds_no_duplicate_rows() {
+    // A run killed after its final checkpoint but before run.json said `finished`.
+    let (_t, dir) = reference(10);
+    let before = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+    let text = std::fs::read_to_string(dir.join("run.json"))
+        .unwrap()
+        .replace("\"finished\"", "\"running\"");
+    std::fs::write(dir.join("run.json"), text).unwrap();
+    run_ok(&["train".into(), "--resume".into(), dir.display().to_string()]);
+    let after = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+    assert_eq!(before, after);
+    let m = manifest(&dir);
+    assert_eq!(m["status"], "finished");
+    assert!(m["final_figures"]["eval_loss"].as_f64().is_some());
+}

@@ -330,7 +330,8 @@ fn drive(
     };
     let eval_now = |trainer: &mut Trainer,
                     metrics: &mut MetricsWriter,
-                    elapsed_s: f64|
+                    elapsed_s: f64,
+                    write: bool|
      -> Result<Option<(f64, f64)>, RunError> {
         let Some(e) = trainer.evaluate()? else {
             return Ok(None);
@@ -350,9 +351,11 @@ fn drive(
             flops_exact: f[3],
             elapsed_s,
         };
-        metrics
-            .write(&rec)
-            .map_err(setup(metrics.path().display()))?;
+        if write {
+            metrics
+                .write(&rec)
+                .map_err(setup(metrics.path().display()))?;
+        }
         progress.println(&format!(
             "step {}: eval loss {:.4} ± {:.4} ({} tokens)",
             trainer.step, e.loss, e.stderr, e.tokens
@@ -413,7 +416,7 @@ fn drive(
         let eta = (cfg.steps - out.step) as f64 * t0.elapsed().as_secs_f64() / done_here;
         progress.step(out.step, out.loss, rec.tokens_per_s, eta);
         if cfg.eval_every > 0 && out.step % cfg.eval_every == 0 && !trainer.finished() {
-            last_eval = eval_now(&mut trainer, &mut metrics, elapsed(&t0))?.or(last_eval);
+            last_eval = eval_now(&mut trainer, &mut metrics, elapsed(&t0), true)?.or(last_eval);
         }
         let interrupted =
             stop.load(Ordering::SeqCst) || opts.stop_after.is_some_and(|s| out.step >= s);
@@ -449,7 +452,10 @@ fn drive(
         }
     }
     progress.finish();
-    last_eval = eval_now(&mut trainer, &mut metrics, elapsed(&t0))?.or(last_eval);
+    // Resumed from the final checkpoint (killed before run.json said finished): the final eval row was
+    // written before that checkpoint; evaluate again for the manifest, deterministically, without a new row.
+    let write_final = first_step < cfg.steps;
+    last_eval = eval_now(&mut trainer, &mut metrics, elapsed(&t0), write_final)?.or(last_eval);
     if let Err(e) = save_checkpoint(&mut trainer, &opts.dir, elapsed(&t0), opts.keep_checkpoints) {
         let w = format!("final checkpoint not written: {e}");
         eprintln!("warning: {w}");
