@@ -309,7 +309,7 @@ def main():
             # torch divides by (norm + 1e-6) where isoflop divides by the norm: a relative 1e-6 difference.
             norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["clip"])
         elif exact:
-            norm = torch.linalg.vector_norm(torch.stack([q.grad.norm() for q in model.parameters()]))
+            norm = torch.linalg.vector_norm(torch.stack([q.grad.norm() for q in model.parameters() if q.grad is not None]))
         if exact:  # the norm of the mean gradient before clipping, as isoflop's metrics.jsonl reports it
             grad_norms.append(norm.item())
         opt.step()
