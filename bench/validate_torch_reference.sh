@@ -19,7 +19,8 @@
 # Usage: PYTHONPATH=/path/to/torch bench/validate_torch_reference.sh [OUT_DIR]
 #   OUT_DIR default: a fresh temporary directory. The summary is OUT_DIR/summary.json (also on stdout).
 # Environment: PYTHON (default python3; must import torch), ISOFLOP (default target/release/isoflop, built if
-#   missing), STEPS (default 40), LOSS_RTOL, GNORM_RTOL, PARAM_RTOL.
+#   missing), STEPS (default 40), LOSS_RTOL, GNORM_RTOL, PARAM_RTOL, COMPILE=1 (torch.compile the float32
+#   model instead of eager; needs a C++ compiler, adds ~20 s per case).
 # Exit status 1 if any check fails, 2 if torch cannot be imported. Takes about a minute on 2 cores.
 # Not run in CI (CI has no torch).
 set -euo pipefail
@@ -54,6 +55,7 @@ c.update(decay_mode="independent", weight_decay=1e-3, clip=0.5)
 json.dump(c, open(sys.argv[2], "w"), indent=2)
 EOF
 
+if [[ -n "${COMPILE:-}" ]]; then mode=compiled compile_flag=(); else mode=eager compile_flag=(--no-compile); fi
 for case in coupled independent; do
     inputs=$OUT/inputs/$size
     [[ $case == independent ]] && inputs=$OUT/inputs-independent/$size
@@ -62,8 +64,8 @@ for case in coupled independent; do
     "$BIN" train --config "$inputs/train_config.json" --device cpu --out "$OUT/isoflop-$case" \
         --checkpoint-every 0 --log-every 1000 > "$OUT/isoflop-$case.log" 2>&1 \
         || { cat "$OUT/isoflop-$case.log" >&2; exit 1; }
-    echo "== $case: torch_reference.py (CPU, float32, eager)" >&2
-    "$PY" bench/torch_reference.py --inputs "$inputs" --device cpu --dtype float32 --no-compile \
+    echo "== $case: torch_reference.py (CPU, float32, $mode)" >&2
+    "$PY" bench/torch_reference.py --inputs "$inputs" --device cpu --dtype float32 "${compile_flag[@]}" \
         --warmup 0 --micro-batch 4 --save-params "$OUT/torch-$case.safetensors" \
         > "$OUT/torch-$case.json" 2> "$OUT/torch-$case.log" \
         || { cat "$OUT/torch-$case.log" >&2; exit 1; }
@@ -132,7 +134,8 @@ try:
 except OSError:
     commit = None
 summary = {
-    "check": "bench/torch_reference.py (float32, CPU, eager) against isoflop's CPU backend",
+    "check": "bench/torch_reference.py (float32, CPU, %s) against isoflop's CPU backend"
+             % ("torch.compile" if os.environ.get("COMPILE") else "eager"),
     "date": __import__("datetime").date.today().isoformat(),
     "commit": commit,
     "torch": torch.__version__,
