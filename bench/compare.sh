@@ -12,6 +12,8 @@
 #   STEP1_RTOL  step-1 loss agreement (same weights, same batch; forward numerics only; default 0.01)
 #   CURVE_RTOL  agreement of the 10-step moving averages of the loss at every step (default 0.03)
 # Exit status 1 if a check fails (everything is still printed and saved).
+# The PyTorch side's math is checked separately, exactly (f32, CPU) against isoflop's CPU backend, by
+# bench/validate_torch_reference.sh; run that first after changing bench/torch_reference.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-bench/results/compare-$(date +%Y%m%d-%H%M%S)}

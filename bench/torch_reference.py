@@ -13,6 +13,8 @@ Inputs come from `isoflop bench --export-inputs DIR ...`; for one size, DIR/<siz
 Usage:
   python3 bench/torch_reference.py --inputs DIR/d512l8 --warmup 5 --steps 195 [--micro-batch 32]
   python3 bench/torch_reference.py --inputs DIR/d512l8 --check-inputs     # parse only; needs no torch
+  python3 bench/torch_reference.py --inputs DIR/d64l2t64 --device cpu --dtype float32 --no-compile --warmup 0
+      # the f32 CPU check against isoflop's CPU backend: bench/validate_torch_reference.sh runs it
 
 The model (src/cpu/model.rs is the oracle): pre-norm blocks without biases,
   h = x + Attn(LN1(x)); x' = h + MLP(LN2(h)); logits = LN_f(x) @ head; LN = LayerNorm without bias, eps 1e-6.
@@ -26,6 +28,7 @@ torch's AdamW multiplies the decay by the learning rate (p <- p - lr*wd*p), whic
 Schedule: linear warmup then cosine to final_lr_frac (0.1) of the peak, exactly src/train/schedule.rs.
 """
 import argparse
+import ctypes
 import json
 import math
 import mmap
@@ -178,7 +181,7 @@ def make_model(torch, cfg):
                 x = b(x, cos, sin)
             logits = F.layer_norm(x, (D,), self.final_norm, None, EPS) @ self.head
             return F.cross_entropy(
-                logits.view(-1, V).float(), targets.view(-1), ignore_index=0, reduction="sum"
+                logits.reshape(-1, V).float(), targets.reshape(-1), ignore_index=0, reduction="sum"
             )
 
     return Model()
@@ -197,6 +200,24 @@ def torch_name(name):
     )
 
 
+def write_safetensors(torch, path, named, meta):
+    """Write (contract name, f32 CPU tensor) pairs as a safetensors file without third-party packages."""
+    header, blobs, off = {"__metadata__": meta}, [], 0
+    for name, t in named:
+        c = t.detach().to("cpu", torch.float32).contiguous()
+        b = ctypes.string_at(c.data_ptr(), c.numel() * 4)  # little-endian f32, as the CPU holds it
+        header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for b in blobs:
+            f.write(b)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--inputs", required=True, help="DIR/<size> written by isoflop bench --export-inputs")
@@ -204,8 +225,13 @@ def main():
     ap.add_argument("--steps", type=int, default=None, help="timed steps (default: the rest of the batches)")
     ap.add_argument("--micro-batch", type=int, default=None,
                     help="sequences per forward/backward (default: largest divisor of the batch that fits)")
-    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--device", default="cuda", help="torch device: cuda, cuda:N or cpu")
+    ap.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16",
+                    help="bfloat16: autocast (the speed comparison); float32: no autocast, no TF32, math "
+                         "attention (the exactness check against isoflop's f32 CPU backend)")
     ap.add_argument("--no-compile", action="store_true", help="eager mode")
+    ap.add_argument("--save-params", metavar="FILE",
+                    help="after the last step, write the parameters as safetensors (contract names, f32)")
     ap.add_argument("--check-inputs", action="store_true", help="only parse and check the inputs (no torch)")
     a = ap.parse_args()
     cfg, side, tensors = load_inputs(a.inputs)
@@ -226,8 +252,17 @@ def main():
 
     dev = torch.device(a.device)
     torch.manual_seed(0)
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
+    exact = a.dtype == "float32"
+    torch.backends.cuda.matmul.allow_tf32 = not exact
+    torch.backends.cudnn.allow_tf32 = not exact
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    def precision():
+        """bf16 autocast for speed; plain f32 with the math attention kernel for the exactness check."""
+        if exact:
+            return sdpa_kernel(SDPBackend.MATH)
+        return torch.autocast(dev.type, dtype=torch.bfloat16)
+
     model = make_model(torch, cfg)
     with open(os.path.join(a.inputs, "model.safetensors"), "rb") as f:
         mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
@@ -266,12 +301,17 @@ def main():
         opt.zero_grad(set_to_none=True)
         total = torch.zeros((), device=dev)
         for i in range(0, batch, micro):
-            with torch.autocast(dev.type, dtype=torch.bfloat16):
+            with precision():
                 loss = fwd(inputs[i:i + micro], targets[i:i + micro], cos, sin)
             (loss / count).backward()
             total += loss.detach()
         if cfg.get("clip"):
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["clip"])
+            # torch divides by (norm + 1e-6) where isoflop divides by the norm: a relative 1e-6 difference.
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["clip"])
+        elif exact:
+            norm = torch.linalg.vector_norm(torch.stack([q.grad.norm() for q in model.parameters() if q.grad is not None]))
+        if exact:  # the norm of the mean gradient before clipping, as isoflop's metrics.jsonl reports it
+            grad_norms.append(norm.item())
         opt.step()
         return total.item() / count  # waits for the step's work
 
@@ -279,7 +319,7 @@ def main():
         """Whether a forward/backward of `micro` sequences fits in memory (no parameter changes)."""
         try:
             ids = all_ids[0][:micro].to(dev).long()
-            with torch.autocast(dev.type, dtype=torch.bfloat16):
+            with precision():
                 loss = fwd(ids[:, :T], ids[:, 1:], cos, sin)
             loss.backward()
             ok = True
@@ -300,7 +340,7 @@ def main():
         if micro is None:
             raise SystemExit("error: not even one sequence fits in memory")
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    losses, times = [], []
+    losses, times, grad_norms = [], [], []
     for s in range(a.warmup + steps):
         sync()
         t0 = time.perf_counter()
@@ -320,6 +360,7 @@ def main():
         "batch_size": batch,
         "micro_batch": micro,
         "compiled": not a.no_compile,
+        "dtype": a.dtype,
         "warmup_steps": a.warmup,
         "timed_steps": steps,
         "step_time_s": {"median": med, "min": min(times), "max": max(times), "mean": sum(times) / len(times)},
@@ -327,6 +368,13 @@ def main():
         "peak_memory_bytes": torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else None,
         "losses": losses,
     }
+    if exact:
+        out["grad_norms"] = grad_norms
+    if a.save_params:
+        params = dict(model.named_parameters())
+        named = [(n, params[torch_name(n)]) for n, _ in contract_names(m["d_model"], m["n_layers"], V)]
+        write_safetensors(torch, a.save_params, named,
+                          {"isoflop.model": json.dumps(m), "isoflop.step": str(a.warmup + steps)})
     print(json.dumps(out))
 
 
