@@ -20,7 +20,7 @@ use isoflop::cuda::blas::Blas;
 use isoflop::cuda::gpu::{DevBuf, Gpu, KernelExec, KernelParam, Kernels};
 use isoflop::cuda::nvrtc;
 use std::ffi::c_void;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Why there is no GPU, or None when one is present.
 pub fn no_gpu_reason() -> Option<String> {
@@ -57,6 +57,15 @@ impl Target {
     }
 }
 
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Emulated => write!(f, "the emulated device"),
+            Target::Gpu(i) => write!(f, "GPU {i}"),
+        }
+    }
+}
+
 /// The targets `test` runs on: the emulated device, plus GPU 0 when present (see the module docs).
 /// Prints one line when there is no GPU; panics when `ISOFLOP_TEST_DEVICES=gpu` and there is none.
 pub fn targets(test: &str) -> Vec<Target> {
@@ -89,20 +98,42 @@ pub fn devices(test: &str) -> Vec<Dev> {
         .collect()
 }
 
-/// Run `body` on every device of [`devices`]; a failure names the device it happened on.
-pub fn for_each_device(test: &str, mut body: impl FnMut(&mut Dev)) {
-    for mut dev in devices(test) {
-        eprintln!("{test}: on {}", dev.gpu.name);
-        let name = dev.gpu.name.clone();
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&mut dev)));
-        if let Err(p) = r {
+/// Run `body`; a panic in it is re-raised with "`test` on `device`: " in front of its message.
+fn naming_device<R>(test: &str, device: &str, body: impl FnOnce() -> R) -> R {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
+        Ok(r) => r,
+        Err(p) => {
             let msg = p
                 .downcast_ref::<String>()
                 .cloned()
                 .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "panic".into());
-            panic!("{test} on {name}: {msg}");
+            panic!("{test} on {device}: {msg}");
         }
+    }
+}
+
+/// Run `body` on every device of [`devices`]; a failure names the device it happened on.
+pub fn for_each_device(test: &str, mut body: impl FnMut(&mut Dev)) {
+    for mut dev in devices(test) {
+        let name = dev.gpu.name.clone();
+        eprintln!("{test}: on {name}");
+        naming_device(test, &name, || body(&mut dev));
+    }
+}
+
+/// Run `body` on every target of [`targets`] (for tests that open the devices themselves, such as a
+/// `CudaBackend`); a failure names the target it happened on.
+pub fn for_each_target(test: &str, body: impl FnMut(Target)) {
+    for_targets(test, targets(test), body)
+}
+
+/// Run `body` on each of `targets` (from [`targets`]); a failure names the target it happened on.
+pub fn for_targets(test: &str, targets: Vec<Target>, mut body: impl FnMut(Target)) {
+    for t in targets {
+        let name = t.to_string();
+        eprintln!("{test}: on {name}");
+        naming_device(test, &name, || body(t));
     }
 }
 
@@ -188,14 +219,21 @@ impl Dev {
     pub fn open_gpu(test: &str, ordinal: usize) -> Dev {
         let gpu =
             Gpu::open(ordinal).unwrap_or_else(|e| panic!("{test}: opening GPU {ordinal}: {e}"));
-        let images = nvrtc::build_all(
-            gpu.cc,
-            &nvrtc::find_cuda_include(),
-            Some(&nvrtc::cache_dir()),
-        )
-        .unwrap_or_else(|e| panic!("{test}: building the kernels: {e}"));
+        // Built once per test binary (the tests run in parallel; the first one compiles).
+        static IMAGES: OnceLock<Result<Vec<nvrtc::ModuleImage>, String>> = OnceLock::new();
+        let images = IMAGES
+            .get_or_init(|| {
+                nvrtc::build_all(
+                    gpu.cc,
+                    &nvrtc::find_cuda_include(),
+                    Some(&nvrtc::cache_dir()),
+                )
+                .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .unwrap_or_else(|e| panic!("{test}: building the kernels: {e}"));
         let k =
-            Kernels::load(&gpu, &images).unwrap_or_else(|e| panic!("{test}: loading kernels: {e}"));
+            Kernels::load(&gpu, images).unwrap_or_else(|e| panic!("{test}: loading kernels: {e}"));
         eprintln!(
             "{test}: GPU {ordinal} = {} (sm_{}{}, {} SMs)",
             gpu.name, gpu.cc.0, gpu.cc.1, gpu.sms
