@@ -959,6 +959,9 @@ fn attention_check_rejects_nan_and_wrong_values() {
 /// ragged attention shapes in a child process (the sanitizer runtimes must be preloaded).
 #[test]
 fn kernels_under_address_sanitizer() {
+    if !common::emulated_wanted("kernels_under_address_sanitizer") {
+        return;
+    }
     let so = harness::EmuLib::build_so(&harness::kernel_sources(), harness::Flavor::Sanitize)
         .unwrap_or_else(|e| panic!("{e}"));
     let (passed, log) = harness::run_sanitized_child("sanitized_child_kernel_cases", &so)

@@ -41,6 +41,16 @@ fn wanted() -> (bool, bool) {
     }
 }
 
+/// Whether the emulated device is wanted (for the emulator-only tests, such as the sanitizer runs);
+/// prints why not when `ISOFLOP_TEST_DEVICES=gpu` leaves it out.
+pub fn emulated_wanted(test: &str) -> bool {
+    let (emu, _) = wanted();
+    if !emu {
+        eprintln!("{test}: emulated device only, not run with ISOFLOP_TEST_DEVICES=gpu");
+    }
+    emu
+}
+
 /// A device to run on, before anything is opened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Target {
