@@ -128,6 +128,14 @@ fn first_batch_cases(t: Target) -> Vec<(ModelConfig, f64)> {
     let mut v = vec![(cfg(), 2e-2), (cfg_wide(), 2e-2)];
     if !t.is_emulated() {
         v.push((cfg_gpu(), 5e-2));
+        // The default context and vocabulary: eight attention tiles, 32101 logits per position.
+        let full = ModelConfig {
+            d_model: 128,
+            n_layers: 1,
+            seq_len: 512,
+            vocab_size: 32101,
+        };
+        v.push((full, 5e-2));
     }
     v
 }
