@@ -1,7 +1,8 @@
 //! cuBLASLt products of src/cuda/blas.rs against an f64 reference on the same bf16-rounded operands:
 //! forward `Y = X·W` (bf16 and f32 outputs, with and without the fused residual), `dX = dY·Wᵀ` (written
 //! and accumulated), `dW += Xᵀ·dY`; ragged shapes; outputs NaN-poisoned first; bitwise repeatable.
-//! Skips with a message when no GPU is present.
+//! On every device of tests/gpu/common.rs: the emulated device (the products on the host, `Blas::emulated`)
+//! always, and a GPU (cuBLASLt) too when one is present, on the same shapes (plus larger ones on a GPU).
 
 #[path = "emu/cases.rs"]
 mod cases;
@@ -9,7 +10,8 @@ mod cases;
 mod common;
 
 use cases::{rng, round_bf16, uniform};
-use isoflop::cuda::blas::{Blas, OutType};
+use common::{for_each_device, Dev};
+use isoflop::cuda::blas::OutType;
 
 /// Row-major `A[M,K]·B[K,N]` in f64.
 fn mm(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f64> {
@@ -50,20 +52,24 @@ fn rel(got: &[f32], want: &[f64]) -> f64 {
     e / scale
 }
 
+/// (m, k, n) of the products: every device's, plus larger ones (model widths, the vocabulary) on a GPU.
+fn shapes(dev: &Dev) -> Vec<(usize, usize, usize)> {
+    let mut v = vec![(1, 64, 64), (37, 64, 100), (65, 96, 130), (128, 256, 1024)];
+    if !dev.is_emulated() {
+        v.extend([(300, 512, 2048), (64, 128, 32101)]);
+    }
+    v
+}
+
 #[test]
-fn gpu_matmuls_match_reference() {
-    let Some(dev) = common::open("gpu_matmuls_match_reference") else {
-        return;
-    };
-    let mut blas = Blas::new(&dev.gpu).expect("cuBLASLt");
+fn matmuls_match_reference() {
+    for_each_device("matmuls_match_reference", run_matmuls);
+}
+
+fn run_matmuls(dev: &mut Dev) {
+    let mut blas = dev.blas();
     let s = &dev.gpu.stream;
-    for (m, k, n) in [
-        (1usize, 64usize, 64usize),
-        (37, 64, 100),
-        (128, 256, 1024),
-        (300, 512, 2048),
-        (64, 128, 32101),
-    ] {
+    for (m, k, n) in shapes(dev) {
         let mut r = rng((m * 7 + k * 3 + n) as u64);
         let x = round_bf16(&uniform(&mut r, m * k, -1.0, 1.0));
         let w = round_bf16(&uniform(&mut r, k * n, -0.5, 0.5));
@@ -209,6 +215,11 @@ fn gpu_matmuls_match_reference() {
         assert!(rel(&dev.get_f32(&dw), &want_dw) <= 1e-4, "dW {what}");
         eprintln!("{what}: ok");
     }
-    // The checks can fail: a wrong value is caught.
+}
+
+/// The checks can fail: a wrong value and a NaN are caught.
+#[test]
+fn rel_catches_wrong_values() {
     assert!(rel(&[1.0, 2.0], &[1.0, 2.5]) > 1e-2 && rel(&[f32::NAN], &[1.0]).is_infinite());
+    assert!(rel(&[1.0, 2.0], &[1.0, 2.0]) == 0.0);
 }

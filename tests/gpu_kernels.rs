@@ -1,7 +1,12 @@
-//! Every kernel of kernels/*.cu on the GPU against the CPU reference ops, on the same cases as the
-//! emulated tests (tests/emu/cases.rs, and the fused attention through tests/emu/attention_cases.rs with
-//! a device `Launcher`): outputs NaN-poisoned first, bf16 tolerance ~1e-2, NaN never passes. Each test
-//! prints "SKIPPED" and returns when no GPU is present.
+//! Every kernel of kernels/*.cu against the CPU reference ops (isoflop::cpu::ops), through src/cuda's
+//! launch API on every device of tests/gpu/common.rs: the emulated device always (the kernels under the
+//! CPU emulator of tests/emu), and GPU 0 too when one is present, so that the same cases run on both and
+//! emulation and hardware are compared case by case. Fresh random inputs of several shapes (not multiples
+//! of the block or tile size too; larger model-sized shapes on a GPU only, tests/emu/cases.rs), outputs
+//! NaN-poisoned before each launch, tolerances per path (bf16 ≈ 1e-2, f32 tighter; NaN never passes), the
+//! fused attention through tests/emu/attention_cases.rs, bit-for-bit repeatability (under different thread
+//! orders on the emulated device). Also an AddressSanitizer + UBSan build of the emulated kernels run on
+//! every family in a child process.
 
 #[path = "emu/attention_cases.rs"]
 mod attention_cases;
@@ -12,7 +17,7 @@ mod common;
 
 use attention_cases as ac;
 use cases::*;
-use common::Dev;
+use common::{for_each_device, harness, with_schedule, Dev};
 use half::bf16;
 use isoflop::backend::{AdamWStep, DecayMode};
 use isoflop::cpu::ops;
@@ -24,12 +29,13 @@ fn ok(r: Result<(), String>) {
     }
 }
 
-#[test]
-fn gpu_gelu_matches_reference() {
-    let Some(dev) = common::open("gpu_gelu_matches_reference") else {
-        return;
-    };
-    for n in elementwise_cases() {
+/// Whether `dev` also runs the larger, GPU-only shapes.
+fn big(dev: &Dev) -> bool {
+    !dev.is_emulated()
+}
+
+fn run_gelu(dev: &Dev) {
+    for n in elementwise_cases(big(dev)) {
         let mut r = rng(n as u64);
         let x = uniform(&mut r, n, -5.0, 5.0);
         let dout = uniform(&mut r, n, -1.0, 1.0);
@@ -133,12 +139,8 @@ fn gpu_gelu_matches_reference() {
     }
 }
 
-#[test]
-fn gpu_residual_and_casts_match_reference() {
-    let Some(dev) = common::open("gpu_residual_and_casts_match_reference") else {
-        return;
-    };
-    for n in elementwise_cases() {
+fn run_residual(dev: &Dev) {
+    for n in elementwise_cases(big(dev)) {
         let mut r = rng(100 + n as u64);
         let x = uniform(&mut r, n, -3.0, 3.0);
         let y = uniform(&mut r, n, -3.0, 3.0);
@@ -208,12 +210,8 @@ fn gpu_residual_and_casts_match_reference() {
     }
 }
 
-#[test]
-fn gpu_layernorm_matches_reference() {
-    let Some(dev) = common::open("gpu_layernorm_matches_reference") else {
-        return;
-    };
-    for (n, c) in layernorm_cases() {
+fn run_layernorm(dev: &Dev) {
+    for (n, c) in layernorm_cases(big(dev)) {
         let mut r = rng((n * 1000 + c) as u64);
         let x: Vec<f32> = uniform(&mut r, n * c, -2.0, 2.0)
             .iter()
@@ -306,61 +304,64 @@ fn gpu_layernorm_matches_reference() {
             let p = n.div_ceil(rows_per_block);
             let mut results = Vec::new();
             for accumulate in [0i32, 1] {
-                let dx_start = if accumulate == 1 {
-                    uniform(&mut r, n * c, -1.0, 1.0)
-                } else {
-                    poison(n * c)
-                };
-                let dx = dev.f32(&dx_start);
-                let partial = dev.nan_f32(p * c);
-                dev.launch(
-                    "layernorm_backward_f32",
-                    (p as u32, 1, 1),
-                    256,
-                    (c * 4) as u32,
-                    &[
-                        &dd.ptr(),
-                        &xd.ptr(),
-                        &sd.ptr(),
-                        &md.ptr(),
-                        &rd.ptr(),
-                        &dx.ptr(),
-                        &partial.ptr(),
-                        &ni,
-                        &ci,
-                        &(rows_per_block as i32),
-                        &accumulate,
-                    ],
-                );
-                let want: Vec<f32> = if accumulate == 1 {
-                    dx_w.iter().zip(&dx_start).map(|(a, b)| a + b).collect()
-                } else {
-                    dx_w.clone()
-                };
-                ok(check_close(
-                    &format!("layernorm_backward dx n={n} c={c} acc={accumulate}"),
-                    &dev.get_f32(&dx),
-                    &want,
-                    1e-3,
-                    1e-4,
-                ));
-                let dscale = dev.f32(&dscale0);
-                dev.launch(
-                    "layernorm_dscale_reduce_f32",
-                    (c.div_ceil(256) as u32, 1, 1),
-                    256,
-                    0,
-                    &[&partial.ptr(), &dscale.ptr(), &(p as i32), &ci],
-                );
-                let got = dev.get_f32(&dscale);
-                ok(check_close(
-                    &format!("layernorm dscale n={n} c={c} rpb={rows_per_block}"),
-                    &got,
-                    &dscale_w,
-                    1e-4,
-                    1e-4,
-                ));
-                results.push(got);
+                // The second run under the reverse thread order on the emulated device.
+                with_schedule(dev.emu, accumulate as u64, || {
+                    let dx_start = if accumulate == 1 {
+                        uniform(&mut r, n * c, -1.0, 1.0)
+                    } else {
+                        poison(n * c)
+                    };
+                    let dx = dev.f32(&dx_start);
+                    let partial = dev.nan_f32(p * c);
+                    dev.launch(
+                        "layernorm_backward_f32",
+                        (p as u32, 1, 1),
+                        256,
+                        (c * 4) as u32,
+                        &[
+                            &dd.ptr(),
+                            &xd.ptr(),
+                            &sd.ptr(),
+                            &md.ptr(),
+                            &rd.ptr(),
+                            &dx.ptr(),
+                            &partial.ptr(),
+                            &ni,
+                            &ci,
+                            &(rows_per_block as i32),
+                            &accumulate,
+                        ],
+                    );
+                    let want: Vec<f32> = if accumulate == 1 {
+                        dx_w.iter().zip(&dx_start).map(|(a, b)| a + b).collect()
+                    } else {
+                        dx_w.clone()
+                    };
+                    ok(check_close(
+                        &format!("layernorm_backward dx n={n} c={c} acc={accumulate}"),
+                        &dev.get_f32(&dx),
+                        &want,
+                        1e-3,
+                        1e-4,
+                    ));
+                    let dscale = dev.f32(&dscale0);
+                    dev.launch(
+                        "layernorm_dscale_reduce_f32",
+                        (c.div_ceil(256) as u32, 1, 1),
+                        256,
+                        0,
+                        &[&partial.ptr(), &dscale.ptr(), &(p as i32), &ci],
+                    );
+                    let got = dev.get_f32(&dscale);
+                    ok(check_close(
+                        &format!("layernorm dscale n={n} c={c} rpb={rows_per_block}"),
+                        &got,
+                        &dscale_w,
+                        1e-4,
+                        1e-4,
+                    ));
+                    results.push(got);
+                });
             }
             assert_eq!(
                 results[0].iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
@@ -371,12 +372,8 @@ fn gpu_layernorm_matches_reference() {
     }
 }
 
-#[test]
-fn gpu_embedding_matches_reference() {
-    let Some(dev) = common::open("gpu_embedding_matches_reference") else {
-        return;
-    };
-    for (v, d, n) in embedding_cases() {
+fn run_embedding(dev: &Dev) {
+    for (v, d, n) in embedding_cases(big(dev)) {
         let mut r = rng((v * 7 + d * 3 + n) as u64);
         let embed = uniform(&mut r, v * d, -1.0, 1.0);
         let tokens: Vec<u16> = (0..n)
@@ -435,7 +432,10 @@ fn gpu_embedding_matches_reference() {
             1e-5,
         ));
     }
-    // Out-of-range ids write NaN.
+}
+
+/// An id outside the vocabulary writes NaN (a missed check upstream shows up in the loss).
+fn run_embedding_out_of_range(dev: &Dev) {
     let (v, d) = (4usize, 32usize);
     let (ed, td, out) = (
         dev.f32(&vec![1f32; v * d]),
@@ -460,12 +460,8 @@ fn gpu_embedding_matches_reference() {
     assert!(o[..d].iter().all(|&x| x == 1.0) && o[d..].iter().all(|x| x.is_nan()));
 }
 
-#[test]
-fn gpu_cross_entropy_matches_reference() {
-    let Some(dev) = common::open("gpu_cross_entropy_matches_reference") else {
-        return;
-    };
-    for (n, v, block) in cross_entropy_cases() {
+fn run_cross_entropy(dev: &Dev) {
+    for (n, v, block) in cross_entropy_cases(big(dev)) {
         let mut r = rng((n * 31 + v) as u64);
         let logits = uniform(&mut r, n * v, -4.0, 4.0);
         let tg = targets(&mut r, n, v);
@@ -542,12 +538,8 @@ fn gpu_cross_entropy_matches_reference() {
     }
 }
 
-#[test]
-fn gpu_adamw_matches_reference() {
-    let Some(dev) = common::open("gpu_adamw_matches_reference") else {
-        return;
-    };
-    for n in adamw_cases() {
+fn run_adamw(dev: &Dev) {
+    for n in adamw_cases(big(dev)) {
         for mode in [DecayMode::Coupled, DecayMode::Independent] {
             let mut r = rng(n as u64 + 7);
             let hp = AdamWStep {
@@ -655,6 +647,47 @@ fn gpu_adamw_matches_reference() {
     }
 }
 
+/// AdamW with no bf16 working copy (a null pointer) and the decay flag instead of a mask.
+fn run_adamw_without_bf16_copy(dev: &Dev) {
+    let n = 100usize;
+    let mut r = rng(5);
+    let p0 = uniform(&mut r, n, -1.0, 1.0);
+    let g = uniform(&mut r, n, -1.0, 1.0);
+    let (p, gd) = (dev.f32(&p0), dev.f32(&g));
+    let (m, v) = (dev.f32(&vec![0f32; n]), dev.f32(&vec![0f32; n]));
+    dev.launch(
+        "adamw_f32",
+        (1, 1, 1),
+        256,
+        0,
+        &[
+            &p.ptr(),
+            &gd.ptr(),
+            &m.ptr(),
+            &v.ptr(),
+            &0u64,
+            &0u64,
+            &1i32,
+            &(n as i64),
+            &1e-3f32,
+            &0.9f32,
+            &0.95f32,
+            &1e-20f32,
+            &0.1f32,
+            &0i32,
+            &1.0f32,
+            &10.0f32,
+            &20.0f32,
+        ],
+    );
+    let (ph, mh) = (dev.get_f32(&p), dev.get_f32(&m));
+    assert!(ph.iter().all(|x| x.is_finite()) && mh.iter().any(|&x| x != 0.0));
+    assert!(
+        ph.iter().zip(&p0).any(|(a, b)| a != b),
+        "parameters unchanged"
+    );
+}
+
 fn two_pass(dev: &Dev, kernel: &str, x: &DevBuf<f32>, p: usize) -> f64 {
     let partial = dev.raw(&vec![f64::NAN; p]);
     dev.launch(
@@ -675,27 +708,26 @@ fn two_pass(dev: &Dev, kernel: &str, x: &DevBuf<f32>, p: usize) -> f64 {
     dev.get(&out)[0]
 }
 
-#[test]
-fn gpu_reductions_match_reference() {
-    let Some(dev) = common::open("gpu_reductions_match_reference") else {
-        return;
-    };
-    for (n, p) in reduce_cases() {
+fn run_reduce(dev: &Dev) {
+    for (n, p) in reduce_cases(big(dev)) {
         let mut r = rng(n as u64 + 99);
         let x = uniform(&mut r, n, -2.0, 2.0);
         let xd = dev.f32(&x);
-        let sq = two_pass(&dev, "sum_squares_partials_f32", &xd, p);
+        let sq = two_pass(dev, "sum_squares_partials_f32", &xd, p);
         let want = ops::global_norm(&x).powi(2);
         assert!(
             (sq - want).abs() <= 1e-12 * want.max(1e-30),
             "sum of squares n={n}: {sq} vs {want}"
         );
+        let again = with_schedule(dev.emu, 1, || {
+            two_pass(dev, "sum_squares_partials_f32", &xd, p)
+        });
         assert_eq!(
             sq.to_bits(),
-            two_pass(&dev, "sum_squares_partials_f32", &xd, p).to_bits(),
-            "reproducible"
+            again.to_bits(),
+            "sum of squares n={n}: reproducible"
         );
-        let s = two_pass(&dev, "sum_partials_f32", &xd, p);
+        let s = two_pass(dev, "sum_partials_f32", &xd, p);
         let want: f64 = x.iter().map(|&v| v as f64).sum();
         assert!(
             (s - want).abs() <= 1e-9 * (1.0 + want.abs()),
@@ -763,20 +795,23 @@ impl ac::Launcher for Dev {
     }
 }
 
-#[test]
-fn gpu_fused_attention_matches_reference_ops() {
-    let Some(mut dev) = common::open("gpu_fused_attention_matches_reference_ops") else {
-        return;
-    };
+/// The attention shapes of `dev`: every device's (ac::cases), plus on a GPU the model's context length
+/// with several heads and sequences.
+fn attention_shapes(dev: &Dev) -> Vec<ac::Case> {
     let mut shapes = ac::cases();
-    // GPU-only: the model's context length, several heads and sequences.
-    shapes.push(ac::Case { b: 2, t: 512, h: 4 });
-    shapes.push(ac::Case { b: 3, t: 200, h: 2 });
+    if big(dev) {
+        shapes.push(ac::Case { b: 2, t: 512, h: 4 });
+        shapes.push(ac::Case { b: 3, t: 200, h: 2 });
+    }
+    shapes
+}
+
+fn run_fused_attention(dev: &mut Dev, shapes: &[ac::Case], seed: u64) {
     let mut failures = Vec::new();
     for (i, c) in shapes.iter().enumerate() {
-        let x = ac::inputs(c, 1000 + i as u64);
+        let x = ac::inputs(c, seed + i as u64);
         let want = ac::reference(c, &x);
-        let got = ac::run_fused(&mut dev, c, &x);
+        let got = ac::run_fused(dev, c, &x);
         let report: Vec<String> = ac::errors(&got, &want)
             .iter()
             .map(|(n, e, _)| format!("{n} {e:.1e}"))
@@ -789,13 +824,18 @@ fn gpu_fused_attention_matches_reference_ops() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-#[test]
-fn gpu_fused_attention_is_deterministic() {
-    let Some(mut dev) = common::open("gpu_fused_attention_is_deterministic") else {
-        return;
-    };
-    let c = ac::Case { b: 2, t: 300, h: 3 };
-    let x = ac::inputs(&c, 7);
+/// Every output of the fused attention bit for bit the same over three runs (under the forward,
+/// reverse and a shuffled thread order on the emulated device: no races, and the scale-gradient
+/// reduction has a fixed order).
+fn run_fused_attention_is_deterministic(dev: &mut Dev) {
+    let mut shapes = vec![ac::Case {
+        b: 1,
+        t: 64 + 7,
+        h: 2,
+    }];
+    if big(dev) {
+        shapes.push(ac::Case { b: 2, t: 300, h: 3 });
+    }
     let bits = |o: &ac::Outputs| -> Vec<u32> {
         [
             &o.out,
@@ -810,7 +850,153 @@ fn gpu_fused_attention_is_deterministic() {
         .flat_map(|v| v.iter().map(|x| x.to_bits()))
         .collect()
     };
-    let a = bits(&ac::run_fused(&mut dev, &c, &x));
-    let b = bits(&ac::run_fused(&mut dev, &c, &x));
-    assert!(a == b, "two runs of the fused attention differ");
+    for c in shapes {
+        let x = ac::inputs(&c, 7);
+        let runs: Vec<Vec<u32>> = (0..3)
+            .map(|i| {
+                let emu = dev.emu;
+                bits(&with_schedule(emu, i, || ac::run_fused(dev, &c, &x)))
+            })
+            .collect();
+        assert!(runs[0] == runs[1], "{c:?}: runs 1 and 2 differ");
+        assert!(runs[0] == runs[2], "{c:?}: runs 1 and 3 differ");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+#[test]
+fn gelu_matches_reference() {
+    for_each_device("gelu_matches_reference", |d| run_gelu(d));
+}
+
+#[test]
+fn residual_and_casts_match_reference() {
+    for_each_device("residual_and_casts_match_reference", |d| run_residual(d));
+}
+
+#[test]
+fn layernorm_matches_reference() {
+    for_each_device("layernorm_matches_reference", |d| run_layernorm(d));
+}
+
+#[test]
+fn embedding_matches_reference() {
+    for_each_device("embedding_matches_reference", |d| run_embedding(d));
+}
+
+#[test]
+fn embedding_forward_marks_out_of_range_ids() {
+    for_each_device("embedding_forward_marks_out_of_range_ids", |d| {
+        run_embedding_out_of_range(d)
+    });
+}
+
+#[test]
+fn cross_entropy_matches_reference() {
+    for_each_device("cross_entropy_matches_reference", |d| run_cross_entropy(d));
+}
+
+#[test]
+fn adamw_matches_reference() {
+    for_each_device("adamw_matches_reference", |d| run_adamw(d));
+}
+
+#[test]
+fn adamw_without_bf16_copy() {
+    for_each_device("adamw_without_bf16_copy", |d| {
+        run_adamw_without_bf16_copy(d)
+    });
+}
+
+#[test]
+fn reductions_match_reference() {
+    for_each_device("reductions_match_reference", |d| run_reduce(d));
+}
+
+#[test]
+fn fused_attention_matches_reference_ops() {
+    for_each_device("fused_attention_matches_reference_ops", |d| {
+        let shapes = attention_shapes(d);
+        run_fused_attention(d, &shapes, 1000)
+    });
+}
+
+#[test]
+fn fused_attention_is_deterministic() {
+    for_each_device("fused_attention_is_deterministic", |d| {
+        run_fused_attention_is_deterministic(d)
+    });
+}
+
+/// The attention comparison itself must be able to fail: NaN, a wrong value and a wrong `+=` are caught.
+#[test]
+fn attention_check_rejects_nan_and_wrong_values() {
+    let c = ac::Case { b: 1, t: 16, h: 1 };
+    let x = ac::inputs(&c, 1);
+    let want = ac::reference(&c, &x);
+    assert!(ac::check(&c, &want, &want).is_ok());
+    let mut nan = want.clone();
+    nan.dk[5] = f32::NAN;
+    assert!(ac::check(&c, &nan, &want).is_err());
+    let mut off = want.clone();
+    off.out[3] += 0.1 * off.out.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    assert!(ac::check(&c, &off, &want).is_err());
+    let mut no_prior = want.clone();
+    no_prior
+        .dq_scale
+        .iter_mut()
+        .for_each(|v| *v -= ac::DSCALE_PRIOR);
+    assert!(ac::check(&c, &no_prior, &want).is_err());
+    // And the elementwise one: NaN and a value outside the tolerance.
+    assert!(check_close("nan", &[f32::NAN], &[1.0], 1.0, 1.0).is_err());
+    assert!(check_close("off", &[1.1], &[1.0], 1e-2, 1e-3).is_err());
+    assert!(check_close("ok", &[1.005], &[1.0], 1e-2, 1e-3).is_ok());
+}
+
+// ---------------------------------------------------------------------------------------------------------
+/// The kernels built with AddressSanitizer + UBSan (emulated device only: device memory is host memory
+/// there, so every kernel access outside a buffer is caught), run on every family's cases and three
+/// ragged attention shapes in a child process (the sanitizer runtimes must be preloaded).
+#[test]
+fn kernels_under_address_sanitizer() {
+    if !common::emulated_wanted("kernels_under_address_sanitizer") {
+        return;
+    }
+    let so = harness::EmuLib::build_so(&harness::kernel_sources(), harness::Flavor::Sanitize)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (passed, log) = harness::run_sanitized_child("sanitized_child_kernel_cases", &so)
+        .unwrap_or_else(|e| panic!("sanitized child: {e}"));
+    assert!(
+        passed && log.contains("sanitized kernel cases ok"),
+        "sanitized kernel cases failed:\n{log}"
+    );
+}
+
+#[test]
+#[ignore = "run by kernels_under_address_sanitizer in a child process"]
+fn sanitized_child_kernel_cases() {
+    let Some(lib) = harness::sanitized_lib_in_child() else {
+        return;
+    };
+    let mut dev = Dev::emulated_with(Box::leak(Box::new(lib)));
+    run_layernorm(&dev);
+    run_embedding(&dev);
+    run_embedding_out_of_range(&dev);
+    run_cross_entropy(&dev);
+    run_gelu(&dev);
+    run_residual(&dev);
+    run_adamw(&dev);
+    run_adamw_without_bf16_copy(&dev);
+    run_reduce(&dev);
+    let shapes = [
+        ac::Case { b: 1, t: 1, h: 1 },
+        ac::Case {
+            b: 2,
+            t: 64 + 7,
+            h: 1,
+        },
+        ac::Case { b: 1, t: 40, h: 2 },
+    ];
+    run_fused_attention(&mut dev, &shapes, 50);
+    eprintln!("sanitized kernel cases ok");
 }

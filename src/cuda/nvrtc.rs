@@ -400,7 +400,11 @@ pub fn build_all(
                 })?;
                 if let (Some(p), Some(dir)) = (&path, cache) {
                     let _ = std::fs::create_dir_all(dir);
-                    let tmp = p.with_extension(format!("tmp{}", std::process::id()));
+                    // Unique per process and call: two threads building at once (parallel tests,
+                    // two backends) must not write into one temporary file.
+                    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let tmp = p.with_extension(format!("tmp{}-{seq}", std::process::id()));
                     if std::fs::write(&tmp, &c.cubin).is_ok() {
                         let _ = std::fs::rename(&tmp, p);
                     }

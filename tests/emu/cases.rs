@@ -1,6 +1,9 @@
-//! Test cases of the CUDA kernels, shared by the emulated tests (tests/kernels_emu.rs) and, later, the
-//! same checks on a real GPU: shapes (including sizes that are not multiples of the block or tile size),
-//! seeded input generators, tolerance checks and the host-side CSR the embedding backward needs.
+//! Test cases of the CUDA kernels (tests/gpu_kernels.rs, run on the emulated device and on a GPU):
+//! shapes (including sizes that are not multiples of the block or tile size), seeded input generators,
+//! tolerance checks and the host-side CSR the embedding backward needs.
+//!
+//! Every shape function takes `gpu`: the shapes every device runs (small enough for the CPU emulator),
+//! plus, when `gpu` is true, larger ones that only a GPU runs (model-sized rows, vocabularies, counts).
 #![allow(dead_code, non_snake_case)]
 
 use half::bf16;
@@ -79,23 +82,40 @@ pub fn poison_bf16(n: usize) -> Vec<bf16> {
 }
 
 /// Elementwise kernels: element counts.
-pub fn elementwise_cases() -> Vec<usize> {
-    vec![1, 255, 1000, 4097]
+pub fn elementwise_cases(gpu: bool) -> Vec<usize> {
+    let mut v = vec![1, 255, 1000, 4097];
+    if gpu {
+        // More elements than a grid of 65535 blocks covers in one pass (grid-stride loop).
+        v.push((1 << 24) + 3);
+    }
+    v
 }
 
 /// LayerNorm: (rows n, width c).
-pub fn layernorm_cases() -> Vec<(usize, usize)> {
-    vec![(1, 64), (7, 96), (33, 200), (130, 512)]
+pub fn layernorm_cases(gpu: bool) -> Vec<(usize, usize)> {
+    let mut v = vec![(1, 64), (7, 96), (33, 200), (130, 512)];
+    if gpu {
+        v.extend([(4 * 512 + 5, 1024), (1000, 2048)]);
+    }
+    v
 }
 
 /// Embedding: (vocab v, width d, tokens n).
-pub fn embedding_cases() -> Vec<(usize, usize, usize)> {
-    vec![(50, 64, 1), (50, 100, 37), (300, 64, 300)]
+pub fn embedding_cases(gpu: bool) -> Vec<(usize, usize, usize)> {
+    let mut v = vec![(50, 64, 1), (50, 100, 37), (300, 64, 300)];
+    if gpu {
+        v.push((32101, 512, 8 * 512));
+    }
+    v
 }
 
 /// Cross-entropy: (rows n, vocab v, block size).
-pub fn cross_entropy_cases() -> Vec<(usize, usize, u32)> {
-    vec![(5, 10, 32), (9, 1000, 256), (3, 32101, 1024)]
+pub fn cross_entropy_cases(gpu: bool) -> Vec<(usize, usize, u32)> {
+    let mut v = vec![(5, 10, 32), (9, 1000, 256), (3, 32101, 1024)];
+    if gpu {
+        v.push((512 + 3, 32101, 1024));
+    }
+    v
 }
 
 /// Targets for `n` rows over `v` ids: about one in four is the pad id 0, ids 1..v otherwise; row 0 is
@@ -113,13 +133,21 @@ pub fn targets(r: &mut ChaCha8Rng, n: usize, v: usize) -> Vec<u16> {
 }
 
 /// AdamW: element counts.
-pub fn adamw_cases() -> Vec<usize> {
-    vec![1, 1000, 3333]
+pub fn adamw_cases(gpu: bool) -> Vec<usize> {
+    let mut v = vec![1, 1000, 3333];
+    if gpu {
+        v.push((1 << 24) + 1);
+    }
+    v
 }
 
 /// Reductions: (element count, partial blocks P).
-pub fn reduce_cases() -> Vec<(usize, usize)> {
-    vec![(1, 1), (1000, 7), (100_003, 13), (50_000, 264)]
+pub fn reduce_cases(gpu: bool) -> Vec<(usize, usize)> {
+    let mut v = vec![(1, 1), (1000, 7), (100_003, 13), (50_000, 264)];
+    if gpu {
+        v.push((10_000_019, 264));
+    }
+    v
 }
 
 /// CSR of token positions by id, for embedding_backward_f32: (distinct ids ascending, offsets (len+1),
