@@ -297,6 +297,10 @@ fn bad_flags_give_clear_errors() {
         (&["train", "--preset", "huge"], "--preset"),
         (&["train", "--device", "tpu"], "--device"),
         (&["train", "--resume", "/nonexistent/run"], "run.json"),
+        (
+            &["train", "--resume", "/nonexistent/run", "--steps", "5"],
+            "--steps",
+        ),
         (&["train", "--config", "/nonexistent/c.toml"], "c.toml"),
         (
             &[

@@ -137,7 +137,13 @@ pub struct TrainArgs {
     #[arg(long)]
     out: Option<PathBuf>,
     /// Continue the run in this directory from its last checkpoint.
-    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["config", "out"])]
+    /// (A resumed run keeps its saved configuration: flags that would change it are refused.)
+    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = [
+        "config", "out", "preset", "d_model", "n_layers", "seq_len", "vocab_size", "batch_size", "micro_batch",
+        "steps", "tokens", "token_multiplier", "lr", "warmup_steps", "final_lr_frac", "beta1", "beta2", "eps",
+        "weight_decay", "decay_mode", "clip", "seed", "data", "eval_data", "eval_every", "eval_sequences",
+        "log_every", "print_config",
+    ])]
     resume: Option<PathBuf>,
     /// auto (GPU if usable, else CPU), cpu, or cuda:N.
     #[arg(long, default_value = "auto")]
