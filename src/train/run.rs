@@ -136,6 +136,18 @@ pub fn open_data(
     Ok((Box::new(train), windows, info))
 }
 
+/// NVIDIA driver and CUDA driver-API versions of a GPU run (None on the CPU).
+fn driver_for(device: &str) -> Option<String> {
+    if device.starts_with("cpu") {
+        return None;
+    }
+    let mi = crate::bench::peak::machine_info();
+    match (mi.driver, mi.cuda_driver_api) {
+        (Some(d), Some(api)) => Some(format!("{d} (CUDA driver API {api})")),
+        (d, api) => d.or(api.map(|a| format!("CUDA driver API {a}"))),
+    }
+}
+
 fn peak_flops_for(device: &str, given: Option<f64>) -> Option<f64> {
     match crate::bench::peak::datasheet_peak(device, given) {
         Some(p) => Some(p.flops),
@@ -170,8 +182,8 @@ pub fn start(cfg: TrainConfig, opts: &RunOptions) -> Result<RunSummary, RunError
         seed: cfg.seed,
         data,
         peak_flops: peak_flops_for(&device, opts.peak_flops),
+        driver: driver_for(&device),
         device,
-        driver: None,
         software: software_info(),
         host: manifest::hostname(),
         started_at: manifest::now(),
@@ -246,6 +258,7 @@ pub fn resume(opts: &RunOptions) -> Result<RunSummary, RunError> {
     manifest.ended_at = None;
     manifest.resumed_at.push(step);
     manifest.device = trainer.backend().device_name();
+    manifest.driver = driver_for(&manifest.device);
     manifest
         .save(&opts.dir)
         .map_err(setup(opts.dir.join("run.json").display()))?;
