@@ -140,6 +140,10 @@ fn describe_choice(tried: &[String], chosen: usize, why: &str) -> String {
 
 /// Device memory in use on the current CUDA context's device (total − free), if a context is current.
 fn gpu_memory_in_use() -> Option<u64> {
+    // cudarc panics without libcuda (e.g. the emulated CUDA backend, whose name also says "cuda").
+    if !crate::cuda::gpu::driver_present() {
+        return None;
+    }
     let (free, total) = cudarc::driver::result::mem_get_info().ok()?;
     Some((total - free) as u64)
 }

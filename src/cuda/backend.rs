@@ -338,6 +338,9 @@ impl CudaBackend {
             return Ok(());
         }
         self.gpu.sync()?;
+        // An upload whose compute-stream wait was never queued (an error between the two) may still be
+        // reading the pinned slots freed below.
+        self.gpu.copy_stream.synchronize()?;
         self.acts = None; // free the smaller set first
         let n = b * self.cfg.seq_len;
         let staging = memory::token_bytes(n);
@@ -844,12 +847,18 @@ impl CudaBackend {
             self.gpu.bind()?;
             self.ensure_acts(b)?;
             let (si, n_ids, count) = self.stage_tokens(tokens, dm)?;
-            self.forward(dm, si)?;
-            self.loss(dm, si, train)?;
-            if train {
-                self.backward(dm, si, n_ids)?;
-            }
+            let queued = (|| -> GpuResult<()> {
+                self.forward(dm, si)?;
+                self.loss(dm, si, train)?;
+                if train {
+                    self.backward(dm, si, n_ids)?;
+                }
+                Ok(())
+            })();
+            // Also after a failed launch: kernels queued before it still read the slot, and the next
+            // upload into it must wait for them.
             self.mark_consumed(si)?;
+            queued?;
             let sum = self.read_loss()?;
             Ok(LossSum { sum, count })
         })();
