@@ -226,9 +226,11 @@ impl CudaBackend {
     fn check_config(cfg: &ModelConfig) -> Result<(), BackendError> {
         cfg.validate()
             .map_err(|e| BackendError::Device(format!("invalid model configuration: {e}")))?;
-        if cfg.d_model * 4 > 48 * 1024 {
+        // The 48 KiB launch limit covers static + dynamic shared memory: the kernel's own
+        // `scratch[32]` floats (128 bytes) come on top of the d·4 dynamic bytes.
+        if cfg.d_model * 4 + 128 > 48 * 1024 {
             return Err(BackendError::Device(format!(
-                "--d-model {} is too wide for the LayerNorm backward kernel's shared memory (max 12288)",
+                "--d-model {} is too wide for the LayerNorm backward kernel's shared memory (max 12224)",
                 cfg.d_model
             )));
         }
