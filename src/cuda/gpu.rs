@@ -550,8 +550,8 @@ impl<T> Drop for DevBuf<T> {
         match &self.owner {
             Owner::Cuda(ctx) => {
                 if ctx.bind_to_thread().is_ok() {
-                    // SAFETY: allocated by malloc_sync and not freed before; cuMemFree waits for
-                    // pending work.
+                    // SAFETY: allocated by malloc_sync and not freed before. Callers synchronise the
+                    // streams that use a buffer before dropping it (cuMemFree's own wait is not promised).
                     let r = unsafe { result::free_sync(self.ptr) };
                     ctx.record_err(r);
                 }
