@@ -231,3 +231,29 @@ pub fn fit(curves: &[Curve], n_grid: usize, boot: usize, seed: u64, level: f64) 
         d_boot,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn band_keeps_replicates_together() {
+        // Replicates pivot about C0 = 1e18: ln k and the exponent are perfectly anti-correlated, so
+        // the band is narrowest at C0 and far narrower there than the corners of the marginals.
+        let c0: f64 = 1e18;
+        let reps: Vec<(f64, f64)> = (0..101)
+            .map(|i| {
+                let p = 0.5 + 0.001 * (i as f64 - 50.0);
+                (2.0 - p * c0.ln(), p)
+            })
+            .collect();
+        let b = LawReplicates { reps, level: 0.9 };
+        let (lo, hi) = b.band(c0).unwrap();
+        assert!((lo.ln() - 2.0).abs() < 1e-9 && (hi.ln() - 2.0).abs() < 1e-9);
+        let (lo2, hi2) = b.band(1e20).unwrap();
+        let mid = 2.0 + 0.5 * 100f64.ln();
+        assert!(lo2.ln() < mid && mid < hi2.ln());
+        assert!(hi2.ln() - lo2.ln() < 0.1 * 100f64.ln());
+        assert!(LawReplicates::default().band(c0).is_none());
+    }
+}
