@@ -95,6 +95,34 @@ pub struct EnvelopeFit {
     /// The envelope itself.
     #[serde(skip)]
     pub envelope: Envelope,
+    /// Bootstrap replicates of N*(C) (empty without a bootstrap).
+    #[serde(skip)]
+    pub n_boot: LawReplicates,
+    /// Bootstrap replicates of D*(C) (empty without a bootstrap).
+    #[serde(skip)]
+    pub d_boot: LawReplicates,
+}
+
+/// Bootstrap replicates `(ln k, exponent)` of a power law y = k·C^exponent, for pointwise bands.
+#[derive(Clone, Debug, Default)]
+pub struct LawReplicates {
+    /// `(ln k, exponent)` per converged replicate.
+    pub reps: Vec<(f64, f64)>,
+    /// Interval level of the bands.
+    pub level: f64,
+}
+
+impl LawReplicates {
+    /// Percentile interval of y(C) over the replicates (each replicate's ln k and exponent kept
+    /// together, so their strong correlation is respected); `None` with fewer than 10 replicates.
+    pub fn band(&self, c: f64) -> Option<(f64, f64)> {
+        if self.reps.len() < 10 {
+            return None;
+        }
+        let q = 0.5 - 0.5 * self.level;
+        let ly: Vec<f64> = self.reps.iter().map(|&(k, p)| k + p * c.ln()).collect();
+        Some((percentile(&ly, q).exp(), percentile(&ly, 1.0 - q).exp()))
+    }
 }
 
 /// Grid points that enter the power-law fits: those attained by a run that is neither the smallest nor
@@ -159,6 +187,11 @@ pub fn fit(curves: &[Curve], n_grid: usize, boot: usize, seed: u64, level: f64) 
     let all: Vec<usize> = (0..curves.len()).collect();
     let env = envelope(curves, &all, lo, hi, n_grid);
     let (mut n_opt, mut d_opt) = fits(&env, level);
+    let mut n_boot = LawReplicates {
+        reps: vec![],
+        level,
+    };
+    let mut d_boot = n_boot.clone();
     let mut seen: Vec<usize> = vec![];
     for &r in &env.run {
         if !seen.contains(&r) {
@@ -177,19 +210,13 @@ pub fn fit(curves: &[Curve], n_grid: usize, boot: usize, seed: u64, level: f64) 
                 d.exponent.value,
             ])
         });
+        n_boot.reps = reps.iter().map(|r| (r[0], r[1])).collect();
+        d_boot.reps = reps.iter().map(|r| (r[2], r[3])).collect();
         if let Some(l) = n_opt.as_mut() {
-            bootstrap_intervals(
-                l,
-                &reps.iter().map(|r| (r[0], r[1])).collect::<Vec<_>>(),
-                level,
-            );
+            bootstrap_intervals(l, &n_boot.reps, level);
         }
         if let Some(l) = d_opt.as_mut() {
-            bootstrap_intervals(
-                l,
-                &reps.iter().map(|r| (r[2], r[3])).collect::<Vec<_>>(),
-                level,
-            );
+            bootstrap_intervals(l, &d_boot.reps, level);
         }
     }
     EnvelopeFit {
@@ -200,5 +227,33 @@ pub fn fit(curves: &[Curve], n_grid: usize, boot: usize, seed: u64, level: f64) 
         n_opt,
         d_opt,
         envelope: env,
+        n_boot,
+        d_boot,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn band_keeps_replicates_together() {
+        // Replicates pivot about C0 = 1e18: ln k and the exponent are perfectly anti-correlated, so
+        // the band is narrowest at C0 and far narrower there than the corners of the marginals.
+        let c0: f64 = 1e18;
+        let reps: Vec<(f64, f64)> = (0..101)
+            .map(|i| {
+                let p = 0.5 + 0.001 * (i as f64 - 50.0);
+                (2.0 - p * c0.ln(), p)
+            })
+            .collect();
+        let b = LawReplicates { reps, level: 0.9 };
+        let (lo, hi) = b.band(c0).unwrap();
+        assert!((lo.ln() - 2.0).abs() < 1e-9 && (hi.ln() - 2.0).abs() < 1e-9);
+        let (lo2, hi2) = b.band(1e20).unwrap();
+        let mid = 2.0 + 0.5 * 100f64.ln();
+        assert!(lo2.ln() < mid && mid < hi2.ln());
+        assert!(hi2.ln() - lo2.ln() < 0.1 * 100f64.ln());
+        assert!(LawReplicates::default().band(c0).is_none());
     }
 }

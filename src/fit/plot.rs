@@ -5,7 +5,7 @@ use super::data::{Dataset, Point};
 use super::error::FitError;
 use super::report::{Fitted, Report};
 use super::stats::Interval;
-use super::{compute, overtrain, parametric};
+use super::{compute, envelope, overtrain, parametric};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};
@@ -299,8 +299,32 @@ fn fig_isoflop<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, rep: &Report) 
 struct Line {
     label: String,
     color: RGBColor,
+    /// The line with its band (`lo`/`hi`; NaN where there is none).
     pts: Vec<(f64, Interval)>,
     dashed: bool,
+    /// Opacity of the band's fill.
+    band_alpha: f64,
+    /// Legend entry of the band, if it gets one.
+    band_label: Option<String>,
+}
+
+/// Points read off the Approach 1 envelope: (C, N* or D*, entered the fit).
+struct EnvPoints {
+    color: RGBColor,
+    label: String,
+    pts: Vec<(f64, f64, bool)>,
+}
+
+/// At most `max` of `n` indices, evenly spread, always keeping the first and last.
+fn thin(n: usize, max: usize) -> Vec<usize> {
+    if n <= max || max < 2 {
+        return (0..n).collect();
+    }
+    let mut v: Vec<usize> = (0..max)
+        .map(|i| ((i as f64) * (n - 1) as f64 / (max - 1) as f64).round() as usize)
+        .collect();
+    v.dedup();
+    v
 }
 
 /// One panel of N*(C) or D*(C).
@@ -309,6 +333,7 @@ fn panel_opt<DB: DrawingBackend>(
     title: &str,
     ylab: &str,
     marks: &[(f64, Interval)],
+    env: Option<&EnvPoints>,
     lines: &[Line],
     xr: (f64, f64),
 ) -> R {
@@ -317,6 +342,7 @@ fn panel_opt<DB: DrawingBackend>(
             marks
                 .iter()
                 .map(|m| m.1.value)
+                .chain(env.iter().flat_map(|e| e.pts.iter().map(|p| p.1)))
                 .chain(lines.iter().flat_map(|l| l.pts.iter().map(|p| p.1.value))),
         ),
         0.08,
@@ -354,9 +380,30 @@ fn panel_opt<DB: DrawingBackend>(
             )
             .collect();
         if band.len() > 2 {
-            ch.draw_series([Polygon::new(band, l.color.mix(0.15).filled())])
-                .map_err(e)?;
+            let fill = l.color.mix(l.band_alpha).filled();
+            ch.draw_series([Polygon::new(band, fill)]).map_err(e)?;
         }
+    }
+    if let Some(env) = env {
+        let inside = |p: &&(f64, f64, bool)| p.1 >= yr.0 && p.1 <= yr.1;
+        let col = env.color;
+        ch.draw_series(
+            env.pts
+                .iter()
+                .filter(inside)
+                .map(|p| Circle::new((p.0, p.1), 4, col.stroke_width(1))),
+        )
+        .map_err(e)?;
+        ch.draw_series(
+            env.pts
+                .iter()
+                .filter(inside)
+                .filter(|p| p.2)
+                .map(|p| Circle::new((p.0, p.1), 4, col.filled())),
+        )
+        .map_err(e)?;
+    }
+    for l in lines {
         let pts: Vec<(f64, f64)> = l
             .pts
             .iter()
@@ -373,6 +420,29 @@ fn panel_opt<DB: DrawingBackend>(
         };
         s.label(l.label.clone())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(3)));
+    }
+    // Legend entries for the bands and the envelope points, after the lines they belong to (the
+    // shapes themselves are drawn underneath the lines, above).
+    for l in lines {
+        if let Some(lab) = &l.band_label {
+            let fill = l.color.mix(l.band_alpha).filled();
+            let col = l.color;
+            ch.draw_series(std::iter::empty::<Rectangle<(f64, f64)>>())
+                .map_err(e)?
+                .label(lab.clone())
+                .legend(move |(x, y)| {
+                    EmptyElement::at((x, y))
+                        + Rectangle::new([(0, -6), (20, 6)], fill)
+                        + Rectangle::new([(0, -6), (20, 6)], col.mix(0.4).stroke_width(1))
+                });
+        }
+    }
+    if let Some(env) = env {
+        let col = env.color;
+        ch.draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())
+            .map_err(e)?
+            .label(env.label.clone())
+            .legend(move |(x, y)| Circle::new((x + 10, y), 4, col.filled()));
     }
     if !marks.is_empty() {
         for m in marks {
@@ -454,6 +524,8 @@ fn fig_optimal<DB: DrawingBackend>(
                     color: blue,
                     pts: grid.iter().map(|&c| (c, p.predict(c))).collect(),
                     dashed: false,
+                    band_alpha: 0.15,
+                    band_label: None,
                 });
             }
         }
@@ -466,19 +538,59 @@ fn fig_optimal<DB: DrawingBackend>(
                     .map(|&c| (c, Interval::bare(p.predict(c).value)))
                     .collect(),
                 dashed: true,
+                band_alpha: 0.0,
+                band_label: None,
             });
         }
+        let mut env_pts = None;
         if let Some(a1) = &rep.approach1 {
-            if let Some(p) = if k == 0 { &a1.n_opt } else { &a1.d_opt } {
+            let (law, boot) = if k == 0 {
+                (&a1.n_opt, &a1.n_boot)
+            } else {
+                (&a1.d_opt, &a1.d_boot)
+            };
+            if let Some(p) = law {
+                // The band comes from the bootstrap over runs: the t interval of the line is nominal
+                // (the grid points are not independent) and is not drawn.
                 let pts = grid
                     .iter()
-                    .map(|&c| (c, Interval::bare(p.predict(c).value)))
+                    .map(|&c| {
+                        let value = p.predict(c).value;
+                        let (lo, hi) = boot.band(c).unwrap_or((f64::NAN, f64::NAN));
+                        (c, Interval { value, lo, hi })
+                    })
                     .collect();
                 lines.push(Line {
                     label: format!("approach 1: ∝ C^{:.3}", p.exponent.value),
                     color: green,
                     pts,
                     dashed: false,
+                    band_alpha: 0.1,
+                    band_label: (boot.band(grid[0]).is_some()).then(|| {
+                        format!(
+                            "approach 1: {:.0}% band, bootstrap over runs ({} reps)",
+                            100.0 * boot.level,
+                            boot.reps.len()
+                        )
+                    }),
+                });
+            }
+            let env = &a1.envelope;
+            let fitted = envelope::interior(env);
+            let ys = if k == 0 { &env.n } else { &env.d };
+            let pts: Vec<(f64, f64, bool)> = thin(env.c.len(), 60)
+                .into_iter()
+                .map(|i| (env.c[i], ys[i], fitted.binary_search(&i).is_ok()))
+                .filter(|p| p.1.is_finite() && p.1 > 0.0)
+                .collect();
+            if !pts.is_empty() {
+                env_pts = Some(EnvPoints {
+                    color: RGBColor(20, 90, 20),
+                    label: format!(
+                        "envelope {}*(C) (approach 1; open: not fitted)",
+                        if k == 0 { "N" } else { "D" }
+                    ),
+                    pts,
                 });
             }
         }
@@ -502,6 +614,8 @@ fn fig_optimal<DB: DrawingBackend>(
                 color: red,
                 pts,
                 dashed: true,
+                band_alpha: 0.0,
+                band_label: None,
             });
         }
         let (title, ylab) = if k == 0 {
@@ -509,7 +623,7 @@ fn fig_optimal<DB: DrawingBackend>(
         } else {
             ("Compute-optimal tokens D*(C)", "D*")
         };
-        panel_opt(area, title, ylab, &marks, &lines, xr)?;
+        panel_opt(area, title, ylab, &marks, env_pts.as_ref(), &lines, xr)?;
     }
     root.present().map_err(e)
 }
