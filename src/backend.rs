@@ -130,3 +130,34 @@ pub trait Backend {
     /// Copy the accumulated gradient out (flat, layout order); used by tests and diagnostics.
     fn read_grads(&self) -> Result<Vec<f32>, BackendError>;
 }
+
+/// Check a batch of `b` rows of `T + 1` ids against `cfg`: at least one row, the right length, every id
+/// inside the vocabulary (the error names the row and column of the first bad id).
+pub fn check_batch(cfg: &ModelConfig, tokens_Bx_T1: &[u16], b: usize) -> Result<(), BackendError> {
+    let (t, vocab) = (cfg.seq_len, cfg.vocab_size);
+    if b == 0 {
+        return Err(BackendError::BadBatch(
+            "a batch needs at least one sequence".into(),
+        ));
+    }
+    if tokens_Bx_T1.len() != b * (t + 1) {
+        return Err(BackendError::BadBatch(format!(
+            "expected {b} rows of {} ids (seq_len + 1) = {} ids, got {}",
+            t + 1,
+            b * (t + 1),
+            tokens_Bx_T1.len()
+        )));
+    }
+    if let Some((i, &id)) = tokens_Bx_T1
+        .iter()
+        .enumerate()
+        .find(|(_, &id)| id as usize >= vocab)
+    {
+        return Err(BackendError::BadBatch(format!(
+            "token id {id} at row {}, column {} is outside the vocabulary of {vocab}",
+            i / (t + 1),
+            i % (t + 1)
+        )));
+    }
+    Ok(())
+}

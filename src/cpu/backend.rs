@@ -62,31 +62,7 @@ impl CpuBackend {
 
     /// Check a batch and run the forward pass up to the logits.
     fn run_forward(&mut self, tokens: &[u16], b: usize) -> Result<Dims, BackendError> {
-        let (t, vocab) = (self.cfg.seq_len, self.cfg.vocab_size);
-        if b == 0 {
-            return Err(BackendError::BadBatch(
-                "a batch needs at least one sequence".into(),
-            ));
-        }
-        if tokens.len() != b * (t + 1) {
-            return Err(BackendError::BadBatch(format!(
-                "expected {b} rows of {} ids (seq_len + 1) = {} ids, got {}",
-                t + 1,
-                b * (t + 1),
-                tokens.len()
-            )));
-        }
-        if let Some((i, &id)) = tokens
-            .iter()
-            .enumerate()
-            .find(|(_, &id)| id as usize >= vocab)
-        {
-            return Err(BackendError::BadBatch(format!(
-                "token id {id} at row {}, column {} is outside the vocabulary of {vocab}",
-                i / (t + 1),
-                i % (t + 1)
-            )));
-        }
+        crate::backend::check_batch(&self.cfg, tokens, b)?;
         let dm = Dims::new(&self.cfg, b);
         self.acts.ensure(&self.cfg, b);
         split_batch(tokens, dm, &mut self.acts);

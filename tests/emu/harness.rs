@@ -108,65 +108,9 @@ impl Flavor {
     }
 }
 
-/// Kernel names declared `extern "C" __global__` in a CUDA source (comments stripped first).
-pub fn kernel_names(src: &str) -> Vec<String> {
-    let code = strip_comments(src);
-    let key = "extern \"C\" __global__";
-    let mut names = Vec::new();
-    let mut rest = code.as_str();
-    while let Some(i) = rest.find(key) {
-        rest = &rest[i + key.len()..];
-        // Tokens up to the parameter list; skip __launch_bounds__(...).
-        let mut s = rest.trim_start();
-        let mut last_ident = String::new();
-        loop {
-            if let Some(r) = s.strip_prefix("__launch_bounds__") {
-                let close = r.find(')').map(|c| c + 1).unwrap_or(r.len());
-                s = r[close..].trim_start();
-                continue;
-            }
-            match s.chars().next() {
-                Some('(') | None => break,
-                Some(c) if c.is_alphanumeric() || c == '_' => {
-                    let end = s
-                        .find(|c: char| !(c.is_alphanumeric() || c == '_'))
-                        .unwrap_or(s.len());
-                    last_ident = s[..end].to_string();
-                    s = s[end..].trim_start();
-                }
-                Some(_) => s = s[1..].trim_start(),
-            }
-        }
-        if !last_ident.is_empty() {
-            names.push(last_ident);
-        }
-    }
-    names
-}
-
-fn strip_comments(src: &str) -> String {
-    let b = src.as_bytes();
-    let mut out = String::with_capacity(src.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'/' && i + 1 < b.len() && b[i + 1] == b'/' {
-            while i < b.len() && b[i] != b'\n' {
-                i += 1;
-            }
-        } else if b[i] == b'/' && i + 1 < b.len() && b[i + 1] == b'*' {
-            i += 2;
-            while i + 1 < b.len() && !(b[i] == b'*' && b[i + 1] == b'/') {
-                i += 1;
-            }
-            i += 2;
-            out.push(' ');
-        } else {
-            out.push(b[i] as char);
-            i += 1;
-        }
-    }
-    out
-}
+/// Kernel names declared `extern "C" __global__` in a CUDA source: the CUDA backend's own parser, so
+/// the emulator and the GPU path agree on what a file exports.
+pub use isoflop::cuda::nvrtc::kernel_names;
 
 /// The `.cu` files of `kernels/`, sorted.
 pub fn kernel_sources() -> Vec<PathBuf> {
