@@ -1,37 +1,43 @@
-// cross_entropy.cu — fused softmax cross-entropy over the vocabulary, loss and logits' gradient in one
-// launch, in place.
+// cross_entropy.cu — fused softmax cross-entropy over the vocabulary: loss and the logits' bf16 gradient in
+// one launch, in place.
 //
-// Why: the [N, V] logits (V = 32101) are the largest activation; reading them twice (online max/sum, then
-// the gradient pass) and overwriting them with their gradient avoids a second [N, V] buffer and a softmax
-// kernel. One block per row with block-wide reductions keeps all SMs busy even for small N (one thread per
-// row would serialise 32101 elements per thread). Statistics and loss are f32; logits may be f32 or bf16.
+// Why: the [N, V] logits (V = 32101) are the largest activation. One block per row reads the f32 row twice
+// (online max/sum, then the gradient) and writes the bf16 gradient the head products consume straight over
+// the row's own storage, so there is no second [N, V] buffer and no separate softmax or cast pass. One block
+// per row with block-wide reductions keeps all SMs busy even for small N (one thread per row would
+// serialise 32101 elements per thread). Statistics and loss are f32.
+//
+// Layout: row r of the logits is logits_NxL[r·ld .. r·ld + v) (ld >= v; columns v..ld are padding that the
+// softmax ignores — the backend pads V to a multiple of 128 so that cuBLASLt sees aligned rows). The
+// gradient of row r is written as bf16 over the first half of the same row's bytes: the gradient matrix is
+// bf16 [N, ld] with row stride 2·ld elements (`dlogits_Nx2L`), padding columns set to 0.
 //
 // Per row r with target t: loss_N[r] = logsumexp(z) − z[t]; dlogits[r, j] = softmax(z)[j] − [j == t]
 // (gradient of the SUMMED loss). Pad targets (id 0) give loss 0 and a zero gradient row. A target >= v
 // gives a NaN loss (the host validates ids). write_grad == 0 leaves the logits untouched (evaluation).
-// Launch: grid N (one block per row), block 1024 (any multiple of 32), no dynamic shared memory.
+// Launch: grid N (one block per row), block 1024 (any multiple of 32 up to 1024), no dynamic shared memory.
 #include "common.cuh"
 
 namespace {
 __device__ __forceinline__ float rescale(float m, float to) {
   return m == __uint_as_float(0xff800000u) ? 0.f : __expf(m - to);  // exp(m − M); 0 for an empty part
 }
+}  // namespace
 
-template <class T>
-__device__ __forceinline__ void cross_entropy_impl(T* logits_NxV, const unsigned short* targets_N, float* loss_N,
-                                                   int v, int write_grad) {
+extern "C" __global__ void __launch_bounds__(1024) cross_entropy_f32(float* logits_NxL, const unsigned short* targets_N,
+                                                                    float* loss_N, int v, int ld, int write_grad) {
   __shared__ float sm[32], ss[32];
   const long long row = blockIdx.x;
-  T* z = logits_NxV + row * v;
+  float* z = logits_NxL + row * ld;
   const int t = targets_N[row];
   const int tid = int(threadIdx.x), bd = int(blockDim.x);
   const float neg_inf = __uint_as_float(0xff800000u);
-  // Read the target's logit before any thread overwrites the row (a barrier follows below).
-  const float zt = (t > 0 && t < v) ? isoflop::load_f(z, t) : 0.f;
+  // Read the target's logit before any thread overwrites the row (barriers follow below).
+  const float zt = (t > 0 && t < v) ? z[t] : 0.f;
   // Online max / sum of exp per thread.
   float m = neg_inf, s = 0.f;
   for (int j = tid; j < v; j += bd) {
-    const float x = isoflop::load_f(z, j);
+    const float x = z[j];
     if (x > m) {
       s = s * rescale(m, x) + 1.f;
       m = x;
@@ -61,24 +67,18 @@ __device__ __forceinline__ void cross_entropy_impl(T* logits_NxV, const unsigned
   const float lse = M + logf(S);
   if (tid == 0) loss_N[row] = t == 0 ? 0.f : (t < v ? lse - zt : __uint_as_float(0x7fc00000u));
   if (!write_grad) return;
-  if (t == 0) {
-    for (int j = tid; j < v; j += bd) isoflop::store_f(z, j, 0.f);
-    return;
+  // bf16 element j lies in the bytes of f32 element j/2 <= j: each stretch of bd columns is read in full
+  // before the barrier and written after it, so no f32 logit is overwritten before it is read. The loop
+  // bounds are the same for every thread (the barrier needs the whole block).
+  bf16* g = reinterpret_cast<bf16*>(z);
+  for (int j0 = 0; j0 < ld; j0 += bd) {
+    const int j = j0 + tid;
+    float d = 0.f;
+    if (t != 0 && j < v) {
+      const float p = __expf(z[j] - lse);
+      d = j == t ? p - 1.f : p;
+    }
+    __syncthreads();
+    if (j < ld) g[j] = isoflop::f2bf(d);
   }
-  for (int j = tid; j < v; j += bd) {
-    const float p = __expf(isoflop::load_f(z, j) - lse);
-    isoflop::store_f(z, j, j == t ? p - 1.f : p);
-  }
-}
-}  // namespace
-
-// f32 logits, overwritten with f32 gradients.
-extern "C" __global__ void cross_entropy_f32(float* logits_NxV, const unsigned short* targets_N, float* loss_N,
-                                             int v, int write_grad) {
-  cross_entropy_impl(logits_NxV, targets_N, loss_N, v, write_grad);
-}
-// bf16 logits, overwritten with bf16 gradients (statistics in f32).
-extern "C" __global__ void cross_entropy_bf16(bf16* logits_NxV, const unsigned short* targets_N, float* loss_N,
-                                              int v, int write_grad) {
-  cross_entropy_impl(logits_NxV, targets_N, loss_N, v, write_grad);
 }

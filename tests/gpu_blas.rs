@@ -223,3 +223,77 @@ fn rel_catches_wrong_values() {
     assert!(rel(&[1.0, 2.0], &[1.0, 2.5]) > 1e-2 && rel(&[f32::NAN], &[1.0]).is_infinite());
     assert!(rel(&[1.0, 2.0], &[1.0, 2.0]) == 0.0);
 }
+
+#[test]
+fn strided_dy_products_match_reference() {
+    for_each_device("strided_dy_products_match_reference", run_strided_dy);
+}
+
+/// `dX = dY·Wᵀ` and `dW += Xᵀ·dY` with dY's rows `ld = 2·N` apart, as the head's in-place bf16 logit
+/// gradient is stored: the gap between rows holds NaN, so reading past a row's N columns is caught.
+fn run_strided_dy(dev: &mut Dev) {
+    let mut blas = dev.blas();
+    let s = &dev.gpu.stream;
+    let mut shapes = vec![(37, 64, 100), (70, 64, 384)];
+    if !dev.is_emulated() {
+        shapes.push((512, 512, 32128));
+    }
+    for (m, k, n) in shapes {
+        let ld = 2 * n;
+        let what = format!("m={m} k={k} n={n} ld={ld}");
+        let mut r = rng((m + k + n) as u64);
+        let x = round_bf16(&uniform(&mut r, m * k, -1.0, 1.0));
+        let w = round_bf16(&uniform(&mut r, k * n, -0.5, 0.5));
+        let dy = round_bf16(&uniform(&mut r, m * n, -1.0, 1.0));
+        let mut dy_strided = vec![f32::NAN; m * ld];
+        for i in 0..m {
+            dy_strided[i * ld..i * ld + n].copy_from_slice(&dy[i * n..(i + 1) * n]);
+        }
+        let (xd, wd, dyd) = (dev.bf16(&x), dev.bf16(&w), dev.bf16(&dy_strided));
+        let dx = dev.nan_f32(m * k);
+        blas.backward_input_ld(
+            s,
+            dyd.ptr(),
+            ld,
+            wd.ptr(),
+            dx.ptr(),
+            OutType::F32,
+            false,
+            m,
+            k,
+            n,
+        )
+        .unwrap();
+        let dw = dev.f32(&vec![0.0; k * n]);
+        blas.backward_weight_ld(s, xd.ptr(), dyd.ptr(), ld, dw.ptr(), m, k, n)
+            .unwrap();
+        dev.gpu.sync().unwrap();
+        let want_dx = mm(&dy, &transpose(&w, k, n), m, n, k);
+        assert!(
+            rel(&dev.get_f32(&dx), &want_dx) <= 1e-4,
+            "strided dX {what}"
+        );
+        let want_dw = mm(&transpose(&x, m, k), &dy, k, m, n);
+        assert!(
+            rel(&dev.get_f32(&dw), &want_dw) <= 1e-4,
+            "strided dW {what}"
+        );
+        // A stride shorter than a row is refused, not run.
+        let e = blas
+            .backward_input_ld(
+                s,
+                dyd.ptr(),
+                n - 1,
+                wd.ptr(),
+                dx.ptr(),
+                OutType::F32,
+                false,
+                m,
+                k,
+                n,
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("row stride"), "{e}");
+        eprintln!("{what}: ok");
+    }
+}

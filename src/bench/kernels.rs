@@ -116,8 +116,8 @@ impl KernelCase {
             KernelFamily::AttentionBackward => {
                 (2.5 * attn_fwd_flops, 8.0 * n * df * 2.0 + 2.0 * n * h * 4.0)
             }
-            // f32 logits read, gradient written in place, targets and per-row loss.
-            KernelFamily::CrossEntropy => (5.0 * n * vf, 2.0 * n * vf * 4.0 + n * 6.0),
+            // f32 logits read, bf16 gradient written in place, targets and per-row loss.
+            KernelFamily::CrossEntropy => (5.0 * n * vf, n * vf * (4.0 + 2.0) + n * 6.0),
             KernelFamily::LayerNormForward => {
                 (8.0 * n * df, n * df * (4.0 + 2.0) + df * 4.0 + n * 8.0)
             }

@@ -5,6 +5,11 @@
 //! (written by the AdamW kernel); bf16 matmul operands and activations, fp32 accumulation; the residual
 //! stream, LayerNorm statistics, logits, softmax and loss in f32.
 //!
+//! Parameters live in the device layout of [`super::layout`]: the contract's, with the head's rows padded
+//! to an aligned vocabulary Vp (zeros that stay zero). The logits are f32 `[N, Vp]`; the fused
+//! cross-entropy writes their bf16 gradient over the first half of each row (row stride 2·Vp), the operand
+//! of the two head products. Everything that crosses the [`Backend`] interface is in the contract layout.
+//!
 //! Streams: everything runs in order on one compute stream. Token ids (and the embedding-backward CSR
 //! built on the host) go through two pinned staging slots and are uploaded on a second stream, ordered
 //! with events: the compute stream waits for the upload, the upload into a slot waits until the compute
@@ -17,12 +22,13 @@
 
 use super::blas::{Blas, OutType};
 use super::gpu::{DevBuf, DevPtr, Event, Gpu, GpuError, GpuResult, KernelExec, Kernels, PinnedBuf};
+use super::layout::DeviceLayout;
 use super::memory::{self, TokenLayout, REDUCE_BLOCKS, RESERVE_BYTES};
 use super::nvrtc;
 use super::ops::{self, AdamWState, AttnBackward, AttnForward, AttnShape, LnBackward, Ops};
 use crate::backend::{AdamWStep, Backend, BackendError, LossSum};
 use crate::model::config::PAD_ID;
-use crate::model::{ModelConfig, ParamLayout, HEAD_DIM};
+use crate::model::{ModelConfig, HEAD_DIM};
 use half::bf16;
 use std::sync::Arc;
 
@@ -58,9 +64,9 @@ struct Acts {
     xf: DevBuf<bf16>,
     meanf: DevBuf<f32>,
     rstdf: DevBuf<f32>,
-    /// Logits [N, V] f32, overwritten by their gradient; the gradient in bf16 for the head products.
+    /// Logits [N, Vp] f32; after the cross-entropy, row r's bf16 gradient [Vp] fills the first half of row
+    /// r's bytes (a bf16 [N, Vp] matrix with row stride 2·Vp).
     logits: DevBuf<f32>,
-    dlogits: DevBuf<bf16>,
     loss_rows: DevBuf<f32>,
     /// Scratch.
     dres: DevBuf<f32>,
@@ -81,7 +87,11 @@ struct Acts {
 
 impl Acts {
     fn new(gpu: &Gpu, cfg: &ModelConfig, b: usize) -> GpuResult<Acts> {
-        let (d, t, v) = (cfg.d_model, cfg.seq_len, cfg.vocab_size);
+        let (d, t, vp) = (
+            cfg.d_model,
+            cfg.seq_len,
+            super::layout::padded_vocab(cfg.vocab_size),
+        );
         let h = d / HEAD_DIM;
         let n = b * t;
         let nd = n * d;
@@ -114,8 +124,7 @@ impl Acts {
             xf: bf16s(nd, "final LN outputs")?,
             meanf: f32s(n, "final LN means")?,
             rstdf: f32s(n, "final LN rstd")?,
-            logits: f32s(n * v, "logits")?,
-            dlogits: bf16s(n * v, "logit gradients")?,
+            logits: f32s(n * vp, "logits")?,
             loss_rows: f32s(n, "per-row losses")?,
             dres: f32s(nd, "the residual gradient")?,
             t1: f32s(nd, "[N,D] scratch")?,
@@ -153,6 +162,8 @@ struct Dims {
     t: usize,
     d: usize,
     v: usize,
+    /// Padded vocabulary: the row length of the head, the logits and their gradient.
+    vp: usize,
     h: usize,
     n: usize,
 }
@@ -160,7 +171,8 @@ struct Dims {
 /// The CUDA backend (see the module documentation).
 pub struct CudaBackend {
     cfg: ModelConfig,
-    layout: ParamLayout,
+    /// The device layout (`layout.params`: offsets of every tensor in the flat buffers).
+    layout: DeviceLayout,
     // Field order matters for drop: buffers and handles go before the context in `gpu`.
     acts: Option<Acts>,
     slots: Vec<TokenSlot>,
@@ -199,8 +211,8 @@ impl CudaBackend {
     /// upload `params` (flat, [`ParamLayout`] order). Gradients and moments start at zero.
     pub fn new(cfg: ModelConfig, params: &[f32], ordinal: usize) -> Result<Self, BackendError> {
         Self::check_config(&cfg)?;
-        let layout = ParamLayout::new(&cfg);
-        check_len("parameters", layout.total, params.len())?;
+        let layout = DeviceLayout::new(&cfg);
+        check_len("parameters", layout.contract_total, params.len())?;
         let gpu = Gpu::open(ordinal).map_err(|e| BackendError::Device(e.to_string()))?;
         let r = super::gpu::catch_cuda_panic("starting the CUDA backend", || {
             Self::start(cfg, layout, params, gpu, None)
@@ -218,8 +230,8 @@ impl CudaBackend {
         exec: Arc<dyn KernelExec>,
     ) -> Result<Self, BackendError> {
         Self::check_config(&cfg)?;
-        let layout = ParamLayout::new(&cfg);
-        check_len("parameters", layout.total, params.len())?;
+        let layout = DeviceLayout::new(&cfg);
+        check_len("parameters", layout.contract_total, params.len())?;
         Self::start(cfg, layout, params, Gpu::emulated(), Some(exec)).map_err(BackendError::from)
     }
 
@@ -240,12 +252,12 @@ impl CudaBackend {
     /// Build the backend on `gpu`; `exec` is the kernel emulator when `gpu` is the emulated device.
     fn start(
         cfg: ModelConfig,
-        layout: ParamLayout,
+        layout: DeviceLayout,
         params: &[f32],
         gpu: Gpu,
         exec: Option<Arc<dyn KernelExec>>,
     ) -> GpuResult<CudaBackend> {
-        let total = layout.total;
+        let total = layout.total();
         let (free, _) = gpu.mem_info()?;
         let need = memory::state_bytes(&cfg, total);
         if need + RESERVE_BYTES > free {
@@ -274,7 +286,7 @@ impl CudaBackend {
             }
         };
         let p = gpu.alloc::<f32>(total, "the f32 parameters")?;
-        gpu.upload(params, &p)?;
+        gpu.upload(&layout.pad(params), &p)?;
         let wb = gpu.alloc::<bf16>(total, "the bf16 weights")?;
         let t = cfg.seq_len;
         let rope_cs = gpu.alloc::<f32>(t * 32 * 2, "the RoPE table")?;
@@ -324,7 +336,7 @@ impl CudaBackend {
     /// Rewrite the bf16 working copy from the f32 master weights.
     fn refresh_bf16(&self) -> GpuResult<()> {
         self.ops()
-            .cast_f32_to_bf16(self.params.ptr(), self.wb.ptr(), self.layout.total)
+            .cast_f32_to_bf16(self.params.ptr(), self.wb.ptr(), self.layout.total())
     }
 
     fn take_pending(&mut self) -> Result<(), BackendError> {
@@ -383,6 +395,7 @@ impl CudaBackend {
             t,
             d,
             v: vocab,
+            vp: self.layout.vp,
             h: d / HEAD_DIM,
             n: b * t,
         })
@@ -464,9 +477,17 @@ impl CudaBackend {
             .reduce(x, n, squares, self.red_part.ptr(), self.red_out.ptr())
     }
 
-    /// The forward pass up to the f32 logits (`acts.logits[..N·V]`).
+    /// The forward pass up to the f32 logits (`acts.logits[..N·Vp]`, padding columns 0).
     fn forward(&mut self, dm: Dims, si: usize) -> GpuResult<()> {
-        let Dims { b, t, d, v, h, n } = dm;
+        let Dims {
+            b,
+            t,
+            d,
+            v,
+            vp,
+            h,
+            n,
+        } = dm;
         let (inputs, ..) = self.slot_ptrs(si, n);
         let acts = self
             .acts
@@ -474,7 +495,7 @@ impl CudaBackend {
             .ok_or_else(|| GpuError::Unavailable("activations were not allocated".into()))?;
         let p = |o: usize| self.params.at(o);
         let w = |o: usize| self.wb.at(o);
-        let lay = &self.layout;
+        let lay = &self.layout.params;
         let stream = &self.gpu.stream;
         let blas = &mut self.blas;
         let ops = Ops::new(&self.kernels, stream);
@@ -586,11 +607,11 @@ impl CudaBackend {
             None,
             n,
             d,
-            v,
+            vp,
         )
     }
 
-    /// Cross-entropy over the logits (in place into their gradient when `grad`), the loss sum queued for
+    /// Cross-entropy over the logits (their bf16 gradient in place when `grad`), the loss sum queued for
     /// the host copy, and `loss_ready` recorded.
     fn loss(&mut self, dm: Dims, si: usize, grad: bool) -> GpuResult<()> {
         let (_, targets, ..) = self.slot_ptrs(si, dm.n);
@@ -600,7 +621,7 @@ impl CudaBackend {
             .ok_or_else(|| GpuError::Unavailable("activations were not allocated".into()))?;
         let (logits, rows) = (acts.logits.ptr(), acts.loss_rows.ptr());
         self.ops()
-            .cross_entropy_f32(logits, targets, rows, (dm.n, dm.v), grad)?;
+            .cross_entropy_f32(logits, targets, rows, (dm.n, dm.v, dm.vp), grad)?;
         self.reduce(rows, dm.n, false)?;
         self.loss_host
             .copy_from(self.red_out.ptr(), 8, &self.gpu.stream)?;
@@ -617,10 +638,12 @@ impl CudaBackend {
         Ok(f64::from_ne_bytes(a))
     }
 
-    /// The backward pass from the f32 logit gradient in `acts.logits`; parameter gradients are added to
-    /// `grads`.
+    /// The backward pass from the bf16 logit gradient in `acts.logits` (row stride 2·Vp); parameter
+    /// gradients are added to `grads`.
     fn backward(&mut self, dm: Dims, si: usize, n_ids: usize) -> GpuResult<()> {
-        let Dims { b, t, d, v, h, n } = dm;
+        let Dims {
+            b, t, d, vp, h, n, ..
+        } = dm;
         let nd = n * d;
         let (_, _, ids, offsets, positions) = self.slot_ptrs(si, n);
         let acts = self
@@ -630,7 +653,7 @@ impl CudaBackend {
         let p = |o: usize| self.params.at(o);
         let w = |o: usize| self.wb.at(o);
         let g = |o: usize| self.grads.at(o);
-        let lay = &self.layout;
+        let lay = &self.layout.params;
         let stream = &self.gpu.stream;
         let blas = &mut self.blas;
         let ops = Ops::new(&self.kernels, stream);
@@ -656,28 +679,21 @@ impl CudaBackend {
             };
             ops.layernorm_backward(&a, n, d, accumulate)
         };
-        // Head: logits = xf·head.
-        ops.cast_f32_to_bf16(acts.logits.ptr(), acts.dlogits.ptr(), n * v)?;
-        blas.backward_input(
+        // Head: logits = xf·head; the bf16 dlogits [N, Vp] have row stride 2·Vp.
+        let (dlogits, ld) = (acts.logits.ptr(), 2 * vp);
+        blas.backward_input_ld(
             stream,
-            acts.dlogits.ptr(),
+            dlogits,
+            ld,
             w(lay.head),
             acts.t1.ptr(),
             OutType::F32,
             false,
             n,
             d,
-            v,
+            vp,
         )?;
-        blas.backward_weight(
-            stream,
-            acts.xf.ptr(),
-            acts.dlogits.ptr(),
-            g(lay.head),
-            n,
-            d,
-            v,
-        )?;
+        blas.backward_weight_ld(stream, acts.xf.ptr(), dlogits, ld, g(lay.head), n, d, vp)?;
         ln_back(
             acts.t1.ptr(),
             acts.last.ptr(),
@@ -813,6 +829,13 @@ impl CudaBackend {
         )
     }
 
+    /// Download a device-layout buffer into the contract layout, checking that the head's padding is 0.
+    fn read_contract(&self, buf: &DevBuf<f32>, what: &str) -> Result<Vec<f32>, BackendError> {
+        self.gpu.bind()?;
+        let x = self.gpu.download(buf, self.layout.total())?;
+        self.layout.unpad(&x, what).map_err(BackendError::Device)
+    }
+
     fn mark_consumed(&self, si: usize) -> GpuResult<()> {
         self.slots[si]
             .consumed
@@ -881,7 +904,7 @@ impl Backend for CudaBackend {
         self.take_pending()?;
         let r = (|| -> GpuResult<f64> {
             self.gpu.bind()?;
-            self.reduce(self.grads.ptr(), self.layout.total, true)?;
+            self.reduce(self.grads.ptr(), self.layout.total(), true)?;
             let s = self.gpu.download(&self.red_out, 1)?;
             Ok(s[0].sqrt())
         })();
@@ -890,7 +913,7 @@ impl Backend for CudaBackend {
 
     fn adamw_step(&mut self, hp: &AdamWStep) -> Result<(), BackendError> {
         self.take_pending()?;
-        let runs = ops::adamw_runs(&self.layout);
+        let runs = ops::adamw_runs(&self.layout.params);
         let r = (|| -> GpuResult<()> {
             self.gpu.bind()?;
             let st = AdamWState {
@@ -906,38 +929,36 @@ impl Backend for CudaBackend {
     }
 
     fn read_params(&self) -> Result<Vec<f32>, BackendError> {
-        self.gpu.bind()?;
-        Ok(self.gpu.download(&self.params, self.layout.total)?)
+        self.read_contract(&self.params, "the parameters")
     }
 
     fn write_params(&mut self, params: &[f32]) -> Result<(), BackendError> {
-        check_len("parameters", self.layout.total, params.len())?;
+        check_len("parameters", self.layout.contract_total, params.len())?;
         self.gpu.bind()?;
-        self.gpu.upload(params, &self.params)?;
+        self.gpu.upload(&self.layout.pad(params), &self.params)?;
         self.refresh_bf16()?;
         Ok(())
     }
 
     fn read_moments(&self) -> Result<(Vec<f32>, Vec<f32>), BackendError> {
-        self.gpu.bind()?;
         Ok((
-            self.gpu.download(&self.m, self.layout.total)?,
-            self.gpu.download(&self.v, self.layout.total)?,
+            self.read_contract(&self.m, "the AdamW first moments")?,
+            self.read_contract(&self.v, "the AdamW second moments")?,
         ))
     }
 
     fn write_moments(&mut self, m: &[f32], v: &[f32]) -> Result<(), BackendError> {
-        check_len("AdamW first moment", self.layout.total, m.len())?;
-        check_len("AdamW second moment", self.layout.total, v.len())?;
+        let n = self.layout.contract_total;
+        check_len("AdamW first moment", n, m.len())?;
+        check_len("AdamW second moment", n, v.len())?;
         self.gpu.bind()?;
-        self.gpu.upload(m, &self.m)?;
-        self.gpu.upload(v, &self.v)?;
+        self.gpu.upload(&self.layout.pad(m), &self.m)?;
+        self.gpu.upload(&self.layout.pad(v), &self.v)?;
         Ok(())
     }
 
     fn read_grads(&self) -> Result<Vec<f32>, BackendError> {
-        self.gpu.bind()?;
-        Ok(self.gpu.download(&self.grads, self.layout.total)?)
+        self.read_contract(&self.grads, "the gradients")
     }
 }
 

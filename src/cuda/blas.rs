@@ -60,6 +60,56 @@ struct Shape {
     trans_b: bool,
     out: OutType,
     accumulate: bool,
+    /// Leading dimensions of the stored A and B (at least their stored row counts); D's is m.
+    lda: u64,
+    ldb: u64,
+}
+
+impl Shape {
+    /// A product with densely stored operands (each leading dimension its stored row count).
+    fn dense(
+        (m, n, k): (usize, usize, usize),
+        (trans_a, trans_b): (bool, bool),
+        out: OutType,
+        accumulate: bool,
+    ) -> Shape {
+        let (m, n, k) = (m as u64, n as u64, k as u64);
+        Shape {
+            m,
+            n,
+            k,
+            trans_a,
+            trans_b,
+            out,
+            accumulate,
+            lda: if trans_a { k } else { m },
+            ldb: if trans_b { n } else { k },
+        }
+    }
+
+    /// Stored (rows, columns) of A and of B.
+    fn stored(&self) -> ((u64, u64), (u64, u64)) {
+        let a = if self.trans_a {
+            (self.k, self.m)
+        } else {
+            (self.m, self.k)
+        };
+        let b = if self.trans_b {
+            (self.n, self.k)
+        } else {
+            (self.k, self.n)
+        };
+        (a, b)
+    }
+
+    /// Elements spanned by a stored matrix of `(rows, cols)` with leading dimension `ld`.
+    fn span((rows, cols): (u64, u64), ld: u64) -> usize {
+        if rows == 0 || cols == 0 {
+            0
+        } else {
+            ((cols - 1) * ld + rows) as usize
+        }
+    }
 }
 
 /// Descriptors and the chosen algorithm of one shape.
@@ -188,17 +238,17 @@ impl Blas {
     }
 }
 
-/// `D[m,n] = op(A)·op(B) + β·C` column-major on the host: A, B bf16 with leading dimensions of their
-/// stored rows, f32 accumulation, D (and C) of `s.out`'s type with leading dimension m.
+/// `D[m,n] = op(A)·op(B) + β·C` column-major on the host: A, B bf16 with leading dimensions `s.lda`,
+/// `s.ldb`, f32 accumulation, D (and C) of `s.out`'s type with leading dimension m.
 ///
 /// # Safety
 /// `a`, `b`, `c` and `d` are host addresses of buffers at least as large as the shape implies.
 unsafe fn host_matmul(s: Shape, a: DevPtr, b: DevPtr, c: DevPtr, d: DevPtr) {
     let (m, n, k) = (s.m as usize, s.n as usize, s.k as usize);
-    let lda = if s.trans_a { k } else { m };
-    let ldb = if s.trans_b { n } else { k };
-    let a = std::slice::from_raw_parts(a as *const bf16, m * k);
-    let b = std::slice::from_raw_parts(b as *const bf16, k * n);
+    let (lda, ldb) = (s.lda as usize, s.ldb as usize);
+    let (sa, sb) = s.stored();
+    let a = std::slice::from_raw_parts(a as *const bf16, Shape::span(sa, s.lda));
+    let b = std::slice::from_raw_parts(b as *const bf16, Shape::span(sb, s.ldb));
     // op(A)[i,p], op(B)[p,j] as f32, gathered so that the inner loop is contiguous over p.
     let mut at = vec![0f32; m * k]; // at[i*k + p]
     for i in 0..m {
@@ -254,7 +304,11 @@ unsafe fn host_matmul(s: Shape, a: DevPtr, b: DevPtr, c: DevPtr, d: DevPtr) {
 impl Lt {
     fn plan(&mut self, s: Shape, align: Align) -> GpuResult<&Plan> {
         if !self.plans.contains_key(&(s, align)) {
-            let p = self.make_plan(s, align)?;
+            // The first calls of the descriptor and heuristic functions resolve their symbols: a
+            // cuBLASLt older than the bindings panics inside cudarc there.
+            let p = super::gpu::catch_cuda_panic("planning a cuBLASLt matmul", || {
+                self.make_plan(s, align)
+            })?;
             self.plans.insert((s, align), p);
         }
         Ok(&self.plans[&(s, align)])
@@ -262,8 +316,7 @@ impl Lt {
 
     fn make_plan(&self, s: Shape, align: Align) -> GpuResult<Plan> {
         let bf = sys::cudaDataType::CUDA_R_16BF;
-        let (a_rows, a_cols) = if s.trans_a { (s.k, s.m) } else { (s.m, s.k) };
-        let (b_rows, b_cols) = if s.trans_b { (s.n, s.k) } else { (s.k, s.n) };
+        let ((a_rows, a_cols), (b_rows, b_cols)) = s.stored();
         let e = blas_err("creating a matmul plan");
         let desc = result::create_matmul_desc(
             sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
@@ -278,8 +331,8 @@ impl Lt {
             d: std::ptr::null_mut(),
             algo: sys::cublasLtMatmulAlgo_t { data: [0; 8] },
         };
-        plan.a = result::create_matrix_layout(bf, a_rows, a_cols, a_rows as i64).map_err(&e)?;
-        plan.b = result::create_matrix_layout(bf, b_rows, b_cols, b_rows as i64).map_err(&e)?;
+        plan.a = result::create_matrix_layout(bf, a_rows, a_cols, s.lda as i64).map_err(&e)?;
+        plan.b = result::create_matrix_layout(bf, b_rows, b_cols, s.ldb as i64).map_err(&e)?;
         plan.d = result::create_matrix_layout(s.out.cuda(), s.m, s.n, s.m as i64).map_err(&e)?;
         let ta = s.trans_a as i32;
         let tb = s.trans_b as i32;
@@ -371,7 +424,7 @@ impl Lt {
         let plan = self.plan(s, align)?;
         // SAFETY: pointers are device buffers of the sizes the shape implies (the callers size them from
         // the model's dimensions); descriptors are alive in the cached plan; C and D share a layout.
-        unsafe {
+        super::gpu::catch_cuda_panic("running a cuBLASLt matmul", || unsafe {
             result::matmul(
                 handle,
                 plan.desc,
@@ -390,8 +443,8 @@ impl Lt {
                 ws_bytes,
                 stream.cu_stream() as sys::cudaStream_t,
             )
-        }
-        .map_err(|e| GpuError::Blas(format!("matmul {s:?}: {e}")))
+            .map_err(|e| GpuError::Blas(format!("matmul {s:?}: {e}")))
+        })
     }
 }
 
@@ -414,15 +467,7 @@ impl Blas {
         if residual.is_some() && out != OutType::F32 {
             return Err(GpuError::Blas("a residual add needs an f32 output".into()));
         }
-        let s = Shape {
-            m: n as u64,
-            n: m as u64,
-            k: k as u64,
-            trans_a: false,
-            trans_b: false,
-            out,
-            accumulate: residual.is_some(),
-        };
+        let s = Shape::dense((n, m, k), (false, false), out, residual.is_some());
         self.run(stream, s, w, x, residual.unwrap_or(y), y)
     }
 
@@ -440,18 +485,34 @@ impl Blas {
         k: usize,
         n: usize,
     ) -> GpuResult<()> {
+        self.backward_input_ld(stream, dy, n, w, dx, out, accumulate, m, k, n)
+    }
+
+    /// [`Blas::backward_input`] with `dY`'s rows `dy_ld >= N` elements apart.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward_input_ld(
+        &mut self,
+        stream: &Stream,
+        dy: DevPtr,
+        dy_ld: usize,
+        w: DevPtr,
+        dx: DevPtr,
+        out: OutType,
+        accumulate: bool,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> GpuResult<()> {
         if accumulate && out != OutType::F32 {
             return Err(GpuError::Blas("accumulating dX needs an f32 output".into()));
         }
-        let s = Shape {
-            m: k as u64,
-            n: m as u64,
-            k: n as u64,
-            trans_a: true,
-            trans_b: false,
-            out,
-            accumulate,
-        };
+        if dy_ld < n {
+            return Err(GpuError::Blas(format!(
+                "dY row stride {dy_ld} < its width {n}"
+            )));
+        }
+        let mut s = Shape::dense((k, m, n), (true, false), out, accumulate);
+        s.ldb = dy_ld as u64;
         self.run(stream, s, w, dy, dx, dx)
     }
 
@@ -467,15 +528,29 @@ impl Blas {
         k: usize,
         n: usize,
     ) -> GpuResult<()> {
-        let s = Shape {
-            m: n as u64,
-            n: k as u64,
-            k: m as u64,
-            trans_a: false,
-            trans_b: true,
-            out: OutType::F32,
-            accumulate: true,
-        };
+        self.backward_weight_ld(stream, x, dy, n, dw, m, k, n)
+    }
+
+    /// [`Blas::backward_weight`] with `dY`'s rows `dy_ld >= N` elements apart.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward_weight_ld(
+        &mut self,
+        stream: &Stream,
+        x: DevPtr,
+        dy: DevPtr,
+        dy_ld: usize,
+        dw: DevPtr,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> GpuResult<()> {
+        if dy_ld < n {
+            return Err(GpuError::Blas(format!(
+                "dY row stride {dy_ld} < its width {n}"
+            )));
+        }
+        let mut s = Shape::dense((n, k, m), (false, true), OutType::F32, true);
+        s.lda = dy_ld as u64;
         self.run(stream, s, dy, x, dw, dw)
     }
 }

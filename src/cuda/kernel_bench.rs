@@ -10,13 +10,14 @@
 
 use super::blas::{Blas, OutType};
 use super::gpu::{DevBuf, Event, Gpu, GpuError, GpuResult, KernelExec, Kernels};
+use super::layout::{padded_vocab, DeviceLayout};
 use super::nvrtc;
 use super::ops::{
     adamw_runs, ln_part_len, AdamWState, AttnBackward, AttnForward, AttnShape, LnBackward, Ops,
 };
 use crate::backend::{AdamWStep, DecayMode};
 use crate::bench::kernels::{KernelCase, KernelFamily, KernelLauncher};
-use crate::model::{ModelConfig, ParamLayout, HEAD_DIM};
+use crate::model::{ModelConfig, HEAD_DIM};
 use half::bf16;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -277,8 +278,9 @@ impl CudaKernelLauncher {
                 }
             }
             KernelFamily::CrossEntropy => {
-                bld.rand_f32("logits", n * v, -4.0, 4.0)?;
-                bld.s.outputs.push("logits"); // overwritten with its gradient
+                // Rows padded to the backend's aligned vocabulary, as in the training step.
+                bld.rand_f32("logits", n * padded_vocab(v), -4.0, 4.0)?;
+                bld.s.outputs.push("logits"); // its bf16 gradient over the first half of each row
                 bld.rand_ids("targets", n, 1, v)?;
                 bld.out_f32("loss_rows", n)?;
             }
@@ -320,12 +322,14 @@ impl CudaKernelLauncher {
                 bld.out_f32("x", n * d)?;
             }
             KernelFamily::AdamW => {
-                let layout = ParamLayout::new(&ModelConfig {
+                // Every parameter of the model in the backend's device layout.
+                let layout = DeviceLayout::new(&ModelConfig {
                     d_model: d,
                     n_layers: case.n_layers,
                     seq_len: t,
                     vocab_size: v,
-                });
+                })
+                .params;
                 let p = layout.total;
                 bld.rand_f32("params", p, -0.05, 0.05)?;
                 bld.rand_f32("grads", p, -1.0, 1.0)?;
@@ -380,7 +384,7 @@ impl CudaKernelLauncher {
                 s.f("logits"),
                 s.u("targets"),
                 s.f("loss_rows"),
-                (n, v),
+                (n, v, padded_vocab(v)),
                 true,
             ),
             KernelFamily::LayerNormForward => ops.layernorm_forward_bf16(

@@ -18,7 +18,7 @@ pub const REDUCE_BLOCKS: usize = 264;
 pub const RESERVE_BYTES: usize = 768 << 20;
 
 /// Bytes of the persistent state (parameters, gradients, moments, bf16 copy, cuBLASLt workspace,
-/// RoPE table) for `cfg`.
+/// RoPE table) for `cfg` with `n_params` parameters in the device layout ([`super::layout`]).
 pub fn state_bytes(cfg: &ModelConfig, n_params: usize) -> usize {
     n_params * (4 * 4 + 2)
         + super::blas::WORKSPACE_BYTES
@@ -29,7 +29,8 @@ pub fn state_bytes(cfg: &ModelConfig, n_params: usize) -> usize {
 
 /// Bytes of one set of activations and scratch buffers for micro-batch `b`, itemised (name, bytes).
 pub fn activation_items(cfg: &ModelConfig, b: usize) -> Vec<(&'static str, usize)> {
-    let (d, t, v, l) = (cfg.d_model, cfg.seq_len, cfg.vocab_size, cfg.n_layers);
+    let (d, t, l) = (cfg.d_model, cfg.seq_len, cfg.n_layers);
+    let vp = super::layout::padded_vocab(cfg.vocab_size);
     let h = d / HEAD_DIM;
     let n = b * t;
     let nd = n * d;
@@ -46,7 +47,7 @@ pub fn activation_items(cfg: &ModelConfig, b: usize) -> Vec<(&'static str, usize
     vec![
         ("per-block activations", l * per_layer),
         ("last residual + final LN", 4 * nd + 2 * nd + 8 * n),
-        ("logits (f32) + their bf16 gradient", n * v * (4 + 2)),
+        ("logits (f32, their bf16 gradient in place)", n * vp * 4),
         ("per-row losses", 4 * n),
         (
             "[N,D] scratch (dres, t1 f32; dres, dy, dq, dk, dv bf16)",
@@ -128,13 +129,13 @@ pub fn gib(bytes: usize) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cuda::layout::DeviceLayout;
     use crate::model::config::preset;
-    use crate::model::ParamLayout;
 
     #[test]
     fn d2048_fits_80gb_with_micro_batch_16() {
         let cfg = preset("d2048").unwrap();
-        let p = ParamLayout::new(&cfg).total;
+        let p = DeviceLayout::new(&cfg).total();
         let total = state_bytes(&cfg, p) + activation_bytes(&cfg, 16) + RESERVE_BYTES;
         assert!(
             gib(total) < 76.0,

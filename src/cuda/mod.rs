@@ -8,6 +8,7 @@
 //! - [`ops`]: the launch conventions of every kernel (grids, blocks, arguments), shared with the kernel
 //!   bench;
 //! - [`kernel_bench`]: the launcher of the per-kernel profiles (`cargo bench --bench kernels`);
+//! - [`layout`]: the device parameter layout (the head padded to an aligned vocabulary);
 //! - [`memory`]: the device-memory plan, checked before allocating;
 //! - [`backend`]: [`CudaBackend`], the [`crate::backend::Backend`] implementation.
 //!
@@ -18,6 +19,7 @@ pub mod backend;
 pub mod blas;
 pub mod gpu;
 pub mod kernel_bench;
+pub mod layout;
 pub mod memory;
 pub mod nvrtc;
 pub mod ops;

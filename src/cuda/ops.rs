@@ -384,14 +384,16 @@ impl<'a> Ops<'a> {
         self.elementwise("gelu_backward_bf16", len, &[dg, u, du])
     }
 
-    /// Softmax cross-entropy of `n` f32 rows of `v` logits against u16 `targets` (pad 0 gives 0): the
-    /// per-row loss into `rows` (`[n]` f32), and with `grad` the logit gradient in place.
+    /// Softmax cross-entropy of `n` f32 rows of `v` logits, `ld >= v` apart (columns `v..ld` ignored),
+    /// against u16 `targets` (pad 0 gives 0): the per-row loss into `rows` (`[n]` f32), and with `grad`
+    /// the bf16 logit gradient in place: row r's `[ld]` gradient (padding columns 0) over the first half
+    /// of row r's bytes, a bf16 `[n, ld]` matrix with row stride `2·ld`.
     pub fn cross_entropy_f32(
         &self,
         logits: DevPtr,
         targets: DevPtr,
         rows: DevPtr,
-        (n, v): (usize, usize),
+        (n, v, ld): (usize, usize, usize),
         grad: bool,
     ) -> GpuResult<()> {
         self.launch(
@@ -399,7 +401,14 @@ impl<'a> Ops<'a> {
             (n as u32, 1, 1),
             1024,
             0,
-            &[&logits, &targets, &rows, &(v as i32), &(grad as i32)],
+            &[
+                &logits,
+                &targets,
+                &rows,
+                &(v as i32),
+                &(ld as i32),
+                &(grad as i32),
+            ],
         )
     }
 

@@ -109,11 +109,19 @@ pub fn embedding_cases(gpu: bool) -> Vec<(usize, usize, usize)> {
     v
 }
 
-/// Cross-entropy: (rows n, vocab v, block size).
-pub fn cross_entropy_cases(gpu: bool) -> Vec<(usize, usize, u32)> {
-    let mut v = vec![(5, 10, 32), (9, 1000, 256), (3, 32101, 1024)];
+/// Cross-entropy: (rows n, vocab v, row length ld >= v, block size). Padded rows as the backend uses them
+/// (ld a multiple of 128), unpadded ones with odd lengths, and small blocks for many column stretches per
+/// row (the in-place bf16 gradient must never overwrite a logit before it is read).
+pub fn cross_entropy_cases(gpu: bool) -> Vec<(usize, usize, usize, u32)> {
+    let mut v = vec![
+        (5, 10, 10, 32),
+        (4, 700, 701, 64),
+        (9, 1000, 1024, 256),
+        (3, 32101, 32128, 1024),
+    ];
     if gpu {
-        v.push((512 + 3, 32101, 1024));
+        v.push((512 + 3, 32101, 32128, 1024));
+        v.push((7, 32101, 32101, 1024));
     }
     v
 }
