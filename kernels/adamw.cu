@@ -14,7 +14,7 @@
 // shared memory.
 #include "common.cuh"
 
-extern "C" __global__ void adamw_f32(float* params_N, const float* grads_N, float* m_N, float* v_N,
+extern "C" __global__ void __launch_bounds__(256) adamw_f32(float* params_N, const float* grads_N, float* m_N, float* v_N,
                                      bf16* params_bf16_N, const unsigned char* decay_mask_N, int decay_flag,
                                      long long n, float lr, float beta1, float beta2, float eps,
                                      float weight_decay, int decay_mode, float grad_scale, float inv_bc1,

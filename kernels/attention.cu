@@ -488,7 +488,7 @@ __device__ __forceinline__ void backward_dq(unsigned char* smem, int qt, bf16* _
 
 }  // namespace attn
 
-extern "C" __global__ void rope_table_init(float2* __restrict__ cs, int T) {
+extern "C" __global__ void __launch_bounds__(256) rope_table_init(float2* __restrict__ cs, int T) {
     using namespace attn;
     const int idx = blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= T * 32) return;

@@ -9,7 +9,7 @@
 
 // out[i, :] = embed[tokens[i], :]. A token id >= v writes NaN (the host validates ids; this makes a
 // missed check visible). Launch: block 256, any grid (grid-stride over n·d), no dynamic shared memory.
-extern "C" __global__ void embedding_forward_f32(const float* embed_VxD, const unsigned short* tokens_N,
+extern "C" __global__ void __launch_bounds__(256) embedding_forward_f32(const float* embed_VxD, const unsigned short* tokens_N,
                                                  float* out_NxD, int n, int d, int v) {
   const long long total = (long long)n * d;
   ISOFLOP_GRID_STRIDE(i, total) {
@@ -24,7 +24,7 @@ extern "C" __global__ void embedding_forward_f32(const float* embed_VxD, const u
 // ids_U: the distinct token ids of the batch; offsets_U1: u+1 offsets into positions_N; positions_N: the
 // positions of each id, ascending. Launch: grid u (one block per distinct id), block 128 (any), no dynamic
 // shared memory.
-extern "C" __global__ void embedding_backward_f32(const float* dout_NxD, const unsigned short* ids_U,
+extern "C" __global__ void __launch_bounds__(1024) embedding_backward_f32(const float* dout_NxD, const unsigned short* ids_U,
                                                   const int* offsets_U1, const int* positions_N,
                                                   float* dembed_VxD, int u, int d) {
   const int b = int(blockIdx.x);

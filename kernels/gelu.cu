@@ -40,27 +40,27 @@ __device__ __forceinline__ void gelu_backward_impl(const float* dout_N, const TX
 }  // namespace
 
 // out = gelu(x), f32 → f32.
-extern "C" __global__ void gelu_forward_f32(const float* x_N, float* out_N, long long n) {
+extern "C" __global__ void __launch_bounds__(256) gelu_forward_f32(const float* x_N, float* out_N, long long n) {
   gelu_forward_impl(x_N, out_N, n);
 }
 // out = bf16(gelu(x)), f32 pre-activation → bf16 activation.
-extern "C" __global__ void gelu_forward_f32_bf16(const float* x_N, bf16* out_N, long long n) {
+extern "C" __global__ void __launch_bounds__(256) gelu_forward_f32_bf16(const float* x_N, bf16* out_N, long long n) {
   gelu_forward_impl(x_N, out_N, n);
 }
 // out = bf16(gelu(x)), bf16 → bf16 (math in f32).
-extern "C" __global__ void gelu_forward_bf16(const bf16* x_N, bf16* out_N, long long n) {
+extern "C" __global__ void __launch_bounds__(256) gelu_forward_bf16(const bf16* x_N, bf16* out_N, long long n) {
   gelu_forward_impl(x_N, out_N, n);
 }
 // dx = dout·gelu'(x), all f32.
-extern "C" __global__ void gelu_backward_f32(const float* dout_N, const float* x_N, float* dx_N, long long n) {
+extern "C" __global__ void __launch_bounds__(256) gelu_backward_f32(const float* dout_N, const float* x_N, float* dx_N, long long n) {
   gelu_backward_impl(dout_N, x_N, dx_N, n);
 }
 // dx = bf16(dout·gelu'(x)): f32 upstream gradient, f32 saved pre-activation, bf16 result.
-extern "C" __global__ void gelu_backward_f32_bf16(const float* dout_N, const float* x_N, bf16* dx_N,
+extern "C" __global__ void __launch_bounds__(256) gelu_backward_f32_bf16(const float* dout_N, const float* x_N, bf16* dx_N,
                                                   long long n) {
   gelu_backward_impl(dout_N, x_N, dx_N, n);
 }
 // dx = bf16(dout·gelu'(x)): f32 upstream gradient, bf16 saved pre-activation, bf16 result.
-extern "C" __global__ void gelu_backward_bf16(const float* dout_N, const bf16* x_N, bf16* dx_N, long long n) {
+extern "C" __global__ void __launch_bounds__(256) gelu_backward_bf16(const float* dout_N, const bf16* x_N, bf16* dx_N, long long n) {
   gelu_backward_impl(dout_N, x_N, dx_N, n);
 }

@@ -41,12 +41,12 @@ __device__ __forceinline__ void layernorm_forward_impl(const float* x_NxC, const
 
 // Forward, bf16 output (the next matmul's operand).
 // Launch: block 128 (any multiple of 32), grid ceil(n / (block/32)), no dynamic shared memory.
-extern "C" __global__ void layernorm_forward_bf16(const float* x_NxC, const float* scale_C, bf16* out_NxC,
+extern "C" __global__ void __launch_bounds__(1024) layernorm_forward_bf16(const float* x_NxC, const float* scale_C, bf16* out_NxC,
                                                   float* mean_N, float* rstd_N, int n, int c) {
   layernorm_forward_impl(x_NxC, scale_C, out_NxC, mean_N, rstd_N, n, c);
 }
 // Forward, f32 output. Same launch.
-extern "C" __global__ void layernorm_forward_f32(const float* x_NxC, const float* scale_C, float* out_NxC,
+extern "C" __global__ void __launch_bounds__(1024) layernorm_forward_f32(const float* x_NxC, const float* scale_C, float* out_NxC,
                                                  float* mean_N, float* rstd_N, int n, int c) {
   layernorm_forward_impl(x_NxC, scale_C, out_NxC, mean_N, rstd_N, n, c);
 }
@@ -57,7 +57,7 @@ extern "C" __global__ void layernorm_forward_f32(const float* x_NxC, const float
 //   dscale_partial[b][j] = Σ_{rows of block b} dout·x̂
 // Block b handles rows [b·rows_per_block, (b+1)·rows_per_block). Launch: block 256 (any multiple of 32),
 // grid P = ceil(n / rows_per_block), dynamic shared memory c·4 bytes; dscale_partial_PxC has P rows.
-extern "C" __global__ void layernorm_backward_f32(const float* dout_NxC, const float* x_NxC, const float* scale_C,
+extern "C" __global__ void __launch_bounds__(1024) layernorm_backward_f32(const float* dout_NxC, const float* x_NxC, const float* scale_C,
                                                   const float* mean_N, const float* rstd_N, float* dx_NxC,
                                                   float* dscale_partial_PxC, int n, int c, int rows_per_block,
                                                   int accumulate_dx) {
@@ -94,7 +94,7 @@ extern "C" __global__ void layernorm_backward_f32(const float* dout_NxC, const f
 
 // Backward, part 2: dscale[j] += Σ_b partial[b][j], b in order. Launch: block 256, grid ceil(c/256) (any
 // grid works), no dynamic shared memory.
-extern "C" __global__ void layernorm_dscale_reduce_f32(const float* dscale_partial_PxC, float* dscale_C, int p,
+extern "C" __global__ void __launch_bounds__(1024) layernorm_dscale_reduce_f32(const float* dscale_partial_PxC, float* dscale_C, int p,
                                                        int c) {
   ISOFLOP_GRID_STRIDE(j, c) {
     float s = 0.f;

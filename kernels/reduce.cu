@@ -24,15 +24,15 @@ __device__ __forceinline__ void partials_impl(const float* x_N, long long n, dou
 
 // Pass 1 of Σ x²: partial_P[b] for each block b. Launch: grid P, block 256 (multiple of 32), no dynamic
 // shared memory.
-extern "C" __global__ void sum_squares_partials_f32(const float* x_N, long long n, double* partial_P) {
+extern "C" __global__ void __launch_bounds__(1024) sum_squares_partials_f32(const float* x_N, long long n, double* partial_P) {
   partials_impl<true>(x_N, n, partial_P);
 }
 // Pass 1 of Σ x (e.g. the loss_N written by cross_entropy_*). Same launch.
-extern "C" __global__ void sum_partials_f32(const float* x_N, long long n, double* partial_P) {
+extern "C" __global__ void __launch_bounds__(1024) sum_partials_f32(const float* x_N, long long n, double* partial_P) {
   partials_impl<false>(x_N, n, partial_P);
 }
 // Pass 2: out_1[0] = Σ partial_P. Launch: grid 1, block 256 (multiple of 32), no dynamic shared memory.
-extern "C" __global__ void sum_finish_f64(const double* partial_P, int p, double* out_1) {
+extern "C" __global__ void __launch_bounds__(1024) sum_finish_f64(const double* partial_P, int p, double* out_1) {
   __shared__ double scratch[32];
   double s = 0.0;
   for (int i = int(threadIdx.x); i < p; i += int(blockDim.x)) s += partial_P[i];

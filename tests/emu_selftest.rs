@@ -459,3 +459,18 @@ fn sanitized_child_global() {
         &[&out.as_mut_ptr(), &32i32],
     );
 }
+
+#[test]
+fn launch_above_the_declared_launch_bound_is_refused() {
+    // The backend's kernels declare __launch_bounds__; the emulator refuses what the driver would.
+    let k = harness::kernels();
+    assert_eq!(k.launch_bounds.get("attention_forward"), Some(&128));
+    assert_eq!(k.launch_bounds.get("cross_entropy_f32"), Some(&1024));
+    let e = k
+        .launch("attention_forward", (1, 1, 1), (256, 1, 1), 0, &[])
+        .unwrap_err();
+    assert!(
+        e.contains("256 threads") && e.contains("__launch_bounds__(128)"),
+        "{e}"
+    );
+}

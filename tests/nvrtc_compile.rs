@@ -156,6 +156,18 @@ fn resources(log: &str) -> Vec<(String, u32, u32, u32, u32, u32)> {
     out
 }
 
+/// Registers of one block of `threads` threads at `regs` per thread on sm_90, as the hardware allocates
+/// them: per thread rounded up to a multiple of 8, per warp to a multiple of 256.
+fn block_registers(regs: u32, threads: u32) -> u32 {
+    let per_warp = (regs.div_ceil(8) * 8 * 32).div_ceil(256) * 256;
+    threads.div_ceil(32) * per_warp
+}
+
+/// Registers per block (and per SM) of sm_90.
+const SM90_REGS_PER_BLOCK: u32 = 65536;
+/// Shared memory a block may use without the opt-in attribute (the backend never opts in).
+const STATIC_SMEM_LIMIT: u32 = 48 * 1024;
+
 #[test]
 fn every_kernel_compiles_with_nvrtc_for_sm_90a() {
     let dir = harness::nvrtc_dir().unwrap_or_else(|e| panic!("{e}"));
@@ -184,8 +196,8 @@ fn every_kernel_compiles_with_nvrtc_for_sm_90a() {
     );
     let mut failures = Vec::new();
     println!(
-        "{:<44} {:>5} {:>7} {:>7} {:>6} {:>7}",
-        "kernel", "regs", "spill>", "spill<", "stack", "smem"
+        "{:<44} {:>5} {:>7} {:>7} {:>6} {:>7} {:>6}",
+        "kernel", "regs", "spill>", "spill<", "stack", "smem", "bound"
     );
     for src_path in &sources {
         let src = std::fs::read_to_string(src_path)
@@ -200,22 +212,54 @@ fn every_kernel_compiles_with_nvrtc_for_sm_90a() {
             continue;
         }
         assert!(cubin > 0, "{name}: empty cubin");
-        let declared = harness::kernel_names(&src);
+        // The emulator self-test kernels are launched by hand; the backend's kernels must declare the
+        // most threads they are launched with, and fit them.
+        let is_backend = src_path.starts_with(&kdir);
         let res = resources(&log);
-        for k in &declared {
-            match res.iter().find(|r| &r.0 == k) {
-                Some(r) => println!(
-                    "{:<44} {:>5} {:>7} {:>7} {:>6} {:>7}",
-                    format!("{name}:{}", r.0),
-                    r.1,
-                    r.2,
-                    r.3,
-                    r.4,
-                    r.5
-                ),
+        for k in isoflop::cuda::nvrtc::kernel_decls(&src) {
+            let Some(r) = res.iter().find(|r| r.0 == k.name) else {
+                failures.push(format!(
+                    "{name}: kernel {} missing from ptxas's log:\n{log}",
+                    k.name
+                ));
+                continue;
+            };
+            let bound = k
+                .launch_bound
+                .as_deref()
+                .and_then(|e| isoflop::cuda::nvrtc::resolve_launch_bound(&src, e));
+            println!(
+                "{:<44} {:>5} {:>7} {:>7} {:>6} {:>7} {:>6}",
+                format!("{name}:{}", r.0),
+                r.1,
+                r.2,
+                r.3,
+                r.4,
+                r.5,
+                bound.map_or("-".to_string(), |b| b.to_string())
+            );
+            if !is_backend {
+                continue;
+            }
+            match bound {
                 None => failures.push(format!(
-                    "{name}: kernel {k} missing from ptxas's log:\n{log}"
+                    "{name}: kernel {} declares no resolvable __launch_bounds__ (got {:?})",
+                    k.name, k.launch_bound
                 )),
+                Some(b) if block_registers(r.1, b) > SM90_REGS_PER_BLOCK => failures.push(format!(
+                    "{name}: kernel {} needs {} registers per block of {b} threads ({} per thread), \
+                     more than sm_90's {SM90_REGS_PER_BLOCK}",
+                    k.name,
+                    block_registers(r.1, b),
+                    r.1
+                )),
+                _ => {}
+            }
+            if r.5 > STATIC_SMEM_LIMIT {
+                failures.push(format!(
+                    "{name}: kernel {} uses {} bytes of static shared memory, over {STATIC_SMEM_LIMIT}",
+                    k.name, r.5
+                ));
             }
         }
         for l in log.lines().filter(|l| l.contains("warning")) {
@@ -227,6 +271,16 @@ fn every_kernel_compiles_with_nvrtc_for_sm_90a() {
         "NVRTC failures:\n{}",
         failures.join("\n")
     );
+}
+
+#[test]
+fn block_registers_follow_the_allocation_granularity() {
+    // 255 registers round to 256 per thread: 8 warps of 8192 fill the 64K file exactly.
+    assert_eq!(block_registers(255, 256), 65536);
+    assert!(block_registers(255, 288) > SM90_REGS_PER_BLOCK);
+    assert_eq!(block_registers(64, 1024), 65536);
+    assert!(block_registers(65, 1024) > SM90_REGS_PER_BLOCK); // 72 per thread after rounding
+    assert_eq!(block_registers(26, 256), 8 * 1024); // 32 per thread × 256
 }
 
 #[test]

@@ -88,17 +88,36 @@ pub fn options_for(cc: (i32, i32), include_dirs: &[PathBuf]) -> Vec<String> {
 
 /// Names of the `extern "C" __global__` kernels declared in a source (comments ignored).
 pub fn kernel_names(src: &str) -> Vec<String> {
+    kernel_decls(src).into_iter().map(|k| k.name).collect()
+}
+
+/// One `extern "C" __global__` kernel of a source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelDecl {
+    /// The kernel's name.
+    pub name: String,
+    /// The first argument of its `__launch_bounds__` (the most threads per block it may be launched
+    /// with), as written: `None` without one.
+    pub launch_bound: Option<String>,
+}
+
+/// The `extern "C" __global__` kernels declared in a source, in order (comments ignored).
+pub fn kernel_decls(src: &str) -> Vec<KernelDecl> {
     let code = strip_comments(src);
     let key = "extern \"C\" __global__";
-    let mut names = Vec::new();
+    let mut out = Vec::new();
     let mut rest = code.as_str();
     while let Some(i) = rest.find(key) {
         rest = &rest[i + key.len()..];
         let mut s = rest.trim_start();
         let mut last = String::new();
+        let mut bound = None;
         loop {
             if let Some(r) = s.strip_prefix("__launch_bounds__") {
                 let close = r.find(')').map(|c| c + 1).unwrap_or(r.len());
+                let args = r[..close].trim_start().trim_start_matches('(');
+                let first = args.split([',', ')']).next().unwrap_or("").trim();
+                bound = Some(first.to_string());
                 s = r[close..].trim_start();
                 continue;
             }
@@ -115,10 +134,43 @@ pub fn kernel_names(src: &str) -> Vec<String> {
             }
         }
         if !last.is_empty() {
-            names.push(last);
+            out.push(KernelDecl {
+                name: last,
+                launch_bound: bound,
+            });
         }
     }
-    names
+    out
+}
+
+/// The value of a kernel's `__launch_bounds__` argument in `src`: an integer literal, or a constant
+/// (`NTHREADS`, `attn::NTHREADS`) defined in the same source as `NAME = <integer>`.
+pub fn resolve_launch_bound(src: &str, expr: &str) -> Option<u32> {
+    if let Ok(v) = expr.parse() {
+        return Some(v);
+    }
+    let name = expr.rsplit("::").next()?.trim();
+    if name.is_empty() || !name.chars().all(|c| c.is_alphanumeric() || c == '_') {
+        return None;
+    }
+    let code = strip_comments(src);
+    let mut rest = code.as_str();
+    while let Some(i) = rest.find(name) {
+        let before = rest[..i].chars().next_back();
+        let after = &rest[i + name.len()..];
+        rest = after;
+        if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+            continue;
+        }
+        if let Some(v) = after.trim_start().strip_prefix('=') {
+            let v = v.trim_start();
+            let end = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+            if let Ok(n) = v[..end].parse() {
+                return Some(n);
+            }
+        }
+    }
+    None
 }
 
 fn strip_comments(src: &str) -> String {
@@ -475,6 +527,47 @@ mod tests {
         }
         let n = kernel_names("// extern \"C\" __global__ void no()\nextern \"C\" __global__ void __launch_bounds__(256) yes(int a) {}");
         assert_eq!(n, vec!["yes".to_string()]);
+    }
+
+    #[test]
+    fn launch_bounds_are_read_and_resolved() {
+        let src =
+            "namespace attn { constexpr int NTHREADS = 128; constexpr int NTHREADS_X = 7; }\n\
+                   extern \"C\" __global__ void __launch_bounds__(attn::NTHREADS, 4) a(int x) {}\n\
+                   extern \"C\" __global__ void __launch_bounds__( 512 ) b() {}\n\
+                   extern \"C\" __global__ void c() {}";
+        let d = kernel_decls(src);
+        let got: Vec<(&str, Option<&str>)> = d
+            .iter()
+            .map(|k| (k.name.as_str(), k.launch_bound.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("a", Some("attn::NTHREADS")),
+                ("b", Some("512")),
+                ("c", None)
+            ]
+        );
+        assert_eq!(resolve_launch_bound(src, "attn::NTHREADS"), Some(128));
+        assert_eq!(resolve_launch_bound(src, "512"), Some(512));
+        assert_eq!(resolve_launch_bound(src, "MISSING"), None);
+        // Every kernel the backend loads declares a bound that resolves to at most 1024 threads.
+        for s in SOURCES {
+            for k in kernel_decls(s.text) {
+                let b = k
+                    .launch_bound
+                    .as_deref()
+                    .and_then(|e| resolve_launch_bound(s.text, e));
+                assert!(
+                    b.is_some_and(|b| (32..=1024).contains(&b)),
+                    "{}: {} declares __launch_bounds__ {:?}",
+                    s.file,
+                    k.name,
+                    k.launch_bound
+                );
+            }
+        }
     }
 
     #[test]
