@@ -4,8 +4,9 @@
 #
 # 1. On the build machine (x86-64, glibc not newer than the GPU machine's), from the repository root:
 #      bench/gpu-suite.sh --build            # = cargo build --release; cargo test --release --no-run
-#                                            #   --message-format=json; copies isoflop and the tests/gpu_*
-#                                            #   executables into .gpu-bin/ (ignored by git)
+#                                            #   --message-format=json; copies isoflop, the tests/gpu_*
+#                                            #   executables and the kernels criterion bench into .gpu-bin/
+#                                            #   (ignored by git)
 # 2. Carry .gpu-bin/ to the GPU machine (with the checkout) and run:
 #      bench/gpu-suite.sh OUT_DIR [BIN_DIR]  # BIN_DIR defaults to <repo>/.gpu-bin
 #
@@ -17,8 +18,14 @@
 # LD_LIBRARY_PATH, extended here with the toolkit's lib64. Kernel cubins are cached in
 # OUT_DIR/cache/kernels (ISOFLOP_CACHE=OUT_DIR/cache).
 #
+# With BENCH=1 it then runs the benchmarks of the benchmark issue in the same call: `isoflop bench` (JSON in
+# OUT_DIR/bench.json), the per-kernel criterion profiles (OUT_DIR/kernels-bench.log), and bench/compare.sh
+# against PyTorch with this isoflop (OUT_DIR/compare/); BENCH_STEPS / CMP_STEPS / CMP_SIZES pass through as
+# their --steps, STEPS and SIZES (defaults 20, 195 and compare.sh's sizes — size the steps to the time the
+# GPU is lent for: the 2048x24 size at batch 256 takes seconds per step).
+#
 # Environment: STEPS (loss-curve steps, default 30), COMPARE (steps compared, default 20), TOL (max
-# relative loss difference, default 0.02), SKIP_D2048=1 to skip the large run.
+# relative loss difference, default 0.02), SKIP_D2048=1 to skip the large run, BENCH=1 for the benchmarks.
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
@@ -46,7 +53,20 @@ for line in sys.stdin:
         shutil.copy2(m["executable"], os.path.join(dst, name))
         print("copied", name)
 ' "$bin/tests"
-  ls -la "$bin" "$bin/tests"
+  mkdir -p "$bin/benches"
+  cargo bench --no-run --bench kernels --message-format=json |
+    python3 -c '
+import json, sys, shutil, os
+for line in sys.stdin:
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["bench"]:
+        shutil.copy2(m["executable"], os.path.join(sys.argv[1], m["target"]["name"]))
+        print("copied bench", m["target"]["name"])
+' "$bin/benches"
+  ls -la "$bin" "$bin/tests" "$bin/benches"
   exit 0
 fi
 
@@ -157,11 +177,39 @@ if [[ "${SKIP_D2048:-0}" != 1 ]]; then
   rm -rf "$out/train-d2048/checkpoints" 2>/dev/null || true
 fi
 
+# Benchmarks (BENCH=1): throughput/MFU, per-kernel profiles, PyTorch side by side.
+bench_json='{"skipped":true}'
+if [[ "${BENCH:-0}" == 1 ]]; then
+  log "isoflop bench (${BENCH_STEPS:-20} steps per size)"
+  "$bin/isoflop" bench --device cuda:0 --steps "${BENCH_STEPS:-20}" --out "$out/bench.json" >"$out/bench.log" 2>&1
+  rc_bench=$?
+  rc_kernels=127
+  if [[ -x "$bin/benches/kernels" ]]; then
+    log "kernel benches (criterion)"
+    CRITERION_HOME="$out/criterion" "$bin/benches/kernels" --bench >"$out/kernels-bench.log" 2>&1
+    rc_kernels=$?
+    if grep -q "kernels bench skipped" "$out/kernels-bench.log"; then
+      log "kernel benches skipped: $(grep -m1 'kernels bench skipped' "$out/kernels-bench.log")"
+      rc_kernels=3
+    fi
+  else
+    log "no $bin/benches/kernels: rebuild with '$0 --build'"
+  fi
+  log "bench/compare.sh (${CMP_STEPS:-195} steps per size)"
+  env ISOFLOP="$bin/isoflop" STEPS="${CMP_STEPS:-195}" ${CMP_SIZES:+SIZES="$CMP_SIZES"} \
+    "$here/bench/compare.sh" "$out/compare" >"$out/compare.log" 2>&1
+  rc_compare=$?
+  bench_json="{\"isoflop_bench_rc\":$rc_bench,\"kernels_bench_rc\":$rc_kernels,\"compare_rc\":$rc_compare}"
+  log "benchmarks: $bench_json"
+  [[ $rc_bench -ne 0 || $rc_kernels -ne 0 || $rc_compare -ne 0 ]] && all_ok=0
+fi
+
 cat >"$out/results.json" <<JSON
 {"gpu":$(json_escape "$gpu_name"),"driver":$(json_escape "$driver"),"all_passed":$([[ $all_ok == 1 ]] && echo true || echo false),
  "tests":{$tests_json},
  "loss_curve":$curve_json,
- "d2048_micro_batch_16":$big_json}
+ "d2048_micro_batch_16":$big_json,
+ "benchmarks":$bench_json}
 JSON
 log "results: $out/results.json (all_passed=$([[ $all_ok == 1 ]] && echo true || echo false))"
 [[ $all_ok == 1 ]]
