@@ -208,7 +208,7 @@ fn check_len(what: &'static str, expected: usize, got: usize) -> Result<(), Back
 
 impl CudaBackend {
     /// Open GPU `ordinal`, compile (or load from the cache) the kernels for its architecture, and
-    /// upload `params` (flat, [`ParamLayout`] order). Gradients and moments start at zero.
+    /// upload `params` (flat, the contract's [`crate::model::ParamLayout`] order). Gradients and moments start at zero.
     pub fn new(cfg: ModelConfig, params: &[f32], ordinal: usize) -> Result<Self, BackendError> {
         Self::check_config(&cfg)?;
         let layout = DeviceLayout::new(&cfg);
