@@ -157,6 +157,23 @@ pub fn open_backend(
     }
 }
 
+/// Measured f32 matmul throughput of the CPU backend (FLOP/s): the best of a few square products sized
+/// like the tiny presets' matmuls. Used as the CPU's peak for MFU when none is given.
+pub fn measure_cpu_peak_flops() -> f64 {
+    let n = 512;
+    let a = vec![1.0f32; n * n];
+    let b = vec![0.5f32; n * n];
+    let mut c = vec![0.0f32; n * n];
+    let mut best = 0.0f64;
+    for _ in 0..5 {
+        let t = std::time::Instant::now();
+        crate::cpu::ops::matmul_forward(&a, &b, &mut c, n, n, n);
+        let dt = t.elapsed().as_secs_f64();
+        best = best.max(2.0 * (n * n * n) as f64 / dt);
+    }
+    best
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,21 +197,4 @@ mod tests {
             Err(why) => assert!(!why.is_empty()),
         }
     }
-}
-
-/// Measured f32 matmul throughput of the CPU backend (FLOP/s): the best of a few square products sized
-/// like the tiny presets' matmuls. Used as the CPU's peak for MFU when none is given.
-pub fn measure_cpu_peak_flops() -> f64 {
-    let n = 512;
-    let a = vec![1.0f32; n * n];
-    let b = vec![0.5f32; n * n];
-    let mut c = vec![0.0f32; n * n];
-    let mut best = 0.0f64;
-    for _ in 0..5 {
-        let t = std::time::Instant::now();
-        crate::cpu::ops::matmul_forward(&a, &b, &mut c, n, n, n);
-        let dt = t.elapsed().as_secs_f64();
-        best = best.max(2.0 * (n * n * n) as f64 / dt);
-    }
-    best
 }

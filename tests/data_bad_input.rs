@@ -30,7 +30,7 @@ fn tokenize_err(name: &str, bytes: &[u8]) -> (String, PathBuf) {
     std::fs::write(&input, bytes).unwrap();
     let out = tmp.path().join("out");
     let err = tokenize_files(
-        &[input.clone()],
+        std::slice::from_ref(&input),
         &out,
         &Tokenizer::bundled().unwrap(),
         &TokenizeOptions::default(),

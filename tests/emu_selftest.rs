@@ -111,12 +111,7 @@ fn ldmatrix_variants_follow_documented_layout() {
                 (1, 1, 1),
                 (32, 1, 1),
                 0,
-                &[
-                    &m.as_ptr(),
-                    &out.as_mut_ptr(),
-                    &(nmat as i32),
-                    &(trans as i32),
-                ],
+                &[&m.as_ptr(), &out.as_mut_ptr(), &(nmat as i32), &{ trans }],
             )
             .unwrap();
         for l in 0..32 {

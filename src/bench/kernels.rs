@@ -34,11 +34,14 @@ pub enum KernelFamily {
     AdamW,
     /// bf16 matmul through cuBLASLt (the MLP's up-projection shape).
     Matmul,
+    /// The head's product through cuBLASLt: bf16 `[N, D]·[D, Vp]` to f32 logits, rows padded to the
+    /// aligned vocabulary as in the training step.
+    MatmulHead,
 }
 
 impl KernelFamily {
     /// Every family, in report order.
-    pub const ALL: [KernelFamily; 10] = [
+    pub const ALL: [KernelFamily; 11] = [
         KernelFamily::AttentionForward,
         KernelFamily::AttentionBackward,
         KernelFamily::CrossEntropy,
@@ -49,6 +52,7 @@ impl KernelFamily {
         KernelFamily::EmbeddingForward,
         KernelFamily::AdamW,
         KernelFamily::Matmul,
+        KernelFamily::MatmulHead,
     ];
 
     /// Short name used in bench ids.
@@ -64,6 +68,7 @@ impl KernelFamily {
             KernelFamily::EmbeddingForward => "embedding_fwd",
             KernelFamily::AdamW => "adamw",
             KernelFamily::Matmul => "matmul_bf16",
+            KernelFamily::MatmulHead => "matmul_head",
         }
     }
 }
@@ -134,6 +139,10 @@ impl KernelCase {
                 2.0 * n * df * 4.0 * df,
                 (n * df + df * 4.0 * df + n * 4.0 * df) * 2.0,
             ),
+            // [N, D] · [D, V] (useful columns only), bf16 in, f32 out.
+            KernelFamily::MatmulHead => {
+                (2.0 * n * df * vf, (n * df + df * vf) * 2.0 + n * vf * 4.0)
+            }
         };
         KernelCase {
             family,
@@ -256,7 +265,15 @@ mod tests {
         let f = KernelCase::new(KernelFamily::AttentionForward, 1024, 16, 16, 512, 32101);
         assert_eq!(f.flops, 16.0 * 16.0 * 2.0 * 512.0 * 512.0 * 64.0);
         assert_eq!(f.id(), "attention_fwd/d1024_b16_t512");
-        assert_eq!(standard_cases().len(), 30);
+        // The head product at D=512: 2·8192·512·32101 useful FLOPs; bf16 x and W, f32 logits.
+        let h = KernelCase::new(KernelFamily::MatmulHead, 512, 8, 16, 512, 32101);
+        assert_eq!(h.flops, 2.0 * 8192.0 * 512.0 * 32101.0);
+        assert_eq!(
+            h.bytes,
+            2.0 * (8192.0 * 512.0 + 512.0 * 32101.0) + 4.0 * 8192.0 * 32101.0
+        );
+        assert_eq!(h.id(), "matmul_head/d512_b16_t512");
+        assert_eq!(standard_cases().len(), 33);
     }
 
     #[test]

@@ -344,6 +344,12 @@ impl CudaKernelLauncher {
                 bld.rand_bf16("w", d * 4 * d, -0.05, 0.05)?;
                 bld.out_bf16("y", n * 4 * d)?;
             }
+            KernelFamily::MatmulHead => {
+                let vp = padded_vocab(v);
+                bld.rand_bf16("x", n * d, -1.0, 1.0)?;
+                bld.rand_bf16("w", d * vp, -0.05, 0.05)?;
+                bld.out_f32("logits", n * vp)?;
+            }
         }
         self.gpu.sync()?;
         Ok(bld.s)
@@ -447,6 +453,17 @@ impl CudaKernelLauncher {
                 n,
                 d,
                 4 * d,
+            ),
+            KernelFamily::MatmulHead => self.blas.forward(
+                stream,
+                s.h("x"),
+                s.h("w"),
+                s.f("logits"),
+                OutType::F32,
+                None,
+                n,
+                d,
+                padded_vocab(v),
             ),
         }
     }

@@ -108,7 +108,7 @@ impl Normalizer {
             }
             let trie_size =
                 u32::from_le_bytes([charsmap[0], charsmap[1], charsmap[2], charsmap[3]]) as usize;
-            if trie_size % 4 != 0 || 4 + trie_size > charsmap.len() {
+            if !trie_size.is_multiple_of(4) || 4 + trie_size > charsmap.len() {
                 return Err(format!(
                     "precompiled charsmap trie of {trie_size} bytes does not fit in {} bytes",
                     charsmap.len()

@@ -73,7 +73,7 @@ impl PieceTrie {
                     },
                 );
                 // Append the new cells to the free list (sentinel: index 0, which is the root, never free).
-                let tail = prev.get(0).copied().unwrap_or(0);
+                let tail = prev.first().copied().unwrap_or(0);
                 next.resize(len, 0);
                 prev.resize(len, 0);
                 let mut last = if old == 0 { 0 } else { tail };

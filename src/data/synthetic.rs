@@ -22,7 +22,7 @@ impl SyntheticSource {
     /// A stream of windows of `seq_len + 1` ids below `vocab`, determined by `seed`.
     pub fn new(seq_len: usize, vocab: usize, seed: u64) -> Self {
         let alphabet = vocab.clamp(4, 512);
-        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5EED_0F_DA7A);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x005E_ED0F_DA7A);
         let successors = (0..vocab)
             .map(|_| std::array::from_fn(|_| rng.random_range(3..alphabet) as u16))
             .collect();

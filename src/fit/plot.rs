@@ -49,7 +49,7 @@ pub fn viridis(t: f64) -> RGBColor {
 
 fn sci(v: &f64) -> String {
     let s = format!("{v:.0e}");
-    s.replace("e0", "").replace("e", "e")
+    s.replace("e0", "")
 }
 
 fn norm_log(v: f64, lo: f64, hi: f64) -> f64 {

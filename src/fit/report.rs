@@ -297,9 +297,8 @@ pub fn run(ds: &Dataset, o: &FitOptions) -> Result<(Report, Fitted), FitError> {
         let par = isoflop::fit(&ds.points, o.budget_tol, MinMethod::Parabola, o.law.level);
         let aki = isoflop::fit(&ds.points, o.budget_tol, MinMethod::Akima, o.law.level);
         let used = par.budgets.iter().filter(|b| b.used).count();
-        if wants(FitKind::Approach2) {
-            if par.n_opt.is_none() {
-                skip(
+        if wants(FitKind::Approach2) && par.n_opt.is_none() {
+            skip(
                     &mut rep,
                     FitKind::Approach2,
                     format!(
@@ -308,7 +307,6 @@ pub fn run(ds: &Dataset, o: &FitOptions) -> Result<(Report, Fitted), FitError> {
                         par.budgets.len()
                     ),
                 )?;
-            }
         }
         if used > 0 {
             rep.approach2 = Some(par);

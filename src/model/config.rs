@@ -72,7 +72,7 @@ impl ModelConfig {
 
     /// Check the contract's constraints.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.d_model == 0 || self.d_model % HEAD_DIM != 0 {
+        if self.d_model == 0 || !self.d_model.is_multiple_of(HEAD_DIM) {
             return Err(ConfigError::Width(self.d_model));
         }
         if self.n_layers == 0 {

@@ -124,7 +124,9 @@ impl TrainConfig {
     /// Check every setting.
     pub fn validate(&self) -> Result<(), TrainConfigError> {
         self.model.validate()?;
-        if self.micro_batch == 0 || self.batch_size == 0 || self.batch_size % self.micro_batch != 0
+        if self.micro_batch == 0
+            || self.batch_size == 0
+            || !self.batch_size.is_multiple_of(self.micro_batch)
         {
             return Err(TrainConfigError::Batch {
                 batch: self.batch_size,

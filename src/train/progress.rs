@@ -39,7 +39,7 @@ impl Progress {
                 b.set_position(step);
                 b.set_message(format!("loss {loss:.4}  {tokens_per_s:.0} tok/s"));
             }
-            None if step % self.log_every == 0 || step == self.total => eprintln!(
+            None if step.is_multiple_of(self.log_every) || step == self.total => eprintln!(
                 "step {step}/{}  loss {loss:.4}  {tokens_per_s:.0} tok/s  eta {}",
                 self.total,
                 fmt_duration(eta_s)
