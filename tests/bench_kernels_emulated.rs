@@ -6,49 +6,15 @@
 //! argument lists (shared with the CUDA backend through `isoflop::cuda::ops`) in CI. Also the measured
 //! ceilings (matmul peak through `gpu_peak::measure_on` and the copy bandwidth) at their emulated sizes.
 
-#[path = "emu/harness.rs"]
-mod harness;
+#[path = "gpu/common.rs"]
+mod common;
 
 use isoflop::bench::kernels::{KernelCase, KernelFamily, KernelLauncher};
-use isoflop::cuda::gpu::KernelExec;
 use isoflop::cuda::kernel_bench::CudaKernelLauncher;
-use std::ffi::c_void;
-use std::sync::Arc;
-
-/// One kernel argument as the launcher passes it (pointer to the value, size).
-struct Arg(*mut c_void, usize);
-
-impl harness::KernelArg for Arg {
-    fn arg_ptr(&self) -> *mut c_void {
-        self.0
-    }
-    fn arg_size(&self) -> usize {
-        self.1
-    }
-}
-
-/// The emulator library as the launcher's kernel executor (sizes checked against each signature).
-struct Emu(&'static harness::EmuLib);
-
-impl KernelExec for Emu {
-    fn launch(
-        &self,
-        name: &str,
-        grid: (u32, u32, u32),
-        block: (u32, u32, u32),
-        shmem: usize,
-        args: &[(*mut c_void, usize)],
-    ) -> Result<(), String> {
-        let args: Vec<Arg> = args.iter().map(|&(p, s)| Arg(p, s)).collect();
-        let refs: Vec<&dyn harness::KernelArg> =
-            args.iter().map(|a| a as &dyn harness::KernelArg).collect();
-        self.0.launch(name, grid, block, shmem, &refs)
-    }
-}
 
 fn launcher() -> CudaKernelLauncher {
-    let exec: Arc<dyn KernelExec> = Arc::new(Emu(harness::kernels()));
-    CudaKernelLauncher::emulated(exec).unwrap_or_else(|e| panic!("emulated launcher: {e}"))
+    CudaKernelLauncher::emulated(common::emu_exec())
+        .unwrap_or_else(|e| panic!("emulated launcher: {e}"))
 }
 
 #[test]
@@ -111,18 +77,7 @@ fn cross_entropy_losses_are_plausible() {
     let (_, raw) = outs.iter().find(|(n, _)| n == "logits").unwrap();
     let vp = isoflop::cuda::layout::padded_vocab(301);
     assert_eq!((vp, raw.len()), (384, 70 * 384));
-    for row in raw.chunks(vp) {
-        let g: Vec<f32> = (0..vp)
-            .map(|j| {
-                let bits = row[j / 2].to_bits();
-                let half = if j % 2 == 0 {
-                    bits & 0xffff
-                } else {
-                    bits >> 16
-                };
-                half::bf16::from_bits(half as u16).to_f32()
-            })
-            .collect();
+    for g in common::bf16_rows_in_place(raw, vp).chunks(vp) {
         let s: f32 = g[..301].iter().sum();
         assert!(s.abs() < 1e-2, "gradient row sum {s}");
         assert!(g[301..].iter().all(|&x| x == 0.0), "padding columns");

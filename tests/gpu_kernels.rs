@@ -498,20 +498,11 @@ fn run_cross_entropy(dev: &Dev) {
         }
         // Row r's bf16 gradient fills the first half of the row's bytes (little-endian: bf16 element
         // 2i is the low half of f32 element i).
-        let raw = dev.get_f32(&z);
         let mut got = Vec::with_capacity(n * v);
-        for (row_i, row) in raw.chunks(ld).enumerate() {
-            let g: Vec<f32> = (0..ld)
-                .map(|j| {
-                    let bits = row[j / 2].to_bits();
-                    let half = if j % 2 == 0 {
-                        bits & 0xffff
-                    } else {
-                        bits >> 16
-                    };
-                    bf16::from_bits(half as u16).to_f32()
-                })
-                .collect();
+        for (row_i, g) in common::bf16_rows_in_place(&dev.get_f32(&z), ld)
+            .chunks(ld)
+            .enumerate()
+        {
             if let Some(j) = (v..ld).find(|&j| g[j].to_bits() != 0) {
                 panic!(
                     "{case}: row {row_i} padding column {j} is {} (want +0)",

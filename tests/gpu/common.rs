@@ -195,6 +195,24 @@ impl KernelExec for EmuExec {
     }
 }
 
+/// The bf16 `[N, ld]` matrix that `cross_entropy_f32` writes over the first half of each of the N f32 rows
+/// of `ld` in `raw` (little-endian: bf16 element 2i is the low half of f32 element i), as f32.
+pub fn bf16_rows_in_place(raw: &[f32], ld: usize) -> Vec<f32> {
+    raw.chunks(ld)
+        .flat_map(|row| {
+            (0..ld).map(move |j| {
+                let bits = row[j / 2].to_bits();
+                let half = if j % 2 == 0 {
+                    bits & 0xffff
+                } else {
+                    bits >> 16
+                };
+                bf16::from_bits(half as u16).to_f32()
+            })
+        })
+        .collect()
+}
+
 /// The release emulator as a kernel executor (for `CudaBackend::new_emulated` and friends).
 pub fn emu_exec() -> Arc<dyn KernelExec> {
     Arc::new(EmuExec(harness::kernels()))
