@@ -3,6 +3,7 @@
 use super::config::TrainConfig;
 use crate::model::{FlopsPerToken, ParamCounts};
 use serde::{Deserialize, Serialize};
+use std::io::Write;
 use std::path::Path;
 
 /// State of a run.
@@ -108,15 +109,24 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// Write `dir/run.json` atomically.
+    /// Write `dir/run.json` atomically. On failure (e.g. a full disk) the temporary `run.json.tmp` is
+    /// removed and the previous `run.json` is left as it was; the error names the file.
     pub fn save(&self, dir: &Path) -> std::io::Result<()> {
         let tmp = dir.join("run.json.tmp");
-        std::fs::write(
-            &tmp,
-            serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?,
-        )?;
-        std::fs::File::open(&tmp)?.sync_all()?;
-        std::fs::rename(tmp, dir.join("run.json"))
+        let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        let written = (|| {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&json)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, dir.join("run.json"))
+        })();
+        written.map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot write {}: {e}", dir.join("run.json").display()),
+            )
+        })
     }
 
     /// Read `dir/run.json`.
@@ -149,4 +159,54 @@ pub fn git_commit() -> Option<String> {
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest() -> Manifest {
+        let config = TrainConfig::default();
+        Manifest {
+            format: 1,
+            status: RunStatus::Running,
+            reason: None,
+            params: ParamCounts::of(&config.model),
+            flops_per_token: FlopsPerToken::of(&config.model),
+            seed: config.seed,
+            data: DataInfo::default(),
+            device: "cpu".into(),
+            driver: None,
+            peak_flops: None,
+            software: SoftwareInfo {
+                version: "0".into(),
+                git_commit: None,
+                kernels_sha256: String::new(),
+            },
+            host: "h".into(),
+            started_at: now(),
+            ended_at: None,
+            steps_done: 0,
+            resumed_at: vec![],
+            final_figures: FinalFigures::default(),
+            warnings: vec![],
+            config,
+        }
+    }
+
+    #[test]
+    fn a_failed_save_removes_its_temporary_and_names_run_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = manifest();
+        m.save(dir.path()).unwrap();
+        assert_eq!(Manifest::load(dir.path()).unwrap(), m);
+        assert!(!dir.path().join("run.json.tmp").exists());
+        // run.json replaced by a non-empty directory: the temporary is written, the rename fails.
+        let rj = dir.path().join("run.json");
+        std::fs::remove_file(&rj).unwrap();
+        std::fs::create_dir_all(rj.join("x")).unwrap();
+        let e = m.save(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("cannot write") && e.contains("run.json"), "{e}");
+        assert!(!dir.path().join("run.json.tmp").exists());
+    }
 }

@@ -80,40 +80,195 @@ pub fn cumulative_flops(f: &FlopsPerToken, tokens: u64) -> [f64; 4] {
     [f.kaplan * t, f.standard * t, f.attention * t, f.exact * t]
 }
 
-/// Appends records to `metrics.jsonl`, flushing every line so a killed run loses nothing written.
+/// Appends records to `metrics.jsonl`, flushing every line so a killed run loses nothing written. Keeps the
+/// rows in memory too: a checkpoint stores those through its step, to repair a damaged file on resume.
 pub struct MetricsWriter {
     path: PathBuf,
     file: File,
+    /// `(step, JSON line)` of every row in the file, in order.
+    rows: Vec<(u64, String)>,
+}
+
+/// What [`MetricsWriter::open_checked`] found in the metrics history and did about it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HistoryCheck {
+    /// `metrics.jsonl` did not exist.
+    pub file_missing: bool,
+    /// 1-based numbers of unreadable lines that were dropped (a torn last line is not counted).
+    pub dropped_lines: Vec<usize>,
+    /// Train steps restored from the checkpoint's record.
+    pub restored: Vec<u64>,
+    /// Train steps in 1..=step found nowhere: holes in the history.
+    pub missing: Vec<u64>,
+}
+
+impl HistoryCheck {
+    /// One line per problem, for the terminal and `run.json`'s warnings (empty when the history is whole).
+    /// `record` names where restored rows came from.
+    pub fn warnings(&self, record: &str) -> Vec<String> {
+        let mut w = Vec::new();
+        if self.file_missing {
+            w.push("metrics.jsonl was missing".to_string());
+        }
+        if !self.dropped_lines.is_empty() {
+            w.push(format!(
+                "metrics.jsonl: unreadable line(s) {} dropped",
+                ranges(
+                    &self
+                        .dropped_lines
+                        .iter()
+                        .map(|&l| l as u64)
+                        .collect::<Vec<_>>()
+                )
+            ));
+        }
+        if !self.restored.is_empty() {
+            w.push(format!(
+                "metrics.jsonl: step(s) {} restored from {record}",
+                ranges(&self.restored)
+            ));
+        }
+        if !self.missing.is_empty() {
+            w.push(format!(
+                "metrics.jsonl: step(s) {} are missing and could not be restored; the history has holes",
+                ranges(&self.missing)
+            ));
+        }
+        w
+    }
+}
+
+/// `1-3, 7, 9-10`.
+pub fn ranges(xs: &[u64]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < xs.len() {
+        let mut j = i;
+        while j + 1 < xs.len() && xs[j + 1] == xs[j] + 1 {
+            j += 1;
+        }
+        out.push(if j == i {
+            xs[i].to_string()
+        } else {
+            format!("{}-{}", xs[i], xs[j])
+        });
+        i = j + 1;
+    }
+    out.join(", ")
+}
+
+/// A readable row: `(step, is eval)`, or None for a line that is not a valid train or eval record.
+fn parse_row(line: &str) -> Option<(u64, bool)> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    let step = v.get("step")?.as_u64()?;
+    match v.get("kind")?.as_str()? {
+        "train" => serde_json::from_value::<StepRecord>(v)
+            .ok()
+            .map(|_| (step, false)),
+        "eval" => serde_json::from_value::<EvalRecord>(v)
+            .ok()
+            .map(|_| (step, true)),
+        _ => None,
+    }
+}
+
+/// Lines of a metrics file, each with its parsed row; a missing file is `None`.
+fn read_rows(path: &Path) -> std::io::Result<Option<Vec<(String, Option<(u64, bool)>)>>> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    Ok(Some(
+        String::from_utf8_lossy(&bytes)
+            .lines()
+            .map(|l| (l.to_string(), parse_row(l)))
+            .collect(),
+    ))
+}
+
+/// Train steps in `1..=through` without a readable row in the metrics file at `path`.
+pub fn missing_train_steps(path: &Path, through: u64) -> std::io::Result<Vec<u64>> {
+    let mut have = vec![false; through as usize + 1];
+    for (_, row) in read_rows(path)?.unwrap_or_default() {
+        if let Some((s, false)) = row {
+            if s <= through {
+                have[s as usize] = true;
+            }
+        }
+    }
+    Ok((1..=through).filter(|&s| !have[s as usize]).collect())
 }
 
 impl MetricsWriter {
     /// Open (append) `dir/metrics.jsonl`, first dropping any rows past `keep_through_step` (the rows a
     /// resumed run will write again) and any torn last line.
     pub fn open(dir: &Path, keep_through_step: Option<u64>) -> std::io::Result<Self> {
+        Ok(Self::open_checked(dir, keep_through_step.unwrap_or(u64::MAX), None)?.0)
+    }
+
+    /// Open `dir/metrics.jsonl` to continue after step `through`: rows past it are dropped (a resumed run
+    /// writes them again), unreadable lines are dropped, and the train steps 1..=`through` are checked.
+    /// Rows missing from the file are restored from `record` (a checkpoint's copy of the rows through its
+    /// step) when it has them; the rest are reported in [`HistoryCheck::missing`].
+    pub fn open_checked(
+        dir: &Path,
+        through: u64,
+        record: Option<&str>,
+    ) -> std::io::Result<(Self, HistoryCheck)> {
         let path = dir.join("metrics.jsonl");
-        if let Some(last) = keep_through_step {
-            if path.exists() {
-                let kept: Vec<String> = BufReader::new(File::open(&path)?)
-                    .lines()
-                    .map_while(Result::ok)
-                    .filter(|l| {
-                        serde_json::from_str::<serde_json::Value>(l)
-                            .ok()
-                            .and_then(|v| v.get("step").and_then(|s| s.as_u64()))
-                            .is_some_and(|s| s <= last)
-                    })
-                    .collect();
-                let tmp = dir.join("metrics.jsonl.tmp");
-                let mut f = File::create(&tmp)?;
-                for l in kept {
-                    writeln!(f, "{l}")?;
+        let mut check = HistoryCheck::default();
+        let lines = read_rows(&path)?;
+        check.file_missing = lines.is_none() && through > 0 && through != u64::MAX;
+        let lines = lines.unwrap_or_default();
+        let n = lines.len();
+        // (step, is eval) → line; the file's own rows first, then the record's where the file has none.
+        let mut rows: std::collections::BTreeMap<(u64, bool), String> = Default::default();
+        for (i, (line, row)) in lines.into_iter().enumerate() {
+            match row {
+                Some(key) if key.0 <= through => {
+                    rows.entry(key).or_insert(line);
                 }
-                f.sync_all()?;
-                std::fs::rename(&tmp, &path)?;
+                Some(_) => {}
+                // A torn last line is what a kill leaves; anything else is damage.
+                None if i + 1 == n => {}
+                None => check.dropped_lines.push(i + 1),
             }
         }
+        if through != u64::MAX {
+            for line in record.unwrap_or("").lines() {
+                if let Some(key) = parse_row(line).filter(|k| k.0 <= through) {
+                    if !rows.contains_key(&key) {
+                        if !key.1 {
+                            check.restored.push(key.0);
+                        }
+                        rows.insert(key, line.to_string());
+                    }
+                }
+            }
+            check.missing = (1..=through)
+                .filter(|&s| !rows.contains_key(&(s, false)))
+                .collect();
+        }
+        let rows: Vec<(u64, String)> = rows.into_iter().map(|((s, _), l)| (s, l)).collect();
+        let tmp = dir.join("metrics.jsonl.tmp");
+        let written = (|| {
+            let mut f = File::create(&tmp)?;
+            for (_, l) in &rows {
+                writeln!(f, "{l}")?;
+            }
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(std::io::Error::new(
+                e.kind(),
+                format!("{}: {e}", tmp.display()),
+            ));
+        }
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
-        Ok(MetricsWriter { path, file })
+        Ok((MetricsWriter { path, file, rows }, check))
     }
 
     /// The file written.
@@ -121,11 +276,49 @@ impl MetricsWriter {
         &self.path
     }
 
-    /// Append one record as a JSON line.
+    /// Append one record (with a `step` field) as a JSON line.
     pub fn write<T: Serialize>(&mut self, record: &T) -> std::io::Result<()> {
+        #[derive(Deserialize)]
+        struct Step {
+            step: u64,
+        }
         let line = serde_json::to_string(record).map_err(std::io::Error::other)?;
+        let step = serde_json::from_str::<Step>(&line).map_or(0, |s| s.step);
         writeln!(self.file, "{line}")?;
-        self.file.flush()
+        self.file.flush()?;
+        self.rows.push((step, line));
+        Ok(())
+    }
+
+    /// Rewrite the file from the rows in memory (atomically) and append from there: repairs a file damaged
+    /// or deleted while the run was writing it.
+    pub fn rewrite_from_memory(&mut self) -> std::io::Result<()> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let tmp = dir.join("metrics.jsonl.tmp");
+        let written = (|| {
+            let mut f = File::create(&tmp)?;
+            for (_, l) in &self.rows {
+                writeln!(f, "{l}")?;
+            }
+            f.sync_all()?;
+            std::fs::rename(&tmp, &self.path)
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        self.file = OpenOptions::new().append(true).open(&self.path)?;
+        Ok(())
+    }
+
+    /// The rows written so far through `step`, as JSON lines: a checkpoint's record of the history.
+    pub fn history(&self, step: u64) -> String {
+        let mut out = String::new();
+        for (_, l) in self.rows.iter().filter(|r| r.0 <= step) {
+            out.push_str(l);
+            out.push('\n');
+        }
+        out
     }
 }
 
@@ -150,4 +343,119 @@ pub fn read_step_records(path: &Path) -> std::io::Result<Vec<StepRecord>> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(step: u64) -> StepRecord {
+        StepRecord {
+            kind: "train".into(),
+            step,
+            tokens: step * 10,
+            loss: 1.0 / step as f64,
+            lr: 0.1,
+            grad_norm: 1.0,
+            step_flops_kaplan: 1.0,
+            step_flops_standard: 1.0,
+            step_flops_attention: 1.0,
+            step_flops_exact: 1.0,
+            flops_kaplan: 1.0,
+            flops_standard: 1.0,
+            flops_attention: 1.0,
+            flops_exact: 1.0,
+            elapsed_s: step as f64,
+            step_time_s: 1.0,
+            tokens_per_s: 10.0,
+            mfu: None,
+        }
+    }
+
+    fn eval(step: u64) -> EvalRecord {
+        EvalRecord {
+            kind: "eval".into(),
+            step,
+            tokens: 0,
+            eval_loss: 2.0,
+            eval_loss_se: 0.1,
+            eval_tokens: 5,
+            flops_kaplan: 0.0,
+            flops_standard: 0.0,
+            flops_attention: 0.0,
+            flops_exact: 0.0,
+            elapsed_s: 0.0,
+        }
+    }
+
+    /// A run directory with train rows 1..=8, an eval row at 4, and the writer's record through step 6.
+    fn written() -> (tempfile::TempDir, String, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = MetricsWriter::open(dir.path(), Some(0)).unwrap();
+        for s in 1..=8 {
+            w.write(&row(s)).unwrap();
+            if s == 4 {
+                w.write(&eval(4)).unwrap();
+            }
+        }
+        let record = w.history(6);
+        let full = std::fs::read_to_string(w.path()).unwrap();
+        (dir, record, full)
+    }
+
+    #[test]
+    fn a_whole_history_passes_and_later_rows_are_dropped() {
+        let (dir, record, full) = written();
+        assert_eq!(record.lines().count(), 7);
+        assert!(full.starts_with(&record));
+        let (w, check) = MetricsWriter::open_checked(dir.path(), 6, Some(&record)).unwrap();
+        assert_eq!(check, HistoryCheck::default());
+        assert!(check.warnings("x").is_empty());
+        assert_eq!(std::fs::read_to_string(w.path()).unwrap(), record);
+    }
+
+    #[test]
+    fn garbage_lines_holes_and_a_deleted_file_are_repaired_from_the_record() {
+        let (dir, record, full) = written();
+        let path = dir.path().join("metrics.jsonl");
+        // Line 2 (step 2) becomes garbage, line 4 (step 4) disappears.
+        let mut lines: Vec<&str> = full.lines().collect();
+        lines[1] = "\u{0}garbage{";
+        lines.remove(3);
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        let (_, check) = MetricsWriter::open_checked(dir.path(), 6, Some(&record)).unwrap();
+        assert_eq!(check.dropped_lines, vec![2]);
+        assert_eq!(check.restored, vec![2, 4]);
+        assert!(check.missing.is_empty());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), record);
+        let w = check.warnings("checkpoint step-6").join("; ");
+        assert!(
+            w.contains("line(s) 2 dropped") && w.contains("2, 4 restored from checkpoint step-6"),
+            "{w}"
+        );
+
+        std::fs::remove_file(&path).unwrap();
+        let (_, check) = MetricsWriter::open_checked(dir.path(), 6, Some(&record)).unwrap();
+        assert!(check.file_missing);
+        assert_eq!(check.restored, (1..=6).collect::<Vec<_>>());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), record);
+    }
+
+    #[test]
+    fn holes_without_a_record_are_named() {
+        let (dir, _, full) = written();
+        let path = dir.path().join("metrics.jsonl");
+        let lines: Vec<&str> = full.lines().collect();
+        // Drop steps 2 and 3, keep the rest.
+        let kept: Vec<&str> = [0, 3, 4, 5, 6, 7, 8].iter().map(|&i| lines[i]).collect();
+        std::fs::write(&path, kept.join("\n") + "\n").unwrap();
+        let (_, check) = MetricsWriter::open_checked(dir.path(), 6, None).unwrap();
+        assert_eq!(check.missing, vec![2, 3]);
+        let w = check.warnings("-").join("; ");
+        assert!(w.contains("step(s) 2-3 are missing"), "{w}");
+        assert_eq!(missing_train_steps(&path, 6).unwrap(), vec![2, 3]);
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(missing_train_steps(&path, 2).unwrap(), vec![1, 2]);
+        assert_eq!(ranges(&[1, 2, 3, 5, 7, 8]), "1-3, 5, 7-8");
+    }
 }

@@ -217,24 +217,14 @@ pub fn resume(opts: &RunOptions) -> Result<RunSummary, RunError> {
     let cfg = manifest.config.clone();
     let (mut source, eval, _) = open_data(&cfg)?;
     let ckpt_root = opts.dir.join("checkpoints");
-    let (params, moments, state) = match checkpoint::list(&ckpt_root).pop() {
-        Some((_, path)) => {
-            let c = checkpoint::load(&path, Some(&cfg.model))
-                .map_err(|e| RunError::Setup(format!("cannot resume: {e}")))?;
-            let st = c
-                .state
-                .ok_or_else(|| RunError::Setup(format!("{}: no state.json", path.display())))?;
-            if st.config != cfg {
-                return Err(RunError::Setup(format!(
-                    "{}: the checkpoint's configuration differs from run.json's; refusing to resume",
-                    path.display()
-                )));
-            }
+    let (chosen, refused) = newest_good_checkpoint(&ckpt_root, &cfg)?;
+    let (params, moments, state, history) = match chosen {
+        Some((path, c, st)) => {
             source.restore(&st.source).map_err(setup(path.display()))?;
-            (c.params, c.m.zip(c.v), Some(st))
+            (c.params, c.m.zip(c.v), Some(st), c.history)
         }
         // Killed before the first checkpoint: start over from the seed, which is the same run.
-        None => (init_params(&cfg.model, cfg.seed), None, None),
+        None => (init_params(&cfg.model, cfg.seed), None, None, None),
     };
     let opened = device::open_backend(opts.device, &cfg.model, params)
         .map_err(|e| RunError::Setup(e.to_string()))?;
@@ -259,11 +249,15 @@ pub fn resume(opts: &RunOptions) -> Result<RunSummary, RunError> {
     manifest.resumed_at.push(step);
     manifest.device = trainer.backend().device_name();
     manifest.driver = driver_for(&manifest.device);
-    manifest
-        .save(&opts.dir)
-        .map_err(setup(opts.dir.join("run.json").display()))?;
-    let metrics = MetricsWriter::open(&opts.dir, Some(step))
+    // Checkpoints refused on the way to the one resumed from, then the metrics history's check.
+    let (metrics, check) = MetricsWriter::open_checked(&opts.dir, step, history.as_deref())
         .map_err(setup(opts.dir.join("metrics.jsonl").display()))?;
+    let record = format!("the record in checkpoint {}", checkpoint::dir_name(step));
+    for w in refused.into_iter().chain(check.warnings(&record)) {
+        eprintln!("warning: {w}");
+        manifest.warnings.push(w);
+    }
+    save_manifest(&manifest, &opts.dir, step)?;
     drive(
         trainer,
         manifest,
@@ -271,6 +265,92 @@ pub fn resume(opts: &RunOptions) -> Result<RunSummary, RunError> {
         opts,
         state.map_or(0.0, |s| s.elapsed_s),
     )
+}
+
+/// The newest checkpoint under `root` that loads, verifies and belongs to this configuration, with one warning
+/// per newer checkpoint refused on the way. No checkpoints at all is `None` (the run restarts from its seed);
+/// checkpoints of which none is usable is an error listing why each was refused.
+#[allow(clippy::type_complexity)]
+fn newest_good_checkpoint(
+    root: &Path,
+    cfg: &TrainConfig,
+) -> Result<
+    (
+        Option<(PathBuf, checkpoint::Checkpoint, CheckpointState)>,
+        Vec<String>,
+    ),
+    RunError,
+> {
+    let all = checkpoint::list(root);
+    let mut refused = Vec::new();
+    for (_, path) in all.iter().rev() {
+        let loaded = checkpoint::load(path, Some(&cfg.model))
+            .map_err(|e| e.to_string())
+            .and_then(|mut c| {
+                let st = c
+                    .state
+                    .take()
+                    .ok_or_else(|| format!("{}: no state.json", path.display()))?;
+                if &st.config != cfg {
+                    return Err(format!(
+                        "{}: the checkpoint's configuration differs from run.json's",
+                        path.display()
+                    ));
+                }
+                Ok((c, st))
+            });
+        match loaded {
+            Ok((c, st)) => {
+                // Refused checkpoints are moved aside, kept for inspection: left in place, pruning would
+                // count them among the newest and could delete the good ones.
+                let refused = refused
+                    .into_iter()
+                    .map(|(bad, r): (&PathBuf, String)| {
+                        let aside = bad.with_extension("refused");
+                        let moved = std::fs::remove_dir_all(&aside)
+                            .or_else(|e| match e.kind() {
+                                std::io::ErrorKind::NotFound => Ok(()),
+                                _ => Err(e),
+                            })
+                            .and_then(|_| std::fs::rename(bad, &aside))
+                            .map_or_else(
+                                |e| format!("could not be moved aside: {e}"),
+                                |_| format!("moved to {}", aside.display()),
+                            );
+                        format!(
+                            "{r}; resuming from the previous good checkpoint, step {} (the refused one is {moved})",
+                            st.step
+                        )
+                    })
+                    .collect();
+                return Ok((Some((path.clone(), c, st)), refused));
+            }
+            Err(e) => refused.push((path, format!("checkpoint refused: {e}"))),
+        }
+    }
+    if refused.is_empty() {
+        return Ok((None, vec![]));
+    }
+    let why: Vec<String> = refused.into_iter().map(|(_, r)| r).collect();
+    Err(RunError::Setup(format!(
+        "cannot resume: no usable checkpoint in {}:\n  {}\nTo train this run again from step 0, move {0} away first.",
+        root.display(),
+        why.join("\n  ")
+    )))
+}
+
+/// Write run.json or stop: a run whose manifest cannot be written (a full disk) must not go on with a record
+/// that says something else.
+fn save_manifest(manifest: &Manifest, dir: &Path, step: u64) -> Result<(), RunError> {
+    manifest.save(dir).map_err(|e| {
+        let ck = checkpoint::list(&dir.join("checkpoints"))
+            .pop()
+            .map_or("no checkpoint".to_string(), |(s, _)| format!("checkpoint step {s}"));
+        RunError::Setup(format!(
+            "{e}; stopping after step {step} (newest on disk: {ck}). Free space, then continue with: isoflop train --resume {}",
+            dir.display()
+        ))
+    })
 }
 
 fn software_info() -> SoftwareInfo {
@@ -283,6 +363,7 @@ fn software_info() -> SoftwareInfo {
 
 fn save_checkpoint(
     trainer: &mut Trainer,
+    metrics: &MetricsWriter,
     dir: &Path,
     elapsed_s: f64,
     keep: usize,
@@ -300,9 +381,25 @@ fn save_checkpoint(
         config: trainer.config().clone(),
     };
     let root = dir.join("checkpoints");
-    let path = checkpoint::save(&root, &params, &m, &v, &state).map_err(|e| e.to_string())?;
+    let history = metrics.history(state.step);
+    let path =
+        checkpoint::save(&root, &params, &m, &v, &state, &history).map_err(|e| e.to_string())?;
     checkpoint::prune(&root, keep).map_err(|e| e.to_string())?;
     Ok(path)
+}
+
+/// What a failed checkpoint at `step` leaves: the newest earlier one, or the truth that there is none.
+fn previous_checkpoint(dir: &Path, step: u64) -> String {
+    match checkpoint::list(&dir.join("checkpoints"))
+        .into_iter()
+        .filter(|(s, _)| *s < step)
+        .next_back()
+    {
+        Some((s, _)) => format!("the previous checkpoint (step {s}) is kept"),
+        None => {
+            "there is no earlier checkpoint: a resume would start again from step 0".to_string()
+        }
+    }
 }
 
 fn drive(
@@ -421,9 +518,19 @@ fn drive(
                 .peak_flops
                 .map(|p| fpt.attention * tps as f64 / dt / p),
         };
-        metrics
-            .write(&rec)
-            .map_err(setup(metrics.path().display()))?;
+        if let Err(e) = metrics.write(&rec) {
+            progress.finish();
+            let reason = format!(
+                "cannot write {} ({e}); stopped after step {}",
+                metrics.path().display(),
+                out.step
+            );
+            fail(&mut manifest, out.step - 1, reason.clone(), &opts.dir);
+            return Err(RunError::Setup(format!(
+                "{reason}. Free space, then continue with: isoflop train --resume {}",
+                opts.dir.display()
+            )));
+        }
         last_loss = Some(out.loss);
         let done_here = (out.step - first_step) as f64;
         let eta = (cfg.steps - out.step) as f64 * t0.elapsed().as_secs_f64() / done_here;
@@ -435,29 +542,33 @@ fn drive(
             stop.load(Ordering::SeqCst) || opts.stop_after.is_some_and(|s| out.step >= s);
         let periodic = opts.checkpoint_every > 0 && out.step % opts.checkpoint_every == 0;
         if (periodic || interrupted) && !trainer.finished() {
-            if let Err(e) =
-                save_checkpoint(&mut trainer, &opts.dir, elapsed(&t0), opts.keep_checkpoints)
-            {
+            if let Err(e) = save_checkpoint(
+                &mut trainer,
+                &metrics,
+                &opts.dir,
+                elapsed(&t0),
+                opts.keep_checkpoints,
+            ) {
                 let w = format!(
-                    "step {}: checkpoint not written ({e}); the previous one is intact",
-                    out.step
+                    "step {}: checkpoint not written ({e}); {}",
+                    out.step,
+                    previous_checkpoint(&opts.dir, out.step)
                 );
                 progress.println(&format!("warning: {w}"));
                 manifest.warnings.push(w);
             }
             manifest.steps_done = out.step;
-            manifest
-                .save(&opts.dir)
-                .map_err(setup(opts.dir.join("run.json").display()))?;
+            if let Err(e) = save_manifest(&manifest, &opts.dir, out.step) {
+                progress.finish();
+                return Err(e);
+            }
         }
         if interrupted && !trainer.finished() {
             progress.finish();
             manifest.status = RunStatus::Interrupted;
             manifest.reason = Some(format!("interrupted after step {}", out.step));
             manifest.ended_at = Some(manifest::now());
-            manifest
-                .save(&opts.dir)
-                .map_err(setup(opts.dir.join("run.json").display()))?;
+            save_manifest(&manifest, &opts.dir, out.step)?;
             return Err(RunError::Interrupted {
                 step: out.step,
                 dir: opts.dir.display().to_string(),
@@ -469,10 +580,48 @@ fn drive(
     // written before that checkpoint; evaluate again for the manifest, deterministically, without a new row.
     let write_final = first_step < cfg.steps;
     last_eval = eval_now(&mut trainer, &mut metrics, elapsed(&t0), write_final)?.or(last_eval);
-    if let Err(e) = save_checkpoint(&mut trainer, &opts.dir, elapsed(&t0), opts.keep_checkpoints) {
-        let w = format!("final checkpoint not written: {e}");
+    if let Err(e) = save_checkpoint(
+        &mut trainer,
+        &metrics,
+        &opts.dir,
+        elapsed(&t0),
+        opts.keep_checkpoints,
+    ) {
+        let w = format!(
+            "final checkpoint not written ({e}); {}",
+            previous_checkpoint(&opts.dir, trainer.step)
+        );
         eprintln!("warning: {w}");
         manifest.warnings.push(w);
+    }
+    // A finished run never has silent holes (e.g. metrics.jsonl deleted or damaged during the run).
+    match super::metrics::missing_train_steps(metrics.path(), trainer.step) {
+        Ok(missing) if missing.is_empty() => {}
+        Ok(missing) => {
+            let steps = super::metrics::ranges(&missing);
+            let restored = metrics
+                .rewrite_from_memory()
+                .and_then(|_| super::metrics::missing_train_steps(metrics.path(), trainer.step));
+            let w = match restored {
+                Ok(still) if still.is_empty() => format!(
+                    "metrics.jsonl: step(s) {steps} were missing at the end of the run (damaged while it ran); rewritten from memory"
+                ),
+                Ok(still) => format!(
+                    "metrics.jsonl: step(s) {} are missing; the history has holes",
+                    super::metrics::ranges(&still)
+                ),
+                Err(e) => format!(
+                    "metrics.jsonl: step(s) {steps} are missing and the file could not be rewritten ({e}); the history has holes"
+                ),
+            };
+            eprintln!("warning: {w}");
+            manifest.warnings.push(w);
+        }
+        Err(e) => {
+            let w = format!("{}: cannot be read back ({e})", metrics.path().display());
+            eprintln!("warning: {w}");
+            manifest.warnings.push(w);
+        }
     }
     let figures = FinalFigures {
         train_loss: last_loss,
@@ -484,9 +633,7 @@ fn drive(
     manifest.steps_done = trainer.step;
     manifest.ended_at = Some(manifest::now());
     manifest.final_figures = figures.clone();
-    manifest
-        .save(&opts.dir)
-        .map_err(setup(opts.dir.join("run.json").display()))?;
+    save_manifest(&manifest, &opts.dir, trainer.step)?;
     eprintln!(
         "finished {} steps in {}: train loss {}, eval loss {}  → {}",
         trainer.step,
