@@ -586,7 +586,7 @@ fn checkpoints_that_do_not_fit_are_skipped_and_training_goes_on() {
 
 #[test]
 fn a_disk_that_fills_up_stops_the_run_cleanly_and_it_resumes() {
-    let steps = 60;
+    let steps = 40;
     let (_t, refdir) = reference(steps);
     let fs = Tmpfs::mount(40 << 20);
     let dir = fs.dir.join("run");
@@ -598,7 +598,8 @@ fn a_disk_that_fills_up_stops_the_run_cleanly_and_it_resumes() {
         .spawn()
         .unwrap();
     let t0 = Instant::now();
-    // After the checkpoint of step 25, fill the disk: the 24 rows before the next one need new pages.
+    // After the checkpoint of step 25, fill the disk: the 14 rows (~480 bytes each) before the final
+    // checkpoint need at least one new page.
     while train_lines(&dir) < 26 {
         assert!(t0.elapsed() < Duration::from_secs(120), "run too slow");
         assert!(child.try_wait().unwrap().is_none(), "run ended too early");
