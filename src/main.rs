@@ -46,7 +46,9 @@ fn main() {
         Command::Bench(a) => cli::bench::run(a),
     };
     if let Err(e) = result {
-        eprintln!("error: {e:#}");
+        // Not eprintln!: with the terminal gone (a run stopped by --stop-on-hangup) it would panic.
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "error: {e:#}");
         std::process::exit(1);
     }
 }

@@ -392,12 +392,15 @@ fn a_failed_run_is_recorded_and_the_sweep_goes_on() {
 #[test]
 fn a_trainer_that_dies_without_a_manifest_is_recorded_as_failed() {
     let tmp = tempfile::tempdir().unwrap();
-    // Shards in a directory that does not exist: the trainer exits before writing run.json.
+    // A shards directory without shards: the trainer exits before writing run.json. (A directory that
+    // does not exist is refused by the spec check already.)
+    let empty = tmp.path().join("no-shards");
+    std::fs::create_dir(&empty).unwrap();
     let text = spec_text("1e10", "{ d_model = 64, n_layers = 1 }", "").replace(
         "data = { kind = \"synthetic\" }",
         &format!(
             "data = {{ kind = \"shards\", dir = \"{}\" }}",
-            tmp.path().join("missing").display()
+            empty.display()
         ),
     );
     let spec = write_spec(tmp.path(), "s.toml", &text);

@@ -302,6 +302,46 @@ fn bad_flags_give_clear_errors() {
             "--steps",
         ),
         (&["train", "--config", "/nonexistent/c.toml"], "c.toml"),
+        // Issue 14 item 8: each of these ran (or panicked) before.
+        (
+            &["train", "--batch-size", "0", "--data", "synthetic"],
+            "--batch-size",
+        ),
+        (&["train", "--eps=-1", "--data", "synthetic"], "--eps"),
+        (
+            &["train", "--weight-decay=-1", "--data", "synthetic"],
+            "--weight-decay",
+        ),
+        (
+            &["train", "--tokens", "0", "--data", "synthetic"],
+            "--tokens",
+        ),
+        (
+            &["train", "--token-multiplier", "0", "--data", "synthetic"],
+            "--token-multiplier",
+        ),
+        (
+            &["train", "--token-multiplier=-1", "--data", "synthetic"],
+            "--token-multiplier",
+        ),
+        (
+            &["train", "--eval-sequences", "0", "--data", "synthetic"],
+            "--eval-sequences",
+        ),
+        (
+            &["train", "--keep-checkpoints", "0", "--data", "synthetic"],
+            "--keep-checkpoints",
+        ),
+        (
+            &[
+                "train",
+                "--resume",
+                "/nonexistent/run",
+                "--eval-sequences",
+                "0",
+            ],
+            "--eval-sequences",
+        ),
         (
             &[
                 "train",
@@ -592,6 +632,51 @@ fn a_disk_that_fills_up_stops_the_run_cleanly_and_it_resumes() {
     let dir = fs.dir.join("run");
     let mut args = small_args(&dir, steps);
     args.extend(["--checkpoint-every".into(), "25".into()]);
+/// Issue 14 item 8: a batch that cannot fit in memory is refused before anything is allocated or written.
+#[test]
+fn a_batch_that_does_not_fit_in_memory_is_refused_before_starting() {
+    let tmp = tempfile::tempdir().unwrap();
+    for extra in [
+        &["--batch-size", "100000000", "--micro-batch", "100000000"][..],
+        // Not a multiple of the default micro-batch (8): the whole batch becomes one micro-batch.
+        &["--batch-size", "99999999"][..],
+    ] {
+        let dir = tmp.path().join("huge");
+        let out = Command::new(BIN)
+            .args([
+                "train",
+                "--device",
+                "cpu",
+                "--data",
+                "synthetic",
+                "--steps",
+                "2",
+            ])
+            .args(extra)
+            .arg("--out")
+            .arg(&dir)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{extra:?} should fail: {err}");
+        assert!(
+            err.contains("--micro-batch") && err.contains("GiB") && err.contains("available"),
+            "{extra:?}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(!dir.join("run.json").exists(), "no run.json may be left");
+    }
+}
+
+/// Issue 14 item 1: a reader of stderr that goes away (`| head -3`, a closed ssh session) must not stop
+/// the run: it finishes with its final checkpoint, and the run log says output was dropped.
+#[test]
+fn a_closed_stderr_does_not_stop_training() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("pipe");
+    let mut args = small_args(&dir, 30);
+    args.extend(["--log-every".into(), "1".into()]);
     let mut child = Command::new(BIN)
         .args(&args)
         .stderr(Stdio::piped())
@@ -626,5 +711,209 @@ fn a_disk_that_fills_up_stops_the_run_cleanly_and_it_resumes() {
     std::fs::remove_file(&filler).unwrap();
     run_ok(&["train".into(), "--resume".into(), dir.display().to_string()]);
     assert_eq!(manifest(&dir)["status"], "finished");
+    {
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        for _ in 0..3 {
+            lines.next().unwrap().unwrap();
+        }
+    } // the read end is closed here
+    let status = child.wait().unwrap();
+    assert!(status.success(), "the run died with {status}");
+    let m = manifest(&dir);
+    assert_eq!(m["status"], "finished");
+    assert_eq!(m["steps_done"], 30);
+    assert_eq!(train_lines(&dir), 30);
+    assert!(dir
+        .join("checkpoints/step-00000030/model.safetensors")
+        .exists());
+    let log = std::fs::read_to_string(dir.join("run.log")).unwrap();
+    assert_eq!(log.matches("stderr cannot be written").count(), 1, "{log}");
+}
+
+/// Start `args`, wait for `lines` train rows, send `sig`, wait for the end.
+fn signal_after(args: &[String], dir: &Path, lines: usize, sig: i32) -> std::process::Output {
+    let child = Command::new(BIN)
+        .args(args)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while train_lines(dir) < lines {
+        assert!(t0.elapsed() < Duration::from_secs(120), "run too slow");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    unsafe { libc::kill(child.id() as i32, sig) };
+    child.wait_with_output().unwrap()
+}
+
+/// Issue 14 item 1: SIGHUP (a closed terminal) is ignored once training started; with
+/// `--stop-on-hangup` it checkpoints and stops like SIGTERM.
+#[test]
+fn sighup_is_ignored_unless_stop_on_hangup() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("hup");
+    let out = signal_after(&small_args(&dir, 40), &dir, 3, libc::SIGHUP);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(manifest(&dir)["status"], "finished");
+    let log = std::fs::read_to_string(dir.join("run.log")).unwrap();
+    assert!(log.contains("SIGHUP"), "{log}");
+
+    let dir = tmp.path().join("hup-stop");
+    let mut args = small_args(&dir, 60);
+    args.extend([
+        "--stop-on-hangup".into(),
+        "--checkpoint-every".into(),
+        "0".into(),
+    ]);
+    let out = signal_after(&args, &dir, 3, libc::SIGHUP);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("interrupted at step"),
+        "{err}"
+    );
+    let m = manifest(&dir);
+    assert_eq!(m["status"], "interrupted");
+    let step = m["steps_done"].as_u64().unwrap();
+    assert!(step < 60);
+    assert!(dir
+        .join(format!("checkpoints/step-{step:08}/state.json"))
+        .exists());
+}
+
+/// Issue 14 item 3: while a trainer runs, a second one on the same directory (`--resume` or `--out`) is
+/// refused naming the holder's PID; after a SIGKILL the kernel has released the lock.
+#[test]
+fn a_second_trainer_on_a_run_directory_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("locked");
+    let mut child = Command::new(BIN)
+        .args(small_args(&dir, 400))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while train_lines(&dir) < 2 {
+        assert!(t0.elapsed() < Duration::from_secs(120), "run too slow");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let holder = format!("process {}", child.id());
+    let resume = [
+        "train".to_string(),
+        "--resume".into(),
+        dir.display().to_string(),
+    ];
+    for args in [resume.to_vec(), small_args(&dir, 400)] {
+        let out = Command::new(BIN).args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} started a second trainer");
+        assert!(err.contains(&holder) && err.contains("in use"), "{err}");
+    }
+    child.kill().unwrap(); // SIGKILL: no chance to clean up
+    child.wait().unwrap();
+    assert!(dir.join("run.lock").exists());
+    let mut args = resume.to_vec();
+    args.extend(["--stop-after".into(), "3".into()]);
+    let out = Command::new(BIN).args(&args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    // (The killed run may have checkpointed at step 100 already; either way it continues.)
+    assert!(err.contains("interrupted at step"), "{err}");
+    assert_eq!(manifest(&dir)["status"], "interrupted");
+}
+
+/// Issue 14 item 2: resume keeps the run's checkpoint cadence and count (and eval/log settings); flags
+/// on the resume command override them and are recorded in run.json; losses stay bitwise identical.
+#[test]
+fn resume_keeps_the_runs_settings_and_records_overrides() {
+    let (_t, refdir) = reference(30);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ops");
+    let mut args = small_args(&dir, 30);
+    args.extend(
+        [
+            "--checkpoint-every",
+            "5",
+            "--keep-checkpoints",
+            "3",
+            "--stop-after",
+            "12",
+        ]
+        .map(String::from),
+    );
+    let _ = Command::new(BIN).args(&args).output().unwrap();
+    assert_eq!(manifest(&dir)["status"], "interrupted");
+    let ckpts = |dir: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir.join("checkpoints"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let resume = |extra: &[&str]| {
+        let out = Command::new(BIN)
+            .args(["train", "--resume", &dir.display().to_string()])
+            .args(extra)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // No flags: every 5 steps, 3 kept, as the run was started.
+    let err = resume(&["--stop-after", "22"]);
+    assert!(err.contains("interrupted at step 22"), "{err}");
+    assert_eq!(
+        ckpts(&dir),
+        ["step-00000015", "step-00000020", "step-00000022"]
+    );
+    let m = manifest(&dir);
+    assert_eq!(m["operational"]["checkpoint_every"], 5);
+    assert_eq!(m["overrides"].as_array().unwrap().len(), 0);
+    // Flags override the operational settings (recorded), from this resume on.
+    let err = resume(&[
+        "--checkpoint-every",
+        "4",
+        "--keep-checkpoints",
+        "1",
+        "--eval-every",
+        "3",
+    ]);
+    assert!(err.contains("--checkpoint-every: 4"), "{err}");
+    assert_eq!(ckpts(&dir), ["step-00000030"]);
+    let m = manifest(&dir);
+    assert_eq!(m["status"], "finished");
+    assert_eq!(m["operational"]["checkpoint_every"], 4);
+    assert_eq!(m["config"]["eval_every"], 3);
+    let o: Vec<(u64, &str, &str, &str)> = m["overrides"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                o["step"].as_u64().unwrap(),
+                o["flag"].as_str().unwrap(),
+                o["from"].as_str().unwrap(),
+                o["to"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        o,
+        [
+            (22, "--checkpoint-every", "5", "4"),
+            (22, "--keep-checkpoints", "3", "1"),
+            (22, "--eval-every", "25", "3"),
+        ]
+    );
+    let evals: Vec<u64> = std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["kind"] == "eval")
+        .map(|v| v["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(evals, [24, 27, 30]);
     assert_eq!(losses(&dir), losses(&refdir));
 }

@@ -5,7 +5,7 @@ use isoflop::backend::DecayMode;
 use isoflop::device::DeviceChoice;
 use isoflop::model::config::{preset, PRESETS};
 use isoflop::model::ModelConfig;
-use isoflop::train::run::{self, RunOptions};
+use isoflop::train::run::{self, RunOptions, SettingFlags};
 use isoflop::train::{DataSpec, TrainConfig};
 use std::path::PathBuf;
 
@@ -124,39 +124,44 @@ pub struct TrainArgs {
     /// Directory of held-out shards (default: a declared split of --data).
     #[arg(long)]
     eval_data: Option<PathBuf>,
-    /// Evaluate every N steps (0 = only at the end).
+    /// Evaluate every N steps (0 = only at the end). On --resume: overrides the run's own.
     #[arg(long)]
     eval_every: Option<u64>,
-    /// Held-out sequences per evaluation.
+    /// Held-out sequences per evaluation. On --resume: overrides the run's own.
     #[arg(long)]
     eval_sequences: Option<usize>,
-    /// Plain log line every N steps when stderr is not a terminal.
+    /// Plain log line every N steps when stderr is not a terminal. On --resume: overrides the run's own.
     #[arg(long)]
     log_every: Option<u64>,
     /// Run directory (default runs/<date>-<time>-d<D>l<L>).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Continue the run in this directory from its last checkpoint.
-    /// (A resumed run keeps its saved configuration: flags that would change it are refused.)
+    /// Continue the run in this directory from its last checkpoint, with its own operational settings
+    /// (checkpoint, eval and log cadence, eval size, peak FLOP/s); those flags given here override them.
+    /// Flags that would change the model, data or optimizer configuration are refused.
     #[arg(long, value_name = "RUN_DIR", conflicts_with_all = [
         "config", "out", "preset", "d_model", "n_layers", "seq_len", "vocab_size", "batch_size", "micro_batch",
         "steps", "tokens", "token_multiplier", "lr", "warmup_steps", "final_lr_frac", "beta1", "beta2", "eps",
-        "weight_decay", "decay_mode", "clip", "seed", "data", "eval_data", "eval_every", "eval_sequences",
-        "log_every", "print_config",
+        "weight_decay", "decay_mode", "clip", "seed", "data", "eval_data", "print_config",
     ])]
     resume: Option<PathBuf>,
     /// auto (GPU if usable, else CPU), cpu, or cuda:N.
     #[arg(long, default_value = "auto")]
     device: DeviceChoice,
-    /// Write a checkpoint every N steps (0 = only at the end and on SIGINT/SIGTERM).
-    #[arg(long, default_value_t = 100)]
-    checkpoint_every: u64,
-    /// Keep the newest K checkpoints.
-    #[arg(long, default_value_t = 2)]
-    keep_checkpoints: usize,
+    /// Write a checkpoint every N steps (0 = only at the end and on SIGINT/SIGTERM) [default: 100; on
+    /// --resume: the run's own].
+    #[arg(long)]
+    checkpoint_every: Option<u64>,
+    /// Keep the newest K checkpoints [default: 2; on --resume: the run's own].
+    #[arg(long, value_name = "K")]
+    keep_checkpoints: Option<usize>,
     /// Peak FLOP/s of the device for MFU (default: datasheet bf16 peak of known GPUs).
     #[arg(long)]
     peak_flops: Option<f64>,
+    /// Checkpoint and stop on SIGHUP (a closed terminal), like SIGTERM; by default SIGHUP is ignored once
+    /// training has started.
+    #[arg(long)]
+    stop_on_hangup: bool,
     /// Stop as if interrupted after this step (checkpoint written; resumable).
     #[arg(long, hide = true)]
     stop_after: Option<u64>,
@@ -167,6 +172,20 @@ pub struct TrainArgs {
 
 impl TrainArgs {
     fn resolve(&self) -> anyhow::Result<TrainConfig> {
+        for (flag, v) in [
+            ("--tokens", self.tokens),
+            ("--token-multiplier", self.token_multiplier),
+        ] {
+            if let Some(v) = v {
+                anyhow::ensure!(v.is_finite() && v > 0.0, "{flag} must be positive, got {v}");
+            }
+        }
+        if self.batch_size == Some(0) {
+            anyhow::bail!("--batch-size must be at least 1");
+        }
+        if self.micro_batch == Some(0) {
+            anyhow::bail!("--micro-batch must be at least 1");
+        }
         let mut c = match &self.config {
             Some(p) => TrainConfig::from_file(p)?,
             None => TrainConfig::default(),
@@ -196,7 +215,7 @@ impl TrainArgs {
         );
         if self.batch_size.is_some() && self.micro_batch.is_none() {
             c.micro_batch = c.micro_batch.min(c.batch_size);
-            if c.batch_size % c.micro_batch != 0 {
+            if c.micro_batch == 0 || !c.batch_size.is_multiple_of(c.micro_batch) {
                 c.micro_batch = c.batch_size;
             }
         }
@@ -232,13 +251,31 @@ impl TrainArgs {
 
 /// Run `isoflop train`.
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    if args.keep_checkpoints == Some(0) {
+        anyhow::bail!("--keep-checkpoints must be at least 1");
+    }
+    if let Some(p) = args.peak_flops {
+        anyhow::ensure!(
+            p.is_finite() && p > 0.0,
+            "--peak-flops must be positive, got {p}"
+        );
+    }
+    if args.eval_sequences == Some(0) {
+        anyhow::bail!("--eval-sequences must be at least 1");
+    }
     let options = |dir: PathBuf| RunOptions {
         dir,
         device: args.device,
-        checkpoint_every: args.checkpoint_every,
-        keep_checkpoints: args.keep_checkpoints,
-        peak_flops: args.peak_flops,
+        settings: SettingFlags {
+            checkpoint_every: args.checkpoint_every,
+            keep_checkpoints: args.keep_checkpoints,
+            eval_every: args.eval_every,
+            eval_sequences: args.eval_sequences,
+            log_every: args.log_every,
+            peak_flops: args.peak_flops,
+        },
         stop_after: args.stop_after,
+        stop_on_hangup: args.stop_on_hangup,
     };
     if let Some(dir) = &args.resume {
         run::resume(&options(dir.clone()))?;

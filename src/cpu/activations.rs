@@ -85,6 +85,26 @@ impl Activations {
         )
     }
 
+    /// Bytes that [`Activations::new`] allocates for `b` sequences of `cfg` (to check before allocating).
+    pub fn bytes(cfg: &ModelConfig, b: usize) -> usize {
+        // u128: absurd flags (--micro-batch 10^15) must give a large number, not wrap.
+        let (d, t, v, nh, l, b) = (
+            cfg.d_model as u128,
+            cfg.seq_len as u128,
+            cfg.vocab_size as u128,
+            cfg.n_heads() as u128,
+            cfg.n_layers as u128,
+            b as u128,
+        );
+        let n = b * t;
+        let nd = n * d;
+        // Per layer: 9 [N,D], 2 [N,4D], 4 [N] and 4 [N,H] buffers and the [B,H,T,T] probabilities.
+        let per_layer = 9 * nd + 8 * nd + 4 * n + 4 * n * nh + b * nh * t * t;
+        // Residuals (L+1), final LN, logits, scratch (8 [N,D] and 2 [N,4D]).
+        let rest = (l + 1) * nd + nd + 2 * n + n * v + 16 * nd;
+        (4 * (l * per_layer + rest) + 2 * 2 * n).min(usize::MAX as u128) as usize
+    }
+
     /// Buffers for `b` sequences of `cfg`.
     pub fn new(cfg: &ModelConfig, b: usize) -> Self {
         let (d, t, v, nh) = (cfg.d_model, cfg.seq_len, cfg.vocab_size, cfg.n_heads());

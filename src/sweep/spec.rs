@@ -278,8 +278,39 @@ impl SweepSpec {
         if t.micro_batch == Some(0) {
             return Err("train.micro_batch must be at least 1".into());
         }
+        if t.eval_sequences == 0 {
+            return Err("train.eval_sequences must be at least 1".into());
+        }
         t.lr.check("train.lr")?;
         t.batch_size.check("train.batch_size")?;
+        // An explicit batch is taken as meant: it must be a whole number of micro-batches. Rules (a table
+        // or a power law) are rounded to a multiple of micro_batch, and the plan shows the value used.
+        if let Rule::Fixed(b) = t.batch_size {
+            let micro = t.micro_batch.unwrap_or(1) as f64;
+            if b.fract() != 0.0 || (b / micro).fract() != 0.0 {
+                let lo = ((b / micro).floor() * micro).max(micro);
+                let hi = (b / micro).ceil() * micro;
+                return Err(format!(
+                    "train.batch_size = {b} is not a whole multiple of train.micro_batch = {micro}; \
+                     use {lo} or {hi} (only table and power-law batch rules are rounded)"
+                ));
+            }
+        }
+        if let DataSpec::Shards { dir, eval_dir } = &self.data {
+            for (field, d) in [
+                ("data.dir", Some(dir)),
+                ("data.eval_dir", eval_dir.as_ref()),
+            ] {
+                if let Some(d) = d {
+                    if !d.is_dir() {
+                        return Err(format!(
+                            "{field} = {:?} is not a directory (shards are read from it when the runs start)",
+                            d.display().to_string()
+                        ));
+                    }
+                }
+            }
+        }
         t.warmup.check()?;
         Ok(())
     }
@@ -412,6 +443,42 @@ multipliers = [1, 2]
             let e = parse(&text).unwrap_err();
             assert!(e.contains("s.toml") && e.contains(needle), "{needle}: {e}");
         }
+    }
+
+    #[test]
+    fn explicit_batches_missing_shards_and_no_eval_are_refused() {
+        let e = parse(&format!(
+            "{BASE}\n[train]\nbatch_size = 6\nmicro_batch = 4\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains("train.batch_size = 6") && e.contains("use 4 or 8"),
+            "{e}"
+        );
+        parse(&format!(
+            "{BASE}\n[train]\nbatch_size = 8\nmicro_batch = 4\n"
+        ))
+        .unwrap();
+        // A rule may round (the plan table shows the batch used).
+        parse(&format!(
+            "{BASE}\n[train]\nbatch_size = {{ table = {{ 64 = 6, 128 = 6 }} }}\nmicro_batch = 4\n"
+        ))
+        .unwrap();
+        let e = parse(&format!("{BASE}\n[train]\neval_sequences = 0\n")).unwrap_err();
+        assert!(e.contains("train.eval_sequences"), "{e}");
+        let shards = |dir: &str| {
+            BASE.replace(
+                "data = { kind = \"synthetic\" }",
+                &format!("data = {{ kind = \"shards\", dir = \"{dir}\" }}"),
+            )
+        };
+        let e = parse(&shards("/nonexistent/shards")).unwrap_err();
+        assert!(
+            e.contains("data.dir") && e.contains("/nonexistent/shards"),
+            "{e}"
+        );
+        let tmp = tempfile::tempdir().unwrap();
+        parse(&shards(&tmp.path().display().to_string())).unwrap();
     }
 
     #[test]

@@ -29,7 +29,9 @@ pub enum DataSpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
-    /// Model shape.
+    /// Model shape. In a file, a partial `[model]` table takes the missing fields from the default
+    /// (`tiny`) shape, as the flags do.
+    #[serde(deserialize_with = "partial_model")]
     pub model: ModelConfig,
     /// Global batch in sequences per optimizer step.
     pub batch_size: usize,
@@ -93,6 +95,27 @@ impl Default for TrainConfig {
     }
 }
 
+/// `[model]` with every field optional; `deny_unknown_fields` keeps typos an error.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PartialModel {
+    d_model: Option<usize>,
+    n_layers: Option<usize>,
+    seq_len: Option<usize>,
+    vocab_size: Option<usize>,
+}
+
+fn partial_model<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ModelConfig, D::Error> {
+    let p = PartialModel::deserialize(d)?;
+    let base = TrainConfig::default().model;
+    Ok(ModelConfig {
+        d_model: p.d_model.unwrap_or(base.d_model),
+        n_layers: p.n_layers.unwrap_or(base.n_layers),
+        seq_len: p.seq_len.unwrap_or(base.seq_len),
+        vocab_size: p.vocab_size.unwrap_or(base.vocab_size),
+    })
+}
+
 /// A configuration that cannot run.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainConfigError {
@@ -153,6 +176,23 @@ impl TrainConfig {
                 "AdamW betas must be in [0, 1)".into(),
             ));
         }
+        if !(self.eps.is_finite() && self.eps > 0.0) {
+            return Err(TrainConfigError::Range(format!(
+                "--eps must be positive, got {}",
+                self.eps
+            )));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return Err(TrainConfigError::Range(format!(
+                "--weight-decay must be zero or positive, got {}",
+                self.weight_decay
+            )));
+        }
+        if self.eval_sequences == 0 {
+            return Err(TrainConfigError::Range(
+                "--eval-sequences must be at least 1".into(),
+            ));
+        }
         if let Some(c) = self.clip {
             if !(c.is_finite() && c > 0.0) {
                 return Err(TrainConfigError::Range(format!(
@@ -161,6 +201,17 @@ impl TrainConfig {
             }
         }
         Ok(())
+    }
+
+    /// This configuration without its operational settings (eval cadence and size, log cadence), which a
+    /// resumed run may change: the part a run and its checkpoints must agree on.
+    pub fn contract(&self) -> TrainConfig {
+        TrainConfig {
+            eval_every: 0,
+            eval_sequences: 1,
+            log_every: 1,
+            ..self.clone()
+        }
     }
 
     /// Tokens consumed per optimizer step (all input positions of the global batch).
@@ -225,6 +276,71 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("stepz"));
+    }
+
+    #[test]
+    fn a_partial_model_table_takes_the_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[model]\nd_model = 128\n").unwrap();
+        let c = TrainConfig::from_file(&p).unwrap();
+        let tiny = TrainConfig::default().model;
+        assert_eq!(c.model.d_model, 128);
+        assert_eq!(
+            (c.model.n_layers, c.model.seq_len, c.model.vocab_size),
+            (tiny.n_layers, tiny.seq_len, tiny.vocab_size)
+        );
+        let j = dir.path().join("c.json");
+        std::fs::write(&j, r#"{"model": {"n_layers": 3}}"#).unwrap();
+        let c = TrainConfig::from_file(&j).unwrap();
+        assert_eq!((c.model.d_model, c.model.n_layers), (tiny.d_model, 3));
+        std::fs::write(&p, "[model]\nd_modle = 128\n").unwrap();
+        let e = TrainConfig::from_file(&p).unwrap_err().to_string();
+        assert!(e.contains("d_modle") && e.contains("c.toml"), "{e}");
+    }
+
+    #[test]
+    fn bad_optimizer_and_eval_settings_are_refused() {
+        let bad = [
+            (
+                TrainConfig {
+                    eps: -1.0,
+                    ..TrainConfig::default()
+                },
+                "--eps",
+            ),
+            (
+                TrainConfig {
+                    eps: 0.0,
+                    ..TrainConfig::default()
+                },
+                "--eps",
+            ),
+            (
+                TrainConfig {
+                    weight_decay: -1.0,
+                    ..TrainConfig::default()
+                },
+                "--weight-decay",
+            ),
+            (
+                TrainConfig {
+                    eval_sequences: 0,
+                    ..TrainConfig::default()
+                },
+                "--eval-sequences",
+            ),
+        ];
+        for (c, flag) in bad {
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(flag), "{e}");
+        }
+        TrainConfig {
+            weight_decay: 0.0,
+            ..TrainConfig::default()
+        }
+        .validate()
+        .unwrap();
     }
 
     #[test]

@@ -64,6 +64,44 @@ pub struct FinalFigures {
     pub tokens: u64,
 }
 
+/// Checkpoint cadence when `--checkpoint-every` is not given.
+pub const DEFAULT_CHECKPOINT_EVERY: u64 = 100;
+/// Checkpoints kept when `--keep-checkpoints` is not given.
+pub const DEFAULT_KEEP_CHECKPOINTS: usize = 2;
+
+/// How the run checkpoints: operational settings outside `config` (which holds the eval and log cadence),
+/// restored on resume unless a flag of the resume command overrides them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Operational {
+    /// Checkpoint every this many steps (0 = only at the end and on interruption).
+    pub checkpoint_every: u64,
+    /// Checkpoints kept.
+    pub keep_checkpoints: usize,
+}
+
+impl Default for Operational {
+    fn default() -> Self {
+        Operational {
+            checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
+            keep_checkpoints: DEFAULT_KEEP_CHECKPOINTS,
+        }
+    }
+}
+
+/// An operational setting changed by a flag of a resume command.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SettingOverride {
+    /// The step the run resumed at.
+    pub step: u64,
+    /// The flag, e.g. `--checkpoint-every`.
+    pub flag: String,
+    /// The run's value before.
+    pub from: String,
+    /// The value from then on.
+    pub to: String,
+}
+
 /// `run.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -106,6 +144,12 @@ pub struct Manifest {
     pub final_figures: FinalFigures,
     /// Non-fatal problems (e.g. a checkpoint that could not be written).
     pub warnings: Vec<String>,
+    /// Checkpoint cadence and count (older run.json files without it: the defaults).
+    #[serde(default)]
+    pub operational: Operational,
+    /// Operational settings changed by flags of resume commands, in order.
+    #[serde(default)]
+    pub overrides: Vec<SettingOverride>,
 }
 
 impl Manifest {

@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod export;
 pub mod manifest;
+pub mod lock;
 pub mod metrics;
 pub mod progress;
 pub mod run;

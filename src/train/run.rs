@@ -1,13 +1,18 @@
 //! A whole run in a run directory: start or resume, train with progress, evaluate, checkpoint, record.
 //!
 //! Run directory: `run.json` (manifest), `metrics.jsonl` (per-step and eval records),
-//! `checkpoints/step-NNNNNNNN/` (the last K checkpoints).
+//! `checkpoints/step-NNNNNNNN/` (the last K checkpoints), `run.lock` (one trainer at a time),
+//! `run.log` (notes that must survive a lost terminal).
 
 use super::checkpoint::{self, CheckpointState, CHECKPOINT_FORMAT};
 use super::config::{DataSpec, TrainConfig};
-use super::manifest::{self, DataInfo, FinalFigures, Manifest, RunStatus, ShardRef, SoftwareInfo};
+use super::lock::RunLock;
+use super::manifest::{
+    self, DataInfo, FinalFigures, Manifest, Operational, RunStatus, SettingOverride, ShardRef,
+    SoftwareInfo,
+};
 use super::metrics::{cumulative_flops, EvalRecord, MetricsWriter, StepRecord};
-use super::progress::{fmt_duration, Progress};
+use super::progress::{fmt_duration, Console, Progress};
 use super::trainer::{TrainError, Trainer};
 use crate::data::shard::{list_shards, Shard};
 use crate::data::{bundled_sample_shards, ShardLoader, Split, SyntheticSource, TokenSource};
@@ -25,14 +30,90 @@ pub struct RunOptions {
     pub dir: PathBuf,
     /// Where to train.
     pub device: DeviceChoice,
-    /// Checkpoint every this many steps (0 = only at the end and on interruption).
-    pub checkpoint_every: u64,
-    /// Checkpoints kept.
-    pub keep_checkpoints: usize,
-    /// Peak FLOP/s for MFU (overrides the device table).
-    pub peak_flops: Option<f64>,
+    /// Operational settings given as flags: for a new run, None takes the default; on resume, None keeps
+    /// the run's own value and a given one overrides it (recorded in run.json's `overrides`).
+    pub settings: SettingFlags,
     /// Stop (as if interrupted) after this step; for tests and for splitting long runs.
     pub stop_after: Option<u64>,
+    /// Treat SIGHUP like SIGTERM (checkpoint and stop); by default it is ignored once training started.
+    pub stop_on_hangup: bool,
+}
+
+/// Operational settings: how a run checkpoints and reports, not what it computes (None = not given).
+/// Eval and log cadence and eval size live in [`TrainConfig`], the others in run.json.
+#[derive(Clone, Debug, Default)]
+pub struct SettingFlags {
+    /// Checkpoint every this many steps (0 = only at the end and on interruption).
+    pub checkpoint_every: Option<u64>,
+    /// Checkpoints kept.
+    pub keep_checkpoints: Option<usize>,
+    /// Evaluate every this many steps (0 = only at the end).
+    pub eval_every: Option<u64>,
+    /// Held-out sequences per evaluation.
+    pub eval_sequences: Option<usize>,
+    /// Plain log line every this many steps.
+    pub log_every: Option<u64>,
+    /// Peak FLOP/s for MFU (overrides the device table).
+    pub peak_flops: Option<f64>,
+}
+
+impl SettingFlags {
+    /// Apply the given settings to a resumed run's manifest; returns what changed (flag, from, to).
+    fn apply(&self, m: &mut Manifest) -> Vec<(String, String, String)> {
+        let mut changed = Vec::new();
+        fn set<T: PartialEq + serde::Serialize + Copy>(
+            changed: &mut Vec<(String, String, String)>,
+            flag: &str,
+            given: Option<T>,
+            slot: &mut T,
+        ) {
+            if let Some(v) = given {
+                if v != *slot {
+                    let show = |x: &T| serde_json::to_string(x).unwrap_or_default();
+                    changed.push((flag.into(), show(slot), show(&v)));
+                    *slot = v;
+                }
+            }
+        }
+        let (c, o) = (&mut m.config, &mut m.operational);
+        set(
+            &mut changed,
+            "--checkpoint-every",
+            self.checkpoint_every,
+            &mut o.checkpoint_every,
+        );
+        set(
+            &mut changed,
+            "--keep-checkpoints",
+            self.keep_checkpoints,
+            &mut o.keep_checkpoints,
+        );
+        set(
+            &mut changed,
+            "--eval-every",
+            self.eval_every,
+            &mut c.eval_every,
+        );
+        set(
+            &mut changed,
+            "--eval-sequences",
+            self.eval_sequences,
+            &mut c.eval_sequences,
+        );
+        set(
+            &mut changed,
+            "--log-every",
+            self.log_every,
+            &mut c.log_every,
+        );
+        set(
+            &mut changed,
+            "--peak-flops",
+            self.peak_flops.map(Some),
+            &mut m.peak_flops,
+        );
+        changed
+    }
 }
 
 /// Why a run did not finish.
@@ -156,22 +237,104 @@ fn peak_flops_for(device: &str, given: Option<f64>) -> Option<f64> {
     }
 }
 
+/// Memory this process may still take: `MemAvailable`, lowered by a cgroup (v2) limit when there is one.
+fn available_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    let mut avail = kib * 1024;
+    let read = |f: &str| -> Option<u64> {
+        std::fs::read_to_string(format!("/sys/fs/cgroup/{f}"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    if let (Some(max), Some(cur)) = (read("memory.max"), read("memory.current")) {
+        avail = avail.min(max.saturating_sub(cur));
+    }
+    Some(avail)
+}
+
+/// Refuse a run whose memory need exceeds what the machine has, before allocating anything: a failed
+/// allocation aborts the process (no error, no checkpoint, run.json left `running`). On the CPU the whole
+/// need is host memory; on a GPU the host holds the parameters (the CUDA backend checks device memory
+/// against its own plan before allocating).
+fn check_memory(cfg: &TrainConfig, choice: DeviceChoice) -> Result<(), RunError> {
+    let on_cpu = match choice {
+        DeviceChoice::Cpu => true,
+        DeviceChoice::Cuda(_) => false,
+        DeviceChoice::Auto => device::probe_gpus().is_err(),
+    };
+    let n_params = ParamCounts::of(&cfg.model).total as usize;
+    let mb = cfg.micro_batch;
+    let tokens_bytes = 2usize
+        .saturating_mul(mb.saturating_add(cfg.eval_sequences))
+        .saturating_mul(cfg.model.seq_len + 1);
+    let (need, what) = if on_cpu {
+        let state = n_params * 4 * 7;
+        let total = crate::cpu::memory_bytes(&cfg.model, n_params, mb);
+        let acts = total - state;
+        (
+            total.saturating_add(tokens_bytes),
+            format!(
+                "on the CPU: parameters, gradients, AdamW moments and checkpoint copies {:.2} GiB, activations \
+                 of one micro-batch of {mb} sequences {:.2} GiB",
+                gib(state),
+                gib(acts)
+            ),
+        )
+    } else {
+        (
+            n_params * 4 * 3 + tokens_bytes,
+            "in host memory next to the GPU (parameters and checkpoint copies)".to_string(),
+        )
+    };
+    let Some(avail) = available_memory() else {
+        return Ok(()); // not Linux-like: nothing to check against
+    };
+    if need as u64 > avail {
+        return Err(RunError::Setup(format!(
+            "this run needs about {:.2} GiB {what}, but only {:.2} GiB of memory is available; choose a \
+             smaller --micro-batch (--batch-size {} stays the same through gradient accumulation) or a \
+             smaller model",
+            gib(need),
+            gib(avail as usize),
+            cfg.batch_size
+        )));
+    }
+    Ok(())
+}
+
+fn gib(bytes: usize) -> f64 {
+    bytes as f64 / (1u64 << 30) as f64
+}
+
 /// Start a new run in `opts.dir` (which must not hold a run yet).
 pub fn start(cfg: TrainConfig, opts: &RunOptions) -> Result<RunSummary, RunError> {
     cfg.validate().map_err(|e| RunError::Setup(e.to_string()))?;
+    check_memory(&cfg, opts.device)?;
+    std::fs::create_dir_all(&opts.dir).map_err(setup(opts.dir.display()))?;
+    let _lock = RunLock::acquire(&opts.dir).map_err(RunError::Setup)?;
     if opts.dir.join("run.json").exists() {
         return Err(RunError::Setup(format!(
             "{} already holds a run; continue it with --resume {0}, or choose another --out",
             opts.dir.display()
         )));
     }
-    std::fs::create_dir_all(&opts.dir).map_err(setup(opts.dir.display()))?;
     let (source, eval, data) = open_data(&cfg)?;
     let params = init_params(&cfg.model, cfg.seed);
     let opened = device::open_backend(opts.device, &cfg.model, params)
         .map_err(|e| RunError::Setup(e.to_string()))?;
-    eprintln!("{}", opened.note);
-    eprintln!("data: {}", data.train);
+    let console = Console::new(&opts.dir);
+    console.line(&opened.note);
+    console.line(&format!("data: {}", data.train));
     let device = opened.backend.device_name();
     let manifest = Manifest {
         format: 1,
@@ -181,7 +344,7 @@ pub fn start(cfg: TrainConfig, opts: &RunOptions) -> Result<RunSummary, RunError
         flops_per_token: FlopsPerToken::of(&cfg.model),
         seed: cfg.seed,
         data,
-        peak_flops: peak_flops_for(&device, opts.peak_flops),
+        peak_flops: peak_flops_for(&device, opts.settings.peak_flops),
         driver: driver_for(&device),
         device,
         software: software_info(),
@@ -192,6 +355,17 @@ pub fn start(cfg: TrainConfig, opts: &RunOptions) -> Result<RunSummary, RunError
         resumed_at: vec![],
         final_figures: FinalFigures::default(),
         warnings: vec![],
+        operational: Operational {
+            checkpoint_every: opts
+                .settings
+                .checkpoint_every
+                .unwrap_or(manifest::DEFAULT_CHECKPOINT_EVERY),
+            keep_checkpoints: opts
+                .settings
+                .keep_checkpoints
+                .unwrap_or(manifest::DEFAULT_KEEP_CHECKPOINTS),
+        },
+        overrides: vec![],
         config: cfg.clone(),
     };
     manifest
@@ -200,11 +374,16 @@ pub fn start(cfg: TrainConfig, opts: &RunOptions) -> Result<RunSummary, RunError
     let trainer = Trainer::new(cfg, opened.backend, source, eval);
     let metrics = MetricsWriter::open(&opts.dir, Some(0))
         .map_err(setup(opts.dir.join("metrics.jsonl").display()))?;
-    drive(trainer, manifest, metrics, opts, 0.0)
+    drive(trainer, manifest, metrics, opts, &console, 0.0)
 }
 
 /// Continue the run in `opts.dir` from its newest checkpoint, exactly where it stopped.
 pub fn resume(opts: &RunOptions) -> Result<RunSummary, RunError> {
+    // Lock before reading anything (a missing directory is reported by the manifest load below).
+    let _lock = match opts.dir.is_dir() {
+        true => Some(RunLock::acquire(&opts.dir).map_err(RunError::Setup)?),
+        false => None,
+    };
     let mut manifest =
         Manifest::load(&opts.dir).map_err(|e| RunError::Setup(format!("cannot resume: {e}")))?;
     if manifest.status == RunStatus::Finished {
@@ -214,7 +393,11 @@ pub fn resume(opts: &RunOptions) -> Result<RunSummary, RunError> {
             manifest.steps_done
         )));
     }
+    // The run's own operational settings, unless a flag of this command overrides them.
+    let changed = opts.settings.apply(&mut manifest);
     let cfg = manifest.config.clone();
+    cfg.validate().map_err(|e| RunError::Setup(e.to_string()))?;
+    check_memory(&cfg, opts.device)?;
     let (mut source, eval, _) = open_data(&cfg)?;
     let ckpt_root = opts.dir.join("checkpoints");
     let (chosen, refused) = newest_good_checkpoint(&ckpt_root, &cfg)?;
@@ -229,12 +412,22 @@ pub fn resume(opts: &RunOptions) -> Result<RunSummary, RunError> {
     let opened = device::open_backend(opts.device, &cfg.model, params)
         .map_err(|e| RunError::Setup(e.to_string()))?;
     let step = state.as_ref().map_or(0, |s| s.step);
-    eprintln!("{}", opened.note);
-    eprintln!(
+    let console = Console::new(&opts.dir);
+    console.line(&opened.note);
+    console.line(&format!(
         "resuming {} at step {step}/{}",
         opts.dir.display(),
         cfg.steps
-    );
+    ));
+    for (flag, from, to) in changed {
+        console.line(&format!("{flag}: {to} from now on (the run had {from})"));
+        manifest.overrides.push(SettingOverride {
+            step,
+            flag,
+            from,
+            to,
+        });
+    }
     let mut trainer = Trainer::new(cfg, opened.backend, source, eval);
     if let Some((m, v)) = moments {
         trainer
@@ -254,7 +447,7 @@ pub fn resume(opts: &RunOptions) -> Result<RunSummary, RunError> {
         .map_err(setup(opts.dir.join("metrics.jsonl").display()))?;
     let record = format!("the record in checkpoint {}", checkpoint::dir_name(step));
     for w in refused.into_iter().chain(check.warnings(&record)) {
-        eprintln!("warning: {w}");
+        console.line(&format!("warning: {w}"));
         manifest.warnings.push(w);
     }
     save_manifest(&manifest, &opts.dir, step)?;
@@ -263,6 +456,7 @@ pub fn resume(opts: &RunOptions) -> Result<RunSummary, RunError> {
         manifest,
         metrics,
         opts,
+        &console,
         state.map_or(0.0, |s| s.elapsed_s),
     )
 }
@@ -291,7 +485,7 @@ fn newest_good_checkpoint(
                     .state
                     .take()
                     .ok_or_else(|| format!("{}: no state.json", path.display()))?;
-                if &st.config != cfg {
+                if st.config.contract() != cfg.contract() {
                     return Err(format!(
                         "{}: the checkpoint's configuration differs from run.json's",
                         path.display()
@@ -407,9 +601,16 @@ fn drive(
     mut manifest: Manifest,
     mut metrics: MetricsWriter,
     opts: &RunOptions,
+    console: &Console,
     elapsed0: f64,
 ) -> Result<RunSummary, RunError> {
     let stop = Arc::new(AtomicBool::new(false));
+    // A closed terminal or ssh session sends SIGHUP: a run survives it unless asked to stop (then like
+    // SIGTERM). A flag, not SIG_IGN, so that its arrival can be noted in the run log.
+    let hangup = Arc::new(AtomicBool::new(false));
+    let on_hup = if opts.stop_on_hangup { &stop } else { &hangup };
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(on_hup))
+        .map_err(setup("installing signal handlers"))?;
     // A second Ctrl-C while the first is being handled (a checkpoint in progress) exits at once. Only
     // SIGINT: a sweep forwards SIGTERM to trainers that already got the terminal's SIGINT.
     signal_hook::flag::register_conditional_shutdown(
@@ -425,7 +626,8 @@ fn drive(
     let cfg = trainer.config().clone();
     let fpt = *trainer.flops_per_token();
     let tps = cfg.tokens_per_step();
-    let progress = Progress::new(cfg.steps, trainer.step, cfg.log_every);
+    let progress = Progress::new(cfg.steps, trainer.step, cfg.log_every, console);
+    let ops = manifest.operational.clone();
     let t0 = Instant::now();
     let elapsed = |t0: &Instant| elapsed0 + t0.elapsed().as_secs_f64();
     let first_step = trainer.step;
@@ -535,19 +737,26 @@ fn drive(
         let done_here = (out.step - first_step) as f64;
         let eta = (cfg.steps - out.step) as f64 * t0.elapsed().as_secs_f64() / done_here;
         progress.step(out.step, out.loss, rec.tokens_per_s, eta);
+        if hangup.swap(false, Ordering::SeqCst) {
+            console.note(&format!(
+                "SIGHUP after step {} ignored (the terminal closed?); training goes on \
+                 (--stop-on-hangup would checkpoint and stop)",
+                out.step
+            ));
+        }
         if cfg.eval_every > 0 && out.step % cfg.eval_every == 0 && !trainer.finished() {
             last_eval = eval_now(&mut trainer, &mut metrics, elapsed(&t0), true)?.or(last_eval);
         }
         let interrupted =
             stop.load(Ordering::SeqCst) || opts.stop_after.is_some_and(|s| out.step >= s);
-        let periodic = opts.checkpoint_every > 0 && out.step % opts.checkpoint_every == 0;
+        let periodic = ops.checkpoint_every > 0 && out.step % ops.checkpoint_every == 0;
         if (periodic || interrupted) && !trainer.finished() {
             if let Err(e) = save_checkpoint(
                 &mut trainer,
                 &metrics,
                 &opts.dir,
                 elapsed(&t0),
-                opts.keep_checkpoints,
+                ops.keep_checkpoints,
             ) {
                 let w = format!(
                     "step {}: checkpoint not written ({e}); {}",
@@ -585,13 +794,13 @@ fn drive(
         &metrics,
         &opts.dir,
         elapsed(&t0),
-        opts.keep_checkpoints,
+        ops.keep_checkpoints,
     ) {
         let w = format!(
             "final checkpoint not written ({e}); {}",
             previous_checkpoint(&opts.dir, trainer.step)
         );
-        eprintln!("warning: {w}");
+        console.line(&format!("warning: {w}"));
         manifest.warnings.push(w);
     }
     // A finished run never has silent holes (e.g. metrics.jsonl deleted or damaged during the run).
@@ -614,12 +823,12 @@ fn drive(
                     "metrics.jsonl: step(s) {steps} are missing and the file could not be rewritten ({e}); the history has holes"
                 ),
             };
-            eprintln!("warning: {w}");
+            console.line(&format!("warning: {w}"));
             manifest.warnings.push(w);
         }
         Err(e) => {
             let w = format!("{}: cannot be read back ({e})", metrics.path().display());
-            eprintln!("warning: {w}");
+            console.line(&format!("warning: {w}"));
             manifest.warnings.push(w);
         }
     }
@@ -634,7 +843,7 @@ fn drive(
     manifest.ended_at = Some(manifest::now());
     manifest.final_figures = figures.clone();
     save_manifest(&manifest, &opts.dir, trainer.step)?;
-    eprintln!(
+    let done = format!(
         "finished {} steps in {}: train loss {}, eval loss {}  → {}",
         trainer.step,
         fmt_duration(elapsed(&t0)),
@@ -642,6 +851,10 @@ fn drive(
         figures.eval_loss.map_or("-".into(), |l| format!("{l:.4}")),
         opts.dir.display()
     );
+    console.line(&done);
+    if console.is_lost() {
+        console.note(&done);
+    }
     Ok(RunSummary {
         dir: opts.dir.clone(),
         figures,
