@@ -877,7 +877,7 @@ fn exported_losses(dir: &Path) -> (Vec<[String; 3]>, Vec<[String; 3]>) {
 fn slurm_array_job_on_a_real_cluster_matches_local_run_and_resumes_after_scancel() {
     let tmp = tempfile::tempdir().unwrap();
     let cluster = Cluster::start(&tmp.path().join("cluster"));
-    // Four runs: 20, 4, 160 and 30 steps (1–10 s on 2 cores); the 160-step one is cancelled mid-run.
+    // Four runs: 20, 4, 159 and 29 steps (1–9 s on 2 cores); the 159-step one is cancelled mid-run.
     let spec = write_spec(
         tmp.path(),
         "s.toml",
