@@ -234,8 +234,28 @@ pub fn recorded_jobs(dir: &Path) -> Vec<u64> {
     ids
 }
 
+/// How long `sweep status` waits for `squeue` (which retries for a long time when the controller is down).
+const SQUEUE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 fn squeue(args: &[String]) -> Option<String> {
-    let out = Command::new("squeue").args(args).output().ok()?;
+    let child = Command::new("squeue")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let Ok(out) = rx.recv_timeout(SQUEUE_TIMEOUT) else {
+        // SAFETY: signalling the squeue we started; it has not been reaped (wait_with_output is pending).
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        return None;
+    };
+    let out = out.ok()?;
     // An unknown job id (purged after MinJobAge) makes squeue fail: that job is simply not reported.
     out.status
         .success()
@@ -245,7 +265,8 @@ fn squeue(args: &[String]) -> Option<String> {
 /// The scheduler's state of the array tasks of the sweep in `dir`: the current user's jobs that run
 /// `dir/sweep.sbatch`, and the jobs recorded in `dir/slurm/jobs` (asked one by one: `squeue` fails
 /// on a job id it no longer knows). `None` when there is no `squeue` or the directory was never given
-/// to Slurm; finished tasks are reported only while the controller keeps them (`MinJobAge`).
+/// to Slurm or `squeue` does not answer within 10 s; finished tasks are reported only while the controller
+/// keeps them (`MinJobAge`).
 pub fn query(dir: &Path) -> Option<Vec<TaskState>> {
     let script = dir.join("sweep.sbatch");
     let jobs = recorded_jobs(dir);
