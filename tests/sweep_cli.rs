@@ -172,7 +172,7 @@ fn sigkill_mid_sweep_then_rerun_finishes_without_redoing_runs_and_matches_parall
     let t0 = Instant::now();
     let (first, second) = (runs.join("c3e10-d64l1-s0"), runs.join("c3e10-d128l2-s0"));
     loop {
-        assert!(t0.elapsed() < Duration::from_secs(120), "sweep too slow");
+        assert!(t0.elapsed() < Duration::from_secs(300), "sweep too slow");
         assert!(
             sweep.try_wait().unwrap().is_none(),
             "sweep ended before it could be killed"
@@ -504,6 +504,7 @@ fn slurm_script_is_well_formed_and_each_task_runs_exactly_one_run() {
     let out = Command::new("bash")
         .arg(&script)
         .env("SLURM_ARRAY_TASK_ID", "2")
+        .env("SLURM_ARRAY_JOB_ID", "41")
         .output()
         .unwrap();
     assert!(
@@ -519,6 +520,67 @@ fn slurm_script_is_well_formed_and_each_task_runs_exactly_one_run() {
         manifest(&dir.join("runs").join(&names[2]))["status"],
         "finished"
     );
+    // The task recorded its array job id; `sweep status` shows the scheduler's state of each task next to
+    // its run when squeue is there (here a stand-in printing squeue's answer), and nothing extra without.
+    assert_eq!(
+        std::fs::read_to_string(dir.join("slurm/jobs")).unwrap(),
+        "41\n"
+    );
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let sb = script.display();
+    std::fs::write(
+        bin.join("squeue"),
+        format!(
+            "#!/bin/sh\necho \"$@\" >> {args}\n\
+             printf '41|0|COMPLETED|None|{sb}\\n41|1|CANCELLED|None|{sb}\\n\
+             41|2|COMPLETED|None|{sb}\\n41|3|PENDING|JobArrayTaskLimit|{sb}\\n\
+             45|1|RUNNING|None|{sb}\\n46|0|RUNNING|None|/elsewhere/sweep.sbatch\\n'\n",
+            args = tmp.path().join("squeue.args").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        bin.join("squeue"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let status = |path: &str| {
+        let out = Command::new(BIN)
+            .args(["sweep", "status", s(&dir)])
+            .env("PATH", path)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let st = status(s(&bin));
+    let row = |i: usize| st.lines().find(|l| l.starts_with(&names[i])).unwrap();
+    assert!(
+        row(0).contains("pending") && row(0).contains("41_0 COMPLETED"),
+        "{st}"
+    );
+    assert!(
+        row(1).contains("45_1 RUNNING"),
+        "the newest job of a task wins:\n{st}"
+    );
+    assert!(
+        row(2).contains("finished") && row(2).contains("41_2 COMPLETED"),
+        "{st}"
+    );
+    assert!(row(3).contains("41_3 PENDING (JobArrayTaskLimit)"), "{st}");
+    assert!(!st.contains("46_"), "{st}");
+    assert!(
+        st.contains("slurm: job 41: 2 completed, 1 pending; job 45: 1 running"),
+        "{st}"
+    );
+    let args = std::fs::read_to_string(tmp.path().join("squeue.args")).unwrap();
+    assert!(
+        args.contains("--me") && args.contains("--states=all"),
+        "{args}"
+    );
+    let st = status("/nonexistent");
+    assert!(!st.contains("slurm") && !st.contains("41_"), "{st}");
     // Out-of-range task ids and a missing task id are refused.
     for env in [Some("4"), None] {
         let mut c = Command::new("bash");
@@ -633,4 +695,361 @@ fn bad_specs_and_flags_give_clear_errors() {
         assert!(err.contains(needle), "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
+}
+
+/// A one-node Slurm cluster of `tests/slurm/cluster.sh` whose state lives in a temporary directory; the
+/// guard stops its daemons (by PID) when dropped, also when the test panics.
+struct Cluster {
+    state: PathBuf,
+}
+
+const CLUSTER_SH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/slurm/cluster.sh");
+
+impl Cluster {
+    fn start(state: &Path) -> Cluster {
+        // SAFETY: geteuid has no preconditions.
+        let euid = unsafe { libc::geteuid() };
+        assert_eq!(
+            euid, 0,
+            "the Slurm test runs a real slurmctld/slurmd (and installs slurm-wlm and munge with apt-get \
+             when missing): it needs root, and this runs as uid {euid}"
+        );
+        // The guard exists before the daemons do: whatever start leaves running is stopped.
+        let c = Cluster {
+            state: state.to_path_buf(),
+        };
+        let out = Command::new("bash")
+            .arg(CLUSTER_SH)
+            .arg("start")
+            .arg(state)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "tests/slurm/cluster.sh start failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        c
+    }
+
+    /// A Slurm client command talking to this cluster.
+    fn cmd(&self, prog: &str) -> Command {
+        let mut c = Command::new(prog);
+        c.env("SLURM_CONF", self.state.join("slurm.conf"));
+        c
+    }
+
+    fn run(&self, prog: &str, args: &[&str]) -> String {
+        let out = self.cmd(prog).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{prog} {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `isoflop` with this cluster's `SLURM_CONF` (so `sweep status` can ask `squeue`).
+    fn isoflop(&self, args: &[&str]) -> String {
+        let out = self.cmd(BIN).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "isoflop {args:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn sbatch(&self, args: &[&str]) -> u64 {
+        let out = self.run("sbatch", &[&["--parsable"], args].concat());
+        out.trim().split(';').next().unwrap().parse().unwrap()
+    }
+
+    /// (task id, state) of each array task of `job`, as the controller knows it.
+    fn tasks(&self, job: u64) -> Vec<(usize, String)> {
+        self.run(
+            "squeue",
+            &[
+                "--array",
+                "--noheader",
+                "--states=all",
+                &format!("--jobs={job}"),
+                "--format=%K|%T",
+            ],
+        )
+        .lines()
+        .filter_map(|l| {
+            let (k, t) = l.trim().split_once('|')?;
+            Some((k.parse().ok()?, t.to_string()))
+        })
+        .collect()
+    }
+
+    /// What the test saw, for a failure message: the cluster's queue and the daemons' logs.
+    fn diagnose(&self, dir: &Path) -> String {
+        let mut s = String::new();
+        for f in ["slurmctld.log", "slurmd.log"] {
+            let t = std::fs::read_to_string(self.state.join(f)).unwrap_or_default();
+            let tail: Vec<&str> = t.lines().rev().take(15).collect();
+            s += &format!(
+                "--- {f}\n{}\n",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        for e in std::fs::read_dir(dir.join("slurm"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            s += &format!(
+                "--- {}\n{}\n",
+                e.path().display(),
+                std::fs::read_to_string(e.path()).unwrap_or_default()
+            );
+        }
+        s
+    }
+
+    /// Wait until no task of `job` is pending or running; returns the final (task, state) list.
+    fn wait(&self, job: u64, dir: &Path, limit: Duration) -> Vec<(usize, String)> {
+        let t0 = Instant::now();
+        loop {
+            let tasks = self.tasks(job);
+            let busy = tasks.is_empty()
+                || tasks.iter().any(|(_, s)| {
+                    ["PENDING", "RUNNING", "COMPLETING", "CONFIGURING"].contains(&s.as_str())
+                });
+            if !busy {
+                return tasks;
+            }
+            assert!(
+                t0.elapsed() < limit,
+                "job {job} not done after {limit:?}: {tasks:?}\n{}",
+                self.diagnose(dir)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let st = Command::new("bash")
+            .arg(CLUSTER_SH)
+            .arg("stop")
+            .arg(&self.state)
+            .status();
+        if !matches!(st, Ok(s) if s.success()) {
+            eprintln!(
+                "tests/slurm/cluster.sh stop {} failed: {st:?}",
+                self.state.display()
+            );
+        }
+    }
+}
+
+/// (run, step, loss) of every logged step, and (run, loss, eval_loss) of every run, as exported: the
+/// loss strings are Rust's shortest round-trip form, so equal strings are bitwise-equal losses.
+fn exported_losses(dir: &Path) -> (Vec<[String; 3]>, Vec<[String; 3]>) {
+    let (h, rows) = csv(&dir.join("steps.csv"));
+    let steps = rows
+        .iter()
+        .map(|r| [col(&h, r, "run"), col(&h, r, "step"), col(&h, r, "loss")].map(String::from))
+        .collect();
+    let (h, rows) = csv(&dir.join("runs.csv"));
+    let runs = rows
+        .iter()
+        .map(|r| {
+            [
+                col(&h, r, "name"),
+                col(&h, r, "loss"),
+                col(&h, r, "eval_loss"),
+            ]
+            .map(String::from)
+        })
+        .collect();
+    (steps, runs)
+}
+
+/// The sweep's array job run by a real (one-node) Slurm: every task finishes with the per-step losses of a
+/// local `sweep run`, bitwise; `sweep status` shows each run's job and task state; a task cancelled
+/// mid-run (`scancel`) checkpoints on SIGTERM and the resubmitted script resumes it to the same losses.
+#[test]
+fn slurm_array_job_on_a_real_cluster_matches_local_run_and_resumes_after_scancel() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(&tmp.path().join("cluster"));
+    // Four runs: 20, 4, 159 and 29 steps (1–9 s on 2 cores); the 159-step one is cancelled mid-run.
+    let spec = write_spec(
+        tmp.path(),
+        "s.toml",
+        &spec_text("5e9, 4e10", TWO_SIZES, "log_every = 1"),
+    );
+    let local = tmp.path().join("local");
+    ok(&[
+        "sweep",
+        "run",
+        s(&spec),
+        "--out",
+        s(&local),
+        "--device",
+        "cpu",
+    ]);
+    ok(&["sweep", "export", s(&local)]);
+    let (local_steps, local_runs) = exported_losses(&local);
+    let names = plan_names(&local);
+    assert_eq!(names.len(), 4);
+    let submit = |dir: &Path, checkpoint_every: &str| {
+        cluster.isoflop(&[
+            "sweep",
+            "slurm",
+            s(&spec),
+            "--out",
+            s(dir),
+            "--bin",
+            BIN,
+            "--device",
+            "cpu",
+            "--gpus",
+            "0",
+            "--cpus-per-task",
+            "1",
+            "--max-parallel",
+            "2",
+            "--time",
+            "00:10:00",
+            "--checkpoint-every",
+            checkpoint_every,
+        ]);
+        dir.join("sweep.sbatch")
+    };
+
+    // 1. The whole array job.
+    let a = tmp.path().join("a");
+    let script = submit(&a, "100");
+    let job = cluster.sbatch(&[s(&script)]);
+    let st = cluster.isoflop(&["sweep", "status", s(&a)]);
+    for i in 0..4 {
+        assert!(
+            st.contains(&format!(" {job}_{i} ")),
+            "task {i} of job {job} not in status:\n{st}"
+        );
+    }
+    let tasks = cluster.wait(job, &a, Duration::from_secs(300));
+    assert_eq!(tasks.len(), 4, "{tasks:?}");
+    assert!(
+        tasks.iter().all(|(_, s)| s == "COMPLETED"),
+        "{tasks:?}\n{}",
+        cluster.diagnose(&a)
+    );
+    let st = cluster.isoflop(&["sweep", "status", s(&a)]);
+    assert!(st.contains("4 runs: 4 finished"), "{st}");
+    for (i, name) in names.iter().enumerate() {
+        let line = st.lines().find(|l| l.starts_with(name.as_str())).unwrap();
+        assert!(line.contains(&format!("{job}_{i} COMPLETED")), "{st}");
+    }
+    assert!(
+        st.contains(&format!("slurm: job {job}: 4 completed")),
+        "{st}"
+    );
+    cluster.isoflop(&["sweep", "export", s(&a)]);
+    let (steps, runs) = exported_losses(&a);
+    assert!(local_steps.len() > 40, "{}", local_steps.len());
+    assert_eq!(
+        steps, local_steps,
+        "per-step losses under Slurm differ from the local sweep"
+    );
+    assert_eq!(runs, local_runs);
+
+    // 2. scancel one task mid-run; it checkpoints on SIGTERM (the only checkpoint: no periodic ones), and
+    //    the resubmitted script resumes it and trains the others.
+    let b = tmp.path().join("b");
+    let script = submit(&b, "100000");
+    let steps = |i: usize| {
+        manifest(&local.join("runs").join(&names[i]))["config"]["steps"]
+            .as_u64()
+            .unwrap()
+    };
+    let last = (0..names.len()).max_by_key(|&i| steps(i)).unwrap();
+    let total = steps(last);
+    assert!(
+        total >= 100,
+        "{total} steps leave too little time to cancel mid-run"
+    );
+    let run = b.join("runs").join(&names[last]);
+    let job2 = cluster.sbatch(&[&format!("--array={last}"), s(&script)]);
+    let t0 = Instant::now();
+    while train_lines(&run) < 3 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(300),
+            "task {last} never started training\n{}",
+            cluster.diagnose(&b)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    cluster.run("scancel", &[&format!("{job2}_{last}")]);
+    let tasks = cluster.wait(job2, &b, Duration::from_secs(300));
+    let state_of = |tasks: &[(usize, String)], i: usize| {
+        tasks
+            .iter()
+            .find(|(k, _)| *k == i)
+            .map(|(_, s)| s.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(state_of(&tasks, last), "CANCELLED", "{tasks:?}");
+    let m = manifest(&run);
+    assert_eq!(m["status"], "interrupted", "{m}\n{}", cluster.diagnose(&b));
+    let done = train_lines(&run) as u64;
+    assert!(
+        done >= 3 && done < total,
+        "cancelled at {done} of {total} steps"
+    );
+    assert!(
+        std::fs::read_dir(run.join("checkpoints")).unwrap().count() > 0,
+        "no checkpoint written on SIGTERM"
+    );
+    let st = cluster.isoflop(&["sweep", "status", s(&b)]);
+    let line = st
+        .lines()
+        .find(|l| l.starts_with(names[last].as_str()))
+        .unwrap();
+    assert!(
+        line.contains("interrupted") && line.contains(&format!("{job2}_{last} CANCELLED")),
+        "{st}"
+    );
+    let job3 = cluster.sbatch(&[s(&script)]);
+    let tasks = cluster.wait(job3, &b, Duration::from_secs(300));
+    assert!(
+        tasks.iter().all(|(_, s)| s == "COMPLETED"),
+        "{tasks:?}\n{}",
+        cluster.diagnose(&b)
+    );
+    let st = cluster.isoflop(&["sweep", "status", s(&b)]);
+    assert!(st.contains("4 runs: 4 finished"), "{st}");
+    assert!(st.contains(&format!("{job3}_{last} COMPLETED")), "{st}");
+    let out = |i: usize| {
+        std::fs::read_to_string(b.join(format!("slurm/isoflop-t-{job3}_{i}.out")))
+            .unwrap_or_default()
+    };
+    assert!(
+        out(last).contains(&format!("resuming {}", names[last])),
+        "{}",
+        out(last)
+    );
+    // Each task recorded its array job id (tasks starting together may both append it).
+    let mut recorded: Vec<String> = std::fs::read_to_string(b.join("slurm/jobs"))
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    recorded.dedup();
+    assert_eq!(recorded, [job2.to_string(), job3.to_string()]);
+    cluster.isoflop(&["sweep", "export", s(&b)]);
+    let (steps, runs) = exported_losses(&b);
+    assert_eq!(
+        steps, local_steps,
+        "per-step losses after scancel + resubmit differ from the local sweep"
+    );
+    assert_eq!(runs, local_runs);
 }

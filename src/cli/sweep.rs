@@ -225,7 +225,13 @@ fn run_sweep(a: RunArgs) -> anyhow::Result<()> {
 
 fn status(a: StatusArgs) -> anyhow::Result<()> {
     let sd = SweepDir::open(&a.dir)?;
-    let mut rows = vec![[
+    // For a directory given to Slurm, the scheduler's state of each run's array task (task i = run i).
+    let slurm_tasks = slurm::query(&sd.dir).filter(|t| !t.is_empty());
+    let latest = slurm_tasks
+        .as_deref()
+        .map(slurm::latest_per_task)
+        .unwrap_or_default();
+    let mut rows = vec![vec![
         "name".to_string(),
         "state".into(),
         "steps".into(),
@@ -234,8 +240,11 @@ fn status(a: StatusArgs) -> anyhow::Result<()> {
         "eval_loss".into(),
         "note".into(),
     ]];
+    if slurm_tasks.is_some() {
+        rows[0].insert(6, "slurm".into());
+    }
     let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
-    for r in &sd.plan.runs {
+    for (i, r) in sd.plan.runs.iter().enumerate() {
         let state = sd.state(&r.name);
         *counts.entry(state.label()).or_default() += 1;
         let done = match state {
@@ -267,7 +276,7 @@ fn status(a: StatusArgs) -> anyhow::Result<()> {
                 .unwrap_or_default(),
             _ => String::new(),
         };
-        rows.push([
+        let mut row = vec![
             r.name.clone(),
             state.label().into(),
             format!("{done}/{}", r.config.steps),
@@ -275,9 +284,14 @@ fn status(a: StatusArgs) -> anyhow::Result<()> {
             loss,
             eval,
             note,
-        ]);
+        ];
+        if slurm_tasks.is_some() {
+            row.insert(6, latest.get(&i).map_or("-".into(), |t| t.label()));
+        }
+        rows.push(row);
     }
-    let widths: Vec<usize> = (0..7)
+    let ncols = rows[0].len();
+    let widths: Vec<usize> = (0..ncols)
         .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
         .collect();
     for row in &rows {
@@ -286,7 +300,7 @@ fn status(a: StatusArgs) -> anyhow::Result<()> {
             .zip(&widths)
             .enumerate()
             .map(|(i, (s, w))| match i {
-                0 | 1 | 6 => format!("{s:<w$}"),
+                0 | 1 | 6 | 7 => format!("{s:<w$}"),
                 _ => format!("{s:>w$}"),
             })
             .collect();
@@ -299,6 +313,24 @@ fn status(a: StatusArgs) -> anyhow::Result<()> {
         sd.plan.runs.len(),
         summary.join(", ")
     );
+    if slurm_tasks.is_some() {
+        let mut jobs: std::collections::BTreeMap<u64, std::collections::BTreeMap<&str, usize>> =
+            Default::default();
+        for t in latest.values() {
+            *jobs.entry(t.job).or_default().entry(&t.state).or_default() += 1;
+        }
+        let parts: Vec<String> = jobs
+            .iter()
+            .map(|(job, states)| {
+                let s: Vec<String> = states
+                    .iter()
+                    .map(|(k, v)| format!("{v} {}", k.to_lowercase()))
+                    .collect();
+                format!("job {job}: {}", s.join(", "))
+            })
+            .collect();
+        println!("slurm: {}", parts.join("; "));
+    }
     Ok(())
 }
 
