@@ -224,20 +224,15 @@ fn grid_rows() -> String {
 #[test]
 fn dropped_rows_are_named_by_line() {
     let dir = tempfile::tempdir().unwrap();
-    let f = dir.path().join("grid.csv");
-    // Lines 14 and 15: a NaN loss and an empty token count.
+    let f = dir.path().join("few.csv");
+    // Lines 3 and 5: a NaN loss and an empty token count (too few rows left for any fit: it stays cheap).
     write(
         &f,
-        &format!(
-            "n_params,tokens,loss\n{}5e7,1e9,nan\n5e7,,2.5\n",
-            grid_rows()
-        ),
+        "n_params,tokens,loss\n1e7,1e9,3.0\n5e7,1e9,nan\n2e7,1e9,2.9\n5e7,,2.5\n",
     );
     let out = dir.path().join("o");
     let (ok, stdout, stderr) = isoflop(&[
         f.to_str().unwrap(),
-        "--approach",
-        "3",
         "--bootstrap",
         "0",
         "--no-plots",
@@ -250,7 +245,7 @@ fn dropped_rows_are_named_by_line() {
         .find(|l| l.contains("skipped 2 row"))
         .unwrap_or_else(|| panic!("no note on the skipped rows:\n{stdout}"));
     assert!(
-        note.contains("grid.csv") && note.contains("14 (loss") && note.contains("15 (tokens"),
+        note.contains("few.csv") && note.contains("lines 3 (loss NaN), 5 (tokens empty)"),
         "{note}"
     );
 }
@@ -294,21 +289,5 @@ fn an_insane_fit_is_flagged_not_called_converged() {
     );
     // Its N_opt(C) (G = 0) is not drawn: that figure used to stall plotters for minutes.
     assert!(!out.join("optimal.svg").exists(), "{stdout}");
-    // The clean grid fits sanely.
-    write(&f, &format!("n_params,tokens,loss\n{}", grid_rows()));
-    let (ok, stdout, stderr) = isoflop(&[
-        f.to_str().unwrap(),
-        "--approach",
-        "3",
-        "--bootstrap",
-        "0",
-        "--no-plots",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(ok, "{stdout}\n{stderr}");
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("fit.json")).unwrap()).unwrap();
-    assert_eq!(json["approach3"]["sane"], true, "{}", json["approach3"]);
-    assert!(!stdout.contains("NOT SANE"), "{stdout}");
+    // (Clean data is not flagged: sweep_directory_end_to_end checks `sane` on every law.)
 }
