@@ -242,3 +242,135 @@ fn gzip_stream_cut_short() {
         "{e}"
     );
 }
+
+/// `isoflop data verify DIR`: (success, stdout + stderr).
+fn verify_cli(dir: &Path) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_isoflop"))
+        .args(["data", "verify"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!text.contains("panicked"), "{text}");
+    (out.status.success(), text)
+}
+
+#[test]
+fn verify_refuses_shards_with_mixed_vocabularies_or_tokenizers() {
+    // Each shard is valid on its own; together they cannot be one training set.
+    let tmp = tempfile::tempdir().unwrap();
+    good_shard(tmp.path());
+    shard(
+        tmp.path(),
+        "wide.tok",
+        &[40000; 50],
+        50257,
+        bundled_tokenizer_sha256(),
+    );
+    let (ok, out) = verify_cli(tmp.path());
+    assert!(!ok, "mixed vocabularies accepted:\n{out}");
+    assert!(
+        out.contains("good.tok")
+            && out.contains("wide.tok")
+            && out.contains("32101")
+            && out.contains("50257"),
+        "{out}"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    good_shard(tmp.path());
+    shard(tmp.path(), "other.tok", &[5; 50], V as u32, [7; 32]);
+    let (ok, out) = verify_cli(tmp.path());
+    assert!(!ok, "mixed tokenizers accepted:\n{out}");
+    assert!(
+        out.contains("good.tok") && out.contains("other.tok") && out.contains("tokenizer"),
+        "{out}"
+    );
+}
+
+#[test]
+fn special_ids_other_than_the_contracts_are_refused() {
+    for (at, name, want) in [
+        (20, "pad", 5u32),
+        (24, "eos", 0),
+        (28, "bos", 7),
+        (32, "unk", 9),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = good_shard(tmp.path());
+        patch(&p, at, &want.to_le_bytes());
+        let e = Shard::open(&p).err().map(|e| e.to_string());
+        assert!(
+            e.as_deref().is_some_and(|e| e.contains("good.tok")
+                && e.contains(&format!("{name} id {want}"))),
+            "{name} id {want} accepted: {e:?}"
+        );
+        let (ok, out) = verify_cli(tmp.path());
+        assert!(!ok && out.contains("good.tok"), "{out}");
+    }
+    // Nor can a shard with other special ids be written.
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = SpecialIds { pad: 5, ..SPECIAL };
+    let e = ShardWriter::create(
+        &tmp.path().join("x.tok"),
+        V as u32,
+        bad,
+        bundled_tokenizer_sha256(),
+        "x",
+    )
+    .err()
+    .map(|e| e.to_string());
+    assert!(
+        e.as_deref().is_some_and(|e| e.contains("pad id 5")),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn stale_tokenize_temporaries_of_dead_processes_are_removed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    // A process that has exited: its PID names a stale temporary.
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let stale = out.join(format!("doc.tok.{dead}.tmp"));
+    std::fs::write(&stale, vec![0u8; 8192]).unwrap();
+    // This test process is alive: its temporary must never be touched.
+    let live = out.join(format!("busy.tok.{}.tmp", std::process::id()));
+    std::fs::write(&live, b"in progress").unwrap();
+    let unrelated = out.join("notes.tmp");
+    std::fs::write(&unrelated, b"not ours").unwrap();
+    let input = tmp.path().join("doc.jsonl");
+    std::fs::write(&input, "{\"text\": \"hello world\"}\n").unwrap();
+    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_isoflop"))
+        .args(["data", "tokenize", "--quiet", "--out"])
+        .arg(&out)
+        .arg(&input)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&cli.stdout),
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    assert!(cli.status.success(), "{text}");
+    assert!(
+        !stale.exists(),
+        "stale temporary of dead PID {dead} left behind"
+    );
+    assert!(
+        text.contains(&format!("doc.tok.{dead}.tmp")) && text.contains("removed"),
+        "{text}"
+    );
+    assert!(live.exists(), "temporary of a live process removed");
+    assert!(
+        unrelated.exists(),
+        "a file that is not a shard temporary removed"
+    );
+    assert!(out.join("doc.tok").exists());
+}

@@ -103,8 +103,31 @@ fn tokenize_verify_inspect_train_and_eval_from_the_command_line() {
         s,
         "--sequences",
         "8",
+        "--micro-batch",
+        "4",
         "--device",
         "cpu",
     ]);
-    assert!(out.contains("eval loss"), "{out}");
+    assert!(
+        out.contains("eval loss") && out.contains(" ± ") && !out.contains("NaN"),
+        "{out}"
+    );
+    // One micro-batch gives no spread to estimate an interval from: say so, never "± NaN".
+    let out = isoflop(&[
+        "eval",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "--data",
+        s,
+        "--sequences",
+        "4",
+        "--micro-batch",
+        "8",
+        "--device",
+        "cpu",
+    ]);
+    assert!(
+        out.contains("eval loss") && !out.contains("NaN") && out.contains("no interval"),
+        "{out}"
+    );
 }

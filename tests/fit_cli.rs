@@ -67,6 +67,10 @@ fn sweep_directory_end_to_end() {
             > 0.2
     );
     assert_eq!(json["compute"]["fitted_to"], "approach 1 envelope");
+    // A law recovered from clean synthetic data is not flagged.
+    for law in ["approach3", "compute", "overtrain"] {
+        assert_eq!(json[law]["sane"], true, "{law}: {}", json[law]["problems"]);
+    }
     assert_eq!(json["skipped"][0]["fit"], "approach2");
     for f in ["loss_vs_flops", "optimal", "parametric", "overtrain"] {
         for ext in ["svg", "png"] {
@@ -192,4 +196,98 @@ fn missing_input_and_unsupported_request() {
         &["--approach", "1"],
     );
     assert!(e.contains("approach 1") && e.contains("steps.csv"), "{e}");
+}
+
+#[test]
+fn duplicate_run_ids_are_refused_with_both_lines() {
+    let e = bad(
+        "run_id,n_params,tokens,loss\nr1,1e7,1e9,3.0\nr2,2e7,1e9,2.9\nr1,3e7,1e9,2.8\n",
+        &[],
+    );
+    assert!(
+        e.contains("bad.csv:4") && e.contains("'r1'") && e.contains("line 2"),
+        "{e}"
+    );
+}
+
+/// A 4 × 3 grid of (N, D) on the synthetic law, as CSV rows (lines 2..=13 of the file).
+fn grid_rows() -> String {
+    let mut csv = String::new();
+    for n in [1e7, 3e7, 1e8, 3e8] {
+        for d in [1e9, 3e9, 1e10] {
+            csv += &format!("{n},{d},{}\n", fit_support::law(n, d));
+        }
+    }
+    csv
+}
+
+#[test]
+fn dropped_rows_are_named_by_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("few.csv");
+    // Lines 3 and 5: a NaN loss and an empty token count (too few rows left for any fit: it stays cheap).
+    write(
+        &f,
+        "n_params,tokens,loss\n1e7,1e9,3.0\n5e7,1e9,nan\n2e7,1e9,2.9\n5e7,,2.5\n",
+    );
+    let out = dir.path().join("o");
+    let (ok, stdout, stderr) = isoflop(&[
+        f.to_str().unwrap(),
+        "--bootstrap",
+        "0",
+        "--no-plots",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stdout}\n{stderr}");
+    let note = stdout
+        .lines()
+        .find(|l| l.contains("skipped 2 row"))
+        .unwrap_or_else(|| panic!("no note on the skipped rows:\n{stdout}"));
+    assert!(
+        note.contains("few.csv") && note.contains("lines 3 (loss NaN), 5 (tokens empty)"),
+        "{note}"
+    );
+}
+
+#[test]
+fn an_insane_fit_is_flagged_not_called_converged() {
+    // One row with loss 1e300 below the grid's smallest N and D: Approach 3 "explains" it with
+    // B = inf and β = 300, and used to call that converged.
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("huge.csv");
+    write(
+        &f,
+        &format!("n_params,tokens,loss\n{}3e6,1e8,1e300\n", grid_rows()),
+    );
+    let out = dir.path().join("o");
+    let (ok, stdout, stderr) = isoflop(&[
+        f.to_str().unwrap(),
+        "--approach",
+        "3",
+        "--bootstrap",
+        "0",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stdout}\n{stderr}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("fit.json")).unwrap()).unwrap();
+    let a3 = &json["approach3"];
+    assert_eq!(a3["sane"], false, "{a3}");
+    let problems = a3["problems"].as_array().expect("problems listed");
+    assert!(!problems.is_empty(), "{a3}");
+    assert!(
+        !stdout.contains("starts converged") && stdout.contains("NOT SANE"),
+        "{stdout}"
+    );
+    // The figure says so too.
+    let svg = std::fs::read_to_string(out.join("parametric.svg")).unwrap();
+    assert!(
+        svg.contains("NOT SANE"),
+        "parametric.svg caption does not flag the fit"
+    );
+    // Its N_opt(C) (G = 0) is not drawn: that figure used to stall plotters for minutes.
+    assert!(!out.join("optimal.svg").exists(), "{stdout}");
+    // (Clean data is not flagged: sweep_directory_end_to_end checks `sane` on every law.)
 }

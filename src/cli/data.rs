@@ -1,7 +1,7 @@
 //! `isoflop data`: tokenize C4 files into shards, inspect and verify shards.
 
 use anyhow::Context;
-use isoflop::data::shard::{list_shards, Shard};
+use isoflop::data::shard::{check_same_tokenizer, list_shards, remove_stale_temporaries, Shard};
 use isoflop::data::tokenize::{tokenize_files, TokenizeOptions};
 use isoflop::data::tokenizer::{hex, Tokenizer};
 use rayon::prelude::*;
@@ -46,7 +46,8 @@ enum DataCommand {
         #[arg(long, default_value_t = 1)]
         docs: usize,
     },
-    /// Check every shard in a directory: checksum, document index and token range.
+    /// Check every shard in a directory: checksum, document index, token range and special ids, and
+    /// that all shards share one vocabulary and tokenizer.
     Verify {
         /// Directory of shards.
         dir: PathBuf,
@@ -75,11 +76,21 @@ pub fn run(args: DataArgs) -> anyhow::Result<()> {
                 progress: !quiet,
                 ..Default::default()
             };
+            // Also done inside tokenize_files; here first so the removals are reported even if
+            // tokenizing fails later.
+            let mut removed = remove_stale_temporaries(&out)?;
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(threads.unwrap_or(0))
                 .build()
                 .context("cannot start worker threads")?;
             let report = pool.install(|| tokenize_files(&inputs, &out, &tok, &opts))?;
+            removed.extend(report.removed_temporaries.iter().cloned());
+            for (p, pid) in &removed {
+                println!(
+                    "removed stale temporary {} (left by process {pid}, which no longer runs)",
+                    p.display()
+                );
+            }
             let (mut made, mut skipped, mut tokens, mut docs) = (0, 0, 0u64, 0u64);
             for s in &report.shards {
                 if s.skipped {
@@ -149,6 +160,7 @@ pub fn run(args: DataArgs) -> anyhow::Result<()> {
                 .collect();
             let mut bad = 0;
             let (mut tokens, mut docs) = (0u64, 0u64);
+            let mut good = Vec::new();
             for (p, r) in paths.iter().zip(results) {
                 match r {
                     Ok(h) => {
@@ -160,6 +172,7 @@ pub fn run(args: DataArgs) -> anyhow::Result<()> {
                             h.token_count,
                             h.doc_count
                         );
+                        good.push((p.clone(), h));
                     }
                     Err(e) => {
                         bad += 1;
@@ -167,11 +180,24 @@ pub fn run(args: DataArgs) -> anyhow::Result<()> {
                     }
                 }
             }
+            // Each shard may be fine on its own, yet the trainer reads the directory as one stream.
+            let mixed = check_same_tokenizer(&good).err();
+            if let Some(e) = &mixed {
+                println!("FAIL {e}");
+            }
             anyhow::ensure!(
                 bad == 0,
-                "{bad} of {} shards failed verification",
-                paths.len()
+                "{bad} of {} shards failed verification{}",
+                paths.len(),
+                if mixed.is_some() {
+                    "; the others disagree on vocabulary or tokenizer"
+                } else {
+                    ""
+                }
             );
+            if let Some(e) = mixed {
+                return Err(e.into());
+            }
             println!(
                 "{} shards verified: {docs} documents, {tokens} tokens",
                 paths.len()

@@ -61,10 +61,30 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         cfg.seq_len,
     )?
     .context("no held-out windows to evaluate")?;
+    // The standard error comes from the spread of per-micro-batch means: one micro-batch has none.
+    let no_interval = (!e.stderr.is_finite()).then(|| {
+        let mb = args.micro_batch.max(1);
+        if n.div_ceil(mb) < 2 {
+            format!(
+                "all {n} sequences fit in one micro-batch of {mb}, and the standard error needs at least 2 \
+                 (lower --micro-batch or raise --sequences)"
+            )
+        } else {
+            "fewer than 2 micro-batches had targets to score".to_string()
+        }
+    });
     if args.json {
+        let mut j = serde_json::json!({"checkpoint": args.checkpoint, "data": dir, "sequences": n, "eval_loss": e.loss, "eval_loss_se": e.stderr, "eval_tokens": e.tokens});
+        if let Some(why) = &no_interval {
+            j["eval_loss_se_missing"] = why.clone().into();
+        }
+        println!("{j}");
+    } else if let Some(why) = &no_interval {
         println!(
-            "{}",
-            serde_json::json!({"checkpoint": args.checkpoint, "data": dir, "sequences": n, "eval_loss": e.loss, "eval_loss_se": e.stderr, "eval_tokens": e.tokens})
+            "eval loss {:.4} over {} tokens ({n} sequences of {}); no interval: {why}",
+            e.loss,
+            e.tokens,
+            dir.display()
         );
     } else {
         println!(

@@ -16,6 +16,8 @@
 //! ```
 
 use super::error::DataError;
+use super::tokenizer::hex;
+use crate::model::config::{BOS_ID, EOS_ID, PAD_ID};
 use memmap2::Mmap;
 use sha2::{Digest, Sha256};
 use std::fs::File;
@@ -46,6 +48,50 @@ pub struct SpecialIds {
     /// Unknown piece.
     pub unk: u32,
 }
+
+impl SpecialIds {
+    /// The model contract's ids: pad 0, EOS 1, BOS 2, unk 3 (the loss masks pad, documents are
+    /// `BOS ... EOS`); every shard must carry exactly these.
+    pub const CONTRACT: SpecialIds = SpecialIds {
+        pad: PAD_ID as u32,
+        eos: EOS_ID as u32,
+        bos: BOS_ID as u32,
+        unk: UNK_ID,
+    };
+
+    /// Every id that differs from [`SpecialIds::CONTRACT`], as `"pad id 5 (the contract's is 0)"`.
+    pub fn contract_mismatches(&self) -> Vec<String> {
+        let c = SpecialIds::CONTRACT;
+        [
+            ("pad", self.pad, c.pad),
+            ("eos", self.eos, c.eos),
+            ("bos", self.bos, c.bos),
+            ("unk", self.unk, c.unk),
+        ]
+        .iter()
+        .filter(|(_, got, want)| got != want)
+        .map(|(name, got, want)| format!("{name} id {got} (the contract's is {want})"))
+        .collect()
+    }
+
+    /// Error on `path` unless these are the contract's ids.
+    pub fn check(&self, path: &Path) -> Result<(), DataError> {
+        let bad = self.contract_mismatches();
+        if bad.is_empty() {
+            return Ok(());
+        }
+        Err(DataError::shard(
+            path,
+            format!(
+                "special ids are not the model contract's (pad 0, eos 1, bos 2, unk 3): {}",
+                bad.join(", ")
+            ),
+        ))
+    }
+}
+
+/// Id of the unknown piece in the model contract (the bundled C4 tokenizer's).
+pub const UNK_ID: u32 = 3;
 
 /// The decoded header of a shard.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -183,6 +229,7 @@ impl ShardHeader {
                 h.vocab_size
             )));
         }
+        h.special.check(path)?;
         if file_len != h.file_size() {
             return Err(bad(format!(
                 "truncated or padded: file is {file_len} bytes, header implies {} ({} tokens, {} documents)",
@@ -328,6 +375,8 @@ impl ShardWriter {
         tokenizer_sha256: [u8; 32],
         source: &str,
     ) -> Result<ShardWriter, DataError> {
+        // A shard with other ids could never be read back: refuse before writing anything.
+        special.check(path)?;
         let mut source = source.to_string();
         while source.len() > MAX_SOURCE_NAME {
             source.pop();
@@ -449,4 +498,108 @@ pub fn list_shards(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
     }
     v.sort();
     Ok(v)
+}
+
+/// Error unless every shard in `headers` has the same vocabulary size and tokenizer hash: the
+/// trainer reads a directory as one token stream. The message lists which files hold which.
+pub fn check_same_tokenizer(headers: &[(PathBuf, ShardHeader)]) -> Result<(), DataError> {
+    // Groups in order of first appearance: (vocab, tokenizer) -> files.
+    let mut groups: Vec<((u32, [u8; 32]), Vec<&Path>)> = Vec::new();
+    for (p, h) in headers {
+        let key = (h.vocab_size, h.tokenizer_sha256);
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, files)) => files.push(p.as_path()),
+            None => groups.push((key, vec![p.as_path()])),
+        }
+    }
+    if groups.len() <= 1 {
+        return Ok(());
+    }
+    let describe = |((vocab, sha), files): &((u32, [u8; 32]), Vec<&Path>)| {
+        const SHOWN: usize = 5;
+        let mut names: Vec<String> = files
+            .iter()
+            .take(SHOWN)
+            .map(|p| p.display().to_string())
+            .collect();
+        if files.len() > SHOWN {
+            names.push(format!("and {} more", files.len() - SHOWN));
+        }
+        format!(
+            "vocab {vocab}, tokenizer {}: {}",
+            &hex(sha)[..16],
+            names.join(", ")
+        )
+    };
+    let dir = headers[0]
+        .0
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    Err(DataError::shard(
+        &dir,
+        format!(
+            "shards were made with {} different vocabularies/tokenizers and cannot be trained on together; {}",
+            groups.len(),
+            groups.iter().map(describe).collect::<Vec<_>>().join("; ")
+        ),
+    ))
+}
+
+/// Whether process `pid` exists (it may belong to another user: that still counts).
+fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks that the process exists and may be signalled; nothing is sent.
+    if unsafe { libc::kill(pid, 0) } == 0 {
+        return true;
+    }
+    std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// The PID in a shard temporary's name `<stem>.tok.<pid>.tmp` (see [`ShardWriter::create`]).
+fn temporary_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_suffix(".tmp")?;
+    let (before, pid) = rest.rsplit_once('.')?;
+    if !before.ends_with(&format!(".{SHARD_EXT}")) || pid.is_empty() {
+        return None;
+    }
+    if !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    pid.parse().ok()
+}
+
+/// Removes shard temporaries (`<stem>.tok.<pid>.tmp`) in `dir` left by processes that no longer
+/// exist (a killed `data tokenize`); a live process's temporary is never touched. Returns the files
+/// removed with the PID that left each.
+pub fn remove_stale_temporaries(dir: &Path) -> Result<Vec<(PathBuf, u32)>, DataError> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(DataError::io(dir, e)),
+    };
+    let mut removed = Vec::new();
+    for e in rd {
+        let e = e.map_err(|e| DataError::io(dir, e))?;
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(temporary_pid) else {
+            continue;
+        };
+        let p = e.path();
+        if !p.is_file() || process_alive(pid) {
+            continue;
+        }
+        match std::fs::remove_file(&p) {
+            Ok(()) => removed.push((p, pid)),
+            // Another cleaner got there first.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(DataError::io(&p, e)),
+        }
+    }
+    removed.sort();
+    Ok(removed)
 }

@@ -3,7 +3,9 @@
 
 use super::error::DataError;
 use super::input::{DocumentReader, InputFile};
-use super::shard::{Shard, ShardHeader, ShardWriter, SpecialIds, SHARD_EXT};
+use super::shard::{
+    remove_stale_temporaries, Shard, ShardHeader, ShardWriter, SpecialIds, SHARD_EXT,
+};
 use super::tokenizer::{hex, Tokenizer};
 use crate::model::config::{BOS_ID, EOS_ID, PAD_ID};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -58,6 +60,9 @@ pub struct TokenizeReport {
     pub text_bytes: u64,
     /// Wall-clock seconds.
     pub seconds: f64,
+    /// Stale shard temporaries removed from the output directory before starting, with the PID of
+    /// the (no longer running) process that left each.
+    pub removed_temporaries: Vec<(PathBuf, u32)>,
 }
 
 /// The special ids isoflop writes into shards.
@@ -100,6 +105,8 @@ pub fn tokenize_files(
         }
     }
     std::fs::create_dir_all(out_dir).map_err(|e| DataError::io(out_dir, e))?;
+    // A killed run leaves `<stem>.tok.<pid>.tmp` behind; nothing else would ever remove it.
+    let removed_temporaries = remove_stale_temporaries(out_dir)?;
     let total: u64 = files
         .iter()
         .map(|f| std::fs::metadata(&f.path).map(|m| m.len()).unwrap_or(0))
@@ -134,6 +141,7 @@ pub fn tokenize_files(
         shards,
         text_bytes: counters.text.load(Ordering::Relaxed),
         seconds: counters.start.elapsed().as_secs_f64(),
+        removed_temporaries,
     })
 }
 

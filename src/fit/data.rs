@@ -135,8 +135,65 @@ fn positive(t: &Table, row: usize, col: usize, v: f64) -> Result<f64, FitError> 
     }
 }
 
-/// Read a runs table: one point per row. Rows with an empty or non-finite cell are skipped (counted in
-/// the notes); text that is not a number, or a non-positive value, is an error naming the line.
+/// Why row `r` cannot be used: the first of `cells` (column index, value; `None` index: the column is
+/// absent) that is empty or non-finite, as `"loss NaN"` / `"tokens empty"`.
+fn unusable(t: &Table, cells: &[(Option<usize>, Option<f64>)]) -> Option<String> {
+    cells.iter().find_map(|&(col, v)| {
+        let name = &t.header[col?];
+        match v {
+            None => Some(format!("{name} empty")),
+            Some(x) if !x.is_finite() => Some(format!("{name} {x}")),
+            Some(_) => None,
+        }
+    })
+}
+
+/// The note for rows skipped as unusable: how many, and each one's line and reason (the first 20).
+fn skipped_note(t: &Table, what: &str, skipped: &[(usize, String)]) -> String {
+    const SHOWN: usize = 20;
+    let mut lines: Vec<String> = skipped
+        .iter()
+        .take(SHOWN)
+        .map(|(line, why)| format!("{line} ({why})"))
+        .collect();
+    if skipped.len() > SHOWN {
+        lines.push(format!("and {} more", skipped.len() - SHOWN));
+    }
+    format!(
+        "{}: skipped {} {what} that cannot be used, at line{} {}",
+        t.path.display(),
+        skipped.len(),
+        if skipped.len() == 1 { "" } else { "s" },
+        lines.join(", ")
+    )
+}
+
+/// Error on the second row of `t` whose run id (column `col`) repeats an earlier row's, naming both
+/// lines: two final losses for one run would silently weigh it twice. Empty ids are not compared.
+fn refuse_duplicate_runs(t: &Table, col: usize) -> Result<(), FitError> {
+    let mut first: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in 0..t.rows.len() {
+        let id = t.text(r, col);
+        if id.is_empty() {
+            continue;
+        }
+        if let Some(&line) = first.get(id) {
+            return Err(FitError::DuplicateRun {
+                path: t.path.clone(),
+                line: t.line(r),
+                first_line: line,
+                column: t.header[col].clone(),
+                id: id.to_string(),
+            });
+        }
+        first.insert(id, t.line(r));
+    }
+    Ok(())
+}
+
+/// Read a runs table: one point per row. Rows with an empty or non-finite cell are skipped (named by
+/// line in the notes); text that is not a number, a non-positive value, or a run id (column `run_id`,
+/// `run`, `name`, `id` or `--run-col`) that appears twice is an error naming the line(s).
 pub fn read_points(
     t: &Table,
     cols: &Columns,
@@ -177,25 +234,24 @@ pub fn read_points(
         (Some(_), None) => notes.push(format!("{}: no FLOP column; C = 6ND", t.path.display())),
         _ => {}
     }
+    if let Some(ri) = t.find(&names(&cols.run, &["run_id", "run", "name", "id"])) {
+        refuse_duplicate_runs(t, ri)?;
+    }
     let mut pts = Vec::with_capacity(t.rows.len());
-    let mut skipped = 0;
+    let mut skipped: Vec<(usize, String)> = Vec::new();
     for r in 0..t.rows.len() {
         let n = t.number(r, ni)?;
         let loss = t.number(r, li)?;
         let d = di.map(|i| t.number(r, i)).transpose()?.flatten();
         let c = ci.map(|i| t.number(r, i)).transpose()?.flatten();
-        let (Some(n), Some(loss)) = (n, loss) else {
-            skipped += 1;
-            continue;
-        };
-        if !n.is_finite()
-            || !loss.is_finite()
-            || d.is_some_and(|d| !d.is_finite())
-            || c.is_some_and(|c| !c.is_finite())
-        {
-            skipped += 1;
+        if let Some(why) = unusable(t, &[(Some(ni), n), (Some(li), loss), (di, d), (ci, c)]) {
+            skipped.push((t.line(r), why));
             continue;
         }
+        let (Some(n), Some(loss)) = (n, loss) else {
+            skipped.push((t.line(r), "empty value".into()));
+            continue;
+        };
         let n = positive(t, r, ni, n)?;
         let loss = positive(t, r, li, loss)?;
         let (d, c) = match (d, c) {
@@ -212,17 +268,14 @@ pub fn read_points(
                 (c / (6.0 * n), c)
             }
             _ => {
-                skipped += 1;
+                skipped.push((t.line(r), "empty tokens or FLOPs".into()));
                 continue;
             }
         };
         pts.push(Point { n, d, c, loss });
     }
-    if skipped > 0 {
-        notes.push(format!(
-            "{}: skipped {skipped} row(s) with empty or non-finite values",
-            t.path.display()
-        ));
+    if !skipped.is_empty() {
+        notes.push(skipped_note(t, "row(s)", &skipped));
     }
     Ok(pts)
 }
@@ -261,7 +314,7 @@ pub fn read_curves(
         }
     }
     let mut by_run: BTreeMap<String, Curve> = BTreeMap::new();
-    let mut skipped = 0;
+    let mut skipped: Vec<(usize, String)> = Vec::new();
     for r in 0..t.rows.len() {
         let id = t.text(r, ri).to_string();
         let c = t.number(r, ci)?;
@@ -271,13 +324,24 @@ pub fn read_curves(
             None => run_n.get(&id).copied(),
         };
         let d = di.map(|i| t.number(r, i)).transpose()?.flatten();
+        if ni.is_none() && n.is_none() {
+            skipped.push((t.line(r), format!("run '{id}' has no N in the runs table")));
+            continue;
+        }
+        if let Some(why) = unusable(t, &[(Some(ci), c), (Some(li), loss), (ni, n)]) {
+            skipped.push((t.line(r), why));
+            continue;
+        }
         let (Some(c), Some(loss), Some(n)) = (c, loss, n) else {
-            skipped += 1;
+            skipped.push((t.line(r), "empty value".into()));
             continue;
         };
-        if !(c.is_finite() && loss.is_finite() && n.is_finite() && c > 0.0 && loss > 0.0 && n > 0.0)
+        if let Some((col, v)) = [(Some(ci), c), (Some(li), loss), (ni, n)]
+            .into_iter()
+            .find(|&(_, v)| !(v > 0.0 && v.is_finite()))
         {
-            skipped += 1;
+            let name = col.map_or("N", |i| t.header[i].as_str());
+            skipped.push((t.line(r), format!("{name} {v} is not positive and finite")));
             continue;
         }
         let d = d
@@ -294,11 +358,8 @@ pub fn read_curves(
         e.d.push(d);
         e.loss.push(loss);
     }
-    if skipped > 0 {
-        notes.push(format!(
-            "{}: skipped {skipped} step row(s) with empty, non-positive or non-finite values",
-            t.path.display()
-        ));
+    if !skipped.is_empty() {
+        notes.push(skipped_note(t, "step row(s)", &skipped));
     }
     let mut curves: Vec<Curve> = by_run.into_values().collect();
     for cv in &mut curves {

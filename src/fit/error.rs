@@ -69,6 +69,20 @@ pub enum FitError {
         /// The value.
         value: f64,
     },
+    /// Two rows of a runs table carry the same run id.
+    #[error("{path}:{line}: run id '{id}' (column '{column}') already appeared on line {first_line}; each run must appear once: remove one of the two rows (if '{column}' is not a unique run id, name the column that is with --run-col)")]
+    DuplicateRun {
+        /// The file.
+        path: PathBuf,
+        /// The 1-based line of the repeat.
+        line: usize,
+        /// The 1-based line where the id first appeared.
+        first_line: usize,
+        /// The run-id column.
+        column: String,
+        /// The repeated id.
+        id: String,
+    },
     /// The input path is neither a CSV file nor a sweep directory holding one.
     #[error("{path}: {what}")]
     BadInput {

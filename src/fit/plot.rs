@@ -3,7 +3,8 @@
 
 use super::data::{Dataset, Point};
 use super::error::FitError;
-use super::report::{Fitted, Report};
+use super::law::LawFit;
+use super::report::{Fitted, LawReport, Report};
 use super::stats::Interval;
 use super::{compute, envelope, overtrain, parametric};
 use plotters::coord::Shift;
@@ -200,7 +201,8 @@ fn fig_loss<DB: DrawingBackend>(
         ch.draw_series(DashedLineSeries::new(line, 10, 6, red.stroke_width(3)))
             .map_err(e)?
             .label(format!(
-                "L(C) = {:.3} + {:.3e}·C^-{:.4}",
+                "{}L(C) = {:.3} + {:.3e}·C^-{:.4}",
+                not_sane(&cr.law),
                 p.value("E"),
                 p.value("lambda"),
                 p.value("alpha")
@@ -594,7 +596,7 @@ fn fig_optimal<DB: DrawingBackend>(
                 });
             }
         }
-        if let Some(f3) = &fit.approach3 {
+        if let Some(f3) = sane_approach3(rep, fit) {
             let (ex, name) = if k == 0 { ("a", "N") } else { ("b", "D") };
             let pts = grid
                 .iter()
@@ -740,6 +742,23 @@ macro_rules! render {
     }};
 }
 
+/// Caption prefix flagging a law fit whose parameters are not a usable law (see `LawReport::problems`).
+fn not_sane(l: &LawReport) -> &'static str {
+    if l.sane {
+        ""
+    } else {
+        "NOT SANE: "
+    }
+}
+
+/// Approach 3's fit when it is sane: N_opt(C) of a fit with G = 0 or an infinite B spans hundreds of
+/// decades, which no axis can show (plotters would stall on it), and means nothing.
+fn sane_approach3<'a>(rep: &Report, fit: &'a Fitted) -> Option<&'a LawFit> {
+    fit.approach3
+        .as_ref()
+        .filter(|_| rep.approach3.as_ref().is_some_and(|l| l.sane))
+}
+
 /// Write every figure the report supports into `dir`; returns the files written.
 pub fn write_all(
     dir: &Path,
@@ -761,7 +780,7 @@ pub fn write_all(
     }
     if rep.approach2.as_ref().is_some_and(|a| a.n_opt.is_some())
         || rep.approach1.as_ref().is_some_and(|a| a.n_opt.is_some())
-        || fit.approach3.is_some()
+        || sane_approach3(rep, fit).is_some()
     {
         render!(dir, "optimal", (1600, 700), out, |root| fig_optimal(
             &root, ds, rep, fit
@@ -770,7 +789,8 @@ pub fn write_all(
     if let Some(f3) = &fit.approach3 {
         let p = &f3.params;
         let title = format!(
-            "L = {:.3} + {:.1}/N^{:.4} + {:.1}/D^{:.4}",
+            "{}L = {:.3} + {:.1}/N^{:.4} + {:.1}/D^{:.4}",
+            rep.approach3.as_ref().map_or("", not_sane),
             p.value("E"),
             p.value("A"),
             p.value("alpha"),
@@ -787,7 +807,8 @@ pub fn write_all(
     if let Some(fo) = &fit.overtrain {
         let p = &fo.params;
         let title = format!(
-            "L = {:.3} + {:.1}/N^{:.4} + {:.1}/(MN)^{:.4}",
+            "{}L = {:.3} + {:.1}/N^{:.4} + {:.1}/(MN)^{:.4}",
+            rep.overtrain.as_ref().map_or("", not_sane),
             p.value("E"),
             p.value("a"),
             p.value("alpha"),

@@ -108,11 +108,72 @@ pub struct LawReport {
     pub rmse_log: f64,
     /// ln L observed − ln L fitted, per point (input order after filtering).
     pub residuals_log: Vec<f64>,
+    /// False when the optimum is not a usable law (see `problems`), however many starts converged.
+    pub sane: bool,
+    /// Why the fit is not sane: non-finite parameters, exponents outside (0, 3), E above the
+    /// smallest loss fitted. Empty for a sane fit.
+    pub problems: Vec<String>,
+}
+
+/// Open interval of plausible scaling exponents: a law whose loss grows with scale (≤ 0) or falls
+/// faster than any measured scaling law (≥ 3) is an artefact of the data, not a finding.
+pub const EXPONENT_BOUNDS: (f64, f64) = (0.0, 3.0);
+
+/// Why a law fit's parameters `p` (and `objective`) are not a usable law: each named exponent must be
+/// finite and in [`EXPONENT_BOUNDS`], each named coefficient finite and positive, every parameter
+/// finite, and the irreducible loss `E` below `min_loss`, the smallest loss fitted.
+pub fn sanity_problems(
+    p: &Params,
+    objective: f64,
+    exponents: &[&str],
+    coefficients: &[&str],
+    min_loss: f64,
+) -> Vec<String> {
+    let show = |v: f64| {
+        if v.is_finite() && v != 0.0 && (v.abs() >= 1e4 || v.abs() < 1e-3) {
+            format!("{v:.4e}")
+        } else {
+            format!("{v:.4}")
+        }
+    };
+    let mut out = Vec::new();
+    if !objective.is_finite() {
+        out.push(format!("objective = {} is not finite", show(objective)));
+    }
+    let (lo, hi) = EXPONENT_BOUNDS;
+    for (name, iv) in &p.0 {
+        let v = iv.value;
+        if !v.is_finite() {
+            out.push(format!("{name} = {} is not finite", show(v)));
+        } else if exponents.contains(&name.as_str()) && !(v > lo && v < hi) {
+            out.push(format!(
+                "exponent {name} = {} is outside ({lo}, {hi})",
+                show(v)
+            ));
+        } else if coefficients.contains(&name.as_str()) && v <= 0.0 {
+            out.push(format!("{name} = {} is not positive", show(v)));
+        }
+    }
+    let e = p.value("E");
+    if e.is_finite() && min_loss.is_finite() && e > min_loss {
+        out.push(format!(
+            "E = {} is above the smallest loss fitted, {}",
+            show(e),
+            show(min_loss)
+        ));
+    }
+    out
+}
+
+fn min_of(xs: impl Iterator<Item = f64>) -> f64 {
+    xs.fold(f64::INFINITY, f64::min)
 }
 
 impl LawReport {
-    fn of(f: &LawFit, o: &LawOptions) -> Self {
+    fn of(f: &LawFit, o: &LawOptions, problems: Vec<String>) -> Self {
         LawReport {
+            sane: problems.is_empty(),
+            problems,
             params: f.params.clone(),
             objective: f.objective,
             huber_delta: o.delta,
@@ -264,7 +325,14 @@ pub fn run(ds: &Dataset, o: &FitOptions) -> Result<(Report, Fitted), FitError> {
         } else {
             match parametric::fit(&pts, &o.starts3, &o.law) {
                 Some(f) => {
-                    rep.approach3 = Some(LawReport::of(&f, &o.law));
+                    let problems = sanity_problems(
+                        &f.params,
+                        f.objective,
+                        &["alpha", "beta"],
+                        &["A", "B", "E", "G"],
+                        min_of(pts.iter().map(|p| p.loss)),
+                    );
+                    rep.approach3 = Some(LawReport::of(&f, &o.law, problems));
                     fitted.approach3 = Some(f);
                 }
                 None => skip(&mut rep, FitKind::Approach3, "no start converged".into())?,
@@ -286,7 +354,14 @@ pub fn run(ds: &Dataset, o: &FitOptions) -> Result<(Report, Fitted), FitError> {
         } else {
             match overtrain::fit(&pts, &overtrain::default_starts(), &o.law) {
                 Some(f) => {
-                    rep.overtrain = Some(LawReport::of(&f, &o.law));
+                    let problems = sanity_problems(
+                        &f.params,
+                        f.objective,
+                        &["alpha"],
+                        &["E", "a", "b", "M_opt"],
+                        min_of(pts.iter().map(|p| p.loss)),
+                    );
+                    rep.overtrain = Some(LawReport::of(&f, &o.law, problems));
                     fitted.overtrain = Some(f);
                 }
                 None => skip(&mut rep, FitKind::Overtrain, "no start converged".into())?,
@@ -364,10 +439,17 @@ pub fn run(ds: &Dataset, o: &FitOptions) -> Result<(Report, Fitted), FitError> {
         match src {
             Some((name, c, l)) if c.len() >= 4 => match compute::fit(&c, &l, &o.law) {
                 Some(f) => {
+                    let problems = sanity_problems(
+                        &f.law.params,
+                        f.law.objective,
+                        &["alpha"],
+                        &["E", "lambda"],
+                        min_of(l.iter().copied()),
+                    );
                     rep.compute = Some(ComputeReport {
                         fitted_to: name,
                         c0: f.c0,
-                        law: LawReport::of(&f.law, &o.law),
+                        law: LawReport::of(&f.law, &o.law, problems),
                     });
                     fitted.compute = Some(f);
                 }
@@ -402,7 +484,20 @@ fn iv(i: &super::stats::Interval) -> String {
 }
 
 fn law_table(out: &mut String, title: &str, l: &LawReport) {
-    let _ = writeln!(out, "\n{title}  ({} points, objective {:.6e}, RMS ln-residual {:.4}, {}/{} starts converged, {} bootstrap)", l.n_points, l.objective, l.rmse_log, l.n_converged, l.n_starts, l.bootstrap_converged);
+    // "Converged" only for a usable law: an optimiser that settles on α < 0 has converged to nonsense.
+    let starts = if l.sane {
+        "starts converged"
+    } else {
+        "starts ended"
+    };
+    let _ = writeln!(out, "\n{title}  ({} points, objective {:.6e}, RMS ln-residual {:.4}, {}/{} {starts}, {} bootstrap)", l.n_points, l.objective, l.rmse_log, l.n_converged, l.n_starts, l.bootstrap_converged);
+    if !l.sane {
+        let _ = writeln!(
+            out,
+            "  NOT SANE, do not use these values: {}",
+            l.problems.join("; ")
+        );
+    }
     for (k, v) in &l.params.0 {
         let _ = writeln!(out, "  {k:<8} {}", iv(v));
     }
