@@ -154,6 +154,10 @@ pub struct TrainArgs {
     /// Keep the newest K checkpoints.
     #[arg(long, default_value_t = 2)]
     keep_checkpoints: usize,
+    /// Write no checkpoint at the end, nor on SIGINT/SIGTERM (with --checkpoint-every 0: none at all;
+    /// such a run cannot be resumed). For throughput and memory checks of large models.
+    #[arg(long, conflicts_with = "resume")]
+    no_final_checkpoint: bool,
     /// Peak FLOP/s of the device for MFU (default: datasheet bf16 peak of known GPUs).
     #[arg(long)]
     peak_flops: Option<f64>,
@@ -237,6 +241,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         device: args.device,
         checkpoint_every: args.checkpoint_every,
         keep_checkpoints: args.keep_checkpoints,
+        final_checkpoint: !args.no_final_checkpoint,
         peak_flops: args.peak_flops,
         stop_after: args.stop_after,
     };

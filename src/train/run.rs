@@ -29,6 +29,9 @@ pub struct RunOptions {
     pub checkpoint_every: u64,
     /// Checkpoints kept.
     pub keep_checkpoints: usize,
+    /// Write the final checkpoint and the one on interruption (false: `--no-final-checkpoint`; an
+    /// interrupted run then cannot be resumed).
+    pub final_checkpoint: bool,
     /// Peak FLOP/s for MFU (overrides the device table).
     pub peak_flops: Option<f64>,
     /// Stop (as if interrupted) after this step; for tests and for splitting long runs.
@@ -205,6 +208,13 @@ pub fn start(cfg: TrainConfig, opts: &RunOptions) -> Result<RunSummary, RunError
 
 /// Continue the run in `opts.dir` from its newest checkpoint, exactly where it stopped.
 pub fn resume(opts: &RunOptions) -> Result<RunSummary, RunError> {
+    if !opts.final_checkpoint {
+        return Err(RunError::Setup(
+            "--no-final-checkpoint cannot be used with --resume (the resumed run would end without \
+             a checkpoint of its last steps)"
+                .into(),
+        ));
+    }
     let mut manifest =
         Manifest::load(&opts.dir).map_err(|e| RunError::Setup(format!("cannot resume: {e}")))?;
     if manifest.status == RunStatus::Finished {
@@ -434,7 +444,7 @@ fn drive(
         let interrupted =
             stop.load(Ordering::SeqCst) || opts.stop_after.is_some_and(|s| out.step >= s);
         let periodic = opts.checkpoint_every > 0 && out.step % opts.checkpoint_every == 0;
-        if (periodic || interrupted) && !trainer.finished() {
+        if (periodic || (interrupted && opts.final_checkpoint)) && !trainer.finished() {
             if let Err(e) =
                 save_checkpoint(&mut trainer, &opts.dir, elapsed(&t0), opts.keep_checkpoints)
             {
@@ -458,6 +468,14 @@ fn drive(
             manifest
                 .save(&opts.dir)
                 .map_err(setup(opts.dir.join("run.json").display()))?;
+            if !opts.final_checkpoint {
+                return Err(RunError::Setup(format!(
+                    "interrupted at step {}; no checkpoint written (--no-final-checkpoint), so {} \
+                     cannot be resumed",
+                    out.step,
+                    opts.dir.display()
+                )));
+            }
             return Err(RunError::Interrupted {
                 step: out.step,
                 dir: opts.dir.display().to_string(),
@@ -469,10 +487,14 @@ fn drive(
     // written before that checkpoint; evaluate again for the manifest, deterministically, without a new row.
     let write_final = first_step < cfg.steps;
     last_eval = eval_now(&mut trainer, &mut metrics, elapsed(&t0), write_final)?.or(last_eval);
-    if let Err(e) = save_checkpoint(&mut trainer, &opts.dir, elapsed(&t0), opts.keep_checkpoints) {
-        let w = format!("final checkpoint not written: {e}");
-        eprintln!("warning: {w}");
-        manifest.warnings.push(w);
+    if opts.final_checkpoint {
+        if let Err(e) =
+            save_checkpoint(&mut trainer, &opts.dir, elapsed(&t0), opts.keep_checkpoints)
+        {
+            let w = format!("final checkpoint not written: {e}");
+            eprintln!("warning: {w}");
+            manifest.warnings.push(w);
+        }
     }
     let figures = FinalFigures {
         train_loss: last_loss,
