@@ -68,6 +68,9 @@ for line in sys.stdin:
         m = json.loads(line)
     except ValueError:
         continue
+    if m.get("reason") == "compiler-message":
+        print(m["message"].get("rendered", ""), file=sys.stderr)
+        continue
     if m.get("reason") != "compiler-artifact" or not m.get("executable"):
         continue
     name = m["target"]["name"]
@@ -83,6 +86,8 @@ for line in sys.stdin:
         m = json.loads(line)
     except ValueError:
         continue
+    if m.get("reason") == "compiler-message":
+        print(m["message"].get("rendered", ""), file=sys.stderr)
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["bench"]:
         shutil.copy2(m["executable"], os.path.join(sys.argv[1], m["target"]["name"]))
         print("copied bench", m["target"]["name"])
@@ -132,8 +137,16 @@ log "out=$out bin=$bin work=$work quick=$quick bench=$bench budget=${budget}s"
 # ---- stage bookkeeping: one JSON object per stage, in order ---------------------------------------------
 stages_json=""
 all_ok=1
-json_str() { python3 -c 'import json,sys; print(json.dumps(sys.argv[1]))' "$1" 2>/dev/null ||
-  printf '"%s"' "$(printf '%s' "$1" | tr -d '"\\' | tr '\n' ' ')"; }
+# A JSON string in plain bash (no python3 per call: its start-up is seconds on a loaded machine).
+json_str() {
+  local s="$1"
+  s="${s//\\/\\\\}"
+  s="${s//\"/\\\"}"
+  s="${s//$'\n'/\\n}"
+  s="${s//$'\r'/\\r}"
+  s="${s//$'\t'/\\t}"
+  printf '"%s"' "$(printf '%s' "$s" | tr -d '\000-\010\013\014\016-\037')"
+}
 # record NAME STATUS RC SECONDS LIMIT [EXTRA_JSON]
 record() {
   local extra="${6:-}"
@@ -247,7 +260,7 @@ gpu_name="$(timeout 20 nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/
 driver="$(timeout 20 nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -1)"
 # The stage passes when a GPU and all three CUDA libraries and the header were found.
 if [[ -n "$gpu_name" && "$libs_report" != *"NOT FOUND"* ]]; then st=passed; else st=failed; fi
-record env "$st" 0 "$secs" 80 \
+record env "$st" "$([[ $st == passed ]] && echo 0 || echo 1)" "$secs" 80 \
   "\"gpu\":$(json_str "$gpu_name"),\"driver\":$(json_str "$driver"),\"libraries\":$(json_str "$libs_report")"
 [[ -z "$gpu_name" ]] && log "no GPU seen by nvidia-smi: every GPU stage will fail"
 
@@ -288,9 +301,11 @@ for f in "${expected[@]}"; do
     continue
   fi
   run_stage "test:$name" "$t_test" "$logs/tests/$name.log" \
-    env ISOFLOP_TEST_DEVICES=gpu "$bin/$f" --test-threads=1
+    env ISOFLOP_TEST_DEVICES=gpu "$bin/$f" --test-threads=1 --nocapture
   summary="$(grep -E '^test result' "$logs/tests/$name.log" | tail -1)"
-  failed_tests="$(grep -E '^test .* FAILED$' "$logs/tests/$name.log" | sed 's/^test //; s/ \.\.\. FAILED$//' | head -20 | tr '\n' ' ')"
+  # The names under the last "failures:" heading of libtest's summary.
+  failed_tests="$(awk '/^failures:$/ {buf = ""; f = 1; next} f && /^    [^ ]/ {buf = buf $1 " "}
+    /^test result/ {f = 0} END {print buf}' "$logs/tests/$name.log")"
   record "test:$name" "$stage_status" "$stage_rc" "$stage_secs" "$stage_limit" \
     "\"summary\":$(json_str "$summary"),\"failed\":$(json_str "$failed_tests")"
 done
@@ -327,8 +342,8 @@ print(json.dumps({"pass": ok, "steps_compared": len(steps), "tolerance": tol, "m
 PY
 )"
 [[ -z "$curve_json" ]] && curve_json='{"pass":false,"error":"comparison did not run (python3?)"}'
-if echo "$curve_json" | grep -q '"pass": true'; then st=passed; else st=failed; fi
-record loss-curve "$st" 0 0 30 "\"detail\":$curve_json"
+if echo "$curve_json" | grep -q '"pass": true'; then st=passed rc=0; else st=failed rc=1; fi
+record loss-curve "$st" "$rc" 0 30 "\"detail\":$curve_json"
 
 # ---- D=2048/L=24 fits at micro-batch 16 and trains (no checkpoint written) ----------------------------------
 if [[ "${SKIP_D2048:-0}" != 1 ]]; then
@@ -381,7 +396,7 @@ cat >"$out/results.json" <<JSON
  $stages_json
  ]}
 JSON
-python3 -m json.tool "$out/results.json" >/dev/null 2>&1 || log "WARNING: results.json is not valid JSON"
+timeout 30 python3 -m json.tool "$out/results.json" >/dev/null 2>&1 || log "WARNING: results.json is not valid JSON (or python3 is missing)"
 
 # Small outputs only: logs, metrics and manifests of the runs, bench/compare results, cubins.
 pack() { # pack WITH_CUBINS

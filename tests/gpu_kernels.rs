@@ -1035,7 +1035,7 @@ fn work_from_a_new_thread_binds_the_context() {
         .unwrap_or_else(|_| panic!("{name}: fill_bytes"));
         let (dev, out) = dev;
         // 2. A pinned upload on a new thread.
-        let (dev, pinned, staged) = std::thread::spawn(move || {
+        let (dev, mut pinned, staged) = std::thread::spawn(move || {
             pinned
                 .copy_to(staged.ptr(), n * 4, &dev.gpu.stream)
                 .unwrap_or_else(|e| panic!("PinnedBuf::copy_to from a new thread: {e}"));

@@ -170,6 +170,10 @@ pub fn start(cfg: TrainConfig, opts: &RunOptions) -> Result<RunSummary, RunError
     }
     std::fs::create_dir_all(&opts.dir).map_err(setup(opts.dir.display()))?;
     let (source, eval, data) = open_data(&cfg)?;
+    if let DeviceChoice::Cuda(index) = opts.device {
+        // A missing GPU fails at once, before the parameters are initialised (seconds at D=2048).
+        device::check_gpu(index).map_err(|e| RunError::Setup(e.to_string()))?;
+    }
     let params = init_params(&cfg.model, cfg.seed);
     let opened = device::open_backend(opts.device, &cfg.model, params)
         .map_err(|e| RunError::Setup(e.to_string()))?;
