@@ -155,18 +155,17 @@ record() {
   [[ "$2" == passed ]] || all_ok=0
   log "stage $1: $2 (rc=$3, ${4}s of ${5}s)"
 }
-# limit_for WANTED: the stage's limit capped by what is left of the budget (minus 15 s for packing).
-limit_for() {
-  local left=$((budget - ($(date +%s) - t0) - 15))
-  ((left < $1)) && echo "$left" || echo "$1"
-}
+# budget_left: seconds left of the budget, less 15 s kept for packing.
+budget_left() { echo $((budget - ($(date +%s) - t0) - 15)); }
 # run_stage NAME LIMIT LOGFILE CMD...: runs CMD under timeout, output to LOGFILE; sets stage_rc, stage_status,
 # stage_secs, stage_limit (does not record: the caller may refine the status first).
 run_stage() {
   local name="$1" want="$2" logf="$3"
   shift 3
-  stage_limit=$(limit_for "$want")
-  if ((stage_limit < 10)); then
+  local left
+  left=$(budget_left)
+  stage_limit=$((left < want ? left : want))
+  if ((left < 10)); then
     stage_rc=-1 stage_secs=0 stage_status="not run (suite budget spent)"
     echo "not run: suite budget spent" >"$logf"
     return
