@@ -10,7 +10,8 @@
 #      QUICK=1 bench/gpu-suite.sh OUT_DIR [BIN_DIR]        # BIN_DIR defaults to <repo>/.gpu-bin
 #
 # OUT_DIR receives exactly four files, nothing else (no checkpoints, shards, criterion folders or
-# compare inputs; those live in a scratch folder, WORK_DIR, deleted at the end unless KEEP_WORK=1):
+# compare inputs; those live in a fresh scratch folder under WORK_DIR (default $TMPDIR or /tmp), deleted
+# at the end unless KEEP_WORK=1):
 #   results.json  every stage: status (passed / failed / timed out / not run), exit code, seconds, limit
 #   suite.log     what ran, in order, with each stage's result line
 #   env.txt       OS, glibc, driver, GPU, python/torch, and where each CUDA library and header was found
@@ -18,7 +19,8 @@
 #                 tables and JSON, the compiled cubins (dropped first if the archive would pass 16 MiB)
 #
 # Stages, each under `timeout` (a stage that hits its limit is recorded as failed, "timed out"), each
-# limit further capped by what is left of SUITE_BUDGET_S; a stage with under 10 s left is "not run".
+# limit further capped by what is left of SUITE_BUDGET_S; a stage that finds under 10 s of it left is
+# "not run" (also a failure).
 # The estimate is for one H200 (or H100), by stage, for QUICK=1 (written before any GPU run; measure):
 #   stage        what                                                limit var      default  estimate
 #   env          env.txt: nvidia-smi, glibc, python3 + torch import  (own timeouts)   80 s     10 s
@@ -126,7 +128,9 @@ t0=$(date +%s)
 
 # OUT_DIR gets only the four result files; everything else goes to a scratch folder.
 rm -f "$out/results.json" "$out/suite.log" "$out/env.txt" "$out/logs.tgz"
-work="${WORK_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/gpu-suite.XXXXXX")}"
+# A fresh folder even under a given WORK_DIR (it is deleted at the end).
+mkdir -p "${WORK_DIR:-${TMPDIR:-/tmp}}" || exit 2
+work="$(mktemp -d "${WORK_DIR:-${TMPDIR:-/tmp}}/gpu-suite.XXXXXX")" || exit 2
 mkdir -p "$work/logs" "$work/cache"
 logs="$work/logs"
 export ISOFLOP_CACHE="$work/cache"
@@ -382,7 +386,7 @@ if [[ "$bench" == 1 ]]; then
 
   mkdir -p "$work/compare"
   run_stage compare "$t_compare" "$logs/compare.log" \
-    env ISOFLOP="$bin/isoflop" STEPS="$cmp_steps" SIZES="$cmp_sizes" "$here/bench/compare.sh" "$work/compare"
+    env ISOFLOP="$bin/isoflop" STEPS="$cmp_steps" SIZES="$cmp_sizes" bash "$here/bench/compare.sh" "$work/compare"
   record compare "$stage_status" "$stage_rc" "$stage_secs" "$stage_limit" \
     "\"sizes\":$(json_str "$cmp_sizes"),\"steps\":$cmp_steps"
 fi
