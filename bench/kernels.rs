@@ -88,6 +88,14 @@ fn profile(c: &mut Criterion, launcher: &RefCell<Box<dyn KernelLauncher>>) {
 }
 
 fn main() {
+    // Criterion's own flags shorten the profile (bench/gpu-suite.sh's quick profile passes
+    // `--warm-up-time 0.1 --measurement-time 0.3 --sample-size 10`); they are parsed before the GPU is
+    // looked for, so a bad flag fails on any machine.
+    let mut c = Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .configure_from_args();
     let launcher = match open_launcher() {
         Ok(l) => l,
         Err(why) => {
@@ -96,11 +104,6 @@ fn main() {
         }
     };
     let launcher = RefCell::new(launcher);
-    let mut c = Criterion::default()
-        .sample_size(20)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .configure_from_args();
     profile(&mut c, &launcher);
     c.final_summary();
 }

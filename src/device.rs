@@ -135,13 +135,7 @@ pub fn open_backend(
             },
         },
         DeviceChoice::Cuda(index) => {
-            let gpus = probe_gpus().map_err(|why| DeviceError::NoSuchGpu { index, why })?;
-            if index >= gpus.len() {
-                return Err(DeviceError::NoSuchGpu {
-                    index,
-                    why: format!("only {} GPU(s) present", gpus.len()),
-                });
-            }
+            check_gpu(index)?;
             match CudaBackend::new(*cfg, &params, index) {
                 Ok(backend) => Ok(Opened {
                     note: format!("device: {}", backend.device_name()),
@@ -155,6 +149,19 @@ pub fn open_backend(
             }
         }
     }
+}
+
+/// Whether GPU `index` is there (driver loaded, device counted), without opening it: cheap, so callers
+/// check before preparing work for it (the parameters of a D=2048 model take seconds to initialise).
+pub fn check_gpu(index: usize) -> Result<(), DeviceError> {
+    let gpus = probe_gpus().map_err(|why| DeviceError::NoSuchGpu { index, why })?;
+    if index >= gpus.len() {
+        return Err(DeviceError::NoSuchGpu {
+            index,
+            why: format!("only {} GPU(s) present", gpus.len()),
+        });
+    }
+    Ok(())
 }
 
 /// Measured f32 matmul throughput of the CPU backend (FLOP/s): the best of a few square products sized

@@ -297,3 +297,40 @@ fn run_strided_dy(dev: &mut Dev) {
         eprintln!("{what}: ok");
     }
 }
+
+/// A weight gradient with a tiny output and a long reduction over the tokens (`dW[64,64] = Xᵀ·dY` over
+/// 16384 tokens on a GPU): the shape for which cuBLASLt's heuristic would pick a split-K algorithm.
+/// Computed three times — twice with one handle, once with a fresh handle (new plans, as after a resume)
+/// — the bits must agree. On a GPU this tells whether the reduction-scheme restriction of
+/// src/cuda/blas.rs holds (run it with `ISOFLOP_CUBLASLT_REDUCTION=any` to see the unrestricted heuristic).
+#[test]
+fn long_reductions_repeat_bitwise_across_handles() {
+    for_each_device("long_reductions_repeat_bitwise_across_handles", |dev| {
+        let (m, k, n) = if dev.is_emulated() {
+            (512, 64, 64)
+        } else {
+            (16384, 64, 64)
+        };
+        let mut r = rng(77);
+        let x = round_bf16(&uniform(&mut r, m * k, -1.0, 1.0));
+        let dy = round_bf16(&uniform(&mut r, m * n, -1.0, 1.0));
+        let (xd, dyd) = (dev.bf16(&x), dev.bf16(&dy));
+        let want = mm(&transpose(&x, m, k), &dy, k, m, n);
+        let s = &dev.gpu.stream;
+        let run = |blas: &mut isoflop::cuda::blas::Blas| {
+            let dw = dev.f32(&vec![0.0; k * n]);
+            blas.backward_weight(s, xd.ptr(), dyd.ptr(), dw.ptr(), m, k, n)
+                .unwrap();
+            dev.gpu.sync().unwrap();
+            dev.get_f32(&dw)
+        };
+        let mut one = dev.blas();
+        let a = run(&mut one);
+        let b = run(&mut one);
+        let c = run(&mut dev.blas());
+        assert!(rel(&a, &want) <= 1e-4, "dW m={m}: {:.2e}", rel(&a, &want));
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&a), bits(&b), "same handle, m={m}");
+        assert_eq!(bits(&a), bits(&c), "fresh handle, m={m}");
+    });
+}

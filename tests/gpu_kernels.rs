@@ -1003,3 +1003,94 @@ fn sanitized_child_kernel_cases() {
     run_fused_attention(&mut dev, &shapes, 50);
     eprintln!("sanitized kernel cases ok");
 }
+
+/// Each CUDA entry point that takes a raw stream or handle — `DevBuf::fill_bytes`,
+/// `PinnedBuf::copy_to` / `copy_from`, `Kernels::launch` — called first thing on a fresh thread that
+/// never bound the context (on a GPU, without the binding inside them the driver answers
+/// `CUDA_ERROR_INVALID_CONTEXT`); the results are checked on the opening thread.
+#[test]
+fn work_from_a_new_thread_binds_the_context() {
+    use isoflop::cuda::gpu::PinnedBuf;
+    for dev in common::devices("work_from_a_new_thread_binds_the_context") {
+        let name = dev.gpu.name.clone();
+        let n = 1000usize;
+        let x: Vec<f32> = (0..n).map(|i| i as f32 / 100.0 - 5.0).collect();
+        let xd = dev.f32(&x);
+        let out = dev.nan_f32(n);
+        let staged = dev.nan_f32(n);
+        let back = dev.nan_f32(n);
+        let mut pinned = PinnedBuf::new(&dev.gpu, n * 4).unwrap();
+        pinned
+            .as_mut_slice()
+            .copy_from_slice(bytemuck_f32(&x).as_slice());
+        // 1. fill_bytes on a new thread.
+        let dev = std::thread::spawn(move || {
+            out.fill_bytes(0, &dev.gpu.stream)
+                .unwrap_or_else(|e| panic!("fill_bytes from a new thread: {e}"));
+            dev.gpu.sync().unwrap();
+            assert!(dev.get_f32(&out).iter().all(|&v| v == 0.0));
+            (dev, out)
+        })
+        .join()
+        .unwrap_or_else(|_| panic!("{name}: fill_bytes"));
+        let (dev, out) = dev;
+        // 2. A pinned upload on a new thread.
+        let (dev, mut pinned, staged) = std::thread::spawn(move || {
+            pinned
+                .copy_to(staged.ptr(), n * 4, &dev.gpu.stream)
+                .unwrap_or_else(|e| panic!("PinnedBuf::copy_to from a new thread: {e}"));
+            dev.gpu.sync().unwrap();
+            (dev, pinned, staged)
+        })
+        .join()
+        .unwrap_or_else(|_| panic!("{name}: copy_to"));
+        assert_eq!(dev.get_f32(&staged), x);
+        // 3. A kernel launch on a new thread.
+        let (dev, xd, out) = std::thread::spawn(move || {
+            let nn = n as i64;
+            dev.k
+                .launch(
+                    &dev.gpu.stream,
+                    "gelu_forward_f32",
+                    (elementwise_grid(n), 1, 1),
+                    256,
+                    0,
+                    &[&xd.ptr(), &out.ptr(), &nn],
+                )
+                .unwrap_or_else(|e| panic!("Kernels::launch from a new thread: {e}"));
+            dev.gpu.sync().unwrap();
+            (dev, xd, out)
+        })
+        .join()
+        .unwrap_or_else(|_| panic!("{name}: launch"));
+        let mut want = vec![0f32; n];
+        ops::gelu_forward(&x, &mut want);
+        ok(check_close(
+            "gelu_forward_f32 from a new thread",
+            &dev.get_f32(&out),
+            &want,
+            1e-5,
+            1e-6,
+        ));
+        // 4. A pinned download on a new thread.
+        dev.gpu.copy(&xd, &back, n).unwrap();
+        dev.gpu.sync().unwrap();
+        let (dev, mut pinned) = std::thread::spawn(move || {
+            pinned.as_mut_slice().fill(0);
+            pinned
+                .copy_from(back.ptr(), n * 4, &dev.gpu.stream)
+                .unwrap_or_else(|e| panic!("PinnedBuf::copy_from from a new thread: {e}"));
+            dev.gpu.sync().unwrap();
+            drop(back);
+            (dev, pinned)
+        })
+        .join()
+        .unwrap_or_else(|_| panic!("{name}: copy_from"));
+        assert_eq!(pinned.as_mut_slice(), bytemuck_f32(&x).as_slice());
+        drop((dev, xd));
+    }
+}
+
+fn bytemuck_f32(x: &[f32]) -> Vec<u8> {
+    x.iter().flat_map(|v| v.to_le_bytes()).collect()
+}

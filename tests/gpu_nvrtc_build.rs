@@ -110,3 +110,47 @@ fn kernel_hash_covers_the_embedded_files_as_on_disk() {
     let disk: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(isoflop::kernel_sources_sha256(), disk);
 }
+
+/// Without LD_LIBRARY_PATH and without any preloading, isoflop finds NVRTC and `cuda_bf16.h` itself, at
+/// run time (src/cuda/discover.rs): here from the pinned wheels of this checkout's `target/nvrtc-13.0`,
+/// found above the test executable — not from a path compiled in. Runs in a child process of this
+/// binary, so that no other test has loaded NVRTC first.
+#[test]
+fn nvrtc_and_headers_are_found_at_run_time() {
+    const CHILD: &str = "ISOFLOP_TEST_DISCOVERY_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        assert!(
+            nvrtc::nvrtc_present(),
+            "NVRTC not found by the fallback search"
+        );
+        assert_eq!(nvrtc::nvrtc_version().unwrap().0, 13);
+        let inc = nvrtc::find_cuda_include();
+        assert!(
+            inc.first().is_some_and(|d| d.join("cuda_bf16.h").is_file()),
+            "{inc:?}"
+        );
+        // Empty when the loader found it by itself (a toolkit on the loader's path).
+        eprintln!(
+            "fallbacks used: {:?}",
+            isoflop::cuda::discover::fallback_report()
+        );
+        return;
+    }
+    harness::nvrtc_dir().unwrap_or_else(|e| panic!("{e}"));
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "nvrtc_and_headers_are_found_at_run_time",
+            "--nocapture",
+        ])
+        .env(CHILD, "1")
+        .env_remove("LD_LIBRARY_PATH")
+        .env_remove("ISOFLOP_CUDA_INCLUDE")
+        .env_remove("ISOFLOP_CUDA_LIB")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("1 passed"), "{text}");
+}

@@ -916,4 +916,54 @@ fn resume_keeps_the_runs_settings_and_records_overrides() {
         .collect();
     assert_eq!(evals, [24, 27, 30]);
     assert_eq!(losses(&dir), losses(&refdir));
+fn no_final_checkpoint_writes_no_checkpoint_and_refuses_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("nockpt");
+    let mut args = small_args(&dir, 6);
+    args.extend(["--checkpoint-every", "0", "--no-final-checkpoint"].map(String::from));
+    run_ok(&args);
+    assert_eq!(train_lines(&dir), 6);
+    assert_eq!(manifest(&dir)["status"], "finished");
+    let ckpts = dir.join("checkpoints");
+    let n = std::fs::read_dir(&ckpts).map_or(0, |d| d.count());
+    assert_eq!(n, 0, "{} holds checkpoints", ckpts.display());
+    // Interrupted (as by SIGTERM from `timeout`): still no checkpoint, and the error says why.
+    let dir2 = tmp.path().join("stopped");
+    let mut args = small_args(&dir2, 6);
+    args.extend(
+        [
+            "--checkpoint-every",
+            "0",
+            "--no-final-checkpoint",
+            "--stop-after",
+            "2",
+        ]
+        .map(String::from),
+    );
+    let out = Command::new(BIN).args(&args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("no checkpoint written"), "{err}");
+    assert_eq!(
+        std::fs::read_dir(dir2.join("checkpoints")).map_or(0, |d| d.count()),
+        0
+    );
+    assert_eq!(manifest(&dir2)["status"], "interrupted");
+    // Refused together with --resume, naming both flags.
+    let out = Command::new(BIN)
+        .args([
+            "train",
+            "--resume",
+            &dir2.display().to_string(),
+            "--no-final-checkpoint",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("--no-final-checkpoint") && err.contains("--resume"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
 }

@@ -155,6 +155,10 @@ pub struct TrainArgs {
     /// Keep the newest K checkpoints [default: 2; on --resume: the run's own].
     #[arg(long, value_name = "K")]
     keep_checkpoints: Option<usize>,
+    /// Write no checkpoint at the end, nor on SIGINT/SIGTERM (with --checkpoint-every 0: none at all;
+    /// such a run cannot be resumed). For throughput and memory checks of large models.
+    #[arg(long, conflicts_with = "resume")]
+    no_final_checkpoint: bool,
     /// Peak FLOP/s of the device for MFU (default: datasheet bf16 peak of known GPUs).
     #[arg(long)]
     peak_flops: Option<f64>,
@@ -274,6 +278,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             log_every: args.log_every,
             peak_flops: args.peak_flops,
         },
+        final_checkpoint: !args.no_final_checkpoint,
         stop_after: args.stop_after,
         stop_on_hangup: args.stop_on_hangup,
     };

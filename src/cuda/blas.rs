@@ -14,7 +14,15 @@
 //!
 //! Determinism: each distinct product shape gets its algorithm from the heuristic once and keeps it
 //! (plans are cached), with one fixed workspace, so a run repeats the same kernels in the same order;
-//! cuBLAS documents bitwise-identical results for the same algorithm, toolkit and GPU. The fused GELU
+//! cuBLAS documents bitwise-identical results for the same algorithm, toolkit and GPU. On top of that,
+//! the heuristic is only offered algorithms without a split-K reduction
+//! (`CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK` = `CUBLASLT_REDUCTION_SCHEME_NONE`): every output
+//! element is then summed over `k` by one thread block in a fixed order, so repeats, resumed runs and
+//! fresh handles give the same bits by construction, not by a library promise about how split-K
+//! partial sums are combined. The cost: shapes with a small output and a long `k` (small models, or
+//! weight gradients of few tokens) cannot spread `k` over several blocks and may run below the GPU's
+//! peak; the model's large products fill the GPU without split-K. `ISOFLOP_CUBLASLT_REDUCTION=any`
+//! lifts the restriction ([`ReductionPolicy`]). The fused GELU
 //! epilogue is not used: its approximation is not documented to be the contract's tanh form, and the
 //! separate GELU kernel costs one bf16 read and write of the [N, 4D] activation.
 //!
@@ -31,6 +39,48 @@ use std::ffi::c_void;
 /// cuBLASLt workspace: 32 MiB (NVIDIA's recommendation for Hopper), allocated once by us instead of
 /// `CudaBlasLT::new` (which unwraps its allocation).
 pub const WORKSPACE_BYTES: usize = 32 << 20;
+
+/// Which split-K reduction schemes the cuBLASLt heuristic may choose from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReductionPolicy {
+    /// No split-K (`CUBLASLT_REDUCTION_SCHEME_NONE` only): bitwise repeatable by construction. Default.
+    NoSplitK,
+    /// Every scheme (`CUBLASLT_REDUCTION_SCHEME_MASK`): possibly faster for long-`k` products with a
+    /// small output; repeatability then rests on cuBLASLt's own guarantee.
+    Any,
+}
+
+impl ReductionPolicy {
+    /// From `ISOFLOP_CUBLASLT_REDUCTION` (`none`, the default, or `any`); anything else is an error
+    /// naming the variable.
+    pub fn from_env() -> GpuResult<ReductionPolicy> {
+        Self::parse(std::env::var("ISOFLOP_CUBLASLT_REDUCTION").ok().as_deref())
+    }
+
+    /// Parse a setting (None or empty: the default).
+    pub fn parse(v: Option<&str>) -> GpuResult<ReductionPolicy> {
+        match v.map(str::trim) {
+            None | Some("") | Some("none") => Ok(ReductionPolicy::NoSplitK),
+            Some("any") => Ok(ReductionPolicy::Any),
+            Some(other) => Err(GpuError::Blas(format!(
+                "ISOFLOP_CUBLASLT_REDUCTION={other:?}: expected \"none\" (no split-K, the default) \
+                 or \"any\""
+            ))),
+        }
+    }
+
+    /// The value of `CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK`.
+    pub fn mask(self) -> u32 {
+        match self {
+            ReductionPolicy::NoSplitK => {
+                sys::cublasLtReductionScheme_t::CUBLASLT_REDUCTION_SCHEME_NONE as u32
+            }
+            ReductionPolicy::Any => {
+                sys::cublasLtReductionScheme_t::CUBLASLT_REDUCTION_SCHEME_MASK as u32
+            }
+        }
+    }
+}
 
 /// Element type of a product's output (operands are always bf16).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -139,8 +189,10 @@ fn blas_err(what: &str) -> impl Fn(result::CublasError) -> GpuError + '_ {
 
 /// Whether libcublasLt can be loaded.
 pub fn cublaslt_present() -> bool {
-    // SAFETY: only tries to open the shared library.
-    unsafe { sys::is_culib_present() }
+    super::discover::ensure_loaded(super::discover::CudaLib::CublasLt, || {
+        // SAFETY: only tries to open the shared library.
+        unsafe { sys::is_culib_present() }
+    })
 }
 
 /// A cuBLASLt handle with its workspace and cached plans.
@@ -148,6 +200,7 @@ struct Lt {
     handle: sys::cublasLtHandle_t,
     workspace: DevBuf<u8>,
     plans: HashMap<(Shape, Align), Plan>,
+    reduction: ReductionPolicy,
 }
 
 /// Byte alignments of the A, B, C and D pointers of a product (powers of two, at most 256): part of
@@ -177,8 +230,9 @@ impl Blas {
     pub fn new(gpu: &Gpu) -> GpuResult<Blas> {
         if !cublaslt_present() {
             return Err(GpuError::Unavailable(
-                "cuBLASLt (libcublasLt.so.13) not found: add the CUDA toolkit's lib64 to \
-                 LD_LIBRARY_PATH"
+                "cuBLASLt (libcublasLt.so.13) not found on the loader's path, in the CUDA \
+                 toolkit or in PyTorch's nvidia/cu13 wheels: add its folder to LD_LIBRARY_PATH or \
+                 ISOFLOP_CUDA_LIB"
                     .into(),
             ));
         }
@@ -187,6 +241,7 @@ impl Blas {
                 "cuBLASLt does not run on the emulated device (use Blas::emulated)".into(),
             ));
         }
+        let reduction = ReductionPolicy::from_env()?;
         gpu.bind()?;
         let workspace = gpu.alloc::<u8>(WORKSPACE_BYTES, "the cuBLASLt workspace")?;
         let handle = super::gpu::catch_cuda_panic("loading cuBLASLt", || {
@@ -197,6 +252,7 @@ impl Blas {
                 handle,
                 workspace,
                 plans: HashMap::new(),
+                reduction,
             }),
         })
     }
@@ -382,6 +438,15 @@ impl Lt {
                     )
                 });
             }
+            let mask = self.reduction.mask();
+            let r = r.and_then(|_| {
+                result::set_matmul_pref_attribute(
+                    pref,
+                    P::CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
+                    &mask as *const u32 as *const c_void,
+                    4,
+                )
+            });
             let r = r.and_then(|_| {
                 result::get_matmul_algo_heuristic(
                     self.handle,
@@ -398,7 +463,9 @@ impl Lt {
         }
         .map_err(|err| {
             GpuError::Blas(format!(
-                "no cuBLASLt algorithm for {s:?} (m,n,k column-major): {err}"
+                "no cuBLASLt algorithm for {s:?} (m,n,k column-major, reduction schemes {:?}; \
+                 ISOFLOP_CUBLASLT_REDUCTION=any allows split-K): {err}",
+                self.reduction
             ))
         })?;
         plan.algo = heur.algo;
@@ -422,6 +489,11 @@ impl Lt {
         let handle = self.handle;
         let (ws, ws_bytes) = (self.workspace.ptr(), self.workspace.bytes());
         let plan = self.plan(s, align)?;
+        // The stream's context must be current on this thread (the caller may be a new thread).
+        stream
+            .context()
+            .bind_to_thread()
+            .map_err(|e| GpuError::Blas(format!("binding the CUDA context: {e}")))?;
         // SAFETY: pointers are device buffers of the sizes the shape implies (the callers size them from
         // the model's dimensions); descriptors are alive in the cached plan; C and D share a layout.
         super::gpu::catch_cuda_panic("running a cuBLASLt matmul", || unsafe {
@@ -562,5 +634,26 @@ impl Drop for Lt {
         unsafe {
             let _ = result::destroy_handle(self.handle);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ReductionPolicy as R;
+
+    #[test]
+    fn reduction_policy_defaults_to_no_split_k() {
+        assert_eq!(R::parse(None).unwrap(), R::NoSplitK);
+        assert_eq!(R::parse(Some("")).unwrap(), R::NoSplitK);
+        assert_eq!(R::parse(Some("none")).unwrap(), R::NoSplitK);
+        assert_eq!(R::parse(Some("any")).unwrap(), R::Any);
+        // The values of cublasLtReductionScheme_t: NONE = 0, MASK = INPLACE | COMPUTE_TYPE | OUTPUT_TYPE.
+        assert_eq!(R::NoSplitK.mask(), 0);
+        assert_eq!(R::Any.mask(), 7);
+        let e = R::parse(Some("fast")).unwrap_err().to_string();
+        assert!(
+            e.contains("ISOFLOP_CUBLASLT_REDUCTION") && e.contains("fast"),
+            "{e}"
+        );
     }
 }

@@ -86,8 +86,10 @@ impl<T> Ctx<T> for Result<T, DriverError> {
 
 /// Whether libcuda can be loaded (never panics; cudarc would panic on first use without it).
 pub fn driver_present() -> bool {
-    // SAFETY: only tries to open the shared library.
-    unsafe { sys::is_culib_present() }
+    super::discover::ensure_loaded(super::discover::CudaLib::Driver, || {
+        // SAFETY: only tries to open the shared library.
+        unsafe { sys::is_culib_present() }
+    })
 }
 
 /// Run `f`, turning a panic inside cudarc (e.g. "Missing symbol" for a driver too old for the
@@ -433,6 +435,15 @@ impl Gpu {
     }
 }
 
+/// Make `ctx` current on the calling thread. Every call that takes a raw stream, pointer or function
+/// handle binds first (a no-op when it is already current): the types here are `Send`, so the work may
+/// come from a thread that never bound the context, which the driver would refuse with
+/// `CUDA_ERROR_INVALID_CONTEXT`.
+fn bind(ctx: &CudaContext) -> GpuResult<()> {
+    ctx.bind_to_thread()
+        .ctx(|| "binding the CUDA context to this thread".into())
+}
+
 /// Who frees an allocation.
 enum Owner {
     /// A device (or pinned) allocation of this context.
@@ -536,8 +547,9 @@ impl<T> DevBuf<T> {
                 unsafe { std::ptr::write_bytes(self.ptr as *mut u8, byte, self.bytes()) };
                 Ok(())
             }
-            // SAFETY: the range is inside the allocation.
-            Owner::Cuda(_) => {
+            Owner::Cuda(ctx) => {
+                bind(ctx)?;
+                // SAFETY: the range is inside the allocation.
                 unsafe { result::memset_d8_async(self.ptr, byte, self.bytes(), stream.raw()) }
                     .ctx(|| format!("filling {}", self.what))
             }
@@ -617,11 +629,14 @@ impl PinnedBuf {
     /// Queue a copy of the first `bytes` bytes to `dst` on `stream`.
     pub fn copy_to(&self, dst: DevPtr, bytes: usize, stream: &Stream) -> GpuResult<()> {
         let bytes = bytes.min(self.len);
-        if let Owner::Host(_) = self.owner {
-            // SAFETY: dst is an emulated device allocation with room for `bytes` (the caller sized it
-            // like this buffer); distinct allocations do not overlap.
-            unsafe { std::ptr::copy_nonoverlapping(self.ptr, dst as *mut u8, bytes) };
-            return Ok(());
+        match &self.owner {
+            Owner::Cuda(ctx) => bind(ctx)?,
+            Owner::Host(_) => {
+                // SAFETY: dst is an emulated device allocation with room for `bytes` (the caller sized it
+                // like this buffer); distinct allocations do not overlap.
+                unsafe { std::ptr::copy_nonoverlapping(self.ptr, dst as *mut u8, bytes) };
+                return Ok(());
+            }
         }
         // SAFETY: the pinned source stays alive (owned by self) until the caller's event says the copy
         // is done; dst has room (the caller sized it like this buffer).
@@ -634,10 +649,13 @@ impl PinnedBuf {
     /// bytes only after an event recorded after this call has completed).
     pub fn copy_from(&mut self, src: DevPtr, bytes: usize, stream: &Stream) -> GpuResult<()> {
         let bytes = bytes.min(self.len);
-        if let Owner::Host(_) = self.owner {
-            // SAFETY: src is an emulated device allocation of at least `bytes` bytes.
-            unsafe { std::ptr::copy_nonoverlapping(src as *const u8, self.ptr, bytes) };
-            return Ok(());
+        match &self.owner {
+            Owner::Cuda(ctx) => bind(ctx)?,
+            Owner::Host(_) => {
+                // SAFETY: src is an emulated device allocation of at least `bytes` bytes.
+                unsafe { std::ptr::copy_nonoverlapping(src as *const u8, self.ptr, bytes) };
+                return Ok(());
+            }
         }
         // SAFETY: owned pinned allocation of at least `bytes` bytes; src holds `bytes` bytes.
         let dst = unsafe { std::slice::from_raw_parts_mut(self.ptr, bytes) };
@@ -813,7 +831,10 @@ impl Kernels {
                         ))
                     });
             }
-            KernelsImpl::Cuda(_) => self.get(name)?,
+            KernelsImpl::Cuda(m) => {
+                bind(&m.ctx)?;
+                self.get(name)?
+            }
         };
         let mut params: Vec<*mut c_void> = args.iter().map(|a| a.as_param()).collect();
         // SAFETY: the parameter list matches the kernel's signature (checked by the GPU tests against

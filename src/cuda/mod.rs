@@ -3,6 +3,8 @@
 //!
 //! - [`nvrtc`]: embedded sources, NVRTC options, cubin compilation for the GPU's exact architecture,
 //!   the on-disk cubin cache;
+//! - [`discover`]: where the CUDA libraries and headers are found at run time (toolkit, PyTorch's
+//!   CUDA 13 wheels, a checkout's pinned NVRTC);
 //! - [`gpu`]: a panic-free layer over the driver (context, streams, buffers, launches);
 //! - [`blas`]: row-major `y = x·W` products and their gradients through cuBLASLt;
 //! - [`ops`]: the launch conventions of every kernel (grids, blocks, arguments), shared with the kernel
@@ -17,6 +19,7 @@
 
 pub mod backend;
 pub mod blas;
+pub mod discover;
 pub mod gpu;
 pub mod kernel_bench;
 pub mod layout;

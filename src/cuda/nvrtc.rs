@@ -2,10 +2,11 @@
 //! found, with an on-disk cache.
 //!
 //! The sources are embedded in the binary (`include_str!`), so it runs from any directory. NVRTC is
-//! loaded dynamically through cudarc (`libnvrtc.so.13` on `LD_LIBRARY_PATH`); [`nvrtc_present`] checks
-//! for it first, so a machine without it gets an error, never a panic. The options are
-//! [`NVRTC_OPTIONS`] plus the architecture ([`arch_option`]); `tests/nvrtc_compile.rs` checks the same
-//! list for sm_90a in CI. Loading a cubin (not PTX) avoids the "NVRTC newer than the driver" trap
+//! loaded dynamically through cudarc (`libnvrtc.so.13` on the loader's path, else found and preloaded
+//! by [`super::discover`]: the toolkit, PyTorch's CUDA 13 wheels, a checkout's pinned wheels);
+//! [`nvrtc_present`] checks for it first, so a machine without it gets an error, never a panic. The
+//! options are [`NVRTC_OPTIONS`] plus the architecture ([`arch_option`]); `tests/nvrtc_compile.rs`
+//! checks the same list for sm_90a in CI. Loading a cubin (not PTX) avoids the "NVRTC newer than the driver" trap
 //! (see CUDA-NOTES.md). Cubins are cached under [`cache_dir`], keyed by the sha256 of the source, every
 //! header, the options, the architecture and the NVRTC version.
 
@@ -203,14 +204,16 @@ fn strip_comments(src: &str) -> String {
 
 /// Whether libnvrtc can be loaded (cudarc would panic on first use without it).
 pub fn nvrtc_present() -> bool {
-    // SAFETY: only tries to open the shared library.
-    unsafe { cudarc::nvrtc::sys::is_culib_present() }
+    super::discover::ensure_loaded(super::discover::CudaLib::Nvrtc, || {
+        // SAFETY: only tries to open the shared library.
+        unsafe { cudarc::nvrtc::sys::is_culib_present() }
+    })
 }
 
 fn unavailable() -> GpuError {
     GpuError::Unavailable(
-        "NVRTC (libnvrtc.so.13) not found: add the CUDA toolkit's lib64 (e.g. /usr/local/cuda/lib64) \
-         to LD_LIBRARY_PATH"
+        "NVRTC (libnvrtc.so.13) not found on the loader's path, in the CUDA toolkit or in PyTorch's \
+         nvidia/cu13 wheels: add its folder to LD_LIBRARY_PATH or ISOFLOP_CUDA_LIB"
             .into(),
     )
 }
@@ -356,41 +359,12 @@ pub fn cache_dir() -> PathBuf {
     std::env::temp_dir().join("isoflop-kernels")
 }
 
-/// A directory holding `cuda_bf16.h`, and its `cccl` subfolder when present: `$ISOFLOP_CUDA_INCLUDE`,
-/// `$CUDA_HOME/include`, `$CUDA_PATH/include`, `/usr/local/cuda/include`, `/usr/local/cuda-13.0/include`,
-/// `/opt/cuda/include`, then the pinned NVRTC wheels this checkout's tests install. Empty when none is
-/// found (NVRTC may still have the header built in; otherwise its log says what is missing).
+/// A directory holding `cuda_bf16.h`, and its `cccl` subfolder when present, searched at run time on
+/// this machine ([`super::discover`]: `$ISOFLOP_CUDA_INCLUDE`, the toolkit, PyTorch's CUDA 13 wheels,
+/// a checkout's pinned NVRTC wheels above the executable). Empty when none is found (NVRTC may still
+/// have the header built in; otherwise its log says what is missing).
 pub fn find_cuda_include() -> Vec<PathBuf> {
-    let mut cands: Vec<PathBuf> = Vec::new();
-    if let Some(d) = std::env::var_os("ISOFLOP_CUDA_INCLUDE") {
-        cands.push(PathBuf::from(d));
-    }
-    for var in ["CUDA_HOME", "CUDA_PATH", "CUDA_ROOT"] {
-        if let Some(d) = std::env::var_os(var) {
-            cands.push(PathBuf::from(d).join("include"));
-        }
-    }
-    cands.push("/usr/local/cuda/include".into());
-    cands.push("/usr/local/cuda-13.0/include".into());
-    cands.push("/opt/cuda/include".into());
-    cands.push(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("target")
-            .join("nvrtc-13.0")
-            .join("nvidia")
-            .join("cu13")
-            .join("include"),
-    );
-    for c in cands {
-        if c.join("cuda_bf16.h").is_file() {
-            let mut v = vec![c.clone()];
-            if c.join("cccl").is_dir() {
-                v.push(c.join("cccl"));
-            }
-            return v;
-        }
-    }
-    Vec::new()
+    super::discover::SearchEnv::current().include_dirs()
 }
 
 /// One loaded-to-be module: file name, cubin, kernel names.

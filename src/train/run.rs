@@ -33,6 +33,9 @@ pub struct RunOptions {
     /// Operational settings given as flags: for a new run, None takes the default; on resume, None keeps
     /// the run's own value and a given one overrides it (recorded in run.json's `overrides`).
     pub settings: SettingFlags,
+    /// Write the final checkpoint and the one on interruption (false: `--no-final-checkpoint`; an
+    /// interrupted run then cannot be resumed).
+    pub final_checkpoint: bool,
     /// Stop (as if interrupted) after this step; for tests and for splitting long runs.
     pub stop_after: Option<u64>,
     /// Treat SIGHUP like SIGTERM (checkpoint and stop); by default it is ignored once training started.
@@ -329,6 +332,10 @@ pub fn start(cfg: TrainConfig, opts: &RunOptions) -> Result<RunSummary, RunError
         )));
     }
     let (source, eval, data) = open_data(&cfg)?;
+    if let DeviceChoice::Cuda(index) = opts.device {
+        // A missing GPU fails at once, before the parameters are initialised (seconds at D=2048).
+        device::check_gpu(index).map_err(|e| RunError::Setup(e.to_string()))?;
+    }
     let params = init_params(&cfg.model, cfg.seed);
     let opened = device::open_backend(opts.device, &cfg.model, params)
         .map_err(|e| RunError::Setup(e.to_string()))?;
@@ -379,6 +386,13 @@ pub fn start(cfg: TrainConfig, opts: &RunOptions) -> Result<RunSummary, RunError
 
 /// Continue the run in `opts.dir` from its newest checkpoint, exactly where it stopped.
 pub fn resume(opts: &RunOptions) -> Result<RunSummary, RunError> {
+    if !opts.final_checkpoint {
+        return Err(RunError::Setup(
+            "--no-final-checkpoint cannot be used with --resume (the resumed run would end without \
+             a checkpoint of its last steps)"
+                .into(),
+        ));
+    }
     // Lock before reading anything (a missing directory is reported by the manifest load below).
     let _lock = match opts.dir.is_dir() {
         true => Some(RunLock::acquire(&opts.dir).map_err(RunError::Setup)?),
@@ -750,7 +764,7 @@ fn drive(
         let interrupted =
             stop.load(Ordering::SeqCst) || opts.stop_after.is_some_and(|s| out.step >= s);
         let periodic = ops.checkpoint_every > 0 && out.step % ops.checkpoint_every == 0;
-        if (periodic || interrupted) && !trainer.finished() {
+        if (periodic || (interrupted && opts.final_checkpoint)) && !trainer.finished() {
             if let Err(e) = save_checkpoint(
                 &mut trainer,
                 &metrics,
@@ -778,6 +792,14 @@ fn drive(
             manifest.reason = Some(format!("interrupted after step {}", out.step));
             manifest.ended_at = Some(manifest::now());
             save_manifest(&manifest, &opts.dir, out.step)?;
+            if !opts.final_checkpoint {
+                return Err(RunError::Setup(format!(
+                    "interrupted at step {}; no checkpoint written (--no-final-checkpoint), so {} \
+                     cannot be resumed",
+                    out.step,
+                    opts.dir.display()
+                )));
+            }
             return Err(RunError::Interrupted {
                 step: out.step,
                 dir: opts.dir.display().to_string(),
@@ -789,19 +811,21 @@ fn drive(
     // written before that checkpoint; evaluate again for the manifest, deterministically, without a new row.
     let write_final = first_step < cfg.steps;
     last_eval = eval_now(&mut trainer, &mut metrics, elapsed(&t0), write_final)?.or(last_eval);
-    if let Err(e) = save_checkpoint(
-        &mut trainer,
-        &metrics,
-        &opts.dir,
-        elapsed(&t0),
-        ops.keep_checkpoints,
-    ) {
-        let w = format!(
-            "final checkpoint not written ({e}); {}",
-            previous_checkpoint(&opts.dir, trainer.step)
-        );
-        console.line(&format!("warning: {w}"));
-        manifest.warnings.push(w);
+    if opts.final_checkpoint {
+        if let Err(e) = save_checkpoint(
+            &mut trainer,
+            &metrics,
+            &opts.dir,
+            elapsed(&t0),
+            ops.keep_checkpoints,
+        ) {
+            let w = format!(
+                "final checkpoint not written ({e}); {}",
+                previous_checkpoint(&opts.dir, trainer.step)
+            );
+            console.line(&format!("warning: {w}"));
+            manifest.warnings.push(w);
+        }
     }
     // A finished run never has silent holes (e.g. metrics.jsonl deleted or damaged during the run).
     match super::metrics::missing_train_steps(metrics.path(), trainer.step) {
