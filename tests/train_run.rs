@@ -454,184 +454,6 @@ fn resume_from_the_final_checkpoint_adds_no_duplicate_rows() {
     assert!(m["final_figures"]["eval_loss"].as_f64().is_some());
 }
 
-#[test]
-fn damaged_checkpoints_and_metrics_are_refused_or_repaired_on_resume() {
-    let steps = 30;
-    let (_t, refdir) = reference(steps);
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("damaged");
-    let mut args = small_args(&dir, steps);
-    for a in [
-        "--checkpoint-every",
-        "5",
-        "--keep-checkpoints",
-        "5",
-        "--stop-after",
-        "20",
-    ] {
-        args.push(a.into());
-    }
-    let out = Command::new(BIN).args(&args).output().unwrap();
-    assert!(!out.status.success());
-    assert_eq!(manifest(&dir)["status"], "interrupted");
-    let ck = |s: u64| dir.join(format!("checkpoints/step-{s:08}"));
-    // Item 4: one flipped bit inside step 20's optimizer tensors (the file stays a valid safetensors).
-    let op = ck(20).join("optimizer.safetensors");
-    let mut bytes = std::fs::read(&op).unwrap();
-    let n = bytes.len();
-    bytes[n - 5] ^= 0x40;
-    std::fs::write(&op, bytes).unwrap();
-    // Item 5: step 5's state.json copied into step 15.
-    std::fs::copy(ck(5).join("state.json"), ck(15).join("state.json")).unwrap();
-    // Item 7: the row of step 3 becomes garbage, the row of step 8 disappears.
-    let text = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
-    let damaged: Vec<String> = text
-        .lines()
-        .filter_map(|l| {
-            let v: Value = serde_json::from_str(l).unwrap();
-            match (v["kind"].as_str(), v["step"].as_u64()) {
-                (Some("train"), Some(3)) => Some("{\"kind\": \"train\", \"st\u{0}".to_string()),
-                (Some("train"), Some(8)) => None,
-                _ => Some(l.to_string()),
-            }
-        })
-        .collect();
-    std::fs::write(dir.join("metrics.jsonl"), damaged.join("\n") + "\n").unwrap();
-    let err = run_ok(&[
-        "train".into(),
-        "--resume".into(),
-        dir.display().to_string(),
-        "--device".into(),
-        "cpu".into(),
-    ]);
-    let m = manifest(&dir);
-    let warnings: Vec<&str> = m["warnings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|w| w.as_str().unwrap())
-        .collect();
-    for want in [
-        "step-00000020/optimizer.safetensors: checksum",
-        "state.json says step 5, but the directory is step 15",
-        "resuming from the previous good checkpoint, step 10",
-        "unreadable line(s) 3 dropped",
-        "step(s) 3, 8 restored from the record in checkpoint step-00000010",
-    ] {
-        assert!(err.contains(want), "terminal lacks {want:?}:\n{err}");
-        assert!(
-            warnings.iter().any(|w| w.contains(want)),
-            "run.json lacks {want:?}: {warnings:?}"
-        );
-    }
-    assert_eq!(m["status"], "finished");
-    assert_eq!(m["resumed_at"], serde_json::json!([10]));
-    // The refused checkpoints were moved aside, not deleted.
-    assert!(dir
-        .join("checkpoints/step-00000020.refused/optimizer.safetensors")
-        .exists());
-    assert!(dir
-        .join("checkpoints/step-00000015.refused/state.json")
-        .exists());
-    // `isoflop eval` verifies the same way.
-    let out = Command::new(BIN)
-        .args(["eval", "--checkpoint"])
-        .arg(dir.join("checkpoints/step-00000020.refused"))
-        .output()
-        .unwrap();
-    let e = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && e.contains("optimizer.safetensors: checksum"),
-        "{e}"
-    );
-    // Resumed from step 10 with the history whole: bitwise the uninterrupted run.
-    assert_eq!(losses(&dir), losses(&refdir));
-}
-
-/// A real small disk: a tmpfs of `bytes` mounted on a fresh directory, unmounted when dropped.
-struct Tmpfs {
-    dir: PathBuf,
-    _tmp: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(bytes: u64) -> Tmpfs {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("fs");
-        std::fs::create_dir(&dir).unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
-            .arg(&dir)
-            .output()
-            .expect("running mount");
-        assert!(
-            out.status.success(),
-            "this test needs a real full disk: `mount -t tmpfs` failed (run the tests as root or with \
-             CAP_SYS_ADMIN): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        eprintln!(
-            "disk-full mechanism: a {bytes}-byte tmpfs mounted at {}",
-            dir.display()
-        );
-        Tmpfs { dir, _tmp: tmp }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-    }
-}
-
-/// Every `*.tmp` file or directory under `dir`.
-fn temporaries(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.to_string_lossy().ends_with(".tmp") {
-            out.push(p.clone());
-        }
-        if p.is_dir() {
-            out.extend(temporaries(&p));
-        }
-    }
-    out
-}
-
-#[test]
-fn checkpoints_that_do_not_fit_are_skipped_and_training_goes_on() {
-    // 3 MiB: run.json and metrics fit, a checkpoint (2 MB of parameters, 4 MB of moments) does not.
-    let fs = Tmpfs::mount(3 << 20);
-    let dir = fs.dir.join("run");
-    let mut args = small_args(&dir, 20);
-    args.extend(["--checkpoint-every".into(), "10".into()]);
-    let err = run_ok(&args);
-    assert!(
-        err.contains("checkpoint not written") && err.contains("No space left on device"),
-        "{err}"
-    );
-    assert!(!err.contains("is kept") && !err.contains("intact"), "{err}");
-    let m = manifest(&dir);
-    assert_eq!(m["status"], "finished");
-    let warnings = m["warnings"].as_array().unwrap();
-    assert_eq!(warnings.len(), 2, "{warnings:?}");
-    for w in warnings {
-        let w = w.as_str().unwrap();
-        assert!(w.contains("there is no earlier checkpoint"), "{w}");
-    }
-    assert_eq!(temporaries(&dir), Vec::<PathBuf>::new());
-    assert_eq!(train_lines(&dir), 20);
-}
-
-#[test]
-fn a_disk_that_fills_up_stops_the_run_cleanly_and_it_resumes() {
-    let steps = 40;
-    let (_t, refdir) = reference(steps);
-    let fs = Tmpfs::mount(40 << 20);
-    let dir = fs.dir.join("run");
-    let mut args = small_args(&dir, steps);
-    args.extend(["--checkpoint-every".into(), "25".into()]);
 /// Issue 14 item 8: a batch that cannot fit in memory is refused before anything is allocated or written.
 #[test]
 fn a_batch_that_does_not_fit_in_memory_is_refused_before_starting() {
@@ -682,35 +504,6 @@ fn a_closed_stderr_does_not_stop_training() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let t0 = Instant::now();
-    // After the checkpoint of step 25, fill the disk: the 14 rows (~480 bytes each) before the final
-    // checkpoint need at least one new page.
-    while train_lines(&dir) < 26 {
-        assert!(t0.elapsed() < Duration::from_secs(120), "run too slow");
-        assert!(child.try_wait().unwrap().is_none(), "run ended too early");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let filler = fs.dir.join("filler");
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&filler).unwrap();
-        let chunk = vec![7u8; 4096];
-        while f.write_all(&chunk).is_ok() {}
-    }
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
-    assert!(
-        err.contains("No space left on device")
-            && (err.contains("metrics.jsonl") || err.contains("run.json"))
-            && err.contains("--resume"),
-        "{err}"
-    );
-    assert_eq!(temporaries(&dir), Vec::<PathBuf>::new());
-    std::fs::remove_file(&filler).unwrap();
-    run_ok(&["train".into(), "--resume".into(), dir.display().to_string()]);
-    assert_eq!(manifest(&dir)["status"], "finished");
     {
         let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
         for _ in 0..3 {
@@ -916,6 +709,224 @@ fn resume_keeps_the_runs_settings_and_records_overrides() {
         .collect();
     assert_eq!(evals, [24, 27, 30]);
     assert_eq!(losses(&dir), losses(&refdir));
+}
+
+#[test]
+fn damaged_checkpoints_and_metrics_are_refused_or_repaired_on_resume() {
+    let steps = 30;
+    let (_t, refdir) = reference(steps);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("damaged");
+    let mut args = small_args(&dir, steps);
+    for a in [
+        "--checkpoint-every",
+        "5",
+        "--keep-checkpoints",
+        "5",
+        "--stop-after",
+        "20",
+    ] {
+        args.push(a.into());
+    }
+    let out = Command::new(BIN).args(&args).output().unwrap();
+    assert!(!out.status.success());
+    assert_eq!(manifest(&dir)["status"], "interrupted");
+    let ck = |s: u64| dir.join(format!("checkpoints/step-{s:08}"));
+    // Item 4: one flipped bit inside step 20's optimizer tensors (the file stays a valid safetensors).
+    let op = ck(20).join("optimizer.safetensors");
+    let mut bytes = std::fs::read(&op).unwrap();
+    let n = bytes.len();
+    bytes[n - 5] ^= 0x40;
+    std::fs::write(&op, bytes).unwrap();
+    // Item 5: step 5's state.json copied into step 15.
+    std::fs::copy(ck(5).join("state.json"), ck(15).join("state.json")).unwrap();
+    // Item 7: the row of step 3 becomes garbage, the row of step 8 disappears.
+    let text = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+    let damaged: Vec<String> = text
+        .lines()
+        .filter_map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            match (v["kind"].as_str(), v["step"].as_u64()) {
+                (Some("train"), Some(3)) => Some("{\"kind\": \"train\", \"st\u{0}".to_string()),
+                (Some("train"), Some(8)) => None,
+                _ => Some(l.to_string()),
+            }
+        })
+        .collect();
+    std::fs::write(dir.join("metrics.jsonl"), damaged.join("\n") + "\n").unwrap();
+    let err = run_ok(&[
+        "train".into(),
+        "--resume".into(),
+        dir.display().to_string(),
+        "--device".into(),
+        "cpu".into(),
+    ]);
+    let m = manifest(&dir);
+    let warnings: Vec<&str> = m["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .collect();
+    for want in [
+        "step-00000020/optimizer.safetensors: checksum",
+        "state.json says step 5, but the directory is step 15",
+        "resuming from the previous good checkpoint, step 10",
+        "unreadable line(s) 3 dropped",
+        "step(s) 3, 8 restored from the record in checkpoint step-00000010",
+    ] {
+        assert!(err.contains(want), "terminal lacks {want:?}:\n{err}");
+        assert!(
+            warnings.iter().any(|w| w.contains(want)),
+            "run.json lacks {want:?}: {warnings:?}"
+        );
+    }
+    assert_eq!(m["status"], "finished");
+    assert_eq!(m["resumed_at"], serde_json::json!([10]));
+    // The refused checkpoints were moved aside, not deleted.
+    assert!(dir
+        .join("checkpoints/step-00000020.refused/optimizer.safetensors")
+        .exists());
+    assert!(dir
+        .join("checkpoints/step-00000015.refused/state.json")
+        .exists());
+    // `isoflop eval` verifies the same way.
+    let out = Command::new(BIN)
+        .args(["eval", "--checkpoint"])
+        .arg(dir.join("checkpoints/step-00000020.refused"))
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && e.contains("optimizer.safetensors: checksum"),
+        "{e}"
+    );
+    // Resumed from step 10 with the history whole: bitwise the uninterrupted run.
+    assert_eq!(losses(&dir), losses(&refdir));
+}
+
+/// A real small disk: a tmpfs of `bytes` mounted on a fresh directory, unmounted when dropped.
+struct Tmpfs {
+    dir: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(bytes: u64) -> Tmpfs {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("fs");
+        std::fs::create_dir(&dir).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(&dir)
+            .output()
+            .expect("running mount");
+        assert!(
+            out.status.success(),
+            "this test needs a real full disk: `mount -t tmpfs` failed (run the tests as root or with \
+             CAP_SYS_ADMIN): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!(
+            "disk-full mechanism: a {bytes}-byte tmpfs mounted at {}",
+            dir.display()
+        );
+        Tmpfs { dir, _tmp: tmp }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
+
+/// Every `*.tmp` file or directory under `dir`.
+fn temporaries(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.to_string_lossy().ends_with(".tmp") {
+            out.push(p.clone());
+        }
+        if p.is_dir() {
+            out.extend(temporaries(&p));
+        }
+    }
+    out
+}
+
+#[test]
+fn checkpoints_that_do_not_fit_are_skipped_and_training_goes_on() {
+    // 3 MiB: run.json and metrics fit, a checkpoint (2 MB of parameters, 4 MB of moments) does not.
+    let fs = Tmpfs::mount(3 << 20);
+    let dir = fs.dir.join("run");
+    let mut args = small_args(&dir, 20);
+    args.extend(["--checkpoint-every".into(), "10".into()]);
+    let err = run_ok(&args);
+    assert!(
+        err.contains("checkpoint not written") && err.contains("No space left on device"),
+        "{err}"
+    );
+    assert!(!err.contains("is kept") && !err.contains("intact"), "{err}");
+    let m = manifest(&dir);
+    assert_eq!(m["status"], "finished");
+    let warnings = m["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    for w in warnings {
+        let w = w.as_str().unwrap();
+        assert!(w.contains("there is no earlier checkpoint"), "{w}");
+    }
+    assert_eq!(temporaries(&dir), Vec::<PathBuf>::new());
+    assert_eq!(train_lines(&dir), 20);
+}
+
+#[test]
+fn a_disk_that_fills_up_stops_the_run_cleanly_and_it_resumes() {
+    let steps = 40;
+    let (_t, refdir) = reference(steps);
+    let fs = Tmpfs::mount(40 << 20);
+    let dir = fs.dir.join("run");
+    let mut args = small_args(&dir, steps);
+    args.extend(["--checkpoint-every".into(), "25".into()]);
+    let mut child = Command::new(BIN)
+        .args(&args)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    // After the checkpoint of step 25, fill the disk: the 14 rows (~480 bytes each) before the final
+    // checkpoint need at least one new page.
+    while train_lines(&dir) < 26 {
+        assert!(t0.elapsed() < Duration::from_secs(120), "run too slow");
+        assert!(child.try_wait().unwrap().is_none(), "run ended too early");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let filler = fs.dir.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![7u8; 4096];
+        while f.write_all(&chunk).is_ok() {}
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("No space left on device")
+            && (err.contains("metrics.jsonl") || err.contains("run.json"))
+            && err.contains("--resume"),
+        "{err}"
+    );
+    assert_eq!(temporaries(&dir), Vec::<PathBuf>::new());
+    std::fs::remove_file(&filler).unwrap();
+    run_ok(&["train".into(), "--resume".into(), dir.display().to_string()]);
+    assert_eq!(manifest(&dir)["status"], "finished");
+    assert_eq!(losses(&dir), losses(&refdir));
+}
+
+#[test]
 fn no_final_checkpoint_writes_no_checkpoint_and_refuses_resume() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("nockpt");
