@@ -144,3 +144,167 @@ fn overtraining_law_recovers_parameters() {
         assert!(iv.contains(want), "{name}: truth {want} outside {iv:?}");
     }
 }
+
+/// `isoflop compare` on synthetic arms: 2 seeds × 16 budgets per arm from L(C) = E + k·(C/1e18)^(−α), with
+/// noise shared by matched runs (same seed and data order) plus noise of each arm's own.
+mod compare_synthetic {
+    use super::*;
+    use isoflop::fit::compare::{compare, ArmData, CompareOptions, CompareReport};
+    use isoflop::fit::data::Dataset;
+
+    type Law = (f64, f64, f64);
+
+    fn l_of((e, k, al): Law, c: f64) -> f64 {
+        e + k * (c / 1e18).powf(-al)
+    }
+
+    fn arms(a: Law, b: Law, seed: u64) -> Vec<ArmData> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let shared = Normal::new(0.0, 0.004).unwrap();
+        let own = Normal::new(0.0, 0.004).unwrap();
+        let budgets: Vec<f64> = (0..16)
+            .map(|i| 1e17 * 1000f64.powf(i as f64 / 15.0))
+            .collect();
+        let mut out: Vec<ArmData> = ["A", "B"]
+            .iter()
+            .map(|n| ArmData {
+                name: n.to_string(),
+                ds: Dataset::default(),
+                point_keys: vec![],
+                curve_keys: vec![],
+            })
+            .collect();
+        for (i, &c) in budgets.iter().enumerate() {
+            for s in 0..2 {
+                let common: f64 = shared.sample(&mut rng);
+                for (arm, law) in out.iter_mut().zip([a, b]) {
+                    let n = (c / 120.0).sqrt();
+                    let loss = l_of(law, c) * (common + own.sample(&mut rng)).exp();
+                    arm.ds.points.push(Point {
+                        n,
+                        d: c / (6.0 * n),
+                        c,
+                        loss,
+                    });
+                    arm.point_keys.push(format!("b{i}-s{s}"));
+                }
+            }
+        }
+        out
+    }
+
+    fn run(a: Law, b: Law, seed: u64) -> CompareReport {
+        let o = CompareOptions {
+            bootstrap: 200,
+            seed,
+            ..CompareOptions::default()
+        };
+        compare("synthetic", &arms(a, b, seed), &o).unwrap()
+    }
+
+    const A: Law = (2.0, 0.8, 0.3);
+    const SEEDS: u64 = 40;
+
+    /// B is worse at small compute and better at large: they cross at C× = 3e18 (inside the observed
+    /// 1e17 … 1e20). The reported C× interval covers the truth in ≥ 90% of seeds.
+    #[test]
+    fn crossing_pair_covers_the_true_crossover() {
+        let cx: f64 = 3e18;
+        let al_b: f64 = 0.35;
+        let k_b = (l_of(A, cx) - 1.85) / (cx / 1e18).powf(-al_b);
+        let b = (1.85, k_b, al_b);
+        assert!((l_of(A, cx) - l_of(b, cx)).abs() < 1e-12);
+        let mut covered = 0;
+        let mut found = 0;
+        for seed in 0..SEEDS {
+            let r = run(A, b, seed);
+            let x = &r.comparisons[0].crossover;
+            found += x.found as u32;
+            if let (true, Some([lo, hi])) = (x.found, x.interval) {
+                covered += (lo <= cx && cx <= hi) as u32;
+            }
+        }
+        eprintln!(
+            "crossing: found in {found}/{SEEDS}, C× interval covers the truth in {covered}/{SEEDS}"
+        );
+        assert!(covered as f64 >= 0.9 * SEEDS as f64, "{covered}/{SEEDS}");
+    }
+
+    /// B is lower by 0.03 at every compute: no crossover below C_MAX, and B significantly lower in the
+    /// middle of the observed range.
+    #[test]
+    fn parallel_pair_never_crosses() {
+        let b = (A.0 - 0.03, A.1, A.2);
+        let (mut no_cross, mut b_lower) = (0, 0);
+        let mut p_cross = vec![];
+        for seed in 0..SEEDS {
+            let r = run(A, b, seed);
+            let c = &r.comparisons[0];
+            no_cross += !c.crossover.found as u32;
+            let obs: Vec<_> = c.delta.iter().filter(|d| d.c <= c.observed[1]).collect();
+            b_lower += (obs[obs.len() / 2].delta.hi < 0.0) as u32;
+            p_cross.push(c.crossover.probability);
+        }
+        let mean_p = p_cross.iter().sum::<f64>() / p_cross.len() as f64;
+        eprintln!(
+            "parallel: no crossover in {no_cross}/{SEEDS} (mean bootstrap probability of one {mean_p:.3}), B lower mid-range in {b_lower}/{SEEDS}"
+        );
+        assert!(no_cross as f64 >= 0.9 * SEEDS as f64, "{no_cross}/{SEEDS}");
+        assert!(b_lower as f64 >= 0.9 * SEEDS as f64, "{b_lower}/{SEEDS}");
+    }
+
+    /// Identical laws (noise only): no crossover, and the ΔL interval covers 0 in ≥ 90% of seeds on average
+    /// over the observed compute (≥ 80% at every C; the band is pointwise, so it covers 0 at every compute
+    /// at once less often).
+    #[test]
+    fn identical_pair_gives_no_crossover_and_covers_zero() {
+        let (mut no_cross, mut everywhere) = (0, 0);
+        let mut covers: Vec<u32> = vec![];
+        for seed in 0..SEEDS {
+            let r = run(A, A, seed);
+            let c = &r.comparisons[0];
+            no_cross += !c.crossover.found as u32;
+            let obs: Vec<bool> = c
+                .delta
+                .iter()
+                .filter(|d| d.c <= c.observed[1])
+                .map(|d| d.delta.contains(0.0))
+                .collect();
+            covers.resize(obs.len(), 0);
+            for (k, o) in obs.iter().enumerate() {
+                covers[k] += *o as u32;
+            }
+            everywhere += obs.iter().all(|&o| o) as u32;
+        }
+        let worst = *covers.iter().min().unwrap();
+        eprintln!(
+            "identical: no crossover in {no_cross}/{SEEDS}; ΔL interval covers 0 in {:.1}/{SEEDS} seeds on average over the observed C, ≥ {worst}/{SEEDS} at every C, at all C at once in {everywhere}/{SEEDS}",
+            covers.iter().sum::<u32>() as f64 / covers.len() as f64
+        );
+        assert!(no_cross as f64 >= 0.9 * SEEDS as f64, "{no_cross}/{SEEDS}");
+        // Percentile intervals from 32 points per arm under-cover a little at the ends of the range.
+        let mean = covers.iter().sum::<u32>() as f64 / covers.len() as f64;
+        assert!(mean >= 0.9 * SEEDS as f64, "{covers:?}");
+        assert!(worst as f64 >= 0.8 * SEEDS as f64, "{covers:?}");
+        // The very same data in both arms: ΔL is exactly 0 in every replicate.
+        let same = arms(A, A, 0);
+        let twins = vec![
+            same[0].clone(),
+            ArmData {
+                name: "A2".into(),
+                ..same[0].clone()
+            },
+        ];
+        let o = CompareOptions {
+            bootstrap: 50,
+            ..CompareOptions::default()
+        };
+        let r = compare("twins", &twins, &o).unwrap();
+        let c = &r.comparisons[0];
+        assert!(!c.crossover.found && c.crossover.probability == 0.0);
+        assert!(c
+            .delta
+            .iter()
+            .all(|d| d.delta.value == 0.0 && d.delta.lo == 0.0 && d.delta.hi == 0.0));
+    }
+}

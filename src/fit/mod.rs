@@ -10,6 +10,7 @@ pub mod table;
 
 pub use error::FitError;
 pub mod akima;
+pub mod compare;
 pub mod compute;
 pub mod envelope;
 pub mod isoflop;

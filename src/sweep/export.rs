@@ -52,9 +52,16 @@ pub struct ExportSummary {
     pub steps: usize,
 }
 
-/// The text of `runs.csv`: every run of the plan, finished or not (losses empty until finished).
+/// The text of `runs.csv`: every run of the plan, finished or not (losses empty until finished). A plan
+/// with arms gets a first column `arm`.
 pub fn runs_csv(sd: &SweepDir) -> String {
-    let mut out = RUNS_COLUMNS.join(",");
+    let arms = !sd.plan.arms().is_empty();
+    let mut out = if arms {
+        "arm,".to_string()
+    } else {
+        String::new()
+    };
+    out.push_str(&RUNS_COLUMNS.join(","));
     out.push('\n');
     let opt = |x: Option<f64>| x.map_or(String::new(), |v| v.to_string());
     for r in &sd.plan.runs {
@@ -100,13 +107,18 @@ pub fn runs_csv(sd: &SweepDir) -> String {
             state.label().to_string(),
         ];
         let row: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+        if arms {
+            out.push_str(&csv_field(r.arm.as_deref().unwrap_or("")));
+            out.push(',');
+        }
         out.push_str(&row.join(","));
         out.push('\n');
     }
     out
 }
 
-/// Write `DIR/runs.csv` and `DIR/steps.csv` (steps of every run that has records).
+/// Write `DIR/runs.csv` and `DIR/steps.csv` (steps of every run that has records; with arms, a first
+/// column `arm`).
 pub fn export(sd: &SweepDir) -> Result<ExportSummary, SweepError> {
     let io = |p: &Path| {
         let p = p.to_path_buf();
@@ -124,7 +136,46 @@ pub fn export(sd: &SweepDir) -> Result<ExportSummary, SweepError> {
     let refs: Vec<(String, &Path)> = dirs.iter().map(|(n, d)| (n.clone(), d.as_path())).collect();
     let steps_path = sd.dir.join("steps.csv");
     let mut buf = Vec::new();
-    let steps = write_steps_csv(&refs, &mut buf).map_err(io(&steps_path))?;
+    let steps = if sd.plan.arms().is_empty() {
+        write_steps_csv(&refs, &mut buf).map_err(io(&steps_path))?
+    } else {
+        // One run at a time, each line prefixed with the run's arm; the header once.
+        let mut rows = 0;
+        let mut header_done = false;
+        let arm_of = |name: &str| {
+            sd.plan
+                .get(name)
+                .and_then(|r| r.arm.clone())
+                .unwrap_or_default()
+        };
+        let all = if refs.is_empty() {
+            vec![None]
+        } else {
+            refs.iter().map(Some).collect()
+        };
+        for r in all {
+            let mut one = Vec::new();
+            let one_ref: Vec<(String, &Path)> = r.into_iter().cloned().collect();
+            rows += write_steps_csv(&one_ref, &mut one).map_err(io(&steps_path))?;
+            let text = String::from_utf8_lossy(&one);
+            let arm = one_ref.first().map_or(String::new(), |(n, _)| arm_of(n));
+            for (k, line) in text.lines().enumerate() {
+                if k == 0 {
+                    if header_done {
+                        continue;
+                    }
+                    header_done = true;
+                    buf.extend_from_slice(b"arm,");
+                } else {
+                    buf.extend_from_slice(csv_field(&arm).as_bytes());
+                    buf.push(b',');
+                }
+                buf.extend_from_slice(line.as_bytes());
+                buf.push(b'\n');
+            }
+        }
+        rows
+    };
     super::dir::write_atomic(&steps_path, &buf)?;
     Ok(ExportSummary {
         runs_csv: runs_path,

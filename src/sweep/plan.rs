@@ -18,6 +18,10 @@ pub struct PlannedRun {
     pub point: String,
     /// Seed replicate index (0-based) at this point.
     pub replicate: u32,
+    /// The arm, in a sweep with `[[arms]]` (the run name then starts with it; `point` and the seed do
+    /// not depend on it, so the arms' runs pair up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arm: Option<String>,
     /// IsoFLOP budget C (FLOPs under `convention`), for IsoFLOP sweeps.
     pub budget: Option<f64>,
     /// Target tokens per parameter, for multiplier sweeps.
@@ -73,68 +77,33 @@ fn short(x: f64) -> String {
 }
 
 impl Plan {
-    /// Resolve a spec into runs: sizes × budgets × seeds, each with its config from the rules.
+    /// Resolve a spec into runs: sizes × budgets × seeds, each with its config from the rules. With
+    /// arms, every arm's runs, interleaved point by point (so a sweep cut short has the same points in
+    /// every arm); the plan's convention is the first arm's.
     pub fn resolve(spec: &SweepSpec) -> Result<Plan, String> {
-        let sizes = spec.sizes()?;
-        let mut points: Vec<Point> = Vec::new();
-        let convention = match &spec.budget {
-            Budget::Multiplier { multipliers } => {
-                for &m in multipliers {
-                    for &s in &sizes {
-                        let n = ParamCounts::of(&spec.model_config(s)).n as f64;
-                        points.push(Point {
-                            prefix: format!("m{}", short(m)),
-                            size: s,
-                            tokens: m * n,
-                            budget: None,
-                            multiplier: Some(m),
-                        });
-                    }
-                }
-                FlopConvention::Standard
+        let (runs, convention) = if spec.arm_specs.is_empty() {
+            resolve_runs(spec, None)?
+        } else {
+            let mut per_arm = Vec::new();
+            let mut convention = None;
+            for (name, s) in &spec.arm_specs {
+                let (r, c) =
+                    resolve_runs(s, Some(name)).map_err(|e| format!("arm {name:?}: {e}"))?;
+                convention.get_or_insert(c);
+                per_arm.push(r.into_iter());
             }
-            Budget::Isoflop {
-                flops,
-                convention,
-                min_tokens_per_param,
-                max_tokens_per_param,
-            } => {
-                for &c in flops {
-                    let before = points.len();
-                    for &s in &sizes {
-                        let mc = spec.model_config(s);
-                        let n = ParamCounts::of(&mc).n as f64;
-                        let tokens = c / FlopsPerToken::of(&mc).get(*convention);
-                        let tpp = tokens / n;
-                        if min_tokens_per_param.is_some_and(|m| tpp < m)
-                            || max_tokens_per_param.is_some_and(|m| tpp > m)
-                        {
-                            continue;
-                        }
-                        points.push(Point {
-                            prefix: format!("c{}", short(c)),
-                            size: s,
-                            tokens,
-                            budget: Some(c),
-                            multiplier: None,
-                        });
-                    }
-                    if points.len() == before {
-                        return Err(format!(
-                            "budget C = {c:e}: every size falls outside min/max_tokens_per_param"
-                        ));
-                    }
+            let mut runs = Vec::new();
+            loop {
+                let before = runs.len();
+                for it in per_arm.iter_mut() {
+                    runs.extend(it.next());
                 }
-                *convention
+                if runs.len() == before {
+                    break;
+                }
             }
+            (runs, convention.unwrap_or(FlopConvention::Standard))
         };
-        let mut runs = Vec::new();
-        for p in &points {
-            let point = format!("{}-d{}l{}", p.prefix, p.size.d_model, p.size.n_layers);
-            for r in 0..spec.seeds_per_point {
-                runs.push(resolve_run(spec, &point, r, p)?);
-            }
-        }
         let mut names: Vec<&str> = runs.iter().map(|r| r.name.as_str()).collect();
         names.sort_unstable();
         if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
@@ -153,10 +122,96 @@ impl Plan {
         })
     }
 
+    /// The arms of the plan, in order of first appearance (empty without arms).
+    pub fn arms(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for r in &self.runs {
+            if let Some(a) = &r.arm {
+                if !out.contains(a) {
+                    out.push(a.clone());
+                }
+            }
+        }
+        out
+    }
+
     /// The run called `name`.
     pub fn get(&self, name: &str) -> Option<&PlannedRun> {
         self.runs.iter().find(|r| r.name == name)
     }
+}
+
+/// The runs of one spec (or one arm's spec) and the convention of its budgets.
+fn resolve_runs(
+    spec: &SweepSpec,
+    arm: Option<&str>,
+) -> Result<(Vec<PlannedRun>, FlopConvention), String> {
+    let sizes = spec.sizes()?;
+    let mut points: Vec<Point> = Vec::new();
+    let convention = match &spec.budget {
+        Budget::Multiplier { multipliers } => {
+            for &m in multipliers {
+                for &s in &sizes {
+                    let n = ParamCounts::of(&spec.model_config(s)).n as f64;
+                    points.push(Point {
+                        prefix: format!("m{}", short(m)),
+                        size: s,
+                        tokens: m * n,
+                        budget: None,
+                        multiplier: Some(m),
+                    });
+                }
+            }
+            FlopConvention::Standard
+        }
+        Budget::Isoflop {
+            flops,
+            convention,
+            min_tokens_per_param,
+            max_tokens_per_param,
+        } => {
+            for &c in flops {
+                let before = points.len();
+                for &s in &sizes {
+                    let mc = spec.model_config(s);
+                    let n = ParamCounts::of(&mc).n as f64;
+                    let tokens = c / FlopsPerToken::of(&mc).get(*convention);
+                    let tpp = tokens / n;
+                    if min_tokens_per_param.is_some_and(|m| tpp < m)
+                        || max_tokens_per_param.is_some_and(|m| tpp > m)
+                    {
+                        continue;
+                    }
+                    points.push(Point {
+                        prefix: format!("c{}", short(c)),
+                        size: s,
+                        tokens,
+                        budget: Some(c),
+                        multiplier: None,
+                    });
+                }
+                if points.len() == before {
+                    return Err(format!(
+                        "budget C = {c:e}: every size falls outside min/max_tokens_per_param"
+                    ));
+                }
+            }
+            *convention
+        }
+    };
+    let mut runs = Vec::new();
+    for p in &points {
+        let point = format!("{}-d{}l{}", p.prefix, p.size.d_model, p.size.n_layers);
+        for r in 0..spec.seeds_per_point {
+            let mut run = resolve_run(spec, &point, r, p)?;
+            if let Some(a) = arm {
+                run.name = format!("{a}-{}", run.name);
+                run.arm = Some(a.to_string());
+            }
+            runs.push(run);
+        }
+    }
+    Ok((runs, convention))
 }
 
 /// sha256 over the canonical JSON of the runs.
@@ -224,6 +279,7 @@ fn resolve_run(
         name: format!("{point}-s{replicate}"),
         point: point.to_string(),
         replicate,
+        arm: None,
         budget,
         multiplier,
         params,
@@ -290,6 +346,35 @@ mod tests {
                 .fingerprint,
             p.fingerprint
         );
+    }
+
+    #[test]
+    fn arms_pair_up_and_differ_only_where_set() {
+        let plain = spec("style = \"isoflop\"\nflops = [1e10]", "");
+        let s = spec(
+            "style = \"isoflop\"\nflops = [1e10]",
+            "[[arms]]\nname = \"wd0.1\"\n[[arms]]\nname = \"wd0\"\nweight_decay = 0.0",
+        );
+        let (p0, p) = (Plan::resolve(&plain).unwrap(), Plan::resolve(&s).unwrap());
+        assert_eq!(p.runs.len(), 2 * p0.runs.len());
+        assert_eq!(p.arms(), vec!["wd0.1".to_string(), "wd0".into()]);
+        assert!(p0.arms().is_empty() && p0.runs.iter().all(|r| r.arm.is_none()));
+        assert_eq!(p.runs[0].name, "wd0.1-c1e10-d64l1-s0");
+        assert_eq!(p.runs[1].name, "wd0-c1e10-d64l1-s0");
+        for pair in p.runs.chunks(2) {
+            let (a, b) = (&pair[0], &pair[1]);
+            assert_eq!(a.point, b.point);
+            assert_eq!(
+                a.config.seed, b.config.seed,
+                "paired: same seed and data order"
+            );
+            assert_eq!((a.config.weight_decay, b.config.weight_decay), (0.1, 0.0));
+            let mut bc = b.config.clone();
+            bc.weight_decay = a.config.weight_decay;
+            assert_eq!(a.config, bc, "only the arm's field differs");
+        }
+        // The arm-less plan is unchanged by the feature: its JSON has no `arm` key.
+        assert!(!serde_json::to_string(&p0.runs).unwrap().contains("\"arm\""));
     }
 
     #[test]

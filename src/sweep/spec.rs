@@ -55,7 +55,55 @@ pub struct SweepSpec {
     /// Optimizer, batch and schedule settings, fixed or as rules of the model size.
     #[serde(default)]
     pub train: TrainRules,
+    /// Arms: variants of the sweep that share its grid, seeds and data order and differ in `[train]` or
+    /// `[model]` fields (empty: one arm, the spec itself).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub arms: Vec<Arm>,
+    /// The resolved spec of each arm (the base spec with the arm's fields set), filled by
+    /// [`SweepSpec::from_str_at`]; empty without arms.
+    #[serde(skip)]
+    pub arm_specs: Vec<(String, SweepSpec)>,
 }
+
+/// One `[[arms]]` table: a name and the `[train]` / `[model]` fields it sets, e.g.
+/// `{ name = "wd0", weight_decay = 0.0 }`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Arm {
+    /// Name of the arm; part of its run names and the `arm` column of the exports.
+    pub name: String,
+    /// The fields it sets, each a field of `[train]` or of `[model]`.
+    #[serde(flatten)]
+    pub set: toml::Table,
+}
+
+/// Fields of `[train]` an arm may set.
+pub const ARM_TRAIN_KEYS: &[&str] = &[
+    "batch_size",
+    "micro_batch",
+    "lr",
+    "warmup",
+    "final_lr_frac",
+    "beta1",
+    "beta2",
+    "eps",
+    "weight_decay",
+    "decay_mode",
+    "clip",
+    "eval_every",
+    "eval_sequences",
+    "log_every",
+];
+
+/// Fields of `[model]` an arm may set.
+pub const ARM_MODEL_KEYS: &[&str] = &[
+    "head_dim",
+    "seq_len",
+    "vocab_size",
+    "sizes",
+    "widths",
+    "depths",
+    "aspect_ratio",
+];
 
 fn one() -> u32 {
     1
@@ -210,11 +258,77 @@ impl SweepSpec {
             path: path.to_path_buf(),
             msg: e.to_string(),
         })?;
+        let mut spec = spec;
         spec.validate().map_err(|msg| SpecError::Invalid {
             path: path.to_path_buf(),
             msg,
         })?;
+        spec.arm_specs = Self::resolve_arms(&spec.arms, text, path)?;
         Ok(spec)
+    }
+
+    /// The spec of every arm: the file's TOML with the arm's fields set in `[train]` or `[model]`, parsed
+    /// and checked like a spec of its own. Errors name the arm and the field.
+    fn resolve_arms(
+        arms: &[Arm],
+        text: &str,
+        path: &Path,
+    ) -> Result<Vec<(String, SweepSpec)>, SpecError> {
+        let invalid = |msg: String| SpecError::Invalid {
+            path: path.to_path_buf(),
+            msg,
+        };
+        if arms.is_empty() {
+            return Ok(vec![]);
+        }
+        let base: toml::Table = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        let mut out: Vec<(String, SweepSpec)> = Vec::new();
+        for (i, arm) in arms.iter().enumerate() {
+            let name = &arm.name;
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._".contains(c))
+            {
+                return Err(invalid(format!(
+                    "arms[{i}].name {name:?} must be non-empty and use only letters, digits, '.' and '_'"
+                )));
+            }
+            if out.iter().any(|(n, _)| n == name) {
+                return Err(invalid(format!(
+                    "arms[{i}]: the name {name:?} is used twice"
+                )));
+            }
+            let mut t = base.clone();
+            t.remove("arms");
+            for (k, v) in &arm.set {
+                let section = if ARM_TRAIN_KEYS.contains(&k.as_str()) {
+                    "train"
+                } else if ARM_MODEL_KEYS.contains(&k.as_str()) {
+                    "model"
+                } else {
+                    return Err(invalid(format!(
+                        "arms[{i}] ({name:?}): unknown field `{k}`; an arm sets fields of [train] or [model]"
+                    )));
+                };
+                let sec = t
+                    .entry(section)
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                match sec.as_table_mut() {
+                    Some(sec) => {
+                        sec.insert(k.clone(), v.clone());
+                    }
+                    None => return Err(invalid(format!("[{section}] must be a table"))),
+                }
+            }
+            let s: SweepSpec = t
+                .try_into()
+                .map_err(|e: toml::de::Error| invalid(format!("arm {name:?}: {e}")))?;
+            s.validate()
+                .map_err(|msg| invalid(format!("arm {name:?}: {msg}")))?;
+            out.push((name.clone(), s));
+        }
+        Ok(out)
     }
 
     /// Check the fields that the TOML types alone do not constrain.
@@ -479,6 +593,50 @@ multipliers = [1, 2]
         );
         let tmp = tempfile::tempdir().unwrap();
         parse(&shards(&tmp.path().display().to_string())).unwrap();
+    }
+
+    #[test]
+    fn arms_set_train_and_model_fields() {
+        let t = format!(
+            "{BASE}\n[train]\nweight_decay = 0.1\n[[arms]]\nname = \"wd0.1\"\n[[arms]]\nname = \"wd0\"\n\
+             weight_decay = 0.0\nseq_len = 64\n"
+        );
+        let s = parse(&t).unwrap();
+        assert_eq!(s.arm_specs.len(), 2);
+        let (a, b) = (&s.arm_specs[0], &s.arm_specs[1]);
+        assert_eq!((a.0.as_str(), b.0.as_str()), ("wd0.1", "wd0"));
+        assert_eq!(a.1.train.weight_decay, 0.1);
+        assert_eq!(b.1.train.weight_decay, 0.0);
+        assert_eq!((a.1.model.seq_len, b.1.model.seq_len), (32, 64));
+        assert!(a.1.arms.is_empty() && a.1.arm_specs.is_empty());
+        // Without arms nothing changes.
+        assert!(parse(BASE).unwrap().arm_specs.is_empty());
+        let bad = [
+            (
+                format!("{BASE}\n[[arms]]\nname = \"a\"\nlrr = 1\n"),
+                "unknown field `lrr`",
+            ),
+            (
+                format!("{BASE}\n[[arms]]\nname = \"a\"\n[[arms]]\nname = \"a\"\n"),
+                "used twice",
+            ),
+            (
+                format!("{BASE}\n[[arms]]\nname = \"a-b\"\n"),
+                "arms[0].name",
+            ),
+            (
+                format!("{BASE}\n[[arms]]\nname = \"a\"\nlr = -1\n"),
+                "arm \"a\": train.lr",
+            ),
+            (
+                format!("{BASE}\n[[arms]]\nname = \"a\"\nweight_decay = \"x\"\n"),
+                "arm \"a\"",
+            ),
+        ];
+        for (text, needle) in bad {
+            let e = parse(&text).unwrap_err();
+            assert!(e.contains("s.toml") && e.contains(needle), "{needle}: {e}");
+        }
     }
 
     #[test]

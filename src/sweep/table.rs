@@ -21,8 +21,10 @@ pub fn count(x: f64) -> String {
 }
 
 /// The plan table: name, D, L, N, tokens, tokens/N, steps, batch, lr, warmup, FLOPs (the plan's
-/// convention), budget (IsoFLOP), seed and estimated time (when a throughput is known).
+/// convention), budget (IsoFLOP), seed and estimated time (when a throughput is known). With arms, an
+/// `arm` column and one cost line per arm.
 pub fn plan_table(plan: &Plan, throughput: Option<&Throughput>) -> String {
+    let arms = plan.arms();
     let conv = plan.convention.name();
     let mut header = vec![
         "name".to_string(),
@@ -41,6 +43,9 @@ pub fn plan_table(plan: &Plan, throughput: Option<&Throughput>) -> String {
     ];
     if throughput.is_some() {
         header.push("est. time".into());
+    }
+    if !arms.is_empty() {
+        header.insert(1, "arm".into());
     }
     let mut rows = vec![header];
     let mut total_s = 0.0;
@@ -68,6 +73,9 @@ pub fn plan_table(plan: &Plan, throughput: Option<&Throughput>) -> String {
             let s = t.seconds(r);
             total_s += s;
             row.push(fmt_duration(s));
+        }
+        if !arms.is_empty() {
+            row.insert(1, r.arm.clone().unwrap_or_default());
         }
         rows.push(row);
     }
@@ -105,5 +113,24 @@ pub fn plan_table(plan: &Plan, throughput: Option<&Throughput>) -> String {
         );
     }
     out.push('\n');
+    for a in &arms {
+        let runs: Vec<_> = plan
+            .runs
+            .iter()
+            .filter(|r| r.arm.as_ref() == Some(a))
+            .collect();
+        let flops: f64 = runs.iter().map(|r| r.flops(plan.convention)).sum();
+        let _ = write!(
+            out,
+            "arm {a}: {} runs, {} FLOPs ({conv})",
+            runs.len(),
+            sci(flops)
+        );
+        if let Some(t) = throughput {
+            let s: f64 = runs.iter().map(|r| t.seconds(r)).sum();
+            let _ = write!(out, ", estimated {}", fmt_duration(s));
+        }
+        out.push('\n');
+    }
     out
 }

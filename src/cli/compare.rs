@@ -1,0 +1,172 @@
+//! `isoflop compare`: two training recipes (arms) compared across scale, with a paired bootstrap.
+
+use anyhow::Context;
+use isoflop::fit::compare::{self, CompareOptions};
+use isoflop::fit::data::Columns;
+use isoflop::model::accounting::FlopConvention;
+use std::path::{Path, PathBuf};
+
+/// Arguments of `isoflop compare`.
+#[derive(clap::Args, Debug)]
+pub struct CompareArgs {
+    /// A sweep directory with arms (or a CSV with an arm column), or two inputs A B (sweep directories
+    /// or CSVs), one arm each. The first arm is the baseline: ΔL = L(other) − L(baseline).
+    #[arg(required = true, num_args = 1..=2)]
+    pub inputs: Vec<PathBuf>,
+    /// Column that names the arm, for one input.
+    #[arg(long, default_value = "arm")]
+    pub by: String,
+    /// Arm names: with one input, which arms and in which order (the first is the baseline); with two
+    /// inputs, their names [default: the inputs' file or directory names].
+    #[arg(long, value_delimiter = ',')]
+    pub names: Vec<String>,
+    /// Extrapolate ΔL(C) and look for a crossover up to this compute [default: 1000× the largest observed].
+    #[arg(long = "to")]
+    pub to: Option<f64>,
+    /// A budget C at which to name the winner with its bootstrap probability (repeatable).
+    #[arg(long)]
+    pub at: Vec<f64>,
+    /// Output directory for compare.json and the plots [default: INPUT/compare for a directory, else
+    /// <stem>_compare next to the file].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// FLOP convention: reads the `flops_<convention>` columns of sweep exports.
+    #[arg(long, value_enum, default_value_t = FlopConvention::Standard)]
+    pub convention: FlopConvention,
+    /// Column of parameters N [default: n_params, n, N, params, "Model Size"].
+    #[arg(long)]
+    pub n_col: Option<String>,
+    /// Column of training tokens D [default: tokens, D, n_tokens; else D = C/(6N)].
+    #[arg(long)]
+    pub d_col: Option<String>,
+    /// Column of training FLOPs C [default: flops_<convention>, flops, C, "Training FLOP"; else C = 6ND].
+    #[arg(long)]
+    pub c_col: Option<String>,
+    /// Column of the final loss [default: eval_loss, loss, final_loss].
+    #[arg(long)]
+    pub loss_col: Option<String>,
+    /// Column of the run id, which pairs runs across arms [default: run_id, run, name, id].
+    #[arg(long)]
+    pub run_col: Option<String>,
+    /// Paired bootstrap replicates.
+    #[arg(long, default_value_t = 1000)]
+    pub bootstrap: usize,
+    /// Bootstrap seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Confidence level of every interval.
+    #[arg(long, default_value_t = 0.95)]
+    pub level: f64,
+    /// Huber δ on log-loss residuals.
+    #[arg(long, default_value_t = 1e-3)]
+    pub huber_delta: f64,
+    /// Runs whose FLOPs differ by less than this fraction share an IsoFLOP budget.
+    #[arg(long, default_value_t = 0.1)]
+    pub budget_tol: f64,
+    /// Grid points of each arm's envelope of training curves.
+    #[arg(long, default_value_t = 60)]
+    pub envelope_grid: usize,
+    /// Skip the per-arm Approach 3 fits (the slowest part).
+    #[arg(long)]
+    pub no_approach3: bool,
+    /// Write compare.json only.
+    #[arg(long)]
+    pub no_plots: bool,
+}
+
+/// Run `isoflop compare`.
+pub fn run(args: CompareArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.level > 0.0 && args.level < 1.0,
+        "--level must lie in (0, 1), got {}",
+        args.level
+    );
+    anyhow::ensure!(
+        args.huber_delta > 0.0,
+        "--huber-delta must be positive, got {}",
+        args.huber_delta
+    );
+    anyhow::ensure!(
+        args.budget_tol > 0.0,
+        "--budget-tol must be positive, got {}",
+        args.budget_tol
+    );
+    anyhow::ensure!(
+        args.envelope_grid >= 2,
+        "--envelope-grid must be at least 2"
+    );
+    if let Some(t) = args.to {
+        anyhow::ensure!(
+            t.is_finite() && t > 0.0,
+            "--to must be a positive compute, got {t}"
+        );
+    }
+    if let Some(c) = args.at.iter().find(|c| !(c.is_finite() && **c > 0.0)) {
+        anyhow::bail!("--at must be a positive compute, got {c}");
+    }
+    let cols = Columns {
+        convention: args.convention,
+        n: args.n_col.clone(),
+        d: args.d_col.clone(),
+        c: args.c_col.clone(),
+        loss: args.loss_col.clone(),
+        run: args.run_col.clone(),
+        step_c: None,
+        step_d: None,
+        step_loss: None,
+    };
+    let inputs: Vec<&Path> = args.inputs.iter().map(PathBuf::as_path).collect();
+    let arms = compare::load_arms(&inputs, &args.by, &args.names, &cols)?;
+    for a in &arms {
+        anyhow::ensure!(
+            !a.ds.points.is_empty() || !a.ds.curves.is_empty(),
+            "{}: arm {:?} has no usable rows",
+            a.ds.source,
+            a.name
+        );
+    }
+    let opts = CompareOptions {
+        c_max: args.to,
+        at: args.at.clone(),
+        bootstrap: args.bootstrap,
+        seed: args.seed,
+        level: args.level,
+        delta: args.huber_delta,
+        budget_tol: args.budget_tol,
+        envelope_grid: args.envelope_grid,
+        approach3: !args.no_approach3,
+    };
+    let source = args
+        .inputs
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(" vs ");
+    let rep = compare::compare(&source, &arms, &opts)?;
+    let first = &args.inputs[0];
+    let out = match &args.out {
+        Some(o) => o.clone(),
+        None if first.is_dir() => first.join("compare"),
+        None => {
+            let stem = first
+                .file_stem()
+                .map(|s| s.to_string_lossy().to_string())
+                .unwrap_or_else(|| "input".into());
+            first.with_file_name(format!("{stem}_compare"))
+        }
+    };
+    std::fs::create_dir_all(&out)
+        .with_context(|| format!("cannot create output directory {}", out.display()))?;
+    print!("{}", compare::table(&rep));
+    let json = out.join("compare.json");
+    let text = serde_json::to_string_pretty(&rep).context("serialising compare.json")?;
+    std::fs::write(&json, text + "\n")
+        .with_context(|| format!("cannot write {}", json.display()))?;
+    println!("\nwrote {}", json.display());
+    if !args.no_plots {
+        for p in compare::write_plots(&out, &rep)? {
+            println!("wrote {}", p.display());
+        }
+    }
+    Ok(())
+}
