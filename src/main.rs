@@ -23,6 +23,8 @@ enum Command {
     Data(cli::data::DataArgs),
     /// Fit scaling laws to sweep exports or CSVs.
     Fit(cli::fit::FitArgs),
+    /// Predict losses and compute-optimal allocations of planned runs from a fit, with intervals.
+    Predict(cli::predict::PredictArgs),
     /// Write the per-step records of runs as one tidy CSV.
     Export(cli::export::ExportArgs),
     /// Held-out loss of a checkpoint.
@@ -40,6 +42,7 @@ fn main() {
         Command::Info(a) => cli::info::run(a),
         Command::Data(a) => cli::data::run(a),
         Command::Fit(a) => cli::fit::run(a),
+        Command::Predict(a) => cli::predict::run(a),
         Command::Export(a) => cli::export::run(a),
         Command::Eval(a) => cli::eval::run(a),
         Command::Sweep(a) => cli::sweep::run(a),

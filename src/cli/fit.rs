@@ -2,9 +2,9 @@
 
 use anyhow::Context;
 use isoflop::fit::data::{self, Columns};
-use isoflop::fit::law::LawOptions;
+use isoflop::fit::law::{LawOptions, Objective};
 use isoflop::fit::report::{self, FitKind, FitOptions};
-use isoflop::fit::{parametric, plot};
+use isoflop::fit::{parametric, plot, predict};
 use isoflop::model::accounting::FlopConvention;
 use std::path::PathBuf;
 
@@ -26,6 +26,15 @@ pub enum Approach {
     Overtrain,
     /// Every fit the data supports (default).
     All,
+}
+
+/// `--objective` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ObjectiveArg {
+    /// Σ Huber_δ(ln L̂ − ln L).
+    Huber,
+    /// Σ (L̂ − L)².
+    Lsq,
 }
 
 /// Arguments of `isoflop fit`.
@@ -82,6 +91,10 @@ pub struct FitArgs {
     /// Huber δ on log-loss residuals.
     #[arg(long, default_value_t = 1e-3)]
     pub huber_delta: f64,
+    /// Objective of the law fits (Approach 3, over-training, L(C)): `huber` = Huber on ln L (Hoffmann
+    /// et al., Besiroglu et al.); `lsq` = least squares on L itself (Gadre et al.'s curve_fit).
+    #[arg(long, value_enum, default_value_t = ObjectiveArg::Huber)]
+    pub objective: ObjectiveArg,
     /// Runs whose FLOPs differ by less than this fraction share an IsoFLOP budget.
     #[arg(long, default_value_t = 0.1)]
     pub budget_tol: f64,
@@ -159,6 +172,10 @@ pub fn run(args: FitArgs) -> anyhow::Result<()> {
         explicit: !all,
         law: LawOptions {
             delta: args.huber_delta,
+            objective: match args.objective {
+                ObjectiveArg::Huber => Objective::HuberLog,
+                ObjectiveArg::Lsq => Objective::LeastSquares,
+            },
             bootstrap: args.bootstrap,
             seed: args.seed,
             level: args.level,
@@ -191,6 +208,13 @@ pub fn run(args: FitArgs) -> anyhow::Result<()> {
     std::fs::write(&json, text + "\n")
         .with_context(|| format!("cannot write {}", json.display()))?;
     println!("\nwrote {}", json.display());
+    // The laws' parameters and bootstrap replicates, for `isoflop predict`.
+    let side = out.join(predict::SIDECAR);
+    let laws = predict::Laws::of(&rep, &fitted, &opts);
+    let text = serde_json::to_string(&laws).context("serialising the bootstrap replicates")?;
+    std::fs::write(&side, text + "\n")
+        .with_context(|| format!("cannot write {}", side.display()))?;
+    println!("wrote {}", side.display());
     if !args.no_plots {
         for p in plot::write_all(&out, &ds, &rep, &fitted)? {
             println!("wrote {}", p.display());
