@@ -290,10 +290,12 @@ impl Target {
         // N, D and M together are accepted when they agree (M·N within 1% of D).
         let multiplier = match (n, tokens, multiplier) {
             (Some(n), Some(d), Some(m)) if (m * n - d).abs() <= 0.01 * d => None,
-            (Some(n), Some(d), Some(m)) => return Err(bad(format!(
+            (Some(n), Some(d), Some(m)) => {
+                return Err(bad(format!(
                 "tokens = {d} disagrees with multiplier × n = {m} × {n} = {} (give one of them)",
                 m * n
-            ))),
+            )))
+            }
             _ => multiplier,
         };
         match (n, tokens, multiplier, flops) {
@@ -702,4 +704,51 @@ pub fn load(fit_json: &Path) -> Result<(Laws, Vec<(String, String)>), PredictErr
         });
     }
     Ok((laws, skipped))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fit::stats::line_fit;
+
+    #[test]
+    fn targets_accept_the_documented_combinations_only() {
+        let t = Target::new(Some(1e9), None, Some(20.0), None, "x").unwrap();
+        assert_eq!((t.tokens, t.flops), (Some(2e10), 1.2e20));
+        let t = Target::new(Some(1e9), None, None, Some(1.2e20), "x").unwrap();
+        assert_eq!(t.tokens, Some(2e10));
+        let t = Target::new(Some(1e9), Some(2e10), Some(20.0), None, "x").unwrap();
+        assert_eq!(t.flops, 1.2e20);
+        assert!(Target::new(None, None, None, Some(1e20), "x")
+            .unwrap()
+            .n
+            .is_none());
+        for (n, d, m, c) in [
+            (Some(1e9), Some(2e10), Some(40.0), None),
+            (Some(1e9), Some(2e10), None, Some(1e20)),
+            (None, Some(2e10), None, None),
+            (Some(1e9), None, None, None),
+            (Some(0.0), Some(2e10), None, None),
+            (None, None, None, Some(f64::NAN)),
+        ] {
+            let e = Target::new(n, d, m, c, "here").unwrap_err().to_string();
+            assert!(e.starts_with("here: "), "{e}");
+        }
+    }
+
+    #[test]
+    fn approach2_interval_is_the_line_fits() {
+        let x: Vec<f64> = (0..6).map(|i| 40.0 + i as f64).collect();
+        let y: Vec<f64> = x
+            .iter()
+            .enumerate()
+            .map(|(i, x)| 0.5 * x - 3.0 + 0.01 * (i % 2) as f64)
+            .collect();
+        let l = line_fit(&x, &y, None, 0.9).unwrap();
+        let p = PowerSample::of_line(&l).at(52f64.exp(), 0.9);
+        let want = l.predict(52.0);
+        for (a, b) in [(p.value, want.value), (p.lo, want.lo), (p.hi, want.hi)] {
+            assert!((a.ln() - b).abs() < 1e-9, "{a} vs {}", b.exp());
+        }
+    }
 }
