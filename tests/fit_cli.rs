@@ -278,6 +278,26 @@ fn gadre_c4_overtraining_predictions() {
         out.to_str().unwrap(),
     ]);
     assert!(ok, "{stdout}\n{stderr}");
+    // Seeded: the same fit writes the same replicates.
+    let again = dir.path().join("again");
+    let (ok, _, stderr) = isoflop(&[
+        fx.join("gadre_c4_fit.csv").to_str().unwrap(),
+        "--approach",
+        "overtrain",
+        "--objective",
+        "lsq",
+        "--bootstrap",
+        "300",
+        "--no-plots",
+        "--out",
+        again.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let side = |d: &Path| std::fs::read_to_string(d.join("bootstrap.json")).unwrap();
+    assert_eq!(side(&out), side(&again));
+    let sj: serde_json::Value = serde_json::from_str(&side(&out)).unwrap();
+    assert_eq!(sj["objective"], "least_squares");
+    assert!(sj["overtrain"]["replicates"].as_array().unwrap().len() > 250);
     let pj_path = dir.path().join("gadre.json");
     let (ok, stdout, stderr) = predict(&[
         out.to_str().unwrap(),

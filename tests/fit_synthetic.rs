@@ -155,7 +155,6 @@ fn predictions_cover_the_truth() {
     let popts = PredictOptions {
         level: 0.95,
         max_extrapolation: 100.0,
-        laws: vec![],
     };
     // Chinchilla's law: Approach 3, Approach 2 and L(C) on the IsoFLOP minima.
     let ds = Dataset {

@@ -221,7 +221,6 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
     let opts = PredictOptions {
         level,
         max_extrapolation: args.max_extrapolation,
-        laws: args.law.clone(),
     };
     let preds: Vec<Vec<Prediction>> = targets
         .iter()

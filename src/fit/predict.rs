@@ -394,8 +394,6 @@ pub struct PredictOptions {
     pub level: f64,
     /// Warn above this extrapolation factor.
     pub max_extrapolation: f64,
-    /// Laws to use (empty: every law in the fit).
-    pub laws: Vec<String>,
 }
 
 /// Which of the requested laws the fit has; an explicitly requested law that is absent, or no law at
