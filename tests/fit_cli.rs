@@ -297,6 +297,9 @@ fn gadre_c4_overtraining_predictions() {
     assert_eq!(side(&out), side(&again));
     let sj: serde_json::Value = serde_json::from_str(&side(&out)).unwrap();
     assert_eq!(sj["objective"], "least_squares");
+    let fj: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("fit.json")).unwrap()).unwrap();
+    assert_eq!(fj["overtrain"]["objective_kind"], "least_squares");
     assert!(sj["overtrain"]["replicates"].as_array().unwrap().len() > 250);
     let pj_path = dir.path().join("gadre.json");
     let (ok, stdout, stderr) = predict(&[
