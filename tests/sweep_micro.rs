@@ -52,6 +52,24 @@ fn micro_sweep_runs_exports_and_fits() {
         assert!(!s.to_string().is_empty());
     }
     assert!(dir.join("fit/loss_vs_flops.png").exists());
+    // `isoflop predict` reads the sweep's fit: a run 4× the largest size at 20 tokens per parameter.
+    let n_col = header.iter().position(|c| *c == "n_params").unwrap();
+    let n_max = runs
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(n_col).unwrap().parse::<f64>().unwrap())
+        .fold(0.0, f64::max);
+    let n = format!("{}", 4.0 * n_max);
+    let pred = isoflop(&["predict", d, "--n", &n, "--multiplier", "20"]);
+    let pj: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("fit/predict.json")).unwrap())
+            .unwrap();
+    let p3 = &pj["targets"][0]["predictions"][0];
+    assert_eq!(p3["law"], "approach3", "{pred}");
+    assert!(
+        p3["loss"]["value"].as_f64().is_some_and(|l| l > 0.0),
+        "{pred}"
+    );
 }
 
 /// pandas reads both exports unchanged: numeric columns come out numeric, one row per run / per step.
