@@ -44,6 +44,7 @@ fn bench_fit(c: &mut Criterion) {
                     model: &model,
                     data: &s,
                     delta: 1e-3,
+                    on_loss: false,
                 };
                 lbfgs(&o, &best, &LbfgsOptions::default()).map(|m| m.theta)
             })

@@ -25,6 +25,8 @@ enum Command {
     Fit(cli::fit::FitArgs),
     /// Compare training recipes (arms) across scale: ΔL(C), crossover, exponents, paired bootstrap.
     Compare(cli::compare::CompareArgs),
+    /// Predict losses and compute-optimal allocations of planned runs from a fit, with intervals.
+    Predict(cli::predict::PredictArgs),
     /// Write the per-step records of runs as one tidy CSV.
     Export(cli::export::ExportArgs),
     /// Held-out loss of a checkpoint.
@@ -43,6 +45,7 @@ fn main() {
         Command::Data(a) => cli::data::run(a),
         Command::Fit(a) => cli::fit::run(a),
         Command::Compare(a) => cli::compare::run(a),
+        Command::Predict(a) => cli::predict::run(a),
         Command::Export(a) => cli::export::run(a),
         Command::Eval(a) => cli::eval::run(a),
         Command::Sweep(a) => cli::sweep::run(a),

@@ -1,4 +1,5 @@
-//! `isoflop fit` end to end through the binary: a synthetic sweep directory, and bad inputs.
+//! `isoflop fit` and `isoflop predict` end to end through the binary: a synthetic sweep directory,
+//! Gadre et al.'s C4 runs, and bad inputs.
 
 mod fit_support;
 
@@ -6,8 +7,16 @@ use std::path::Path;
 use std::process::Command;
 
 fn isoflop(args: &[&str]) -> (bool, String, String) {
+    cmd("fit", args)
+}
+
+fn predict(args: &[&str]) -> (bool, String, String) {
+    cmd("predict", args)
+}
+
+fn cmd(sub: &str, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_isoflop"))
-        .arg("fit")
+        .arg(sub)
         .args(args)
         .output()
         .expect("run isoflop");
@@ -71,6 +80,32 @@ fn sweep_directory_end_to_end() {
     for law in ["approach3", "compute", "overtrain"] {
         assert_eq!(json[law]["sane"], true, "{law}: {}", json[law]["problems"]);
     }
+    // predict from the fit directory: every law that applies, the truth nearby.
+    let (n, d) = (4e9, 4e11);
+    let (ns, ds) = (format!("{n}"), format!("{d}"));
+    let (ok, stdout, stderr) = predict(&[out.to_str().unwrap(), "--n", &ns, "--tokens", &ds]);
+    assert!(ok, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let pj: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("predict.json")).unwrap()).unwrap();
+    let ps = pj["targets"][0]["predictions"].as_array().unwrap();
+    let laws: Vec<&str> = ps.iter().map(|p| p["law"].as_str().unwrap()).collect();
+    assert_eq!(laws, ["approach3", "overtrain", "compute", "approach1"]);
+    let l3 = &ps[0]["loss"];
+    let v = l3["value"].as_f64().unwrap();
+    assert!(
+        (v / fit_support::law(n, d) - 1.0).abs() < 0.02,
+        "{l3} vs {}",
+        fit_support::law(n, d)
+    );
+    assert!(
+        l3["lo"].as_f64().unwrap() <= v && v <= l3["hi"].as_f64().unwrap(),
+        "{l3}"
+    );
+    // C = 6ND over the largest fitted compute.
+    let c = 6.0 * n * d;
+    let x = ps[0]["extrapolation"].as_f64().unwrap();
+    assert!(x > 1.0 && (ps[0]["target"]["flops"].as_f64().unwrap() / c - 1.0).abs() < 1e-12);
+    assert!(ps[3]["loss"].is_null() && ps[3]["n_opt"]["value"].as_f64().unwrap() > 0.0);
     assert_eq!(json["skipped"][0]["fit"], "approach2");
     for f in ["loss_vs_flops", "optimal", "parametric", "overtrain"] {
         for ext in ["svg", "png"] {
@@ -184,6 +219,34 @@ fn fixed_multiplier_skips_the_unidentifiable_laws() {
     );
     assert!(stdout.contains("Approach 1"), "{stdout}");
     assert!(dir.path().join("fit/fit.json").exists());
+    // Predicting the loss of a sized run needs a law of N and D: a clear error with the fit's reason.
+    let (ok, _, e) = predict(&[
+        dir.path().to_str().unwrap(),
+        "--n",
+        "1e9",
+        "--tokens",
+        "2e10",
+    ]);
+    assert!(
+        !ok && e.contains("Approach 3 or the over-training law") && e.contains("collinear"),
+        "{e}"
+    );
+    let (ok, _, e) = predict(&[
+        dir.path().to_str().unwrap(),
+        "--flops",
+        "1e20",
+        "--law",
+        "approach2",
+    ]);
+    assert!(!ok && e.contains("no approach2 law"), "{e}");
+    // A compute-optimal target works from the sweep directory (its fit/).
+    let (ok, stdout, e) = predict(&[dir.path().to_str().unwrap(), "--flops", "1e20"]);
+    assert!(ok, "{stdout}\n{e}");
+    assert!(
+        stdout.contains("approach1") && stdout.contains("compute"),
+        "{stdout}"
+    );
+    assert!(dir.path().join("fit/predict.json").exists());
 }
 
 #[test]
@@ -396,4 +459,172 @@ fn compare_bad_input_is_named() {
     assert!(!ok && err.contains("--to"), "{err}");
     let (ok, _, err) = compare(&[p, p, p]);
     assert!(!ok && err.contains("unexpected value"), "{err}");
+}
+/// Gadre et al. (2024), Table 2 default on C4: the over-training law fitted to five small runs
+/// (least squares on L, as their code) predicts their 1.4B (M = 80) and 6.9B (M = 20) runs as the
+/// authors' code does, within 0.5%. Fixture: tests/fixtures/gadre_c4_*.
+#[test]
+fn gadre_c4_overtraining_predictions() {
+    let dir = tempfile::tempdir().unwrap();
+    let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let out = dir.path().join("fit");
+    let (ok, stdout, stderr) = isoflop(&[
+        fx.join("gadre_c4_fit.csv").to_str().unwrap(),
+        "--approach",
+        "overtrain",
+        "--objective",
+        "lsq",
+        "--bootstrap",
+        "300",
+        "--no-plots",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stdout}\n{stderr}");
+    // Seeded: the same fit writes the same replicates.
+    let again = dir.path().join("again");
+    let (ok, _, stderr) = isoflop(&[
+        fx.join("gadre_c4_fit.csv").to_str().unwrap(),
+        "--approach",
+        "overtrain",
+        "--objective",
+        "lsq",
+        "--bootstrap",
+        "300",
+        "--no-plots",
+        "--out",
+        again.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let side = |d: &Path| std::fs::read_to_string(d.join("bootstrap.json")).unwrap();
+    assert_eq!(side(&out), side(&again));
+    let sj: serde_json::Value = serde_json::from_str(&side(&out)).unwrap();
+    assert_eq!(sj["objective"], "least_squares");
+    let fj: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("fit.json")).unwrap()).unwrap();
+    assert_eq!(fj["overtrain"]["objective_kind"], "least_squares");
+    assert!(sj["overtrain"]["replicates"].as_array().unwrap().len() > 250);
+    let pj_path = dir.path().join("gadre.json");
+    let (ok, stdout, stderr) = predict(&[
+        out.to_str().unwrap(),
+        "--targets",
+        fx.join("gadre_c4_targets.csv").to_str().unwrap(),
+        "--out",
+        pj_path.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stdout}\n{stderr}");
+    let pj: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&pj_path).unwrap()).unwrap();
+    // (authors' prediction, measured loss, whether the 95% interval covers the measurement)
+    for (k, (author, measured)) in [(2.509, 2.4724), (2.280, 2.3822)].into_iter().enumerate() {
+        let p = &pj["targets"][k]["predictions"][0];
+        assert_eq!(p["law"], "overtrain");
+        let l = &p["loss"];
+        let v = l["value"].as_f64().unwrap();
+        assert!(
+            (v / author - 1.0).abs() < 0.005,
+            "target {k}: {v} vs the authors' {author}"
+        );
+        let (lo, hi) = (l["lo"].as_f64().unwrap(), l["hi"].as_f64().unwrap());
+        assert!(lo < v && v < hi, "{l}");
+        // Five points and four parameters: the bootstrap interval is wide, and covers the measured
+        // loss, including the 6.9B run the law misses by 4%.
+        assert!(
+            lo < measured && measured < hi,
+            "target {k}: {measured} outside [{lo}, {hi}]"
+        );
+    }
+    // The 6.9B run is 280× the largest fitted compute: warned; the 1.4B run (49×) is not.
+    assert!(pj["targets"][0]["predictions"][0]["warning"].is_null());
+    let w = pj["targets"][1]["predictions"][0]["warning"]
+        .as_str()
+        .unwrap();
+    assert!(w.contains("280×"), "{w}");
+    assert!(stdout.contains("warning (overtrain)"), "{stdout}");
+    // The CSV keeps the input columns and adds the predictions.
+    let csv = std::fs::read_to_string(dir.path().join("gadre.csv")).unwrap();
+    let mut lines = csv.lines();
+    let head: Vec<&str> = lines.next().unwrap().split(',').collect();
+    assert_eq!(
+        &head[..6],
+        [
+            "run",
+            "n",
+            "multiplier",
+            "tokens",
+            "measured_loss",
+            "author_pred"
+        ]
+    );
+    let li = head.iter().position(|h| *h == "loss").unwrap();
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[1][0], "c4_original-open_lm_7b-1.0");
+    let v: f64 = rows[1][li].parse().unwrap();
+    assert!((v / 2.280 - 1.0).abs() < 0.005, "{v}");
+}
+
+#[test]
+fn predict_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let out = dir.path().join("fit");
+    let o = out.to_str().unwrap();
+    // No fit yet.
+    let (ok, _, e) = predict(&[o, "--flops", "1e20"]);
+    assert!(!ok && e.contains("no such file"), "{e}");
+    let (ok, _, e) = isoflop(&[
+        fx.join("gadre_c4_fit.csv").to_str().unwrap(),
+        "--approach",
+        "overtrain",
+        "--bootstrap",
+        "0",
+        "--no-plots",
+        "--out",
+        o,
+    ]);
+    assert!(ok, "{e}");
+    // Non-positive and incomplete targets.
+    let (ok, _, e) = predict(&[o, "--n=-1e9", "--tokens", "1e10"]);
+    assert!(
+        !ok && e.contains("n = -1000000000") && e.contains("positive"),
+        "{e}"
+    );
+    let (ok, _, e) = predict(&[o, "--tokens", "1e10"]);
+    assert!(!ok && e.contains("give n with tokens"), "{e}");
+    let (ok, _, e) = predict(&[o]);
+    assert!(!ok && e.contains("no target"), "{e}");
+    // The fit has only the over-training law.
+    let (ok, _, e) = predict(&[o, "--flops", "1e21", "--law", "approach3"]);
+    assert!(!ok && e.contains("no approach3 law"), "{e}");
+    // A malformed targets CSV: file, line and column named.
+    let t = dir.path().join("t.csv");
+    write(&t, "n,multiplier\n1e9,20\n2e9,twenty\n");
+    let (ok, _, e) = predict(&[o, "--targets", t.to_str().unwrap()]);
+    assert!(
+        !ok && e.contains("t.csv:3") && e.contains("'multiplier'") && e.contains("twenty"),
+        "{e}"
+    );
+    write(&t, "n,multiplier\n1e9,20\n2e9,0\n");
+    let (ok, _, e) = predict(&[o, "--targets", t.to_str().unwrap()]);
+    assert!(
+        !ok && e.contains("t.csv:3") && e.contains("positive"),
+        "{e}"
+    );
+    write(&t, "size,budget\n1e9,20\n");
+    let (ok, _, e) = predict(&[o, "--targets", t.to_str().unwrap()]);
+    assert!(
+        !ok && e.contains("t.csv") && e.contains("no target column"),
+        "{e}"
+    );
+    // Without bootstrap replicates the prediction has no interval, but works.
+    let (ok, stdout, e) = predict(&[o, "--n", "1e9", "--multiplier", "20"]);
+    assert!(ok && stdout.contains("overtrain"), "{stdout}{e}");
+    // A fit.json without its sidecar (an older isoflop) is refused with the remedy.
+    std::fs::remove_file(out.join("bootstrap.json")).unwrap();
+    let (ok, _, e) = predict(&[o, "--flops", "1e21"]);
+    assert!(
+        !ok && e.contains("bootstrap.json") && e.contains("rerun `isoflop fit`"),
+        "{e}"
+    );
 }

@@ -307,4 +307,119 @@ mod compare_synthetic {
             .iter()
             .all(|d| d.delta.value == 0.0 && d.delta.lo == 0.0 && d.delta.hi == 0.0));
     }
+/// `isoflop predict`'s computations: a fit's laws (as written to bootstrap.json) predict a run and a
+/// budget 10× beyond the largest fitted compute, and the intervals cover the truth.
+#[test]
+fn predictions_cover_the_truth() {
+    use isoflop::fit::data::Dataset;
+    use isoflop::fit::predict::{self, Laws, PredictOptions, Target};
+    use isoflop::fit::report::{self, FitKind, FitOptions};
+    let popts = PredictOptions {
+        level: 0.95,
+        max_extrapolation: 100.0,
+    };
+    // Chinchilla's law: Approach 3, Approach 2 and L(C) on the IsoFLOP minima.
+    let ds = Dataset {
+        source: "synthetic".into(),
+        points: isoflop_points(&BUDGETS, 9, 0.8, 0.005, 11),
+        ..Dataset::default()
+    };
+    let o = FitOptions {
+        kinds: vec![FitKind::Approach2, FitKind::Approach3, FitKind::Compute],
+        explicit: true,
+        law: opts(200),
+        // A fifth of the default grid (CI time); approach3_recovers_chinchilla_law covers the full one.
+        starts3: isoflop::fit::optim::grid(&[
+            isoflop::fit::optim::range(0.0, 25.0, 5.0),
+            isoflop::fit::optim::range(0.0, 25.0, 5.0),
+            vec![-1.0, 0.0, 1.0],
+            vec![0.0, 0.5, 1.0],
+            vec![0.0, 0.5, 1.0],
+        ]),
+        ..FitOptions::default()
+    };
+    let (rep, fitted) = report::run(&ds, &o).unwrap();
+    // Through JSON, as predict reads it.
+    let laws: Laws =
+        serde_json::from_str(&serde_json::to_string(&Laws::of(&rep, &fitted, &o)).unwrap())
+            .unwrap();
+    let c = 1e21;
+    let (n, d) = (2.0 * n_opt(c), c / (12.0 * n_opt(c)));
+    let sized = Target::new(Some(n), Some(d), None, None, "test").unwrap();
+    let p = predict::predict(&laws, "approach3", &sized, &popts);
+    assert!((p.extrapolation - 10.0).abs() < 1e-9, "{}", p.extrapolation);
+    assert!(p.warning.is_none());
+    let loss = p.loss.unwrap();
+    assert!(
+        loss.contains(law(n, d)),
+        "L(N, D) {} outside {loss:?}",
+        law(n, d)
+    );
+    assert!(loss.hi - loss.lo < 0.05 * loss.value, "{loss:?}");
+    let n_true = n_opt(c);
+    let l_opt = law(n_true, c / (6.0 * n_true));
+    let optimal = Target::new(None, None, None, Some(c), "test").unwrap();
+    for name in ["approach3", "approach2", "approach2_akima"] {
+        let p = predict::predict(&laws, name, &optimal, &popts);
+        let no = p.n_opt.unwrap();
+        assert!(no.contains(n_true), "{name}: N* {n_true} outside {no:?}");
+        let dd = p.d_opt.unwrap();
+        assert!(dd.contains(c / (6.0 * n_true)), "{name}: D* outside {dd:?}");
+    }
+    for name in ["approach3", "compute"] {
+        let lo = predict::predict(&laws, name, &optimal, &popts)
+            .loss_opt
+            .unwrap();
+        assert!(lo.contains(l_opt), "{name}: L* {l_opt} outside {lo:?}");
+    }
+    // 1000× beyond: warned.
+    let far = Target::new(None, None, None, Some(1e23), "test").unwrap();
+    let w = predict::predict(&laws, "compute", &far, &popts)
+        .warning
+        .unwrap();
+    assert!(w.contains("1000×"), "{w}");
+
+    // The over-training law: a 5B model 4× over-trained, from runs up to 1B.
+    let mut rng = ChaCha8Rng::seed_from_u64(16);
+    let noise = Normal::<f64>::new(0.0, 0.005).unwrap();
+    let (e, a, b, al) = (1.9, 300.0, 1000.0, 0.3);
+    let ot = |n: f64, m: f64| e + a * n.powf(-al) + b * (m * n).powf(-al);
+    let mut pts = vec![];
+    for i in 0..5 {
+        let n = 1e7 * 100f64.powf(i as f64 / 4.0);
+        for m in [10.0, 20.0, 80.0, 320.0] {
+            pts.push(Point {
+                n,
+                d: m * n,
+                c: 6.0 * n * n * m,
+                loss: ot(n, m) * noise.sample(&mut rng).exp(),
+            });
+        }
+    }
+    let ds = Dataset {
+        source: "synthetic".into(),
+        points: pts,
+        ..Dataset::default()
+    };
+    let o = FitOptions {
+        kinds: vec![FitKind::Overtrain],
+        explicit: true,
+        law: opts(200),
+        ..FitOptions::default()
+    };
+    let (rep, fitted) = report::run(&ds, &o).unwrap();
+    let laws = Laws::of(&rep, &fitted, &o);
+    let t = Target::new(Some(5e9), None, Some(80.0), None, "test").unwrap();
+    let p = predict::predict(&laws, "overtrain", &t, &popts);
+    let loss = p.loss.unwrap();
+    assert!(
+        loss.contains(ot(5e9, 80.0)),
+        "{} outside {loss:?}",
+        ot(5e9, 80.0)
+    );
+    // Compute optimum of the law: M* = (b/a)^(1/α) at every C.
+    let m_opt = (b / a).powf(1.0 / al);
+    let no = p.n_opt.unwrap();
+    let n_true = (t.flops / (6.0 * m_opt)).sqrt();
+    assert!(no.contains(n_true), "N* {n_true} outside {no:?}");
 }

@@ -17,6 +17,15 @@ fn isoflop(args: &[&str]) -> String {
     text
 }
 
+/// Run the binary expecting failure: (succeeded, stderr).
+fn isoflop_fails(args: &[&str]) -> (bool, String) {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn micro_sweep_runs_exports_and_fits() {
     let spec = concat!(env!("CARGO_MANIFEST_DIR"), "/data/sweeps/micro.toml");
@@ -52,6 +61,24 @@ fn micro_sweep_runs_exports_and_fits() {
         assert!(!s.to_string().is_empty());
     }
     assert!(dir.join("fit/loss_vs_flops.png").exists());
+    // `isoflop predict` reads the sweep's fit: a run 4× the largest size at 20 tokens per parameter.
+    let n_col = header.iter().position(|c| *c == "n_params").unwrap();
+    let n_max = runs
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(n_col).unwrap().parse::<f64>().unwrap())
+        .fold(0.0, f64::max);
+    let n = format!("{}", 4.0 * n_max);
+    let pred = isoflop(&["predict", d, "--n", &n, "--multiplier", "20"]);
+    let pj: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("fit/predict.json")).unwrap())
+            .unwrap();
+    let p3 = &pj["targets"][0]["predictions"][0];
+    assert_eq!(p3["law"], "approach3", "{pred}");
+    assert!(
+        p3["loss"]["value"].as_f64().is_some_and(|l| l > 0.0),
+        "{pred}"
+    );
 }
 
 /// pandas reads both exports unchanged: numeric columns come out numeric, one row per run / per step.
@@ -172,5 +199,35 @@ fn two_arm_micro_sweep_runs_exports_and_compares() {
     assert!(cmp["delta"].as_array().unwrap().len() > 10);
     assert_eq!(cmp["at"][0]["c"].as_f64(), Some(1e13));
     assert!(dir.join("compare/compare.png").exists() && dir.join("compare/compare.svg").exists());
-    // `isoflop predict` on each arm's fit goes here once it exists.
+    // A law fitted to both recipes at once describes neither: `fit` wants an arm.
+    let (ok, err) = isoflop_fails(&["fit", d]);
+    assert!(!ok && err.contains("--arm") && err.contains("wd0.1, wd0"), "{err}");
+    // Each arm's own fit (its directory fit-<arm>), then `isoflop predict` from it: a run 4× the largest
+    // size at 20 tokens per parameter, per arm.
+    let n_max = rows
+        .iter()
+        .map(|r| r[col("n_params")].parse::<f64>().unwrap())
+        .fold(0.0, f64::max);
+    let n = format!("{}", 4.0 * n_max);
+    for arm in ["wd0.1", "wd0"] {
+        let fit = isoflop(&["fit", d, "--arm", arm, "--bootstrap", "100", "--no-plots"]);
+        let fit_dir = dir.join(format!("fit-{arm}"));
+        let fj: Value =
+            serde_json::from_str(&std::fs::read_to_string(fit_dir.join("fit.json")).unwrap())
+                .unwrap();
+        assert!(fj["source"].as_str().unwrap().contains(arm), "{fit}");
+        let fd = fit_dir.to_str().unwrap();
+        let pred = isoflop(&["predict", fd, "--n", &n, "--multiplier", "20"]);
+        let pj: Value =
+            serde_json::from_str(&std::fs::read_to_string(fit_dir.join("predict.json")).unwrap())
+                .unwrap();
+        let ps = pj["targets"][0]["predictions"].as_array().unwrap();
+        assert!(
+            ps.iter().any(|p| p["loss"]["value"]
+                .as_f64()
+                .is_some_and(|l| l.is_finite() && l > 0.0)
+                || p["n_opt"]["value"].as_f64().is_some_and(|v| v > 0.0)),
+            "{arm}: {pred}"
+        );
+    }
 }

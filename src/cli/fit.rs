@@ -2,9 +2,9 @@
 
 use anyhow::Context;
 use isoflop::fit::data::{self, Columns};
-use isoflop::fit::law::LawOptions;
+use isoflop::fit::law::{LawOptions, Objective};
 use isoflop::fit::report::{self, FitKind, FitOptions};
-use isoflop::fit::{parametric, plot};
+use isoflop::fit::{parametric, plot, predict};
 use isoflop::model::accounting::FlopConvention;
 use std::path::PathBuf;
 
@@ -26,6 +26,15 @@ pub enum Approach {
     Overtrain,
     /// Every fit the data supports (default).
     All,
+}
+
+/// `--objective` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ObjectiveArg {
+    /// Σ Huber_δ(ln L̂ − ln L).
+    Huber,
+    /// Σ (L̂ − L)².
+    Lsq,
 }
 
 /// Arguments of `isoflop fit`.
@@ -82,6 +91,10 @@ pub struct FitArgs {
     /// Huber δ on log-loss residuals.
     #[arg(long, default_value_t = 1e-3)]
     pub huber_delta: f64,
+    /// Objective of the law fits (Approach 3, over-training, L(C)): `huber` = Huber on ln L (Hoffmann
+    /// et al., Besiroglu et al.); `lsq` = least squares on L itself (Gadre et al.'s curve_fit).
+    #[arg(long, value_enum, default_value_t = ObjectiveArg::Huber)]
+    pub objective: ObjectiveArg,
     /// Runs whose FLOPs differ by less than this fraction share an IsoFLOP budget.
     #[arg(long, default_value_t = 0.1)]
     pub budget_tol: f64,
@@ -91,6 +104,9 @@ pub struct FitArgs {
     /// Drop the K highest-loss points before Approach 3 and the over-training fit (Epoch drops 5).
     #[arg(long, default_value_t = 0)]
     pub drop_highest: usize,
+    /// Fit only the runs of this arm (the `arm` column of a sweep with `[[arms]]`; required there).
+    #[arg(long, value_name = "NAME")]
+    pub arm: Option<String>,
     /// Write fit.json only.
     #[arg(long)]
     pub no_plots: bool,
@@ -128,7 +144,7 @@ pub fn run(args: FitArgs) -> anyhow::Result<()> {
         step_d: args.step_d_col.clone(),
         step_loss: args.step_loss_col.clone(),
     };
-    let ds = data::load(&args.input, args.steps.as_deref(), &cols)?;
+    let ds = data::load_arm(&args.input, args.steps.as_deref(), &cols, args.arm.as_deref())?;
     anyhow::ensure!(
         !ds.points.is_empty() || !ds.curves.is_empty(),
         "{}: no usable rows (every row has an empty or non-finite value)",
@@ -159,6 +175,10 @@ pub fn run(args: FitArgs) -> anyhow::Result<()> {
         explicit: !all,
         law: LawOptions {
             delta: args.huber_delta,
+            objective: match args.objective {
+                ObjectiveArg::Huber => Objective::HuberLog,
+                ObjectiveArg::Lsq => Objective::LeastSquares,
+            },
             bootstrap: args.bootstrap,
             seed: args.seed,
             level: args.level,
@@ -173,14 +193,21 @@ pub fn run(args: FitArgs) -> anyhow::Result<()> {
     let (rep, fitted) = report::run(&ds, &opts)?;
     let out = match &args.out {
         Some(o) => o.clone(),
-        None if args.input.is_dir() => args.input.join("fit"),
+        // One fit directory per arm, so fitting each arm in turn keeps them all.
+        None if args.input.is_dir() => match &args.arm {
+            Some(a) => args.input.join(format!("fit-{a}")),
+            None => args.input.join("fit"),
+        },
         None => {
             let stem = args
                 .input
                 .file_stem()
                 .map(|s| s.to_string_lossy().to_string())
                 .unwrap_or_else(|| "input".into());
-            args.input.with_file_name(format!("{stem}_fit"))
+            match &args.arm {
+                Some(a) => args.input.with_file_name(format!("{stem}_fit-{a}")),
+                None => args.input.with_file_name(format!("{stem}_fit")),
+            }
         }
     };
     std::fs::create_dir_all(&out)
@@ -191,6 +218,13 @@ pub fn run(args: FitArgs) -> anyhow::Result<()> {
     std::fs::write(&json, text + "\n")
         .with_context(|| format!("cannot write {}", json.display()))?;
     println!("\nwrote {}", json.display());
+    // The laws' parameters and bootstrap replicates, for `isoflop predict`.
+    let side = out.join(predict::SIDECAR);
+    let laws = predict::Laws::of(&rep, &fitted, &opts);
+    let text = serde_json::to_string(&laws).context("serialising the bootstrap replicates")?;
+    std::fs::write(&side, text + "\n")
+        .with_context(|| format!("cannot write {}", side.display()))?;
+    println!("wrote {}", side.display());
     if !args.no_plots {
         for p in plot::write_all(&out, &ds, &rep, &fitted)? {
             println!("wrote {}", p.display());

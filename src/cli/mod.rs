@@ -7,5 +7,6 @@ pub mod eval;
 pub mod export;
 pub mod fit;
 pub mod info;
+pub mod predict;
 pub mod sweep;
 pub mod train;

@@ -375,16 +375,70 @@ pub fn read_curves(
 
 /// Load `input` (a sweep directory or a CSV file, plus an optional steps CSV).
 pub fn load(input: &Path, steps: Option<&Path>, cols: &Columns) -> Result<Dataset, FitError> {
+    load_arm(input, steps, cols, None)
+}
+
+/// Keep the rows of `t` whose `arm` column is `arm`. A table with an `arm` column holding several arms
+/// must be given one (a law fitted to several recipes at once describes none of them); a table without
+/// that column holds one recipe and `arm` must be `None`.
+fn select_arm(t: &mut Table, arm: Option<&str>) -> Result<(), FitError> {
+    let bad = |what: String| FitError::BadInput {
+        path: t.path.clone(),
+        what,
+    };
+    let Some(i) = t.find(&["arm".to_string()]) else {
+        return match arm {
+            Some(a) => Err(bad(format!(
+                "--arm {a:?}: the table has no `arm` column (a sweep without [[arms]])"
+            ))),
+            None => Ok(()),
+        };
+    };
+    let mut arms: Vec<&str> = Vec::new();
+    for (_, cells) in &t.rows {
+        if !arms.contains(&cells[i].as_str()) {
+            arms.push(&cells[i]);
+        }
+    }
+    match arm {
+        Some(a) if arms.contains(&a) => {
+            t.rows.retain(|(_, cells)| cells[i] == a);
+            Ok(())
+        }
+        Some(a) => Err(bad(format!(
+            "--arm {a:?}: no such arm (the table has {})",
+            arms.join(", ")
+        ))),
+        None if arms.len() > 1 => Err(bad(format!(
+            "holds the arms {}: fit one at a time with --arm NAME (`isoflop compare` compares them)",
+            arms.join(", ")
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// [`load`] restricted to the rows of one arm (`arm` column of a sweep with `[[arms]]`).
+pub fn load_arm(
+    input: &Path,
+    steps: Option<&Path>,
+    cols: &Columns,
+    arm: Option<&str>,
+) -> Result<Dataset, FitError> {
     let (runs_p, steps_p) = resolve_input(input, steps)?;
     let mut notes = Vec::new();
-    let runs_t = runs_p.as_deref().map(Table::read).transpose()?;
+    let read = |p: &Path| -> Result<Table, FitError> {
+        let mut t = Table::read(p)?;
+        select_arm(&mut t, arm)?;
+        Ok(t)
+    };
+    let runs_t = runs_p.as_deref().map(read).transpose()?;
     let mut points = match &runs_t {
         Some(t) => read_points(t, cols, &mut notes)?,
         None => vec![],
     };
     let curves = match &steps_p {
         Some(p) => {
-            let st = Table::read(p)?;
+            let st = read(p)?;
             read_curves(&st, cols, runs_t.as_ref(), &mut notes)?
         }
         None => vec![],
@@ -405,7 +459,10 @@ pub fn load(input: &Path, steps: Option<&Path>, cols: &Columns) -> Result<Datase
             .collect();
     }
     Ok(Dataset {
-        source: input.display().to_string(),
+        source: match arm {
+            Some(a) => format!("{} (arm {a})", input.display()),
+            None => input.display().to_string(),
+        },
         points,
         curves,
         notes,

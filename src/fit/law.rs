@@ -30,11 +30,24 @@ impl Serialize for Params {
     }
 }
 
+/// What the law fits minimise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Objective {
+    /// Σ Huber_δ(ln L̂ − ln L) (Hoffmann et al., Besiroglu et al.).
+    #[default]
+    HuberLog,
+    /// Σ (L̂ − L)², least squares on the loss itself (Gadre et al.'s scipy `curve_fit`).
+    LeastSquares,
+}
+
 /// Settings shared by the law fits.
 #[derive(Clone, Debug)]
 pub struct LawOptions {
-    /// Huber threshold δ on log-loss residuals.
+    /// Huber threshold δ on log-loss residuals (unused by least squares).
     pub delta: f64,
+    /// The objective minimised.
+    pub objective: Objective,
     /// L-BFGS settings.
     pub lbfgs: LbfgsOptions,
     /// Bootstrap replicates (0: no intervals).
@@ -49,6 +62,7 @@ impl Default for LawOptions {
     fn default() -> Self {
         LawOptions {
             delta: 1e-3,
+            objective: Objective::HuberLog,
             lbfgs: LbfgsOptions::default(),
             bootstrap: 1000,
             seed: 0,
@@ -76,6 +90,8 @@ pub struct LawFit {
     pub rmse_log: f64,
     /// Bootstrap replicates that converged.
     pub bootstrap_ok: usize,
+    /// θ of each converged bootstrap replicate, in replicate order (for prediction intervals).
+    pub replicates: Vec<Vec<f64>>,
 }
 
 /// Fit `model` to `data` from every start, keep the best, then bootstrap the quantities `derive`
@@ -88,10 +104,15 @@ pub fn fit_law(
     names: &[&str],
     derive: &(dyn Fn(&[f64]) -> Vec<f64> + Sync),
 ) -> Option<LawFit> {
+    let (delta, on_loss) = match opts.objective {
+        Objective::HuberLog => (opts.delta, false),
+        Objective::LeastSquares => (f64::INFINITY, true),
+    };
     let obj = HuberObjective {
         model,
         data,
-        delta: opts.delta,
+        delta,
+        on_loss,
     };
     let (best, n_converged) = multistart(&obj, starts, &opts.lbfgs)?;
     let f = data.n_features;
@@ -105,13 +126,15 @@ pub fn fit_law(
             let o = HuberObjective {
                 model,
                 data: &sample,
-                delta: opts.delta,
+                delta,
+                on_loss,
             };
-            super::optim::lbfgs(&o, &best.theta, &opts.lbfgs).map(|m| derive(&m.theta))
+            super::optim::lbfgs(&o, &best.theta, &opts.lbfgs).map(|m| m.theta)
         })
     } else {
         vec![]
     };
+    let derived: Vec<Vec<f64>> = reps.iter().map(|t| derive(t)).collect();
     let point = derive(&best.theta);
     let q = 0.5 - 0.5 * opts.level;
     let params = Params(
@@ -119,7 +142,7 @@ pub fn fit_law(
             .iter()
             .enumerate()
             .map(|(k, n)| {
-                let col: Vec<f64> = reps.iter().map(|r| r[k]).collect();
+                let col: Vec<f64> = derived.iter().map(|r| r[k]).collect();
                 let (lo, hi) = if col.is_empty() {
                     (f64::NAN, f64::NAN)
                 } else {
@@ -145,5 +168,6 @@ pub fn fit_law(
         residuals,
         rmse_log,
         bootstrap_ok: reps.len(),
+        replicates: reps,
     })
 }

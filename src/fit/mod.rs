@@ -20,3 +20,4 @@ pub mod parametric;
 pub mod plot;
 pub mod powerlaw;
 pub mod report;
+pub mod predict;

@@ -80,7 +80,8 @@ pub fn huber(delta: f64, r: f64) -> (f64, f64) {
     }
 }
 
-/// Σ Huber_δ(prediction − ln L) over the points of `data`.
+/// Σ Huber_δ(prediction − ln L) over the points of `data`, or with `on_loss` Σ Huber_δ(L̂ − L) on the
+/// loss itself (δ = ∞ makes it least squares, as scipy's curve_fit in Gadre et al.).
 #[derive(Clone, Debug)]
 pub struct HuberObjective<'a> {
     /// The model.
@@ -89,6 +90,8 @@ pub struct HuberObjective<'a> {
     pub data: &'a LseData,
     /// Huber threshold δ.
     pub delta: f64,
+    /// Residuals on L rather than ln L.
+    pub on_loss: bool,
 }
 
 impl LseModel {
@@ -132,10 +135,15 @@ impl HuberObjective<'_> {
                 *tk = (*tk - m).exp();
                 s += *tk;
             }
-            let r = m + s.ln() - ll;
+            let p = m + s.ln();
+            let (r, dr_dp) = if self.on_loss {
+                (p.exp() - ll.exp(), p.exp())
+            } else {
+                (p - ll, 1.0)
+            };
             let (h, dh) = huber(self.delta, r);
             total += h;
-            let scale = dh / s;
+            let scale = dh * dr_dp / s;
             g[md.constant] += scale * w0;
             for (k, term) in md.terms.iter().enumerate() {
                 let w = scale * t[k];
@@ -343,11 +351,18 @@ mod tests {
     #[test]
     fn gradient_matches_finite_differences() {
         let (model, data) = toy();
-        let obj = HuberObjective {
-            model: &model,
-            data: &data,
-            delta: 0.05,
-        };
+        for (delta, on_loss) in [(0.05, false), (0.05, true), (f64::INFINITY, true)] {
+            let obj = HuberObjective {
+                model: &model,
+                data: &data,
+                delta,
+                on_loss,
+            };
+            check_gradient(&obj);
+        }
+    }
+
+    fn check_gradient(obj: &HuberObjective) {
         let th = [0.2, 1.4, 0.4];
         let mut g = [0.0; 3];
         obj.value_grad(&th, &mut g);
@@ -373,6 +388,7 @@ mod tests {
             model: &model,
             data: &data,
             delta: 1e-3,
+            on_loss: false,
         };
         let starts = grid(&[
             range(-1.0, 1.0, 1.0),

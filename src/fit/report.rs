@@ -5,7 +5,7 @@ use super::data::Dataset;
 use super::envelope::{self, EnvelopeFit};
 use super::error::FitError;
 use super::isoflop::{self, IsoFlopFit, MinMethod};
-use super::law::{LawFit, LawOptions, Params};
+use super::law::{LawFit, LawOptions, Objective, Params};
 use super::{overtrain, parametric};
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -90,6 +90,8 @@ pub struct LawReport {
     pub params: Params,
     /// Σ Huber_δ of log-loss residuals at the optimum.
     pub objective: f64,
+    /// What was minimised: `huber_log` (Huber δ on ln L) or `least_squares` (on L; δ unused).
+    pub objective_kind: Objective,
     /// Huber δ.
     pub huber_delta: f64,
     /// Points fitted.
@@ -176,6 +178,7 @@ impl LawReport {
             problems,
             params: f.params.clone(),
             objective: f.objective,
+            objective_kind: o.objective,
             huber_delta: o.delta,
             n_points: f.residuals.len(),
             n_starts: f.n_starts,

@@ -1,0 +1,276 @@
+//! `isoflop predict`: losses and compute-optimal allocations of planned runs from a fit.
+
+use anyhow::Context;
+use isoflop::fit::predict::{self, PredictOptions, Prediction, Target, TargetTable};
+use isoflop::fit::stats::Interval;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// Arguments of `isoflop predict`.
+#[derive(clap::Args, Debug)]
+pub struct PredictArgs {
+    /// A fit directory (holding fit.json and bootstrap.json, as `isoflop fit` writes), a sweep
+    /// directory (uses its fit/), or a fit.json.
+    pub fit: PathBuf,
+    /// Parameters N of the planned run (with --tokens, --multiplier or --flops).
+    #[arg(long)]
+    pub n: Option<f64>,
+    /// Training tokens D of the planned run (with --n).
+    #[arg(long)]
+    pub tokens: Option<f64>,
+    /// Tokens per parameter M = D/N of the planned run (with --n).
+    #[arg(long)]
+    pub multiplier: Option<f64>,
+    /// Training compute C: alone, the compute-optimal point; with --n, D = C/(6N).
+    #[arg(long)]
+    pub flops: Option<f64>,
+    /// A CSV of targets: columns n, tokens, multiplier, flops (empty cells: not given; other columns are
+    /// copied to the output). Writes a CSV of predictions next to the JSON.
+    #[arg(long)]
+    pub targets: Option<PathBuf>,
+    /// Laws to use (comma-separated): approach3, overtrain, compute, approach1, approach2,
+    /// approach2_akima [default: every law in the fit].
+    #[arg(long, value_delimiter = ',')]
+    pub law: Vec<String>,
+    /// Interval level [default: the fit's].
+    #[arg(long)]
+    pub level: Option<f64>,
+    /// Warn when the target compute exceeds this many times the largest compute a law was fitted to.
+    #[arg(long, default_value_t = predict::DEFAULT_MAX_EXTRAPOLATION)]
+    pub max_extrapolation: f64,
+    /// Output JSON [default: predict.json next to fit.json]; with --targets the CSV goes next to it
+    /// (same name, .csv).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+fn num(v: f64) -> String {
+    if v.is_nan() {
+        "—".into()
+    } else if v != 0.0 && (v.abs() >= 1e4 || v.abs() < 1e-2) {
+        format!("{v:.3e}")
+    } else {
+        format!("{v:.4}")
+    }
+}
+
+fn cell(i: &Option<Interval>) -> String {
+    match i {
+        None => "".into(),
+        Some(i) if i.lo.is_nan() => num(i.value),
+        Some(i) => format!("{} [{}, {}]", num(i.value), num(i.lo), num(i.hi)),
+    }
+}
+
+fn describe(t: &Target) -> String {
+    match (t.n, t.tokens) {
+        (Some(n), Some(d)) => format!(
+            "N = {}, D = {}, M = D/N = {}, C = 6ND = {}",
+            num(n),
+            num(d),
+            num(d / n),
+            num(t.flops)
+        ),
+        _ => format!("compute-optimal at C = {}", num(t.flops)),
+    }
+}
+
+/// The terminal table of the predictions of one target.
+fn table(out: &mut String, label: &str, preds: &[Prediction]) {
+    let _ = writeln!(out, "\n{label}");
+    let _ = writeln!(
+        out,
+        "  {:<16} {:<30} {:<34} {:<34} {:<30} {:>8}",
+        "law", "loss", "N*", "D*", "loss at optimum", "C/C_fit"
+    );
+    for p in preds {
+        let _ = writeln!(
+            out,
+            "  {:<16} {:<30} {:<34} {:<34} {:<30} {:>8}",
+            p.law,
+            cell(&p.loss),
+            cell(&p.n_opt),
+            cell(&p.d_opt),
+            cell(&p.loss_opt),
+            format!("{:.3}", p.extrapolation)
+        );
+    }
+    for p in preds {
+        if let Some(w) = &p.warning {
+            let _ = writeln!(out, "  warning ({}): {w}", p.law);
+        }
+    }
+}
+
+fn csv_escape(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// The predictions CSV: the input columns, then one row per (target, law).
+fn write_csv(path: &Path, t: &TargetTable, preds: &[Vec<Prediction>]) -> anyhow::Result<()> {
+    let ours = [
+        "law",
+        "pred_n",
+        "pred_tokens",
+        "pred_flops",
+        "loss",
+        "loss_lo",
+        "loss_hi",
+        "n_opt",
+        "n_opt_lo",
+        "n_opt_hi",
+        "d_opt",
+        "d_opt_lo",
+        "d_opt_hi",
+        "loss_opt",
+        "loss_opt_lo",
+        "loss_opt_hi",
+        "extrapolation",
+        "warning",
+    ];
+    let mut head: Vec<String> = t.header.clone();
+    for o in ours {
+        // An input column of the same name keeps its name; ours is prefixed.
+        head.push(if t.header.iter().any(|h| h == o) {
+            format!("pred_{o}")
+        } else {
+            o.to_string()
+        });
+    }
+    let mut text = head
+        .iter()
+        .map(|h| csv_escape(h))
+        .collect::<Vec<_>>()
+        .join(",")
+        + "\n";
+    let g = |v: Option<f64>| {
+        v.filter(|v| !v.is_nan())
+            .map_or(String::new(), |v| format!("{v}"))
+    };
+    let iv = |i: &Option<Interval>| {
+        i.map_or(vec![String::new(); 3], |i| {
+            vec![g(Some(i.value)), g(Some(i.lo)), g(Some(i.hi))]
+        })
+    };
+    for ((_, _, cells), ps) in t.rows.iter().zip(preds) {
+        for p in ps {
+            let mut row: Vec<String> = cells.iter().map(|c| csv_escape(c)).collect();
+            row.push(p.law.clone());
+            row.push(g(p.target.n));
+            row.push(g(p.target.tokens));
+            row.push(g(Some(p.target.flops)));
+            for i in [&p.loss, &p.n_opt, &p.d_opt, &p.loss_opt] {
+                row.extend(iv(i));
+            }
+            row.push(g(Some(p.extrapolation)));
+            row.push(csv_escape(p.warning.as_deref().unwrap_or("")));
+            text += &(row.join(",") + "\n");
+        }
+    }
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Run `isoflop predict`.
+pub fn run(args: PredictArgs) -> anyhow::Result<()> {
+    let fit_json = predict::resolve_fit(&args.fit)?;
+    let (laws, skipped) = predict::load(&fit_json)?;
+    let level = args.level.unwrap_or(laws.level);
+    anyhow::ensure!(
+        level > 0.0 && level < 1.0,
+        "--level must lie in (0, 1), got {level}"
+    );
+    anyhow::ensure!(
+        args.max_extrapolation > 0.0,
+        "--max-extrapolation must be positive, got {}",
+        args.max_extrapolation
+    );
+    let flag_given = args.n.is_some()
+        || args.tokens.is_some()
+        || args.multiplier.is_some()
+        || args.flops.is_some();
+    let mut targets: Vec<(String, Target)> = vec![];
+    if flag_given {
+        let t = Target::new(
+            args.n,
+            args.tokens,
+            args.multiplier,
+            args.flops,
+            "--n/--tokens/--multiplier/--flops",
+        )?;
+        targets.push((describe(&t), t));
+    }
+    let table_in = match &args.targets {
+        Some(p) => Some(predict::read_targets(p)?),
+        None => None,
+    };
+    if let Some(tt) = &table_in {
+        for (line, t, _) in &tt.rows {
+            targets.push((format!("line {line}: {}", describe(t)), *t));
+        }
+    }
+    anyhow::ensure!(
+        !targets.is_empty(),
+        "no target: give --n with --tokens or --multiplier, --flops (with or without --n), or --targets FILE.csv"
+    );
+    let sized = targets.iter().any(|(_, t)| t.n.is_some());
+    let names = predict::select_laws(&laws, &args.law, &skipped, sized)?;
+    let opts = PredictOptions {
+        level,
+        max_extrapolation: args.max_extrapolation,
+    };
+    let preds: Vec<Vec<Prediction>> = targets
+        .iter()
+        .map(|(_, t)| {
+            names
+                .iter()
+                .map(|l| predict::predict(&laws, l, t, &opts))
+                .collect()
+        })
+        .collect();
+    let mut out = format!(
+        "isoflop predict: {} (fit of {}, FLOPs: {}; intervals {:.0}%, bootstrap percentile; C/C_fit: target over largest fitted compute)\n",
+        fit_json.display(),
+        laws.source,
+        laws.convention,
+        100.0 * level
+    );
+    for ((label, _), ps) in targets.iter().zip(&preds) {
+        table(&mut out, label, ps);
+    }
+    print!("{out}");
+    let json_path = args
+        .out
+        .clone()
+        .unwrap_or_else(|| fit_json.with_file_name("predict.json"));
+    if let Some(dir) = json_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create directory {}", dir.display()))?;
+    }
+    let doc = serde_json::json!({
+        "fit": fit_json.display().to_string(),
+        "source": laws.source,
+        "convention": laws.convention,
+        "level": level,
+        "max_extrapolation": args.max_extrapolation,
+        "targets": targets.iter().zip(&preds).map(|((label, t), ps)| serde_json::json!({
+            "target": t,
+            "label": label,
+            "predictions": ps,
+        })).collect::<Vec<_>>(),
+    });
+    let text = serde_json::to_string_pretty(&doc).context("serialising predictions")?;
+    std::fs::write(&json_path, text + "\n")
+        .with_context(|| format!("cannot write {}", json_path.display()))?;
+    println!("\nwrote {}", json_path.display());
+    if let Some(tt) = &table_in {
+        let csv = json_path.with_extension("csv");
+        let skip = usize::from(flag_given);
+        write_csv(&csv, tt, &preds[skip..])?;
+        println!("wrote {}", csv.display());
+    }
+    Ok(())
+}
