@@ -234,6 +234,8 @@ mod tests {
             resumed_at: vec![],
             final_figures: FinalFigures::default(),
             warnings: vec![],
+            operational: Operational::default(),
+            overrides: vec![],
             config,
         }
     }
