@@ -201,7 +201,10 @@ fn two_arm_micro_sweep_runs_exports_and_compares() {
     assert!(dir.join("compare/compare.png").exists() && dir.join("compare/compare.svg").exists());
     // A law fitted to both recipes at once describes neither: `fit` wants an arm.
     let (ok, err) = isoflop_fails(&["fit", d]);
-    assert!(!ok && err.contains("--arm") && err.contains("wd0.1, wd0"), "{err}");
+    assert!(
+        !ok && err.contains("--arm") && err.contains("wd0.1, wd0"),
+        "{err}"
+    );
     // Each arm's own fit (its directory fit-<arm>), then `isoflop predict` from it: a run 4× the largest
     // size at 20 tokens per parameter, per arm.
     let n_max = rows

@@ -144,7 +144,12 @@ pub fn run(args: FitArgs) -> anyhow::Result<()> {
         step_d: args.step_d_col.clone(),
         step_loss: args.step_loss_col.clone(),
     };
-    let ds = data::load_arm(&args.input, args.steps.as_deref(), &cols, args.arm.as_deref())?;
+    let ds = data::load_arm(
+        &args.input,
+        args.steps.as_deref(),
+        &cols,
+        args.arm.as_deref(),
+    )?;
     anyhow::ensure!(
         !ds.points.is_empty() || !ds.curves.is_empty(),
         "{}: no usable rows (every row has an empty or non-finite value)",
