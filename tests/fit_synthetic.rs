@@ -307,6 +307,8 @@ mod compare_synthetic {
             .iter()
             .all(|d| d.delta.value == 0.0 && d.delta.lo == 0.0 && d.delta.hi == 0.0));
     }
+}
+
 /// `isoflop predict`'s computations: a fit's laws (as written to bootstrap.json) predict a run and a
 /// budget 10× beyond the largest fitted compute, and the intervals cover the truth.
 #[test]

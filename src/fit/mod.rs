@@ -19,5 +19,5 @@ pub mod overtrain;
 pub mod parametric;
 pub mod plot;
 pub mod powerlaw;
-pub mod report;
 pub mod predict;
+pub mod report;

@@ -4,8 +4,8 @@
 pub mod checkpoint;
 pub mod config;
 pub mod export;
-pub mod manifest;
 pub mod lock;
+pub mod manifest;
 pub mod metrics;
 pub mod progress;
 pub mod run;
