@@ -474,6 +474,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn arms_are_selected_one_at_a_time() {
+        let text = "arm,n,tokens,loss\na,1,2,3\nb,1,2,4\na,5,6,7\n";
+        let t = || Table::parse(Path::new("runs.csv"), text).unwrap();
+        let mut one = t();
+        select_arm(&mut one, Some("a")).unwrap();
+        assert_eq!(one.rows.iter().map(|r| r.0).collect::<Vec<_>>(), [2, 4]);
+        let e = select_arm(&mut t(), None).unwrap_err().to_string();
+        assert!(
+            e.contains("runs.csv") && e.contains("a, b") && e.contains("--arm"),
+            "{e}"
+        );
+        let e = select_arm(&mut t(), Some("c")).unwrap_err().to_string();
+        assert!(e.contains("--arm \"c\"") && e.contains("a, b"), "{e}");
+        let mut plain = Table::parse(Path::new("p.csv"), "n,tokens,loss\n1,2,3\n").unwrap();
+        select_arm(&mut plain, None).unwrap();
+        let e = select_arm(&mut plain, Some("a")).unwrap_err().to_string();
+        assert!(e.contains("no `arm` column"), "{e}");
+        // One arm only: nothing to choose.
+        let mut single = Table::parse(Path::new("s.csv"), "arm,n,tokens,loss\nx,1,2,3\n").unwrap();
+        select_arm(&mut single, None).unwrap();
+        assert_eq!(single.rows.len(), 1);
+    }
+
+    #[test]
     fn derives_missing_d_and_c() {
         let t = Table::parse(Path::new("a.csv"), "N,C,loss\n10,600,3\n20,,2\n").unwrap();
         let mut notes = vec![];
