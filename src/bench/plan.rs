@@ -196,7 +196,8 @@ impl BenchPlan {
             seed: self.seed,
             data: crate::train::DataSpec::Synthetic,
             eval_every: 0,
-            eval_sequences: 0,
+            // Unused (the bench's trainer has no eval set); a config needs at least 1.
+            eval_sequences: 1,
             ..crate::train::TrainConfig::default()
         }
     }
