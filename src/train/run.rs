@@ -682,9 +682,14 @@ fn drive(
                 .write(&rec)
                 .map_err(setup(metrics.path().display()))?;
         }
+        // The standard error needs at least two micro-batches of eval windows (see `isoflop eval`).
+        let spread = match e.stderr.is_finite() {
+            true => format!(" ± {:.4}", e.stderr),
+            false => " (no interval: the eval windows fit in one micro-batch)".into(),
+        };
         progress.println(&format!(
-            "step {}: eval loss {:.4} ± {:.4} ({} tokens)",
-            trainer.step, e.loss, e.stderr, e.tokens
+            "step {}: eval loss {:.4}{spread} ({} tokens)",
+            trainer.step, e.loss, e.tokens
         ));
         Ok(Some((e.loss, e.stderr)))
     };
