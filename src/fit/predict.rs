@@ -17,6 +17,7 @@ use super::stats::{percentile, t_quantile, Interval, LineFit};
 use super::table::Table;
 use super::{compute, overtrain, parametric};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// File name of the sidecar holding the laws' parameters and bootstrap replicates.
@@ -151,6 +152,10 @@ pub struct Laws {
     pub approach2: Option<Allocation>,
     /// Approach 2 allocation (Akima minima).
     pub approach2_akima: Option<Allocation>,
+    /// Laws that `isoflop fit` flagged as not sane (`sane: false` in fit.json), with its problems: every
+    /// prediction of such a law carries a warning. Read from fit.json, not kept in the sidecar.
+    #[serde(skip)]
+    pub insane: BTreeMap<String, String>,
 }
 
 fn c_max(points: &[Point]) -> f64 {
@@ -219,6 +224,17 @@ impl Laws {
             approach1,
             approach2: rep.approach2.as_ref().and_then(iso_allocation),
             approach2_akima: rep.approach2_akima.as_ref().and_then(iso_allocation),
+            insane: [
+                ("approach3", &rep.approach3),
+                ("overtrain", &rep.overtrain),
+                ("compute", &rep.compute.as_ref().map(|c| c.law.clone())),
+            ]
+            .into_iter()
+            .filter_map(|(name, r)| {
+                let r = r.as_ref().filter(|r| !r.sane)?;
+                Some((name.to_string(), r.problems.join("; ")))
+            })
+            .collect(),
         }
     }
 }
@@ -539,12 +555,20 @@ pub fn predict(laws: &Laws, law: &str, t: &Target, o: &PredictOptions) -> Predic
         }
     }
     let extrapolation = c / c_max;
-    let warning = (extrapolation > o.max_extrapolation).then(|| {
+    let far = (extrapolation > o.max_extrapolation).then(|| {
         format!(
             "C = {c:.3e} is {extrapolation:.0}× the largest compute this law was fitted to ({c_max:.3e}; warning above {}×)",
             o.max_extrapolation
         )
     });
+    let insane = laws
+        .insane
+        .get(law)
+        .map(|p| format!("NOT SANE, do not use: isoflop fit flagged this law ({p})"));
+    let warning = match (insane, far) {
+        (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+        (a, b) => a.or(b),
+    };
     Prediction {
         law: law.to_string(),
         target: *t,
@@ -688,7 +712,7 @@ pub fn load(fit_json: &Path) -> Result<(Laws, Vec<(String, String)>), PredictErr
             ),
         });
     }
-    let laws: Laws = serde_json::from_str(&read(&side)?).map_err(|e| PredictError::BadFit {
+    let mut laws: Laws = serde_json::from_str(&read(&side)?).map_err(|e| PredictError::BadFit {
         path: side.clone(),
         what: format!("not an isoflop {SIDECAR}: {e}"),
     })?;
@@ -700,6 +724,15 @@ pub fn load(fit_json: &Path) -> Result<(Laws, Vec<(String, String)>), PredictErr
                 laws.version
             ),
         });
+    }
+    for law in ["approach3", "overtrain", "compute"] {
+        if fit[law]["sane"] == serde_json::Value::Bool(false) {
+            let problems: Vec<&str> = fit[law]["problems"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|p| p.as_str()).collect())
+                .unwrap_or_default();
+            laws.insane.insert(law.to_string(), problems.join("; "));
+        }
     }
     Ok((laws, skipped))
 }
