@@ -4,7 +4,7 @@
 //! with a paired bootstrap: runs are matched across arms by their point (budget, size, seed) and
 //! resampled together, so noise the arms share (same seed and data order) cancels.
 
-use super::data::{read_curves, read_points, Columns, Dataset, Point};
+use super::data::{read_curves, read_points, Columns, Curve, Dataset, Point};
 use super::envelope;
 use super::error::FitError;
 use super::isoflop::{self, MinMethod};
@@ -102,18 +102,7 @@ pub fn read_arm(
         None => vec![],
     };
     if runs.is_none() {
-        points = curves
-            .iter()
-            .map(|cv| {
-                let k = cv.c.len() - 1;
-                Point {
-                    n: cv.n,
-                    d: cv.d[k],
-                    c: cv.c[k],
-                    loss: cv.loss[k],
-                }
-            })
-            .collect();
+        points = curves.iter().map(Curve::last_point).collect();
         point_keys = curves.iter().map(|c| strip_arm(&c.run, name)).collect();
     }
     let mut curve_keys: Vec<String> = curves.iter().map(|c| strip_arm(&c.run, name)).collect();

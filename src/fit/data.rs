@@ -34,6 +34,19 @@ pub struct Curve {
     pub loss: Vec<f64>,
 }
 
+impl Curve {
+    /// The run's final point: its last recorded step.
+    pub fn last_point(&self) -> Point {
+        let k = self.c.len() - 1;
+        Point {
+            n: self.n,
+            d: self.d[k],
+            c: self.c[k],
+            loss: self.loss[k],
+        }
+    }
+}
+
 /// Everything the fits read.
 #[derive(Clone, Debug, Default)]
 pub struct Dataset {
@@ -445,18 +458,7 @@ pub fn load_arm(
     };
     if runs_t.is_none() {
         notes.push("no runs.csv: final points taken from the last step of each curve".into());
-        points = curves
-            .iter()
-            .map(|cv| {
-                let k = cv.c.len() - 1;
-                Point {
-                    n: cv.n,
-                    d: cv.d[k],
-                    c: cv.c[k],
-                    loss: cv.loss[k],
-                }
-            })
-            .collect();
+        points = curves.iter().map(Curve::last_point).collect();
     }
     Ok(Dataset {
         source: match arm {
