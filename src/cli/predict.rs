@@ -3,6 +3,7 @@
 use anyhow::Context;
 use isoflop::fit::predict::{self, PredictOptions, Prediction, Target, TargetTable};
 use isoflop::fit::stats::Interval;
+use isoflop::fit::table::num;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -42,16 +43,6 @@ pub struct PredictArgs {
     /// (same name, .csv).
     #[arg(long)]
     pub out: Option<PathBuf>,
-}
-
-fn num(v: f64) -> String {
-    if v.is_nan() {
-        "—".into()
-    } else if v != 0.0 && (v.abs() >= 1e4 || v.abs() < 1e-2) {
-        format!("{v:.3e}")
-    } else {
-        format!("{v:.4}")
-    }
 }
 
 fn cell(i: &Option<Interval>) -> String {

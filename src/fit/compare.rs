@@ -12,7 +12,7 @@ use super::law::{fit_law, LawFit, LawOptions};
 use super::optim::{bootstrap, LseData};
 use super::powerlaw::PowerLaw;
 use super::stats::{percentile, Interval};
-use super::table::Table;
+use super::table::{num, Table};
 use super::{compute, parametric};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -1068,16 +1068,6 @@ fn compare_pair(
         },
         reps,
     )
-}
-
-fn num(v: f64) -> String {
-    if v.is_nan() {
-        "—".into()
-    } else if v != 0.0 && (v.abs() >= 1e4 || v.abs() < 1e-2) {
-        format!("{v:.3e}")
-    } else {
-        format!("{v:.4}")
-    }
 }
 
 fn iv(i: &Interval) -> String {

@@ -150,6 +150,18 @@ impl Table {
     }
 }
 
+/// A number for the terminal tables of the fits: `—` for NaN, scientific notation when very large or
+/// small, else four decimals.
+pub fn num(v: f64) -> String {
+    if v.is_nan() {
+        "—".into()
+    } else if v != 0.0 && (v.abs() >= 1e4 || v.abs() < 1e-2) {
+        format!("{v:.3e}")
+    } else {
+        format!("{v:.4}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
