@@ -425,3 +425,120 @@ fn predictions_cover_the_truth() {
     let n_true = (t.flops / (6.0 * m_opt)).sqrt();
     assert!(no.contains(n_true), "N* {n_true} outside {no:?}");
 }
+
+fn hp_runs(rows: &[HpRow]) -> Vec<isoflop::fit::hparams::HpRun> {
+    rows.iter()
+        .map(
+            |&(n, d, lr, batch, beta2, loss)| isoflop::fit::hparams::HpRun {
+                n,
+                d,
+                c: 6.0 * n * d,
+                lr,
+                batch,
+                beta2,
+                loss,
+            },
+        )
+        .collect()
+}
+
+#[test]
+fn hparams_recovers_lr_and_batch_laws_and_flags_edge_optima() {
+    use isoflop::fit::hparams::{fit, HpOptions};
+    // Five sizes searched around their optimum; a sixth whose lr grid sits 30× above its optimum.
+    let sizes = [1e6, 3e6, 1e7, 3e7, 1e8, 3e8];
+    let shift = [1.0, 1.0, 1.0, 1.0, 1.0, 30.0];
+    let runs = hp_runs(&hp_search(&sizes, &shift, &[0.95], 0.003, 7));
+    let o = HpOptions {
+        bootstrap: 200,
+        seed: 3,
+        ..HpOptions::default()
+    };
+    let h = fit(&runs, &o).unwrap();
+    let [a, b, c, d] = HP_TRUTH;
+    let lr = h.lr_law.as_ref().expect("lr law");
+    let bl = h.batch_law.as_ref().expect("batch law");
+    assert_eq!(
+        (lr.n_points, bl.n_points),
+        (5, 5),
+        "the edge size is left out"
+    );
+    assert_eq!(lr.bootstrap_ok, 200);
+    for (what, iv, truth) in [
+        ("lr exponent", lr.b, b),
+        ("lr coefficient", lr.a, a),
+        ("B exponent", bl.b, d),
+        ("B coefficient", bl.a, c),
+    ] {
+        assert!(iv.contains(truth), "{what}: {iv:?} misses {truth}");
+    }
+    // Informative intervals, not merely wide ones.
+    assert!(lr.b.hi - lr.b.lo < 0.05, "{:?}", lr.b);
+    assert!(bl.b.hi - bl.b.lo < 0.15, "{:?}", bl.b);
+    let edge = &h.sizes[5];
+    assert!(!edge.lr_used && !edge.batch_used);
+    assert!(edge.curves.iter().all(|c| c.min.as_ref().unwrap().on_edge));
+    assert!(
+        h.notes
+            .iter()
+            .any(|n| n.contains("on edge") && n.contains("smallest lr")),
+        "{:?}",
+        h.notes
+    );
+    assert!(h
+        .notes
+        .iter()
+        .any(|n| n.contains("1 size(s) left out of the lr law")));
+    // Seeded: the same fit twice gives the same intervals bit for bit.
+    let h2 = fit(&runs, &o).unwrap();
+    assert_eq!(h2.lr_law.unwrap().b, lr.b);
+    // The fragment pastes into a spec: the rules evaluate the fitted laws at the rules' N.
+    #[derive(serde::Deserialize)]
+    struct Frag {
+        train: Train,
+    }
+    #[derive(serde::Deserialize)]
+    struct Train {
+        lr: isoflop::sweep::rules::Rule,
+        batch_size: isoflop::sweep::rules::Rule,
+    }
+    let f: Frag = toml::from_str(&h.fragment).unwrap();
+    let n = 1e7;
+    let got = f.train.lr.value("lr", 0, n as u64).unwrap();
+    assert!((got / lr.at(n) - 1.0).abs() < 1e-9, "{got} vs {}", lr.at(n));
+    let got = f.train.batch_size.value("batch_size", 0, n as u64).unwrap();
+    assert!((got / bl.at(n) - 1.0).abs() < 1e-9);
+}
+
+#[test]
+fn hparams_best_beta2_per_batch_size() {
+    use isoflop::fit::hparams::{fit, HpOptions};
+    let runs = hp_runs(&hp_search(
+        &[1e6, 1e7],
+        &[1.0, 1.0],
+        &[0.95, 0.99],
+        0.0005,
+        9,
+    ));
+    let h = fit(
+        &runs,
+        &HpOptions {
+            bootstrap: 0,
+            ..HpOptions::default()
+        },
+    )
+    .unwrap();
+    for s in &h.sizes {
+        let b_opt = HP_TRUTH[2] * s.n.powf(HP_TRUTH[3]);
+        for r in &s.batches {
+            let want = if r.batch_size < b_opt { 0.99 } else { 0.95 };
+            assert_eq!(r.beta2, want, "N {} B {}", s.n, r.batch_size);
+            let saves = r.beta2_saves.unwrap();
+            if want == 0.99 {
+                assert!((saves - 0.01).abs() < 0.003, "saves {saves}");
+            } else {
+                assert_eq!(saves, 0.0);
+            }
+        }
+    }
+}

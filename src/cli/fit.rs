@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use isoflop::fit::data::{self, Columns};
+use isoflop::fit::hparams::{self, HpOptions};
 use isoflop::fit::law::{LawOptions, Objective};
 use isoflop::fit::report::{self, FitKind, FitOptions};
 use isoflop::fit::{parametric, plot, predict};
@@ -24,8 +25,11 @@ pub enum Approach {
     Compute,
     /// Over-training law of Gadre et al.: L = E + a·N^(−α) + b·(M·N)^(−α).
     Overtrain,
-    /// Every fit the data supports (default).
+    /// Every fit the data supports (default); not `hparams`.
     All,
+    /// Laws of the optimal learning rate and batch size in N, from a sweep that searched them
+    /// (columns `lr`, `batch_size`, optional `beta2`); not part of `all`.
+    Hparams,
 }
 
 /// `--objective` values.
@@ -168,7 +172,7 @@ pub fn run(args: FitArgs) -> anyhow::Result<()> {
                 Approach::Three => Some(FitKind::Approach3),
                 Approach::Compute => Some(FitKind::Compute),
                 Approach::Overtrain => Some(FitKind::Overtrain),
-                Approach::All => None,
+                Approach::All | Approach::Hparams => None,
             })
             .collect();
         k.sort();
@@ -195,7 +199,25 @@ pub fn run(args: FitArgs) -> anyhow::Result<()> {
         drop_highest: args.drop_highest,
         convention: args.convention.name().to_string(),
     };
-    let (rep, fitted) = report::run(&ds, &opts)?;
+    let (mut rep, fitted) = report::run(&ds, &opts)?;
+    let want_hparams = args.approach.contains(&Approach::Hparams);
+    if want_hparams {
+        let mut notes = Vec::new();
+        let runs = hparams::load(&args.input, &cols, args.arm.as_deref(), &mut notes)?;
+        let mut h = hparams::fit(
+            &runs,
+            &HpOptions {
+                budget_tol: args.budget_tol,
+                bootstrap: args.bootstrap,
+                seed: args.seed,
+                level: args.level,
+            },
+        )?;
+        // Loading notes the other fits already reported are not repeated.
+        notes.retain(|n| !rep.notes.contains(n));
+        h.notes.splice(0..0, notes);
+        rep.hparams = Some(h);
+    }
     let out = match &args.out {
         Some(o) => o.clone(),
         // One fit directory per arm, so fitting each arm in turn keeps them all.
@@ -230,9 +252,23 @@ pub fn run(args: FitArgs) -> anyhow::Result<()> {
     std::fs::write(&side, text + "\n")
         .with_context(|| format!("cannot write {}", side.display()))?;
     println!("wrote {}", side.display());
+    if let Some(h) = &rep.hparams {
+        let frag = out.join(hparams::FRAGMENT_FILE);
+        std::fs::write(&frag, &h.fragment)
+            .with_context(|| format!("cannot write {}", frag.display()))?;
+        println!("wrote {}", frag.display());
+    }
     if !args.no_plots {
-        for p in plot::write_all(&out, &ds, &rep, &fitted)? {
-            println!("wrote {}", p.display());
+        // With `hparams` alone, the other figures (every search run against FLOPs) say nothing.
+        if !opts.kinds.is_empty() {
+            for p in plot::write_all(&out, &ds, &rep, &fitted)? {
+                println!("wrote {}", p.display());
+            }
+        }
+        if let Some(h) = &rep.hparams {
+            for p in plot::write_hparams(&out, h)? {
+                println!("wrote {}", p.display());
+            }
         }
     }
     Ok(())

@@ -79,7 +79,7 @@ pub fn group_budgets(points: &[Point], rel_tol: f64) -> Vec<Vec<usize>> {
 }
 
 /// Solve the 3×3 system `a x = b` (Gaussian elimination with partial pivoting).
-fn solve3(mut a: [[f64; 3]; 3], mut b: [f64; 3]) -> Option<[f64; 3]> {
+pub(crate) fn solve3(mut a: [[f64; 3]; 3], mut b: [f64; 3]) -> Option<[f64; 3]> {
     for col in 0..3 {
         let p = (col..3).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
         if a[p][col].abs() < 1e-300 {
@@ -103,7 +103,7 @@ fn solve3(mut a: [[f64; 3]; 3], mut b: [f64; 3]) -> Option<[f64; 3]> {
     Some(x)
 }
 
-fn inv3(a: [[f64; 3]; 3]) -> Option<[[f64; 3]; 3]> {
+pub(crate) fn inv3(a: [[f64; 3]; 3]) -> Option<[[f64; 3]; 3]> {
     let mut inv = [[0.0; 3]; 3];
     for j in 0..3 {
         let mut e = [0.0; 3];

@@ -13,6 +13,7 @@ pub mod akima;
 pub mod compare;
 pub mod compute;
 pub mod envelope;
+pub mod hparams;
 pub mod isoflop;
 pub mod law;
 pub mod overtrain;

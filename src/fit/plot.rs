@@ -6,7 +6,7 @@ use super::error::FitError;
 use super::law::LawFit;
 use super::report::{Fitted, LawReport, Report};
 use super::stats::Interval;
-use super::{compute, envelope, overtrain, parametric};
+use super::{compute, envelope, hparams, overtrain, parametric};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};
@@ -821,6 +821,362 @@ pub fn write_all(
             &fit.law_points,
             &|q: &Point| overtrain::predict(fo, q.n, q.d / q.n)
         ));
+    }
+    Ok(out)
+}
+
+/// Loss against lr, one panel per batch size, one colour per size, optima marked (hollow: on edge).
+fn fig_hp_lr<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    h: &hparams::HparamsFit,
+    bs: &[f64],
+    cols: usize,
+) -> R {
+    root.fill(&WHITE).map_err(e)?;
+    let (nlo, nhi) = span(h.sizes.iter().map(|s| s.n));
+    let rows = bs.len().div_ceil(cols);
+    let panels = root.split_evenly((rows, cols));
+    for (b, area) in bs.iter().zip(panels.iter()) {
+        let curves: Vec<(f64, &hparams::LrCurve)> = h
+            .sizes
+            .iter()
+            .flat_map(|s| {
+                s.batches
+                    .iter()
+                    .filter(|r| r.batch_size == *b)
+                    .map(move |r| (s.n, &s.curves[r.curve]))
+            })
+            .collect();
+        let xr = pad_log(
+            span(curves.iter().flat_map(|c| c.1.lr.iter().copied())),
+            0.05,
+        );
+        let (llo, lhi) = span(curves.iter().flat_map(|c| c.1.loss.iter().copied()));
+        // Diverged runs can sit far above the rest: cap the axis at twice the spread of the minima.
+        let mins = span(
+            curves
+                .iter()
+                .flat_map(|c| c.1.loss.iter().copied().reduce(f64::min)),
+        );
+        let lhi = lhi.min(mins.1 + 2.0 * (mins.1 - llo).max(0.05 * llo));
+        let pad = 0.05 * (lhi - llo).max(1e-3);
+        let (ylo, yhi) = (llo - pad, lhi + pad);
+        let mut ch = ChartBuilder::on(area)
+            .caption(format!("batch size {b}"), ("sans-serif", CAPTION))
+            .margin(15)
+            .x_label_area_size(50)
+            .y_label_area_size(70)
+            .build_cartesian_2d((xr.0..xr.1).log_scale(), ylo..yhi)
+            .map_err(e)?;
+        ch.configure_mesh()
+            .x_desc("peak learning rate")
+            .y_desc("final loss")
+            .axis_desc_style(("sans-serif", LABEL))
+            .label_style(("sans-serif", TICK))
+            .x_label_formatter(&sci)
+            .y_label_formatter(&|v| format!("{v:.2}"))
+            .light_line_style(WHITE.mix(0.0))
+            .draw()
+            .map_err(e)?;
+        let inside = |p: &(f64, f64)| p.1 >= ylo && p.1 <= yhi;
+        for (n, c) in &curves {
+            let col = viridis(norm_log(*n, nlo, nhi));
+            ch.draw_series(
+                c.lr.iter()
+                    .zip(&c.loss)
+                    .map(|(&x, &y)| (x, y))
+                    .filter(inside)
+                    .map(|p| Circle::new(p, 4, col.filled())),
+            )
+            .map_err(e)?;
+            let Some(m) = &c.min else { continue };
+            let line: Vec<(f64, f64)> = m
+                .curve
+                .iter()
+                .map(|&(x, y)| (x.exp(), y))
+                .filter(inside)
+                .collect();
+            ch.draw_series(LineSeries::new(line, col.stroke_width(2)))
+                .map_err(e)?
+                .label(format!("N = {}", sci(n)))
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(3))
+                });
+            let style = if m.on_edge {
+                BLACK.stroke_width(2)
+            } else {
+                BLACK.filled()
+            };
+            if inside(&(m.opt, m.loss_opt)) {
+                ch.draw_series([TriangleMarker::new((m.opt, m.loss_opt), 8, style)])
+                    .map_err(e)?;
+            }
+        }
+        ch.configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .label_font(("sans-serif", TICK))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.5))
+            .draw()
+            .map_err(e)?;
+    }
+    root.present().map_err(e)
+}
+
+/// lr*(N) and B*(N): the optima (hollow: left out) with the fitted laws and their bands.
+fn fig_hp_laws<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, h: &hparams::HparamsFit) -> R {
+    root.fill(&WHITE).map_err(e)?;
+    let panels = root.split_evenly((1, 2));
+    let xr = pad_log(span(h.sizes.iter().map(|s| s.n)), 0.1);
+    let sets: [(&str, &Option<hparams::HpLaw>, Vec<(f64, f64, bool)>); 2] = [
+        (
+            "optimal learning rate lr*(N)",
+            &h.lr_law,
+            h.sizes.iter().map(|s| (s.n, s.lr_opt, s.lr_used)).collect(),
+        ),
+        (
+            "optimal batch size B*(N)",
+            &h.batch_law,
+            h.sizes
+                .iter()
+                .map(|s| (s.n, s.batch_opt, s.batch_used))
+                .collect(),
+        ),
+    ];
+    for ((title, law, pts), area) in sets.iter().zip(panels.iter()) {
+        let grid: Vec<f64> = (0..=60)
+            .map(|k| (xr.0.ln() + (xr.1 / xr.0).ln() * k as f64 / 60.0).exp())
+            .collect();
+        let line: Vec<(f64, f64, f64, f64)> = law.as_ref().map_or(vec![], |l| {
+            grid.iter()
+                .map(|&x| {
+                    let (lo, hi) = l.band(x, h.level);
+                    (x, l.at(x), lo, hi)
+                })
+                .collect()
+        });
+        let yr = pad_log(
+            span(pts.iter().map(|p| p.1).chain(line.iter().map(|p| p.1))),
+            0.15,
+        );
+        if !(yr.0.is_finite() && yr.1.is_finite() && yr.1 > yr.0) {
+            continue;
+        }
+        let mut ch = ChartBuilder::on(area)
+            .caption(*title, ("sans-serif", CAPTION))
+            .margin(20)
+            .x_label_area_size(55)
+            .y_label_area_size(80)
+            .build_cartesian_2d((xr.0..xr.1).log_scale(), (yr.0..yr.1).log_scale())
+            .map_err(e)?;
+        ch.configure_mesh()
+            .x_desc("parameters N (n_params)")
+            .y_desc(if title.contains("batch") {
+                "B* (sequences)"
+            } else {
+                "lr*"
+            })
+            .axis_desc_style(("sans-serif", LABEL))
+            .label_style(("sans-serif", TICK))
+            .x_label_formatter(&sci)
+            .y_label_formatter(&sci)
+            .light_line_style(WHITE.mix(0.0))
+            .draw()
+            .map_err(e)?;
+        let clampy = |v: f64| v.clamp(yr.0, yr.1);
+        let col = RGBColor(33, 145, 140);
+        if let Some(l) = law {
+            let band: Vec<(f64, f64)> = line
+                .iter()
+                .filter(|p| p.2.is_finite())
+                .map(|p| (p.0, clampy(p.2)))
+                .chain(
+                    line.iter()
+                        .rev()
+                        .filter(|p| p.3.is_finite())
+                        .map(|p| (p.0, clampy(p.3))),
+                )
+                .collect();
+            if band.len() > 2 {
+                ch.draw_series([Polygon::new(band, col.mix(0.25).filled())])
+                    .map_err(e)?
+                    .label(format!(
+                        "{:.0}% band ({} replicates)",
+                        h.level * 100.0,
+                        l.bootstrap_ok
+                    ))
+                    .legend(move |(x, y)| {
+                        Rectangle::new([(x, y - 6), (x + 20, y + 6)], col.mix(0.25).filled())
+                    });
+            }
+            let pts: Vec<(f64, f64)> = line
+                .iter()
+                .map(|p| (p.0, p.1))
+                .filter(|p| p.1 >= yr.0 && p.1 <= yr.1)
+                .collect();
+            ch.draw_series(LineSeries::new(pts, col.stroke_width(3)))
+                .map_err(e)?
+                .label(format!(
+                    "{:.3e}·N^{:.3} [{:.3}, {:.3}]",
+                    l.a.value, l.b.value, l.b.lo, l.b.hi
+                ))
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(3))
+                });
+        }
+        let ok: Vec<(f64, f64)> = pts
+            .iter()
+            .filter(|p| p.2 && p.1.is_finite())
+            .map(|p| (p.0, p.1))
+            .collect();
+        let out: Vec<(f64, f64)> = pts
+            .iter()
+            .filter(|p| !p.2 && p.1.is_finite())
+            .map(|p| (p.0, clampy(p.1)))
+            .collect();
+        ch.draw_series(ok.iter().map(|&p| Circle::new(p, 6, BLACK.filled())))
+            .map_err(e)?
+            .label("optimum (fitted)")
+            .legend(|(x, y)| Circle::new((x + 10, y), 5, BLACK.filled()));
+        if !out.is_empty() {
+            ch.draw_series(
+                out.iter()
+                    .map(|&p| Circle::new(p, 6, BLACK.stroke_width(2))),
+            )
+            .map_err(e)?
+            .label("on edge (left out)")
+            .legend(|(x, y)| Circle::new((x + 10, y), 5, BLACK.stroke_width(2)));
+        }
+        ch.configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .label_font(("sans-serif", TICK))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.5))
+            .draw()
+            .map_err(e)?;
+    }
+    root.present().map_err(e)
+}
+
+/// Excess loss over each search's optimum against lr / lr*(N) of the law (the curves collapse onto
+/// one when the rule is right), at each size's batch size nearest B*.
+fn fig_hp_collapse<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    h: &hparams::HparamsFit,
+) -> R {
+    root.fill(&WHITE).map_err(e)?;
+    let (nlo, nhi) = span(h.sizes.iter().map(|s| s.n));
+    let mut sets: Vec<(f64, Vec<(f64, f64)>)> = Vec::new();
+    for s in &h.sizes {
+        let target = if s.batch_opt.is_finite() {
+            s.batch_opt
+        } else {
+            s.batches
+                .iter()
+                .filter(|r| r.usable)
+                .min_by(|a, b| a.loss_opt.total_cmp(&b.loss_opt))
+                .map_or(f64::NAN, |r| r.batch_size)
+        };
+        let Some(r) = s.batches.iter().filter(|r| r.usable).min_by(|a, b| {
+            (a.batch_size / target)
+                .ln()
+                .abs()
+                .total_cmp(&(b.batch_size / target).ln().abs())
+        }) else {
+            continue;
+        };
+        let c = &s.curves[r.curve];
+        let Some(m) = &c.min else { continue };
+        let lr_ref = h.lr_law.as_ref().map_or(m.opt, |l| l.at(s.n));
+        sets.push((
+            s.n,
+            c.lr.iter()
+                .zip(&c.loss)
+                .map(|(&x, &y)| (x / lr_ref, (y - m.loss_opt).max(0.0)))
+                .collect(),
+        ));
+    }
+    let xr = pad_log(
+        span(sets.iter().flat_map(|s| s.1.iter().map(|p| p.0))),
+        0.05,
+    );
+    let near: Vec<f64> = sets
+        .iter()
+        .flat_map(|s| s.1.iter().filter(|p| p.0 > 0.1 && p.0 < 10.0).map(|p| p.1))
+        .collect();
+    let yhi = near.iter().copied().fold(0.0f64, f64::max).max(1e-3) * 1.1;
+    let mut ch = ChartBuilder::on(root)
+        .caption(
+            if h.lr_law.is_some() {
+                "Excess loss against lr / lr*(N) of the fitted law"
+            } else {
+                "Excess loss against lr / lr* (no law fitted)"
+            },
+            ("sans-serif", CAPTION),
+        )
+        .margin(20)
+        .x_label_area_size(55)
+        .y_label_area_size(80)
+        .build_cartesian_2d((xr.0..xr.1).log_scale(), -0.03 * yhi..yhi)
+        .map_err(e)?;
+    ch.configure_mesh()
+        .x_desc("lr / lr*(N)")
+        .y_desc("loss − optimal loss")
+        .axis_desc_style(("sans-serif", LABEL))
+        .label_style(("sans-serif", TICK))
+        .x_label_formatter(&|v| format!("{v:.2}"))
+        .y_label_formatter(&|v| format!("{v:.3}"))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(e)?;
+    for (n, pts) in &sets {
+        let col = viridis(norm_log(*n, nlo, nhi));
+        let pts: Vec<(f64, f64)> = pts.iter().copied().filter(|p| p.1 <= yhi).collect();
+        ch.draw_series(LineSeries::new(pts.clone(), col.stroke_width(2)))
+            .map_err(e)?
+            .label(format!("N = {}", sci(n)))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(3)));
+        ch.draw_series(pts.iter().map(|&p| Circle::new(p, 4, col.filled())))
+            .map_err(e)?;
+    }
+    ch.configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .label_font(("sans-serif", TICK))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.5))
+        .draw()
+        .map_err(e)?;
+    root.present().map_err(e)
+}
+
+/// Write the figures of `isoflop fit --approach hparams` into `dir`: `hparams_lr` (loss against lr,
+/// one panel per batch size), `hparams_laws` (lr*(N), B*(N)) and `hparams_collapse`.
+pub fn write_hparams(dir: &Path, h: &hparams::HparamsFit) -> Result<Vec<PathBuf>, FitError> {
+    register_font();
+    let mut out = vec![];
+    let mut bs: Vec<f64> = h
+        .sizes
+        .iter()
+        .flat_map(|s| s.batches.iter().map(|r| r.batch_size))
+        .collect();
+    bs.sort_by(f64::total_cmp);
+    bs.dedup();
+    if bs.is_empty() {
+        return Ok(out);
+    }
+    let cols = bs.len().min(3);
+    let rows = bs.len().div_ceil(cols);
+    let size = (650 * cols as u32, 520 * rows as u32);
+    render!(dir, "hparams_lr", size, out, |root| fig_hp_lr(
+        &root, h, &bs, cols
+    ));
+    if h.sizes.iter().any(|s| s.lr_opt.is_finite()) {
+        render!(dir, "hparams_laws", (1600, 700), out, |root| fig_hp_laws(
+            &root, h
+        ));
+        render!(dir, "hparams_collapse", (1200, 800), out, |root| {
+            fig_hp_collapse(&root, h)
+        });
     }
     Ok(out)
 }

@@ -240,6 +240,9 @@ pub struct Report {
     pub overtrain: Option<LawReport>,
     /// Fits not run.
     pub skipped: Vec<Skipped>,
+    /// Laws of the optimal lr and batch size (`--approach hparams`; absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hparams: Option<super::hparams::HparamsFit>,
 }
 
 /// Fitted objects kept for plotting.
@@ -278,6 +281,7 @@ pub fn run(ds: &Dataset, o: &FitOptions) -> Result<(Report, Fitted), FitError> {
         compute: None,
         overtrain: None,
         skipped: vec![],
+        hparams: None,
     };
     let mut fitted = Fitted::default();
     let skip = |rep: &mut Report, fit: FitKind, reason: String| -> Result<(), FitError> {
@@ -594,6 +598,9 @@ pub fn table(r: &Report) -> String {
     }
     for s in &r.skipped {
         let _ = writeln!(out, "\nskipped {}: {}", s.fit.name(), s.reason);
+    }
+    if let Some(h) = &r.hparams {
+        out.push_str(&super::hparams::table(h));
     }
     out
 }

@@ -123,3 +123,66 @@ pub fn sweep_csvs(curves: &[Curve]) -> (String, String) {
     }
     (runs, steps)
 }
+
+/// The hyperparameter surface of the `hparams` tests: lr*(N) = a·N^b and B*(N) = c·N^d.
+pub const HP_TRUTH: [f64; 4] = [0.5, -0.3, 2.0, 0.3];
+
+/// Final loss of the synthetic search: quadratic in ln lr and ln B around [`HP_TRUTH`]'s optima, plus
+/// a β2 effect (0.99 better than 0.95 by 0.01 below B*, worse by 0.005 above).
+pub fn hp_loss(n: f64, lr: f64, b: f64, beta2: f64) -> f64 {
+    let [a, be, c, d] = HP_TRUTH;
+    let (lr_opt, b_opt) = (a * n.powf(be), c * n.powf(d));
+    let beta = if beta2 == 0.95 {
+        0.0
+    } else if b < b_opt {
+        -0.01
+    } else {
+        0.005
+    };
+    2.0 + 50.0 / n.powf(0.3)
+        + 0.08 * (lr / lr_opt).ln().powi(2)
+        + 0.03 * (b / b_opt).ln().powi(2)
+        + beta
+}
+
+/// One synthetic search run: (N, tokens, lr, batch, β2, loss).
+pub type HpRow = (f64, f64, f64, f64, f64, f64);
+
+/// A search over `sizes`: 7 learning rates a factor 2 apart (centred on the true lr* times a seeded
+/// factor in [0.7, 1.4], times `shift[i]` for size i) × 7 batch sizes 32…2048 × `beta2s`, 20 tokens
+/// per parameter, loss + N(0, `sigma`).
+pub fn hp_search(
+    sizes: &[f64],
+    shift: &[f64],
+    beta2s: &[f64],
+    sigma: f64,
+    seed: u64,
+) -> Vec<HpRow> {
+    use rand::Rng;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let noise = Normal::new(0.0, sigma).unwrap();
+    let mut out = Vec::new();
+    for (i, &n) in sizes.iter().enumerate() {
+        let centre = HP_TRUTH[0] * n.powf(HP_TRUTH[1]) * rng.random_range(0.7..1.4) * shift[i];
+        for k in -3i32..=3 {
+            let lr = centre * 2f64.powi(k);
+            for j in 5..=11 {
+                let b = 2f64.powi(j);
+                for &b2 in beta2s {
+                    let loss = hp_loss(n, lr, b, b2) + noise.sample(&mut rng);
+                    out.push((n, 20.0 * n, lr, b, b2, loss));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// [`hp_search`] rows as a runs.csv (sweep export columns).
+pub fn hp_csv(rows: &[HpRow]) -> String {
+    let mut s = String::from("name,n_params,tokens,flops_standard,lr,batch_size,beta2,eval_loss\n");
+    for (i, (n, d, lr, b, b2, l)) in rows.iter().enumerate() {
+        let _ = writeln!(s, "r{i},{n},{d},{},{lr},{b},{b2},{l}", 6.0 * n * d);
+    }
+    s
+}
