@@ -628,3 +628,78 @@ fn predict_bad_input() {
         "{e}"
     );
 }
+
+#[test]
+fn hparams_fit_end_to_end_and_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    // Four sizes searched around their optimum, a fifth whose lr grid sits 30× above it.
+    let rows = fit_support::hp_search(
+        &[1e6, 3e6, 1e7, 1e8, 3e8],
+        &[1.0, 1.0, 1.0, 1.0, 30.0],
+        &[0.95],
+        0.003,
+        5,
+    );
+    let csv = dir.path().join("search.csv");
+    write(&csv, &fit_support::hp_csv(&rows));
+    let out = dir.path().join("out");
+    let (ok, stdout, stderr) = isoflop(&[
+        csv.to_str().unwrap(),
+        "--approach",
+        "hparams",
+        "--bootstrap",
+        "100",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("lr*(N) = a·N^b  (4 sizes"), "{stdout}");
+    assert!(
+        stdout.contains("ON EDGE") && stdout.contains("not in lr law"),
+        "{stdout}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("fit.json")).unwrap()).unwrap();
+    let h = &json["hparams"];
+    let b = &h["lr_law"]["b"];
+    let (lo, hi) = (b["lo"].as_f64().unwrap(), b["hi"].as_f64().unwrap());
+    assert!(lo <= -0.3 && -0.3 <= hi, "{b}");
+    let bb = &h["batch_law"]["b"];
+    assert!(
+        bb["lo"].as_f64().unwrap() <= 0.3 && 0.3 <= bb["hi"].as_f64().unwrap(),
+        "{bb}"
+    );
+    assert_eq!(h["sizes"][4]["lr_used"], false);
+    assert!(h["notes"].to_string().contains("on edge"), "{}", h["notes"]);
+    let frag = std::fs::read_to_string(out.join("hparams-fragment.toml")).unwrap();
+    assert!(frag.contains("lr = { power_law = { a = "), "{frag}");
+    assert!(frag.contains("batch_size = { power_law = { a = "), "{frag}");
+    for f in ["hparams_lr", "hparams_laws", "hparams_collapse"] {
+        assert!(out.join(format!("{f}.png")).is_file(), "{f}.png");
+        assert!(out.join(format!("{f}.svg")).is_file(), "{f}.svg");
+    }
+    // No lr column: the error names the column and the file.
+    let bad = dir.path().join("no_lr.csv");
+    write(
+        &bad,
+        "n_params,tokens,batch_size,loss\n1e6,2e7,32,3.0\n1e6,2e7,64,2.9\n",
+    );
+    let (ok, _, stderr) = isoflop(&[bad.to_str().unwrap(), "--approach", "hparams"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("no column 'lr'") && stderr.contains("no_lr.csv"),
+        "{stderr}"
+    );
+    // One lr per size is a sweep, not a search.
+    let one = dir.path().join("one_lr.csv");
+    write(
+        &one,
+        "n_params,tokens,lr,batch_size,loss\n1e6,2e7,1e-3,32,3.0\n1e7,2e8,1e-3,32,2.9\n",
+    );
+    let (ok, _, stderr) = isoflop(&[one.to_str().unwrap(), "--approach", "hparams"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("single learning rate (column 'lr')"),
+        "{stderr}"
+    );
+}

@@ -504,17 +504,19 @@ fn hparams_recovers_lr_and_batch_laws_and_flags_edge_optima() {
     }
     let f: Frag = toml::from_str(&h.fragment).unwrap();
     let n = 1e7;
+    // The fragment keeps 7 significant digits of a and b.
     let got = f.train.lr.value("lr", 0, n as u64).unwrap();
-    assert!((got / lr.at(n) - 1.0).abs() < 1e-9, "{got} vs {}", lr.at(n));
+    assert!((got / lr.at(n) - 1.0).abs() < 1e-5, "{got} vs {}", lr.at(n));
     let got = f.train.batch_size.value("batch_size", 0, n as u64).unwrap();
-    assert!((got / bl.at(n) - 1.0).abs() < 1e-9);
+    assert!((got / bl.at(n) - 1.0).abs() < 1e-5);
 }
 
 #[test]
 fn hparams_best_beta2_per_batch_size() {
     use isoflop::fit::hparams::{fit, HpOptions};
+    // B*/8 is 63 at N = 1e8 and 87 at 3e8: β2 = 0.99 wins at B = 32 (and 64), 0.95 elsewhere.
     let runs = hp_runs(&hp_search(
-        &[1e6, 1e7],
+        &[1e8, 3e8],
         &[1.0, 1.0],
         &[0.95, 0.99],
         0.0005,
@@ -528,10 +530,20 @@ fn hparams_best_beta2_per_batch_size() {
         },
     )
     .unwrap();
+    let raised = h
+        .sizes
+        .iter()
+        .flat_map(|s| &s.batches)
+        .filter(|r| r.beta2 == 0.99);
+    assert_eq!(raised.count(), 3);
     for s in &h.sizes {
         let b_opt = HP_TRUTH[2] * s.n.powf(HP_TRUTH[3]);
         for r in &s.batches {
-            let want = if r.batch_size < b_opt { 0.99 } else { 0.95 };
+            let want = if 8.0 * r.batch_size < b_opt {
+                0.99
+            } else {
+                0.95
+            };
             assert_eq!(r.beta2, want, "N {} B {}", s.n, r.batch_size);
             let saves = r.beta2_saves.unwrap();
             if want == 0.99 {

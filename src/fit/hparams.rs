@@ -568,10 +568,20 @@ fn size_fit(g: &Group) -> SizeFit {
             }
         })
         .collect();
-    for c in &curves {
-        if let Some(n) = &c.note {
-            notes.push(format!("B = {}, β2 = {}: {n}", c.batch_size, c.beta2));
-        }
+    // One note per size: every search on edge (or too short), then the first one's reason.
+    let flagged: Vec<&LrCurve> = curves.iter().filter(|c| c.note.is_some()).collect();
+    if let Some(first) = flagged.first() {
+        let which: Vec<String> = flagged
+            .iter()
+            .map(|c| format!("B {} β2 {}", c.batch_size, c.beta2))
+            .collect();
+        notes.push(format!(
+            "{label}: {} of {} lr search(es) ({}): {}",
+            flagged.len(),
+            curves.len(),
+            which.join(", "),
+            first.note.as_deref().unwrap_or_default()
+        ));
     }
     // Per batch size, the β2 with the lowest optimal loss among interior optima (else among all).
     let mut bs: Vec<f64> = curves.iter().map(|c| c.batch_size).collect();
@@ -903,7 +913,7 @@ pub fn fragment(f: &HparamsFit) -> String {
             );
             let _ = writeln!(
                 s,
-                "lr = {{ power_law = {{ a = {:e}, b = {:e} }} }}",
+                "lr = {{ power_law = {{ a = {:.6e}, b = {:.6e} }} }}",
                 l.a.value, l.b.value
             );
         }
@@ -920,7 +930,7 @@ pub fn fragment(f: &HparamsFit) -> String {
             );
             let _ = writeln!(
                 s,
-                "batch_size = {{ power_law = {{ a = {:e}, b = {:e} }} }}",
+                "batch_size = {{ power_law = {{ a = {:.6e}, b = {:.6e} }} }}",
                 l.a.value, l.b.value
             );
         }
@@ -960,7 +970,7 @@ pub fn table(f: &HparamsFit) -> String {
     let _ = writeln!(out, "\nHyperparameter laws (N = n_params, the rules' N)");
     let _ = writeln!(
         out,
-        "  {:>11} {:>11} {:>8} {:>11} {:>9} {:>8}  B*        searches",
+        "  {:>11} {:>11} {:>8} {:>11} {:>9} {:>8}  searches",
         "N", "tokens", "B", "lr*", "loss*", "β2"
     );
     for s in &f.sizes {
@@ -973,21 +983,20 @@ pub fn table(f: &HparamsFit) -> String {
             };
             let _ = writeln!(
                 out,
-                "  {:>11} {:>11} {:>8} {:>11} {:>9} {:>8}  {:<9} {} lr {flag}",
+                "  {:>11} {:>11} {:>8} {:>11} {:>9} {:>8}  {} lr {flag}",
                 num(s.n),
                 num(s.tokens),
                 r.batch_size,
                 num(r.lr_opt),
                 num(r.loss_opt),
                 r.beta2,
-                "",
                 c.lr.len()
             );
         }
         let _ = writeln!(
             out,
-            "  {:>11} {:>11} {:>8} {:>11} {:>9} {:>8}  {:<9} {}{}",
-            "→ size",
+            "  {:>11} {:>11} {:>8} {:>11} {:>9} {:>8}  {}{}",
+            "→ B*, lr*",
             "",
             if s.batch_opt.is_nan() {
                 "—".into()
@@ -996,7 +1005,6 @@ pub fn table(f: &HparamsFit) -> String {
             },
             num(s.lr_opt),
             num(s.loss_opt),
-            "",
             "",
             if s.lr_used { "lr law" } else { "not in lr law" },
             if s.batch_used { ", B law" } else { "" }

@@ -932,7 +932,19 @@ fn fig_hp_laws<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, h: &hparams::H
         (
             "optimal learning rate lr*(N)",
             &h.lr_law,
-            h.sizes.iter().map(|s| (s.n, s.lr_opt, s.lr_used)).collect(),
+            // A size left out shows its best search's (edge) lr, hollow.
+            h.sizes
+                .iter()
+                .map(|s| {
+                    let edge = s
+                        .batches
+                        .iter()
+                        .filter(|r| r.lr_opt.is_finite())
+                        .min_by(|a, b| a.loss_opt.total_cmp(&b.loss_opt))
+                        .map_or(f64::NAN, |r| r.lr_opt);
+                    (s.n, if s.lr_used { s.lr_opt } else { edge }, s.lr_used)
+                })
+                .collect(),
         ),
         (
             "optimal batch size B*(N)",

@@ -128,13 +128,14 @@ pub fn sweep_csvs(curves: &[Curve]) -> (String, String) {
 pub const HP_TRUTH: [f64; 4] = [0.5, -0.3, 2.0, 0.3];
 
 /// Final loss of the synthetic search: quadratic in ln lr and ln B around [`HP_TRUTH`]'s optima, plus
-/// a β2 effect (0.99 better than 0.95 by 0.01 below B*, worse by 0.005 above).
+/// a β2 effect (0.99 better than 0.95 by 0.01 below B*/8, worse by 0.005 above).
 pub fn hp_loss(n: f64, lr: f64, b: f64, beta2: f64) -> f64 {
     let [a, be, c, d] = HP_TRUTH;
     let (lr_opt, b_opt) = (a * n.powf(be), c * n.powf(d));
+    // β2 = 0.99 helps only far below B*, so the best-β2 envelope keeps its minimum at B*.
     let beta = if beta2 == 0.95 {
         0.0
-    } else if b < b_opt {
+    } else if 8.0 * b < b_opt {
         -0.01
     } else {
         0.005
