@@ -678,6 +678,44 @@ fn hparams_fit_end_to_end_and_bad_input() {
         assert!(out.join(format!("{f}.png")).is_file(), "{f}.png");
         assert!(out.join(format!("{f}.svg")).is_file(), "{f}.svg");
     }
+    // Arms: the fit takes the arm it is given (arm b searched lr ×4: its lr* law is 4× arm a's).
+    let mut arms = String::from("arm,");
+    let text = fit_support::hp_csv(&rows[..98]);
+    let mut lines = text.lines();
+    arms.push_str(lines.next().unwrap());
+    arms.push('\n');
+    for l in lines {
+        let mut cells: Vec<String> = l.split(',').map(String::from).collect();
+        arms.push_str(&format!("a,{}\n", cells.join(",")));
+        cells[0].push('b');
+        cells[4] = (cells[4].parse::<f64>().unwrap() * 4.0).to_string();
+        arms.push_str(&format!("b,{}\n", cells.join(",")));
+    }
+    let armed = dir.path().join("arms.csv");
+    write(&armed, &arms);
+    let (ok, _, stderr) = isoflop(&[armed.to_str().unwrap(), "--approach", "hparams"]);
+    assert!(!ok && stderr.contains("--arm"), "{stderr}");
+    let mut coef = vec![];
+    for arm in ["a", "b"] {
+        let o = dir.path().join(format!("arm-{arm}"));
+        let (ok, stdout, stderr) = isoflop(&[
+            armed.to_str().unwrap(),
+            "--approach",
+            "hparams",
+            "--arm",
+            arm,
+            "--no-plots",
+            "--bootstrap",
+            "20",
+            "--out",
+            o.to_str().unwrap(),
+        ]);
+        assert!(ok, "{stdout}\n{stderr}");
+        let j: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(o.join("fit.json")).unwrap()).unwrap();
+        coef.push(j["hparams"]["lr_law"]["a"]["value"].as_f64().unwrap());
+    }
+    assert!((coef[1] / coef[0] - 4.0).abs() < 1e-6, "{coef:?}");
     // No lr column: the error names the column and the file.
     let bad = dir.path().join("no_lr.csv");
     write(

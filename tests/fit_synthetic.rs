@@ -554,3 +554,32 @@ fn hparams_best_beta2_per_batch_size() {
         }
     }
 }
+
+#[test]
+fn hparams_splits_sizes_by_budget_and_fits_in_tokens_too() {
+    use isoflop::fit::hparams::{fit, HpOptions};
+    // Every size searched at 20 and at 80 tokens per parameter: two budgets per size.
+    let mut rows = hp_search(&[1e6, 1e7, 1e8], &[1.0; 3], &[0.95], 0.002, 11);
+    let more: Vec<HpRow> = hp_search(&[1e6, 1e7, 1e8], &[1.0; 3], &[0.95], 0.002, 12)
+        .into_iter()
+        .map(|(n, d, lr, b, b2, l)| (n, 4.0 * d, lr, b, b2, l))
+        .collect();
+    rows.extend(more);
+    let h = fit(
+        &hp_runs(&rows),
+        &HpOptions {
+            bootstrap: 100,
+            ..HpOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(h.sizes.len(), 6);
+    assert!(h.sizes.iter().all(|s| s.n_runs == 49 && s.lr_used));
+    let lr = h.lr_law.as_ref().unwrap();
+    assert_eq!(lr.n_points, 6);
+    assert!(lr.b.contains(HP_TRUTH[1]), "{:?}", lr.b);
+    // lr* depends on N alone here, so in D the law is the N law seen through a scatter of M.
+    let lt = h.lr_law_tokens.as_ref().expect("law in D");
+    assert_eq!((lt.variable.as_str(), lt.n_points), ("D", 6));
+    assert!(lt.r2 < lr.r2);
+}
