@@ -126,14 +126,17 @@ pub fn read_runs(
             Ok(t.number(r, col)?.filter(|v| v.is_finite()))
         };
         let (Some(l), Some(b)) = (num_at(lr)?, num_at(bs)?) else {
-            skipped.push(format!("{} (lr or batch_size empty)", t.line(r)));
+            skipped.push(format!(
+                "{} (lr or batch_size empty or not finite)",
+                t.line(r)
+            ));
             continue;
         };
         let beta2 = match b2 {
             Some(i) => match num_at(i)? {
                 Some(v) => v,
                 None => {
-                    skipped.push(format!("{} (beta2 empty)", t.line(r)));
+                    skipped.push(format!("{} (beta2 empty or not finite)", t.line(r)));
                     continue;
                 }
             },

@@ -923,12 +923,15 @@ fn fig_hp_lr<DB: DrawingBackend>(
     root.present().map_err(e)
 }
 
+/// One panel of `hparams_laws`: title, law, and per size (N, optimum, used in the law).
+type LawPanel<'a> = (&'a str, &'a Option<hparams::HpLaw>, Vec<(f64, f64, bool)>);
+
 /// lr*(N) and B*(N): the optima (hollow: left out) with the fitted laws and their bands.
 fn fig_hp_laws<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, h: &hparams::HparamsFit) -> R {
     root.fill(&WHITE).map_err(e)?;
     let panels = root.split_evenly((1, 2));
     let xr = pad_log(span(h.sizes.iter().map(|s| s.n)), 0.1);
-    let sets: [(&str, &Option<hparams::HpLaw>, Vec<(f64, f64, bool)>); 2] = [
+    let sets: [LawPanel; 2] = [
         (
             "optimal learning rate lr*(N)",
             &h.lr_law,
