@@ -12,8 +12,9 @@
 //! Chained task error (Gadre et al.): when the fit (or `--error-fit`) has a downstream law
 //! Err(L) = ε − k·exp(−γ·L), each loss prediction L̂ is also mapped to Err(L̂). Its interval pairs the
 //! loss law's bootstrap replicate j with the error law's replicate j (j over the shorter list), so it
-//! carries both fits' uncertainty; when both laws were fitted to the same runs with the same seed,
-//! replicate j of each resampled the same runs. Its ends are clipped to [0, 1], an error rate's range.
+//! carries both fits' uncertainty; when both laws were fitted to the same runs with the same seed (and
+//! no replicate failed), replicate j of each resampled the same runs. Its ends are clipped to [0, 1],
+//! an error rate's range.
 
 use super::data::Point;
 use super::error::FitError;
