@@ -67,7 +67,7 @@ fn project(pairs: &[Pair], gamma: f64) -> Option<([f64; 3], f64)> {
         suu += (ui - um) * (ui - um);
         suy += (ui - um) * (p.error - ym);
     }
-    if !(suu > 1e-300) {
+    if suu.is_nan() || suu <= 1e-300 {
         return None;
     }
     // y = ε − k_s·u with k_s = k·exp(−γ L_min).
