@@ -738,8 +738,9 @@ fn gadre_c4_downstream_law_and_chained_error() {
         let (lo, hi) = (err["lo"].as_f64().unwrap(), err["hi"].as_f64().unwrap());
         assert!(0.0 <= lo && lo < v && v < hi && hi <= 1.0, "{err}");
         // The 6.9B run's loss lies below every loss the error law saw: warned.
-        let w = p["warning"].as_str().unwrap();
+        let w = p["error_warning"].as_str().unwrap();
         assert!(w.contains("the error is extrapolated"), "{w}");
+        assert!(!p["warning"].as_str().unwrap().contains("error"), "{p}");
         // The CSV carries the chained error next to the input columns.
         let csv = std::fs::read_to_string(pj_path.with_extension("csv")).unwrap();
         let mut lines = csv.lines();

@@ -116,6 +116,9 @@ fn table(out: &mut String, label: &str, preds: &[Prediction]) {
         if let Some(w) = &p.warning {
             let _ = writeln!(out, "  warning ({}): {w}", p.law);
         }
+        if let Some(w) = &p.error_warning {
+            let _ = writeln!(out, "  warning (task error, {}): {w}", p.law);
+        }
     }
 }
 
@@ -154,6 +157,7 @@ fn write_csv(path: &Path, t: &TargetTable, preds: &[Vec<Prediction>]) -> anyhow:
         "error_opt_hi",
         "extrapolation",
         "warning",
+        "error_warning",
     ];
     let mut head: Vec<String> = t.header.clone();
     for o in ours {
@@ -198,6 +202,7 @@ fn write_csv(path: &Path, t: &TargetTable, preds: &[Vec<Prediction>]) -> anyhow:
             }
             row.push(g(Some(p.extrapolation)));
             row.push(csv_escape(p.warning.as_deref().unwrap_or("")));
+            row.push(csv_escape(p.error_warning.as_deref().unwrap_or("")));
             text += &(row.join(",") + "\n");
         }
     }

@@ -412,8 +412,11 @@ pub struct Prediction {
     pub error_opt: Option<Interval>,
     /// Target compute / largest compute the law was fitted to.
     pub extrapolation: f64,
-    /// Set when the extrapolation factor exceeds the threshold.
+    /// Set when the extrapolation factor exceeds the threshold, or the law was flagged not sane.
     pub warning: Option<String>,
+    /// About the chained error alone: the downstream law flagged not sane, or the predicted loss below
+    /// every loss it was fitted to.
+    pub error_warning: Option<String>,
 }
 
 /// The laws [`predict`] can use, in output order.
@@ -639,7 +642,11 @@ pub fn predict(laws: &Laws, law: &str, t: &Target, o: &PredictOptions) -> Predic
         .get(law)
         .map(|p| format!("NOT SANE, do not use: isoflop fit flagged this law ({p})"));
     let (mut error, mut error_opt) = (None, None);
-    let mut notes: Vec<String> = insane.into_iter().chain(far).collect();
+    let warning = match (insane, far) {
+        (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+        (a, b) => a.or(b),
+    };
+    let mut notes: Vec<String> = vec![];
     if let (Some(e), Some((s, lf))) = (&laws.downstream, &chain) {
         let pair = |lt: &[f64], et: &[f64]| {
             let [l, lo] = lf(lt);
@@ -687,7 +694,7 @@ pub fn predict(laws: &Laws, law: &str, t: &Target, o: &PredictOptions) -> Predic
             ));
         }
     }
-    let warning = (!notes.is_empty()).then(|| notes.join("; "));
+    let error_warning = (!notes.is_empty()).then(|| notes.join("; "));
     Prediction {
         law: law.to_string(),
         target: *t,
@@ -699,6 +706,7 @@ pub fn predict(laws: &Laws, law: &str, t: &Target, o: &PredictOptions) -> Predic
         error_opt,
         extrapolation,
         warning,
+        error_warning,
     }
 }
 
