@@ -4,8 +4,8 @@ use anyhow::Context;
 use isoflop::fit::data::{self, Columns};
 use isoflop::fit::hparams::{self, HpOptions};
 use isoflop::fit::law::{LawOptions, Objective};
-use isoflop::fit::report::{self, FitKind, FitOptions};
-use isoflop::fit::{parametric, plot, predict};
+use isoflop::fit::report::{self, DownstreamOptions, FitKind, FitOptions};
+use isoflop::fit::{downstream, parametric, plot, predict, FitError};
 use isoflop::model::accounting::FlopConvention;
 use std::path::PathBuf;
 
@@ -25,6 +25,8 @@ pub enum Approach {
     Compute,
     /// Over-training law of Gadre et al.: L = E + a·N^(−α) + b·(M·N)^(−α).
     Overtrain,
+    /// Task error against loss (Gadre et al.): Err(L) = ε − k·exp(−γ·L), fitted to --error-col.
+    Downstream,
     /// Every fit the data supports (default); not `hparams`.
     All,
     /// Laws of the optimal learning rate and batch size in N, from a sweep that searched them
@@ -111,6 +113,13 @@ pub struct FitArgs {
     /// Fit only the runs of this arm (the `arm` column of a sweep with `[[arms]]`; required there).
     #[arg(long, value_name = "NAME")]
     pub arm: Option<String>,
+    /// Column of the task error (1 − accuracy) for the downstream fit; with the default `--approach
+    /// all` the downstream law is fitted whenever the table has this column.
+    #[arg(long, default_value = "err_avg")]
+    pub error_col: String,
+    /// Random-chance error drawn on the downstream plot [default: 0.75, a 4-way multiple choice].
+    #[arg(long)]
+    pub chance: Option<f64>,
     /// Write fit.json only.
     #[arg(long)]
     pub no_plots: bool,
@@ -148,18 +157,63 @@ pub fn run(args: FitArgs) -> anyhow::Result<()> {
         step_d: args.step_d_col.clone(),
         step_loss: args.step_loss_col.clone(),
     };
-    let ds = data::load_arm(
-        &args.input,
-        args.steps.as_deref(),
-        &cols,
-        args.arm.as_deref(),
-    )?;
-    anyhow::ensure!(
-        !ds.points.is_empty() || !ds.curves.is_empty(),
-        "{}: no usable rows (every row has an empty or non-finite value)",
-        args.input.display()
-    );
+    if let Some(c) = args.chance {
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&c),
+            "--chance must lie in [0, 1] (an error rate), got {c}"
+        );
+    }
     let all = args.approach.contains(&Approach::All);
+    let down_only = !all && args.approach.iter().all(|a| *a == Approach::Downstream);
+    // The downstream fit reads (loss, error) pairs only: no N or D needed when it is the only fit.
+    let ds = if down_only {
+        data::Dataset {
+            source: match &args.arm {
+                Some(a) => format!("{} (arm {a})", args.input.display()),
+                None => args.input.display().to_string(),
+            },
+            ..data::Dataset::default()
+        }
+    } else {
+        let ds = data::load_arm(
+            &args.input,
+            args.steps.as_deref(),
+            &cols,
+            args.arm.as_deref(),
+        )?;
+        anyhow::ensure!(
+            !ds.points.is_empty() || !ds.curves.is_empty(),
+            "{}: no usable rows (every row has an empty or non-finite value)",
+            args.input.display()
+        );
+        ds
+    };
+    let pairs = if args.approach.contains(&Approach::Downstream) {
+        Some(downstream::read_pairs(
+            &args.input,
+            args.loss_col.as_deref(),
+            &args.error_col,
+            args.arm.as_deref(),
+        )?)
+    } else if all
+        && data::resolve_input(&args.input, args.steps.as_deref())?
+            .0
+            .is_some()
+    {
+        // Every fit the data support: the downstream law when the table has the error column.
+        match downstream::read_pairs(
+            &args.input,
+            args.loss_col.as_deref(),
+            &args.error_col,
+            args.arm.as_deref(),
+        ) {
+            Ok(p) => Some(p),
+            Err(FitError::MissingColumn { .. }) => None,
+            Err(e) => return Err(e.into()),
+        }
+    } else {
+        None
+    };
     let kinds = if all {
         FitKind::ALL.to_vec()
     } else {
@@ -172,7 +226,7 @@ pub fn run(args: FitArgs) -> anyhow::Result<()> {
                 Approach::Three => Some(FitKind::Approach3),
                 Approach::Compute => Some(FitKind::Compute),
                 Approach::Overtrain => Some(FitKind::Overtrain),
-                Approach::All | Approach::Hparams => None,
+                Approach::Downstream | Approach::All | Approach::Hparams => None,
             })
             .collect();
         k.sort();
@@ -199,7 +253,7 @@ pub fn run(args: FitArgs) -> anyhow::Result<()> {
         drop_highest: args.drop_highest,
         convention: args.convention.name().to_string(),
     };
-    let (mut rep, fitted) = report::run(&ds, &opts)?;
+    let (mut rep, mut fitted) = report::run(&ds, &opts)?;
     let want_hparams = args.approach.contains(&Approach::Hparams);
     if want_hparams {
         let mut notes = Vec::new();
@@ -217,6 +271,25 @@ pub fn run(args: FitArgs) -> anyhow::Result<()> {
         notes.retain(|n| !rep.notes.contains(n));
         h.notes.splice(0..0, notes);
         rep.hparams = Some(h);
+    }
+    if let Some(pairs) = pairs {
+        let chance = match args.chance {
+            Some(c) => (c, "--chance".to_string()),
+            None => (
+                downstream::DEFAULT_CHANCE,
+                "default (4-way multiple choice)".to_string(),
+            ),
+        };
+        report::run_downstream(
+            &mut rep,
+            &mut fitted,
+            pairs,
+            &opts,
+            &DownstreamOptions { chance },
+        );
+    }
+    if down_only {
+        rep.n_points = rep.downstream.as_ref().map_or(0, |d| d.n_points);
     }
     let out = match &args.out {
         Some(o) => o.clone(),
@@ -260,7 +333,7 @@ pub fn run(args: FitArgs) -> anyhow::Result<()> {
     }
     if !args.no_plots {
         // With `hparams` alone, the other figures (every search run against FLOPs) say nothing.
-        if !opts.kinds.is_empty() {
+        if !opts.kinds.is_empty() || rep.downstream.is_some() {
             for p in plot::write_all(&out, &ds, &rep, &fitted)? {
                 println!("wrote {}", p.display());
             }

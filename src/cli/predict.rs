@@ -1,4 +1,5 @@
-//! `isoflop predict`: losses and compute-optimal allocations of planned runs from a fit.
+//! `isoflop predict`: losses and compute-optimal allocations of planned runs from a fit, and their task
+//! errors through a downstream law.
 
 use anyhow::Context;
 use isoflop::fit::predict::{self, PredictOptions, Prediction, Target, TargetTable};
@@ -33,6 +34,13 @@ pub struct PredictArgs {
     /// approach2_akima [default: every law in the fit].
     #[arg(long, value_delimiter = ',')]
     pub law: Vec<String>,
+    /// A fit holding the downstream error law to chain with the loss laws [default: the fit's own,
+    /// when it has one]: a fit directory, sweep directory or fit.json.
+    #[arg(long, value_name = "FIT")]
+    pub error_fit: Option<PathBuf>,
+    /// Require the chained task error (an error when no downstream law is available).
+    #[arg(long)]
+    pub error: bool,
     /// Interval level [default: the fit's].
     #[arg(long)]
     pub level: Option<f64>,
@@ -69,26 +77,47 @@ fn describe(t: &Target) -> String {
 /// The terminal table of the predictions of one target.
 fn table(out: &mut String, label: &str, preds: &[Prediction]) {
     let _ = writeln!(out, "\n{label}");
+    // The task-error columns only when a downstream law is chained.
+    let errors = preds
+        .iter()
+        .any(|p| p.error.is_some() || p.error_opt.is_some());
+    let extra = |a: &str, b: &str| {
+        if errors {
+            format!(" {a:<30} {b:<30}")
+        } else {
+            String::new()
+        }
+    };
     let _ = writeln!(
         out,
-        "  {:<16} {:<30} {:<34} {:<34} {:<30} {:>8}",
-        "law", "loss", "N*", "D*", "loss at optimum", "C/C_fit"
+        "  {:<16} {:<30} {:<34} {:<34} {:<30}{} {:>8}",
+        "law",
+        "loss",
+        "N*",
+        "D*",
+        "loss at optimum",
+        extra("task error", "task error at optimum"),
+        "C/C_fit"
     );
     for p in preds {
         let _ = writeln!(
             out,
-            "  {:<16} {:<30} {:<34} {:<34} {:<30} {:>8}",
+            "  {:<16} {:<30} {:<34} {:<34} {:<30}{} {:>8}",
             p.law,
             cell(&p.loss),
             cell(&p.n_opt),
             cell(&p.d_opt),
             cell(&p.loss_opt),
+            extra(&cell(&p.error), &cell(&p.error_opt)),
             format!("{:.3}", p.extrapolation)
         );
     }
     for p in preds {
         if let Some(w) = &p.warning {
             let _ = writeln!(out, "  warning ({}): {w}", p.law);
+        }
+        if let Some(w) = &p.error_warning {
+            let _ = writeln!(out, "  warning (task error, {}): {w}", p.law);
         }
     }
 }
@@ -120,8 +149,15 @@ fn write_csv(path: &Path, t: &TargetTable, preds: &[Vec<Prediction>]) -> anyhow:
         "loss_opt",
         "loss_opt_lo",
         "loss_opt_hi",
+        "error",
+        "error_lo",
+        "error_hi",
+        "error_opt",
+        "error_opt_lo",
+        "error_opt_hi",
         "extrapolation",
         "warning",
+        "error_warning",
     ];
     let mut head: Vec<String> = t.header.clone();
     for o in ours {
@@ -154,11 +190,19 @@ fn write_csv(path: &Path, t: &TargetTable, preds: &[Vec<Prediction>]) -> anyhow:
             row.push(g(p.target.n));
             row.push(g(p.target.tokens));
             row.push(g(Some(p.target.flops)));
-            for i in [&p.loss, &p.n_opt, &p.d_opt, &p.loss_opt] {
+            for i in [
+                &p.loss,
+                &p.n_opt,
+                &p.d_opt,
+                &p.loss_opt,
+                &p.error,
+                &p.error_opt,
+            ] {
                 row.extend(iv(i));
             }
             row.push(g(Some(p.extrapolation)));
             row.push(csv_escape(p.warning.as_deref().unwrap_or("")));
+            row.push(csv_escape(p.error_warning.as_deref().unwrap_or("")));
             text += &(row.join(",") + "\n");
         }
     }
@@ -168,7 +212,40 @@ fn write_csv(path: &Path, t: &TargetTable, preds: &[Vec<Prediction>]) -> anyhow:
 /// Run `isoflop predict`.
 pub fn run(args: PredictArgs) -> anyhow::Result<()> {
     let fit_json = predict::resolve_fit(&args.fit)?;
-    let (laws, skipped) = predict::load(&fit_json)?;
+    let (mut laws, skipped) = predict::load(&fit_json)?;
+    let mut error_source = fit_json.clone();
+    if let Some(ef) = &args.error_fit {
+        let ej = predict::resolve_fit(ef)?;
+        let (el, eskipped) = predict::load(&ej)?;
+        let Some(d) = el.downstream else {
+            let why = eskipped
+                .iter()
+                .find(|(k, _)| k == "downstream")
+                .map(|(_, r)| format!(" (isoflop fit skipped it: {r})"))
+                .unwrap_or_default();
+            anyhow::bail!(
+                "--error-fit {}: the fit has no downstream error law{why}; fit one with `isoflop fit --approach downstream --error-col COLUMN`",
+                ej.display()
+            );
+        };
+        laws.downstream = Some(d);
+        laws.insane.remove("downstream");
+        if let Some(p) = el.insane.get("downstream") {
+            laws.insane.insert("downstream".into(), p.clone());
+        }
+        error_source = ej;
+    }
+    if args.error && laws.downstream.is_none() {
+        let why = skipped
+            .iter()
+            .find(|(k, _)| k == "downstream")
+            .map(|(_, r)| format!(" (isoflop fit skipped it: {r})"))
+            .unwrap_or_default();
+        anyhow::bail!(
+            "--error: {} has no downstream error law{why}; fit one with `isoflop fit --approach downstream --error-col COLUMN`, or give a fit that has one with --error-fit",
+            fit_json.display()
+        );
+    }
     let level = args.level.unwrap_or(laws.level);
     anyhow::ensure!(
         level > 0.0 && level < 1.0,
@@ -229,6 +306,18 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
         laws.convention,
         100.0 * level
     );
+    if let Some(d) = &laws.downstream {
+        let _ = writeln!(
+            out,
+            "task error: {} = epsilon - k exp(-gamma L) from {} (fitted to {} runs, loss '{}' in [{:.4}, {:.4}]), chained with each loss law",
+            d.error_col,
+            error_source.display(),
+            d.n_points,
+            d.loss_col,
+            d.loss_range[0],
+            d.loss_range[1]
+        );
+    }
     for ((label, _), ps) in targets.iter().zip(&preds) {
         table(&mut out, label, ps);
     }
@@ -247,6 +336,14 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
         "convention": laws.convention,
         "level": level,
         "max_extrapolation": args.max_extrapolation,
+        "error_law": laws.downstream.as_ref().map(|d| serde_json::json!({
+            "fit": error_source.display().to_string(),
+            "error_col": d.error_col,
+            "loss_col": d.loss_col,
+            "k": d.theta[0],
+            "gamma": d.theta[1],
+            "epsilon": d.theta[2],
+        })),
         "targets": targets.iter().zip(&preds).map(|((label, t), ps)| serde_json::json!({
             "target": t,
             "label": label,

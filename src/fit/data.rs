@@ -394,7 +394,7 @@ pub fn load(input: &Path, steps: Option<&Path>, cols: &Columns) -> Result<Datase
 /// Keep the rows of `t` whose `arm` column is `arm`. A table with an `arm` column holding several arms
 /// must be given one (a law fitted to several recipes at once describes none of them); a table without
 /// that column holds one recipe and `arm` must be `None`.
-pub(crate) fn select_arm(t: &mut Table, arm: Option<&str>) -> Result<(), FitError> {
+pub fn select_arm(t: &mut Table, arm: Option<&str>) -> Result<(), FitError> {
     let bad = |what: String| FitError::BadInput {
         path: t.path.clone(),
         what,

@@ -1,6 +1,6 @@
 //! Scaling-law fitting: Approach 1 (envelope of training curves), Approach 2 (IsoFLOP minima),
 //! Approach 3 (parametric L(N, D), Hoffmann et al. / Besiroglu et al.), loss against compute on the
-//! envelope, and the over-training law of Gadre et al.; plots and a JSON report.
+//! envelope, the over-training law of Gadre et al. and their law from loss to downstream task error; plots and a JSON report.
 
 pub mod data;
 pub mod error;
@@ -12,6 +12,7 @@ pub use error::FitError;
 pub mod akima;
 pub mod compare;
 pub mod compute;
+pub mod downstream;
 pub mod envelope;
 pub mod hparams;
 pub mod isoflop;

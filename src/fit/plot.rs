@@ -2,10 +2,11 @@
 //! N*(C) and D*(C) with fitted lines and intervals, and fitted laws against the data.
 
 use super::data::{Dataset, Point};
+use super::downstream::{self, DownstreamFit, PairSet};
 use super::error::FitError;
 use super::law::LawFit;
-use super::report::{Fitted, LawReport, Report};
-use super::stats::Interval;
+use super::report::{DownstreamReport, Fitted, LawReport, Report};
+use super::stats::{percentile, Interval};
 use super::{compute, envelope, hparams, overtrain, parametric};
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -822,6 +823,11 @@ pub fn write_all(
             &|q: &Point| overtrain::predict(fo, q.n, q.d / q.n)
         ));
     }
+    if let (Some(d), Some((f, pairs))) = (&rep.downstream, &fit.downstream) {
+        render!(dir, "downstream", (1000, 750), out, |root| fig_downstream(
+            &root, d, f, pairs
+        ));
+    }
     Ok(out)
 }
 
@@ -1194,4 +1200,129 @@ pub fn write_hparams(dir: &Path, h: &hparams::HparamsFit) -> Result<Vec<PathBuf>
         });
     }
     Ok(out)
+}
+
+/// Task error against loss: the runs, Err(L) = ε − k·exp(−γ·L) with its bootstrap band (pointwise
+/// percentiles of the replicates' curves), and the random-chance error.
+fn fig_downstream<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    d: &DownstreamReport,
+    f: &DownstreamFit,
+    pairs: &PairSet,
+) -> R {
+    root.fill(&WHITE).map_err(e)?;
+    let [lmin, lmax] = d.loss_range;
+    let pad = 0.08 * (lmax - lmin).max(1e-3);
+    let (x0, x1) = (lmin - 2.0 * pad, lmax + pad);
+    let xs: Vec<f64> = (0..=200)
+        .map(|i| x0 + (x1 - x0) * i as f64 / 200.0)
+        .collect();
+    let curve: Vec<f64> = xs
+        .iter()
+        .map(|&x| downstream::error_at(&f.best.theta, x))
+        .collect();
+    let q = 0.5 - 0.5 * d.level;
+    let band: Vec<(f64, f64)> = if f.replicates.is_empty() {
+        vec![]
+    } else {
+        xs.iter()
+            .map(|&x| {
+                let v: Vec<f64> = f
+                    .replicates
+                    .iter()
+                    .map(|t| downstream::error_at(t, x))
+                    .filter(|v| v.is_finite())
+                    .collect();
+                (percentile(&v, q), percentile(&v, 1.0 - q))
+            })
+            .collect()
+    };
+    // y range: the points, the curve and the chance line; the band is clipped to it (a bootstrap
+    // replicate fitted to three distinct losses can swing far outside).
+    let ys = pairs
+        .pairs
+        .iter()
+        .map(|p| p.error)
+        .chain(curve.iter().copied())
+        .chain([d.chance])
+        .filter(|v| v.is_finite());
+    let (ylo, yhi) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+        (a.min(v), b.max(v))
+    });
+    let yp = 0.08 * (yhi - ylo).max(1e-3);
+    let (y0, y1) = ((ylo - yp).max(0.0), (yhi + yp).min(1.0));
+    let title = format!(
+        "{}{} = {:.3} − {:.3}·exp(−{:.3}·L)",
+        if d.sane { "" } else { "NOT SANE: " },
+        d.error_col,
+        d.params.value("epsilon"),
+        d.params.value("k"),
+        d.params.value("gamma")
+    );
+    let mut ch = ChartBuilder::on(root)
+        .caption(title, ("sans-serif", CAPTION - 4))
+        .margin(20)
+        .x_label_area_size(55)
+        .y_label_area_size(75)
+        .build_cartesian_2d(x0..x1, y0..y1)
+        .map_err(e)?;
+    ch.configure_mesh()
+        .x_desc(format!("loss ({})", d.loss_col))
+        .y_desc(format!("task error ({})", d.error_col))
+        .axis_desc_style(("sans-serif", LABEL))
+        .label_style(("sans-serif", TICK))
+        .x_label_formatter(&|v| format!("{v:.2}"))
+        .y_label_formatter(&|v| format!("{v:.2}"))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(e)?;
+    if !band.is_empty() {
+        let clip = |v: f64| v.clamp(y0, y1);
+        let poly: Vec<(f64, f64)> = xs
+            .iter()
+            .zip(&band)
+            .map(|(&x, b)| (x, clip(b.0)))
+            .chain(xs.iter().zip(&band).rev().map(|(&x, b)| (x, clip(b.1))))
+            .collect();
+        ch.draw_series(std::iter::once(Polygon::new(poly, BLUE.mix(0.15))))
+            .map_err(e)?
+            .label(format!("{:.0}% bootstrap band", 100.0 * d.level))
+            .legend(|(x, y)| {
+                Rectangle::new([(x, y - 5), (x + 20, y + 5)], BLUE.mix(0.15).filled())
+            });
+    }
+    ch.draw_series(LineSeries::new(
+        xs.iter().zip(&curve).map(|(&x, &y)| (x, y.clamp(y0, y1))),
+        BLUE.stroke_width(2),
+    ))
+    .map_err(e)?
+    .label("fitted Err(L)")
+    .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLUE.stroke_width(2)));
+    ch.draw_series(LineSeries::new(
+        [(x0, d.chance), (x1, d.chance)],
+        BLACK.mix(0.6).stroke_width(2),
+    ))
+    .map_err(e)?
+    .label(format!(
+        "random chance {:.3} ({})",
+        d.chance, d.chance_source
+    ))
+    .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLACK.mix(0.6).stroke_width(2)));
+    ch.draw_series(
+        pairs
+            .pairs
+            .iter()
+            .map(|p| Circle::new((p.loss, p.error), 5, BLACK.filled())),
+    )
+    .map_err(e)?
+    .label(format!("runs ({})", pairs.pairs.len()))
+    .legend(|(x, y)| Circle::new((x + 10, y), 5, BLACK.filled()));
+    ch.configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .label_font(("sans-serif", TICK))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.5))
+        .draw()
+        .map_err(e)?;
+    root.present().map_err(e)
 }

@@ -8,6 +8,13 @@
 //! more than any one parameter's spread). The intervals describe the uncertainty of the fitted law,
 //! not the noise of a single new run. Approach 2 has no bootstrap: its N*(C), D*(C) intervals are the
 //! Student-t intervals of the fitted log-log line at C.
+//!
+//! Chained task error (Gadre et al.): when the fit (or `--error-fit`) has a downstream law
+//! Err(L) = ε − k·exp(−γ·L), each loss prediction L̂ is also mapped to Err(L̂). Its interval pairs the
+//! loss law's bootstrap replicate j with the error law's replicate j (j over the shorter list), so it
+//! carries both fits' uncertainty; when both laws were fitted to the same runs with the same seed (and
+//! no replicate failed), replicate j of each resampled the same runs. Its ends are clipped to [0, 1],
+//! an error rate's range.
 
 use super::data::Point;
 use super::error::FitError;
@@ -15,7 +22,7 @@ use super::law::{LawFit, Objective};
 use super::report::{FitOptions, Fitted, Report};
 use super::stats::{percentile, t_quantile, Interval, LineFit};
 use super::table::Table;
-use super::{compute, overtrain, parametric};
+use super::{compute, downstream, overtrain, parametric};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -125,6 +132,23 @@ pub struct Allocation {
     pub c_max: f64,
 }
 
+/// The downstream error law Err(L) = ε − k·exp(−γ·L): θ = (k, γ, ε) and its replicates.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DownstreamSample {
+    /// θ at the optimum.
+    pub theta: Vec<f64>,
+    /// θ of each bootstrap replicate.
+    pub replicates: Vec<Vec<f64>>,
+    /// The error column fitted.
+    pub error_col: String,
+    /// The loss column it was fitted against.
+    pub loss_col: String,
+    /// Smallest and largest loss fitted.
+    pub loss_range: [f64; 2],
+    /// Pairs fitted.
+    pub n_points: usize,
+}
+
 /// Everything `isoflop predict` needs from a fit, written by `isoflop fit` as `bootstrap.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Laws {
@@ -152,6 +176,9 @@ pub struct Laws {
     pub approach2: Option<Allocation>,
     /// Approach 2 allocation (Akima minima).
     pub approach2_akima: Option<Allocation>,
+    /// Downstream error law (absent in sidecars written before it existed).
+    #[serde(default)]
+    pub downstream: Option<DownstreamSample>,
     /// Laws that `isoflop fit` flagged as not sane (`sane: false` in fit.json), with its problems: every
     /// prediction of such a law carries a warning. Read from fit.json, not kept in the sidecar.
     #[serde(skip)]
@@ -224,6 +251,17 @@ impl Laws {
             approach1,
             approach2: rep.approach2.as_ref().and_then(iso_allocation),
             approach2_akima: rep.approach2_akima.as_ref().and_then(iso_allocation),
+            downstream: fitted.downstream.as_ref().map(|(f, p)| DownstreamSample {
+                theta: f.best.theta.to_vec(),
+                replicates: f.replicates.clone(),
+                error_col: p.error_col.clone(),
+                loss_col: p.loss_col.clone(),
+                loss_range: rep
+                    .downstream
+                    .as_ref()
+                    .map_or([f64::NAN; 2], |d| d.loss_range),
+                n_points: p.pairs.len(),
+            }),
             insane: [
                 ("approach3", &rep.approach3),
                 ("overtrain", &rep.overtrain),
@@ -234,6 +272,12 @@ impl Laws {
                 let r = r.as_ref().filter(|r| !r.sane)?;
                 Some((name.to_string(), r.problems.join("; ")))
             })
+            .chain(
+                rep.downstream
+                    .as_ref()
+                    .filter(|d| !d.sane)
+                    .map(|d| ("downstream".to_string(), d.problems.join("; "))),
+            )
             .collect(),
         }
     }
@@ -362,10 +406,17 @@ pub struct Prediction {
     pub d_opt: Option<Interval>,
     /// Loss at the compute optimum at C.
     pub loss_opt: Option<Interval>,
+    /// Task error Err(loss) of the downstream law chained with this law's loss.
+    pub error: Option<Interval>,
+    /// Task error at the compute optimum, Err(loss_opt).
+    pub error_opt: Option<Interval>,
     /// Target compute / largest compute the law was fitted to.
     pub extrapolation: f64,
-    /// Set when the extrapolation factor exceeds the threshold.
+    /// Set when the extrapolation factor exceeds the threshold, or the law was flagged not sane.
     pub warning: Option<String>,
+    /// About the chained error alone: the downstream law flagged not sane, or the predicted loss below
+    /// every loss it was fitted to.
+    pub error_warning: Option<String>,
 }
 
 /// The laws [`predict`] can use, in output order.
@@ -459,8 +510,13 @@ pub fn select_laws(
     }
     if out.is_empty() {
         return Err(PredictError::MissingLaw(format!(
-            "the fit has none of the laws {}{}",
+            "the fit has none of the laws {}{}{}",
             LAW_NAMES.join(", "),
+            if laws.downstream.is_some() {
+                " (it has a downstream error law, which maps a loss to a task error: chain it with a loss law by giving this fit as --error-fit to a predict of a fit that has one)"
+            } else {
+                ""
+            },
             if skipped.is_empty() {
                 String::new()
             } else {
@@ -491,13 +547,16 @@ pub fn predict(laws: &Laws, law: &str, t: &Target, o: &PredictOptions) -> Predic
     let c = t.flops;
     let nan = f64::NAN;
     let (mut loss, mut n_opt, mut d_opt, mut loss_opt) = (None, None, None, None);
+    // The loss law's sample and θ ↦ (loss, loss at optimum), for the chained error.
+    type LossFn<'a> = Box<dyn Fn(&[f64]) -> [f64; 2] + 'a>;
+    let mut chain: Option<(&LawSample, LossFn<'_>)> = None;
     let c_max;
     match law {
         "approach3" => {
             let s = laws.approach3.as_ref().expect("law present");
             c_max = s.c_max;
             let model = parametric::model();
-            let [l, no, dn, lo] = sampled(s, lv, |th| {
+            let f = move |th: &[f64]| {
                 let d = parametric::derive(th);
                 let (a, b, g) = (d[5], d[6], d[7]);
                 let no = g * (c / 6.0).powf(a);
@@ -507,7 +566,15 @@ pub fn predict(laws: &Laws, law: &str, t: &Target, o: &PredictOptions) -> Predic
                     _ => nan,
                 };
                 [l, no, dn, model.predict_log(th, &[no.ln(), dn.ln()]).exp()]
-            });
+            };
+            let [l, no, dn, lo] = sampled(s, lv, &f);
+            chain = Some((
+                s,
+                Box::new(move |th| {
+                    let r = f(th);
+                    [r[0], r[3]]
+                }),
+            ));
             loss = t.n.map(|_| l);
             (n_opt, d_opt, loss_opt) = (Some(no), Some(dn), Some(lo));
         }
@@ -515,7 +582,7 @@ pub fn predict(laws: &Laws, law: &str, t: &Target, o: &PredictOptions) -> Predic
             let s = laws.overtrain.as_ref().expect("law present");
             c_max = s.c_max;
             let model = overtrain::model();
-            let [l, no, dn, lo] = sampled(s, lv, |th| {
+            let f = move |th: &[f64]| {
                 // M* = (b/a)^(1/α) is the compute-optimal multiplier at every C: C = 6·M*·N*².
                 let m_opt = overtrain::derive(th)[4];
                 let no = (c / (6.0 * m_opt)).sqrt();
@@ -529,7 +596,15 @@ pub fn predict(laws: &Laws, law: &str, t: &Target, o: &PredictOptions) -> Predic
                     m_opt * no,
                     model.predict_log(th, &[no.ln(), (m_opt * no).ln()]).exp(),
                 ]
-            });
+            };
+            let [l, no, dn, lo] = sampled(s, lv, &f);
+            chain = Some((
+                s,
+                Box::new(move |th| {
+                    let r = f(th);
+                    [r[0], r[3]]
+                }),
+            ));
             loss = t.n.map(|_| l);
             (n_opt, d_opt, loss_opt) = (Some(no), Some(dn), Some(lo));
         }
@@ -537,9 +612,10 @@ pub fn predict(laws: &Laws, law: &str, t: &Target, o: &PredictOptions) -> Predic
             let s = laws.compute.as_ref().expect("law present");
             c_max = s.law.c_max;
             let model = compute::model();
-            let [lo] = sampled(&s.law, lv, |th| {
-                [model.predict_log(th, &[(c / s.c0).ln()]).exp()]
-            });
+            let c0 = s.c0;
+            let f = move |th: &[f64]| [model.predict_log(th, &[(c / c0).ln()]).exp()];
+            let [lo] = sampled(&s.law, lv, &f);
+            chain = Some((&s.law, Box::new(move |th| [nan, f(th)[0]])));
             loss_opt = Some(lo);
         }
         _ => {
@@ -565,10 +641,60 @@ pub fn predict(laws: &Laws, law: &str, t: &Target, o: &PredictOptions) -> Predic
         .insane
         .get(law)
         .map(|p| format!("NOT SANE, do not use: isoflop fit flagged this law ({p})"));
+    let (mut error, mut error_opt) = (None, None);
     let warning = match (insane, far) {
         (Some(a), Some(b)) => Some(format!("{a}; {b}")),
         (a, b) => a.or(b),
     };
+    let mut notes: Vec<String> = vec![];
+    if let (Some(e), Some((s, lf))) = (&laws.downstream, &chain) {
+        let pair = |lt: &[f64], et: &[f64]| {
+            let [l, lo] = lf(lt);
+            [downstream::error_at(et, l), downstream::error_at(et, lo)]
+        };
+        let point = pair(&s.theta, &e.theta);
+        let m = s.replicates.len().min(e.replicates.len());
+        let reps: Vec<[f64; 2]> = (0..m)
+            .map(|j| pair(&s.replicates[j], &e.replicates[j]))
+            .collect();
+        let q = 0.5 - 0.5 * lv;
+        let [ie, io]: [Interval; 2] = std::array::from_fn(|k| {
+            let col: Vec<f64> = reps.iter().map(|r| r[k]).collect();
+            // An error rate lies in [0, 1]; a replicate fitted to three distinct losses can leave it.
+            let (lo, hi) = if col.is_empty() {
+                (nan, nan)
+            } else {
+                (
+                    percentile(&col, q).clamp(0.0, 1.0),
+                    percentile(&col, 1.0 - q).clamp(0.0, 1.0),
+                )
+            };
+            Interval {
+                value: point[k],
+                lo,
+                hi,
+            }
+        });
+        error = loss.map(|_| ie);
+        error_opt = loss_opt.map(|_| io);
+        if let Some(p) = laws.insane.get("downstream") {
+            notes.push(format!(
+                "NOT SANE, do not use the error: isoflop fit flagged the downstream law ({p})"
+            ));
+        }
+        let lmin = e.loss_range[0];
+        if let Some(l) = [loss, loss_opt]
+            .into_iter()
+            .flatten()
+            .map(|l| l.value)
+            .find(|&l| l < lmin)
+        {
+            notes.push(format!(
+                "the predicted loss {l:.4} is below the lowest loss the error law was fitted to ({lmin:.4}): the error is extrapolated"
+            ));
+        }
+    }
+    let error_warning = (!notes.is_empty()).then(|| notes.join("; "));
     Prediction {
         law: law.to_string(),
         target: *t,
@@ -576,8 +702,11 @@ pub fn predict(laws: &Laws, law: &str, t: &Target, o: &PredictOptions) -> Predic
         n_opt,
         d_opt,
         loss_opt,
+        error,
+        error_opt,
         extrapolation,
         warning,
+        error_warning,
     }
 }
 
@@ -725,7 +854,7 @@ pub fn load(fit_json: &Path) -> Result<(Laws, Vec<(String, String)>), PredictErr
             ),
         });
     }
-    for law in ["approach3", "overtrain", "compute"] {
+    for law in ["approach3", "overtrain", "compute", "downstream"] {
         if fit[law]["sane"] == serde_json::Value::Bool(false) {
             let problems: Vec<&str> = fit[law]["problems"]
                 .as_array()

@@ -2,6 +2,7 @@
 
 use super::compute::{self, ComputeFit};
 use super::data::Dataset;
+use super::downstream::{self, DownstreamFit, PairSet};
 use super::envelope::{self, EnvelopeFit};
 use super::error::FitError;
 use super::isoflop::{self, IsoFlopFit, MinMethod};
@@ -24,6 +25,9 @@ pub enum FitKind {
     Compute,
     /// Gadre et al. over-training law.
     Overtrain,
+    /// Gadre et al. downstream task error against loss, Err(L) = ε − k·exp(−γ·L) (not in
+    /// [`FitKind::ALL`]: it reads an error column, see [`run_downstream`]).
+    Downstream,
 }
 
 impl FitKind {
@@ -43,6 +47,7 @@ impl FitKind {
             FitKind::Approach3 => "approach 3 (parametric)",
             FitKind::Compute => "L(C) (loss against compute)",
             FitKind::Overtrain => "over-training L(N, M)",
+            FitKind::Downstream => "downstream Err(L)",
         }
     }
 }
@@ -238,6 +243,8 @@ pub struct Report {
     pub compute: Option<ComputeReport>,
     /// Over-training law.
     pub overtrain: Option<LawReport>,
+    /// Downstream task error against loss.
+    pub downstream: Option<DownstreamReport>,
     /// Fits not run.
     pub skipped: Vec<Skipped>,
     /// Laws of the optimal lr and batch size (`--approach hparams`; absent otherwise).
@@ -254,6 +261,8 @@ pub struct Fitted {
     pub compute: Option<ComputeFit>,
     /// Over-training.
     pub overtrain: Option<LawFit>,
+    /// Downstream error law and the pairs it was fitted to.
+    pub downstream: Option<(DownstreamFit, PairSet)>,
     /// Points used by Approach 3 and over-training (after dropping).
     pub law_points: Vec<super::data::Point>,
 }
@@ -280,6 +289,7 @@ pub fn run(ds: &Dataset, o: &FitOptions) -> Result<(Report, Fitted), FitError> {
         approach1: None,
         compute: None,
         overtrain: None,
+        downstream: None,
         skipped: vec![],
         hparams: None,
     };
@@ -477,6 +487,109 @@ pub fn run(ds: &Dataset, o: &FitOptions) -> Result<(Report, Fitted), FitError> {
     Ok((rep, fitted))
 }
 
+/// The downstream error law as written to fit.json.
+#[derive(Clone, Debug, Serialize)]
+pub struct DownstreamReport {
+    /// The error column fitted.
+    pub error_col: String,
+    /// The loss column it was fitted against.
+    pub loss_col: String,
+    /// k, gamma, epsilon with bootstrap percentile intervals.
+    pub params: Params,
+    /// Σ (Err(L) − error)², least squares on the error (Gadre et al.'s curve_fit).
+    pub objective: f64,
+    /// Always `least_squares`.
+    pub objective_kind: Objective,
+    /// (loss, error) pairs fitted.
+    pub n_points: usize,
+    /// Smallest and largest loss fitted.
+    pub loss_range: [f64; 2],
+    /// Bootstrap replicates requested.
+    pub bootstrap_replicates: usize,
+    /// Replicates that fitted (≥ 3 distinct losses drawn).
+    pub bootstrap_converged: usize,
+    /// Interval level.
+    pub level: f64,
+    /// RMS of the error residuals.
+    pub rmse: f64,
+    /// Observed − fitted error, per pair (input order after skipping).
+    pub residuals: Vec<f64>,
+    /// Random-chance error drawn on the plot.
+    pub chance: f64,
+    /// Where `chance` came from: `--chance` or the default.
+    pub chance_source: String,
+    /// False when the fit is not a usable law (see `problems`).
+    pub sane: bool,
+    /// Why the fit is not sane ([`downstream::sanity_problems`]). Empty for a sane fit.
+    pub problems: Vec<String>,
+}
+
+/// Settings of the downstream fit.
+#[derive(Clone, Debug)]
+pub struct DownstreamOptions {
+    /// Random-chance error for the plot, and where it came from.
+    pub chance: (f64, String),
+}
+
+/// Fit the downstream error law to `pairs` into `rep` and `fitted`. Fewer than
+/// [`downstream::MIN_POINTS`] pairs (or fewer than 3 distinct losses) skip it with a reason, even when
+/// requested explicitly: a small sweep's export should still fit its loss laws.
+pub fn run_downstream(
+    rep: &mut Report,
+    fitted: &mut Fitted,
+    pairs: PairSet,
+    o: &FitOptions,
+    d: &DownstreamOptions,
+) {
+    let n = pairs.pairs.len();
+    rep.notes.extend(pairs.notes.iter().cloned());
+    let skip = |rep: &mut Report, reason: String| {
+        rep.skipped.push(Skipped {
+            fit: FitKind::Downstream,
+            reason,
+        })
+    };
+    if n < downstream::MIN_POINTS {
+        return skip(
+            rep,
+            format!(
+                "needs ≥ {} runs with a finite '{}' and '{}', have {n}",
+                downstream::MIN_POINTS,
+                pairs.loss_col,
+                pairs.error_col
+            ),
+        );
+    }
+    let Some(f) = downstream::fit(&pairs.pairs, o.law.bootstrap, o.law.seed, o.law.level) else {
+        return skip(
+            rep,
+            format!("needs ≥ 3 distinct values of '{}'", pairs.loss_col),
+        );
+    };
+    let lmin = min_of(pairs.pairs.iter().map(|p| p.loss));
+    let lmax = pairs.pairs.iter().map(|p| p.loss).fold(f64::NAN, f64::max);
+    let problems = downstream::sanity_problems(&f, lmin);
+    rep.downstream = Some(DownstreamReport {
+        error_col: pairs.error_col.clone(),
+        loss_col: pairs.loss_col.clone(),
+        params: f.params.clone(),
+        objective: f.best.sse,
+        objective_kind: Objective::LeastSquares,
+        n_points: n,
+        loss_range: [lmin, lmax],
+        bootstrap_replicates: o.law.bootstrap,
+        bootstrap_converged: f.replicates.len(),
+        level: o.law.level,
+        rmse: (f.best.sse / n as f64).sqrt(),
+        residuals: f.residuals.clone(),
+        chance: d.chance.0,
+        chance_source: d.chance.1.clone(),
+        sane: problems.is_empty(),
+        problems,
+    });
+    fitted.downstream = Some((f, pairs));
+}
+
 fn iv(i: &super::stats::Interval) -> String {
     let f = |v: f64| {
         if v.is_nan() {
@@ -595,6 +708,23 @@ pub fn table(r: &Report) -> String {
             "Over-training: L(N, M) = E + a N^-alpha + b (M N)^-alpha; M_opt = (b/a)^(1/alpha)",
             l,
         );
+    }
+    if let Some(d) = &r.downstream {
+        let _ = writeln!(
+            out,
+            "\nDownstream: {} = epsilon - k exp(-gamma L), L = {}  ({} points, L in [{:.4}, {:.4}], SSE {:.6e}, RMS residual {:.4}, {} bootstrap; chance {:.4})",
+            d.error_col, d.loss_col, d.n_points, d.loss_range[0], d.loss_range[1], d.objective, d.rmse, d.bootstrap_converged, d.chance
+        );
+        if !d.sane {
+            let _ = writeln!(
+                out,
+                "  NOT SANE, do not use these values: {}",
+                d.problems.join("; ")
+            );
+        }
+        for (k, v) in &d.params.0 {
+            let _ = writeln!(out, "  {k:<8} {}", iv(v));
+        }
     }
     for s in &r.skipped {
         let _ = writeln!(out, "\nskipped {}: {}", s.fit.name(), s.reason);
