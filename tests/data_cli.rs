@@ -131,3 +131,160 @@ fn tokenize_verify_inspect_train_and_eval_from_the_command_line() {
         "{out}"
     );
 }
+
+/// Runs isoflop with `ISOFLOP_CACHE` set; returns (success, stdout + stderr).
+fn isoflop_cached(cache: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(BIN)
+        .env("ISOFLOP_CACHE", cache)
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn byte_tokenizer_shards_train_at_v260_and_never_mix_with_sentencepiece_shards() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let run_ok = |args: &[&str]| {
+        let (ok, out) = isoflop_cached(&cache, args);
+        assert!(ok, "isoflop {args:?} failed:\n{out}");
+        out
+    };
+    let run_err = |args: &[&str]| {
+        let (ok, out) = isoflop_cached(&cache, args);
+        assert!(!ok, "isoflop {args:?} should have failed:\n{out}");
+        out
+    };
+    let jsonl = tmp.path().join("docs.jsonl");
+    let mut f = std::fs::File::create(&jsonl).unwrap();
+    for i in 0..300 {
+        let text = format!("Doc {i}: caf\u{e9} \u{1f600} the quick brown fox, line {i}.");
+        writeln!(f, "{}", serde_json::json!({ "text": text })).unwrap();
+    }
+    drop(f);
+    let (bytes, sp) = (tmp.path().join("bytes"), tmp.path().join("sp"));
+    let (b, s) = (bytes.to_str().unwrap(), sp.to_str().unwrap());
+    let j = jsonl.to_str().unwrap();
+    let out = run_ok(&[
+        "data",
+        "tokenize",
+        j,
+        "--out",
+        b,
+        "--tokenizer",
+        "bytes",
+        "--quiet",
+    ]);
+    assert!(out.contains("1 shards written"), "{out}");
+    run_ok(&["data", "tokenize", j, "--out", s, "--quiet"]);
+    // Byte ids are byte + 4 and decode back to the exact text; the header names the tokenizer.
+    let out = run_ok(&["data", "inspect", bytes.join("docs.tok").to_str().unwrap()]);
+    assert!(
+        out.contains("vocab size       260")
+            && out.contains("byte-level")
+            && out.contains("first ids [2, 72, 115, 103, 36, 52")
+            && out.contains("Doc 0: caf\u{e9} \u{1f600} the quick brown fox, line 0."),
+        "{out}"
+    );
+    // Re-tokenizing into the same directory with the other tokenizer is refused, naming both.
+    let out = run_err(&["data", "tokenize", j, "--out", b, "--quiet"]);
+    assert!(
+        out.contains("docs.tok") && out.contains("byte-level") && out.contains("SentencePiece"),
+        "{out}"
+    );
+    // Train a few steps at V = 260 on the byte shards; run.json records the tokenizer identity.
+    let run = tmp.path().join("run");
+    let train = |data: &str, extra: &[&str], out: &std::path::Path| {
+        let mut a = vec![
+            "train",
+            "--data",
+            data,
+            "--device",
+            "cpu",
+            "--d-model",
+            "64",
+            "--n-layers",
+            "1",
+            "--seq-len",
+            "32",
+            "--batch-size",
+            "4",
+            "--steps",
+            "3",
+            "--eval-sequences",
+            "4",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        a.extend_from_slice(extra);
+        isoflop_cached(&cache, &a)
+    };
+    let (ok, out) = train(b, &["--vocab-size", "260"], &run);
+    assert!(ok, "{out}");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("run.json")).unwrap()).unwrap();
+    assert_eq!(manifest["status"], "finished");
+    let id = manifest["data"]["tokenizer_sha256"].as_str().unwrap();
+    let tok = isoflop::data::tokenizer_for_identity_hex(id).unwrap();
+    assert_eq!(tok.kind(), isoflop::data::TokenizerKind::Bytes);
+    // Byte shards with the default V = 32101 model: refused, naming the file and the tokenizer.
+    let (ok, out) = train(b, &[], &tmp.path().join("r2"));
+    assert!(
+        !ok && out.contains("docs.tok") && out.contains("byte-level"),
+        "{out}"
+    );
+    // Held-out shards of the other tokenizer: refused.
+    let (ok, out) = train(
+        b,
+        &["--vocab-size", "260", "--eval-data", s],
+        &tmp.path().join("r3"),
+    );
+    assert!(!ok && out.contains("SentencePiece"), "{out}");
+    // A directory holding shards of both tokenizers: verify and training refuse it, listing which
+    // file holds which.
+    std::fs::copy(sp.join("docs.tok"), bytes.join("docs-sp.tok")).unwrap();
+    let out = run_err(&["data", "verify", b]);
+    assert!(
+        out.contains("different vocabularies/tokenizers")
+            && out.contains("docs.tok")
+            && out.contains("docs-sp.tok"),
+        "{out}"
+    );
+    for vocab in ["260", "32101"] {
+        let (ok, out) = train(b, &["--vocab-size", vocab], &tmp.path().join("r4"));
+        assert!(
+            !ok && out.contains("different vocabularies/tokenizers") && out.contains("docs-sp.tok"),
+            "{out}"
+        );
+    }
+    // The bundled sample in byte mode: its own cache entry, and the vocabulary follows the
+    // tokenizer; a contradicting --vocab-size is refused before anything is written.
+    let sp_dir = run_ok(&["data", "sample"]);
+    let byte_dir = run_ok(&["data", "sample", "--tokenizer", "bytes"]);
+    assert_ne!(sp_dir.trim(), byte_dir.trim());
+    let out = run_ok(&["data", "verify", byte_dir.trim()]);
+    assert!(out.contains("2 shards verified"), "{out}");
+    let r5 = tmp.path().join("r5");
+    let (ok, out) = train("bundled", &["--tokenizer", "bytes"], &r5);
+    assert!(ok, "{out}");
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(r5.join("run.json")).unwrap()).unwrap();
+    assert_eq!(cfg["config"]["model"]["vocab_size"], 260);
+    assert_eq!(cfg["config"]["data"]["tokenizer"], "bytes");
+    let r6 = tmp.path().join("r6");
+    let (ok, out) = train(
+        "bundled",
+        &["--tokenizer", "bytes", "--vocab-size", "32101"],
+        &r6,
+    );
+    assert!(
+        !ok && out.contains("vocab") && out.contains("260") && !r6.join("run.json").exists(),
+        "{out}"
+    );
+}

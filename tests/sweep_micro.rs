@@ -231,3 +231,88 @@ fn two_arm_micro_sweep_runs_exports_and_compares() {
         assert_eq!(flagged, warned, "{arm}: {fit}\n{pred}");
     }
 }
+
+/// The reduced laptop sweep (`data/sweeps/laptop-ci.toml`: the byte-level books data, V = 260) shows
+/// the Chinchilla picture from isoflop's own training: at every budget the best run is neither the
+/// smallest nor the largest size, and Approach 2's parabola has positive curvature and a minimum
+/// strictly inside the sizes (and, where a budget has 4 or more sizes, a 95% interval narrower than the
+/// size range). Deterministic: training is bitwise reproducible.
+#[test]
+fn laptop_ci_sweep_has_interior_isoflop_minima() {
+    let spec = concat!(env!("CARGO_MANIFEST_DIR"), "/data/sweeps/laptop-ci.toml");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("laptop-ci");
+    let d = dir.to_str().unwrap();
+    isoflop(&["sweep", "run", spec, "--out", d, "--device", "cpu"]);
+    isoflop(&["sweep", "export", d]);
+    let runs = std::fs::read_to_string(dir.join("runs.csv")).unwrap();
+    let header: Vec<&str> = runs.lines().next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|c| *c == name).unwrap();
+    let (cb, cn, ce, cv) = (
+        col("budget"),
+        col("n_params"),
+        col("eval_loss"),
+        col("vocab_size"),
+    );
+    // budget -> [(N, eval loss)]
+    let mut by_budget: Vec<(f64, Vec<(f64, f64)>)> = Vec::new();
+    for line in runs.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        assert_eq!(f[cv], "260", "{line}");
+        let (c, n, l): (f64, f64, f64) = (
+            f[cb].parse().unwrap(),
+            f[cn].parse().unwrap(),
+            f[ce].parse().unwrap(),
+        );
+        match by_budget.iter_mut().find(|(b, _)| *b == c) {
+            Some((_, v)) => v.push((n, l)),
+            None => by_budget.push((c, vec![(n, l)])),
+        }
+    }
+    assert!(by_budget.len() >= 2, "{runs}");
+    for (c, pts) in &mut by_budget {
+        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let best = (0..pts.len())
+            .min_by(|&i, &j| pts[i].1.total_cmp(&pts[j].1))
+            .unwrap();
+        assert!(
+            best > 0 && best + 1 < pts.len(),
+            "budget {c:e}: the lowest eval loss is at an end of the sizes: {pts:?}"
+        );
+    }
+    let fit = isoflop(&["fit", d]);
+    let fit_json: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("fit/fit.json")).unwrap()).unwrap();
+    let budgets = fit_json["approach2"]["budgets"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{fit}"));
+    let mut interior = 0;
+    for b in budgets {
+        let c = b["c"].as_f64().unwrap();
+        let pts = &by_budget
+            .iter()
+            .find(|(bc, _)| (bc / c - 1.0).abs() < 0.05)
+            .unwrap_or_else(|| panic!("budget {c:e} not in runs.csv"))
+            .1;
+        let (lo, hi) = (pts[0].0.ln(), pts[pts.len() - 1].0.ln());
+        let n_opt = b["n_opt"].as_f64().unwrap().ln();
+        let se = b["se_ln_n"].as_f64();
+        assert!(
+            b["used"] == true && n_opt > lo && n_opt < hi,
+            "budget {c:e}: no interior minimum: {b}\n{fit}"
+        );
+        // A parabola through 3 sizes has no residual to estimate an interval from; with 4 or more
+        // the 95% interval of ln N* must be narrower than the size range.
+        if pts.len() >= 4 {
+            let se = se.unwrap_or_else(|| panic!("budget {c:e}: no interval: {b}"));
+            assert!(
+                2.0 * 1.96 * se < hi - lo,
+                "budget {c:e}: the 95% interval of ln N* (±{:.3}) is not narrower than the size range ({:.3})",
+                1.96 * se,
+                hi - lo
+            );
+        }
+        interior += 1;
+    }
+    assert!(interior >= 2, "{fit}");
+}

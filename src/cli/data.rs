@@ -4,6 +4,10 @@ use anyhow::Context;
 use isoflop::data::shard::{check_same_tokenizer, list_shards, remove_stale_temporaries, Shard};
 use isoflop::data::tokenize::{tokenize_files, TokenizeOptions};
 use isoflop::data::tokenizer::{hex, Tokenizer};
+use isoflop::data::{
+    bundled_shards, describe_identity, tokenizer_for_identity, AnyTokenizer, BundledCorpus,
+    TokenizerKind,
+};
 use rayon::prelude::*;
 use std::path::PathBuf;
 
@@ -28,9 +32,10 @@ enum DataCommand {
         /// For .txt inputs: every blank-line-separated block is a document (default: the whole file).
         #[arg(long)]
         txt_blocks: bool,
-        /// SentencePiece model (default: the bundled C4 model; the trainer only accepts that one).
+        /// `bytes` (byte-level, V 260), `sentencepiece` (the bundled C4 model, the default) or a
+        /// SentencePiece .model file (the trainer only accepts the first two).
         #[arg(long)]
-        tokenizer: Option<PathBuf>,
+        tokenizer: Option<String>,
         /// Worker threads (default: all cores).
         #[arg(long)]
         threads: Option<usize>,
@@ -53,7 +58,14 @@ enum DataCommand {
         dir: PathBuf,
     },
     /// Tokenize the bundled sample (if not cached) and print its shard directory.
-    Sample,
+    Sample {
+        /// `sentencepiece` (default) or `bytes`.
+        #[arg(long, default_value = "sentencepiece")]
+        tokenizer: String,
+        /// Also the public-domain books of data/books (the `books` data of train and sweeps).
+        #[arg(long)]
+        books: bool,
+    },
 }
 
 /// Run `isoflop data`.
@@ -67,9 +79,14 @@ pub fn run(args: DataArgs) -> anyhow::Result<()> {
             threads,
             quiet,
         } => {
-            let tok = match &tokenizer {
-                Some(p) => Tokenizer::from_file(p)?,
-                None => Tokenizer::bundled()?,
+            let tok = match tokenizer.as_deref() {
+                None => TokenizerKind::SentencePiece.load()?,
+                Some(t) => match TokenizerKind::parse(t) {
+                    Some(kind) => kind.load()?,
+                    None => {
+                        AnyTokenizer::SentencePiece(Tokenizer::from_file(std::path::Path::new(t))?)
+                    }
+                },
             };
             let opts = TokenizeOptions {
                 txt_blocks,
@@ -124,11 +141,14 @@ pub fn run(args: DataArgs) -> anyhow::Result<()> {
             );
             println!("tokens           {}", h.token_count);
             println!("documents        {}", h.doc_count);
-            println!("tokenizer sha256 {}", hex(&h.tokenizer_sha256));
+            println!(
+                "tokenizer sha256 {} ({})",
+                hex(&h.tokenizer_sha256),
+                describe_identity(&h.tokenizer_sha256)
+            );
             println!("payload sha256   {}", hex(&h.checksum));
             println!("source           {}", h.source);
-            let tok = Tokenizer::bundled()?;
-            let same = tok.sha256() == h.tokenizer_sha256;
+            let tok = tokenizer_for_identity(&h.tokenizer_sha256).ok();
             for i in 0..docs.min(h.doc_count as usize) {
                 let d = s
                     .document(i)
@@ -139,7 +159,7 @@ pub fn run(args: DataArgs) -> anyhow::Result<()> {
                     ids.len(),
                     &ids[..ids.len().min(16)]
                 );
-                if same {
+                if let Some(tok) = &tok {
                     println!("{}", tok.decode(&ids));
                 } else {
                     println!("(made with another tokenizer: not decoded)");
@@ -204,8 +224,16 @@ pub fn run(args: DataArgs) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        DataCommand::Sample => {
-            println!("{}", isoflop::data::bundled_sample_shards()?.display());
+        DataCommand::Sample { tokenizer, books } => {
+            let kind = TokenizerKind::parse(&tokenizer).with_context(|| {
+                format!("--tokenizer {tokenizer:?}: expected `sentencepiece` or `bytes`")
+            })?;
+            let corpus = if books {
+                BundledCorpus::Books
+            } else {
+                BundledCorpus::Sample
+            };
+            println!("{}", bundled_shards(corpus, kind)?.display());
             Ok(())
         }
     }

@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use isoflop::backend::DecayMode;
+use isoflop::data::TokenizerKind;
 use isoflop::device::DeviceChoice;
 use isoflop::model::config::{preset, PRESETS};
 use isoflop::model::ModelConfig;
@@ -118,9 +119,14 @@ pub struct TrainArgs {
     /// Seed of initialisation and data order.
     #[arg(long)]
     seed: Option<u64>,
-    /// Training data: `bundled` (the sample in data/), `synthetic`, or a directory of shards.
+    /// Training data: `bundled` (the sample in data/sample), `books` (the sample and data/books),
+    /// `synthetic`, or a directory of shards.
     #[arg(long)]
     data: Option<String>,
+    /// Tokenizer of `--data bundled|books`: `sentencepiece` (default, V 32101) or `bytes` (V 260;
+    /// the vocabulary follows unless --vocab-size is given).
+    #[arg(long, requires = "data")]
+    tokenizer: Option<String>,
     /// Directory of held-out shards (default: a declared split of --data).
     #[arg(long)]
     eval_data: Option<PathBuf>,
@@ -230,14 +236,28 @@ impl TrainArgs {
             c.clip = self.clip;
         }
         if let Some(d) = &self.data {
+            let tokenizer = match &self.tokenizer {
+                None => TokenizerKind::SentencePiece,
+                Some(t) => TokenizerKind::parse(t).with_context(|| {
+                    format!("--tokenizer {t:?}: expected `sentencepiece` or `bytes`")
+                })?,
+            };
             c.data = match d.as_str() {
-                "bundled" => DataSpec::Bundled,
+                "bundled" => DataSpec::Bundled { tokenizer },
+                "books" => DataSpec::Books { tokenizer },
+                _ if self.tokenizer.is_some() => anyhow::bail!(
+                    "--tokenizer applies to --data bundled or books; shards record their own \
+                     tokenizer (isoflop data tokenize --tokenizer)"
+                ),
                 "synthetic" => DataSpec::Synthetic,
                 dir => DataSpec::Shards {
                     dir: PathBuf::from(dir),
                     eval_dir: self.eval_data.clone(),
                 },
             };
+            if c.data.tokenizer().is_some() && self.model.vocab_size.is_none() {
+                c.model.vocab_size = tokenizer.vocab_size();
+            }
         } else if let (Some(e), DataSpec::Shards { eval_dir, .. }) = (&self.eval_data, &mut c.data)
         {
             *eval_dir = Some(e.clone());

@@ -9,8 +9,9 @@
 //! the last [`EVAL_PERCENT`]% of the windows (at least one) are the eval split.
 
 use super::error::DataError;
-use super::shard::{check_token_range, list_shards, Shard};
+use super::shard::{check_same_tokenizer, check_token_range, list_shards, Shard};
 use super::source::{SourceError, TokenSource};
+use super::text_tokenizer::{describe_identity, TokenizerKind};
 use super::tokenizer::{hex, BUNDLED_MODEL};
 use rayon::prelude::*;
 use serde_json::{json, Value};
@@ -198,6 +199,7 @@ pub struct ShardLoader {
     seq_len: usize,
     seed: u64,
     fingerprint: String,
+    tokenizer_sha256: [u8; 32],
     /// Position of the next window handed out: epoch and index within the epoch's order.
     epoch: u64,
     pos: u64,
@@ -209,8 +211,9 @@ pub struct ShardLoader {
 
 impl ShardLoader {
     /// Opens the shards in `dir` for `split`, windows of `seq_len + 1` tokens, order keyed by `seed`.
-    /// Refuses shards whose vocabulary is not `vocab_size` or that were not made with the bundled
-    /// tokenizer.
+    /// The shards must all be made with one of isoflop's tokenizers (the bundled C4 SentencePiece
+    /// model or the byte tokenizer, as their headers record) and have vocabulary `vocab_size`; shards
+    /// of different tokenizers are refused, naming which files hold which.
     pub fn open(
         dir: &Path,
         seq_len: usize,
@@ -218,14 +221,37 @@ impl ShardLoader {
         split: Split,
         vocab_size: usize,
     ) -> Result<ShardLoader, DataError> {
-        Self::open_with_tokenizer(
-            dir,
-            seq_len,
-            seed,
-            split,
-            vocab_size,
-            bundled_tokenizer_sha256(),
-        )
+        let mut headers = Vec::new();
+        for p in list_shards(dir)? {
+            let s = Shard::open(&p)?;
+            headers.push((p, s.header));
+        }
+        check_same_tokenizer(&headers)?;
+        let identity = match headers.first() {
+            Some((p, h)) => {
+                if TokenizerKind::from_identity(&h.tokenizer_sha256).is_none() {
+                    return Err(DataError::shard(
+                        p,
+                        format!(
+                            "tokenized with a different tokenizer, {}; isoflop trains on shards of the bundled C4 \
+                             SentencePiece model ({}) or of the byte tokenizer ({})",
+                            describe_identity(&h.tokenizer_sha256),
+                            &hex(&bundled_tokenizer_sha256())[..16],
+                            &hex(&TokenizerKind::Bytes.sha256())[..16]
+                        ),
+                    ));
+                }
+                h.tokenizer_sha256
+            }
+            // No shards: open_with_tokenizer names the directory.
+            None => bundled_tokenizer_sha256(),
+        };
+        Self::open_with_tokenizer(dir, seq_len, seed, split, vocab_size, identity)
+    }
+
+    /// The tokenizer identity its shards carry (see [`crate::data::tokenizer_for_identity`]).
+    pub fn tokenizer_sha256(&self) -> [u8; 32] {
+        self.tokenizer_sha256
     }
 
     /// As [`ShardLoader::open`], for shards made with the tokenizer whose model file hashes to
@@ -265,8 +291,9 @@ impl ShardLoader {
                 return Err(DataError::shard(
                     s.path(),
                     format!(
-                        "tokenized with a vocabulary of {} pieces, but the model's vocabulary is {vocab_size}",
-                        h.vocab_size
+                        "tokenized with a vocabulary of {} pieces ({}), but the model's vocabulary is {vocab_size}",
+                        h.vocab_size,
+                        describe_identity(&h.tokenizer_sha256)
                     ),
                 ));
             }
@@ -366,6 +393,7 @@ impl ShardLoader {
             seq_len,
             seed,
             fingerprint,
+            tokenizer_sha256,
             epoch: 0,
             pos: 0,
             prefetch: None,

@@ -6,7 +6,7 @@ use super::input::{DocumentReader, InputFile};
 use super::shard::{
     remove_stale_temporaries, Shard, ShardHeader, ShardWriter, SpecialIds, SHARD_EXT,
 };
-use super::tokenizer::{hex, Tokenizer};
+use super::text_tokenizer::{describe_identity, DocumentEncoder};
 use crate::model::config::{BOS_ID, EOS_ID, PAD_ID};
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
@@ -66,7 +66,7 @@ pub struct TokenizeReport {
 }
 
 /// The special ids isoflop writes into shards.
-pub fn special_ids(tok: &Tokenizer) -> SpecialIds {
+pub fn special_ids<T: DocumentEncoder + ?Sized>(tok: &T) -> SpecialIds {
     SpecialIds {
         pad: PAD_ID as u32,
         eos: EOS_ID as u32,
@@ -81,10 +81,10 @@ pub fn shard_path(out_dir: &Path, input: &InputFile) -> PathBuf {
 }
 
 /// Tokenizes every input into `out_dir` (created if missing), one shard per input, all cores.
-pub fn tokenize_files(
+pub fn tokenize_files<T: DocumentEncoder + ?Sized>(
     inputs: &[PathBuf],
     out_dir: &Path,
-    tok: &Tokenizer,
+    tok: &T,
     opts: &TokenizeOptions,
 ) -> Result<TokenizeReport, DataError> {
     if inputs.is_empty() {
@@ -167,10 +167,10 @@ impl Counters {
     }
 }
 
-fn tokenize_one(
+fn tokenize_one<T: DocumentEncoder + ?Sized>(
     f: &InputFile,
     out_dir: &Path,
-    tok: &Tokenizer,
+    tok: &T,
     opts: &TokenizeOptions,
     counters: &Counters,
     bar: &ProgressBar,
@@ -188,10 +188,10 @@ fn tokenize_one(
             return Err(DataError::shard(
                 &path,
                 format!(
-                    "already exists but was made with tokenizer {} (vocab {}), not {}; remove it to re-tokenize",
-                    &hex(&h.tokenizer_sha256)[..16],
+                    "already exists but was made with a different tokenizer, {} (vocab {}), not {}; remove it to re-tokenize",
+                    describe_identity(&h.tokenizer_sha256),
                     h.vocab_size,
-                    &hex(&tok.sha256())[..16]
+                    describe_identity(&tok.sha256())
                 ),
             ));
         }

@@ -4,6 +4,7 @@
 //! config is saved in the run directory so a run can be reproduced and resumed.
 
 use crate::backend::DecayMode;
+use crate::data::TokenizerKind;
 use crate::model::{accounting, ModelConfig};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -12,8 +13,20 @@ use std::path::{Path, PathBuf};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum DataSpec {
-    /// The public-domain sample bundled in `data/`, tokenized on first use.
-    Bundled,
+    /// The public-domain sample bundled in `data/sample/`, tokenized on first use with `tokenizer`
+    /// (`{ kind = "bundled" }`: SentencePiece; `{ kind = "bundled", tokenizer = "bytes" }`).
+    Bundled {
+        /// Tokenizer of the cached shards; omitted when written if SentencePiece.
+        #[serde(default, skip_serializing_if = "TokenizerKind::is_default")]
+        tokenizer: TokenizerKind,
+    },
+    /// The sample plus the public-domain books of `data/books/` (5.9 MB of text), tokenized on
+    /// first use with `tokenizer` (`{ kind = "books", tokenizer = "bytes" }`).
+    Books {
+        /// Tokenizer of the cached shards (default SentencePiece).
+        #[serde(default, skip_serializing_if = "TokenizerKind::is_default")]
+        tokenizer: TokenizerKind,
+    },
     /// Shards written by `isoflop data tokenize` in this directory.
     Shards {
         /// Directory of `.shard` files.
@@ -23,6 +36,16 @@ pub enum DataSpec {
     },
     /// A seeded synthetic Markov token stream (tests, throughput runs).
     Synthetic,
+}
+
+impl DataSpec {
+    /// The tokenizer a bundled spec names (None for shards, whose headers say, and synthetic data).
+    pub fn tokenizer(&self) -> Option<TokenizerKind> {
+        match self {
+            DataSpec::Bundled { tokenizer } | DataSpec::Books { tokenizer } => Some(*tokenizer),
+            DataSpec::Shards { .. } | DataSpec::Synthetic => None,
+        }
+    }
 }
 
 /// Every setting of a training run.
@@ -87,7 +110,9 @@ impl Default for TrainConfig {
             decay_mode: DecayMode::Coupled,
             clip: None,
             seed: 0,
-            data: DataSpec::Bundled,
+            data: DataSpec::Bundled {
+                tokenizer: TokenizerKind::SentencePiece,
+            },
             eval_every: 100,
             eval_sequences: 64,
             log_every: 10,
@@ -158,6 +183,18 @@ impl TrainConfig {
         }
         if self.steps == 0 {
             return Err(TrainConfigError::Range("--steps must be at least 1".into()));
+        }
+        if let Some(t) = self.data.tokenizer() {
+            if t.vocab_size() != self.model.vocab_size {
+                return Err(TrainConfigError::Range(format!(
+                    "the data's tokenizer `{}` has {} ids but the model's vocabulary is {}: set \
+                     --vocab-size (vocab_size) {}",
+                    t.name(),
+                    t.vocab_size(),
+                    self.model.vocab_size,
+                    t.vocab_size()
+                )));
+            }
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return Err(TrainConfigError::Range(format!(

@@ -40,6 +40,10 @@ pub struct DataInfo {
     pub eval: String,
     /// Shard files with their payload checksums (empty for synthetic data).
     pub shards: Vec<ShardRef>,
+    /// The tokenizer identity of the shards (64 hex digits; none for synthetic data):
+    /// `crate::data::tokenizer_for_identity_hex` gives the tokenizer back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer_sha256: Option<String>,
 }
 
 /// One data shard used by the run.

@@ -15,7 +15,10 @@ use super::metrics::{cumulative_flops, EvalRecord, MetricsWriter, StepRecord};
 use super::progress::{fmt_duration, Console, Progress};
 use super::trainer::{TrainError, Trainer};
 use crate::data::shard::{list_shards, Shard};
-use crate::data::{bundled_sample_shards, ShardLoader, Split, SyntheticSource, TokenSource};
+use crate::data::{
+    bundled_shards, describe_identity, BundledCorpus, ShardLoader, Split, SyntheticSource,
+    TokenSource,
+};
 use crate::device::{self, DeviceChoice};
 use crate::model::{init_params, FlopsPerToken, ParamCounts};
 use std::path::{Path, PathBuf};
@@ -172,11 +175,18 @@ pub fn open_data(
                 train: train.describe(),
                 eval: format!("{} synthetic windows from 2^40 on", cfg.eval_sequences),
                 shards: vec![],
+                tokenizer_sha256: None,
             };
             return Ok((Box::new(train), windows, info));
         }
-        DataSpec::Bundled => {
-            let dir = bundled_sample_shards().map_err(setup("preparing the bundled sample"))?;
+        DataSpec::Bundled { tokenizer } => {
+            let dir = bundled_shards(BundledCorpus::Sample, *tokenizer)
+                .map_err(setup("preparing the bundled sample"))?;
+            (dir.clone(), dir)
+        }
+        DataSpec::Books { tokenizer } => {
+            let dir = bundled_shards(BundledCorpus::Books, *tokenizer)
+                .map_err(setup("preparing the bundled books"))?;
             (dir.clone(), dir)
         }
         DataSpec::Shards { dir, eval_dir } => {
@@ -187,6 +197,17 @@ pub fn open_data(
         .map_err(|e| RunError::Setup(e.to_string()))?;
     let mut eval = ShardLoader::open(&eval_dir, t, cfg.seed, Split::Eval, v)
         .map_err(|e| RunError::Setup(e.to_string()))?;
+    // Each loader checks its own directory; across the two, the tokenizer must agree as well.
+    if eval.tokenizer_sha256() != train.tokenizer_sha256() {
+        return Err(RunError::Setup(format!(
+            "the training shards in {} were made with {} but the held-out shards in {} with {}: \
+             tokenize both with the same tokenizer",
+            train_dir.display(),
+            describe_identity(&train.tokenizer_sha256()),
+            eval_dir.display(),
+            describe_identity(&eval.tokenizer_sha256())
+        )));
+    }
     let n_eval = (cfg.eval_sequences as u64).min(eval.num_windows()) as usize;
     let windows = eval.next_batch(n_eval).map_err(setup(eval_dir.display()))?;
     let mut shards = Vec::new();
@@ -216,6 +237,13 @@ pub fn open_data(
         ),
         eval: format!("{n_eval} held-out windows of {}", eval.describe()),
         shards,
+        tokenizer_sha256: Some(
+            train
+                .tokenizer_sha256()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+        ),
     };
     Ok((Box::new(train), windows, info))
 }
