@@ -243,12 +243,12 @@ fn micro_search_has_interior_lr_minima() {
     let d = dir.to_str().unwrap();
     let plan = isoflop(&["sweep", "plan", spec, "--tokens-per-s", "1e4"]);
     for size in [
-        "size d64l1 (N = 2.10M): 8 runs",
-        "size d128l2 (N = 4.50M): 8 runs",
+        "size d64l1 (N = 2.10M): 10 runs",
+        "size d128l2 (N = 4.50M): 10 runs",
     ] {
         assert!(plan.contains(size), "{plan}");
     }
-    assert!(plan.contains("\n16 runs, "), "{plan}");
+    assert!(plan.contains("\n20 runs, "), "{plan}");
     assert!(plan.contains("c5e11-d64l1-lr0.0625x-b8-s0"), "{plan}");
     isoflop(&["sweep", "run", spec, "--out", d, "--device", "cpu"]);
     isoflop(&["sweep", "export", d]);
@@ -265,7 +265,7 @@ fn micro_search_has_interior_lr_minima() {
         .skip(1)
         .map(|l| l.split(',').collect())
         .collect();
-    assert_eq!(rows.len(), 16, "{runs}");
+    assert_eq!(rows.len(), 20, "{runs}");
     let num = |r: &[&str], c: &str| -> f64 {
         r[col(c)]
             .parse()
@@ -292,7 +292,8 @@ fn micro_search_has_interior_lr_minima() {
     assert_eq!(curves.len(), 4, "2 sizes × 2 batch sizes: {curves:?}");
     for (key, c) in &mut curves {
         c.sort_by(|a, b| a.0.total_cmp(&b.0));
-        assert_eq!(c.len(), 4, "{key:?}: {c:?}");
+        assert_eq!(c.len(), 5, "{key:?}: {c:?}");
+        println!("N, B = {key:?}: (lr, lr_factor, eval_loss) {c:?}");
         let best = (0..c.len())
             .min_by(|&i, &j| c[i].2.total_cmp(&c[j].2))
             .unwrap();
