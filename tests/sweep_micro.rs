@@ -316,3 +316,75 @@ fn laptop_ci_sweep_has_interior_isoflop_minima() {
     }
     assert!(interior >= 2, "{fit}");
 }
+
+/// The learning-rate × batch-size search `micro-search.toml`: plan (runs and compute per size), run,
+/// export (searched values in names and columns), and at every (size, batch size) the final eval loss
+/// against the learning rate has an interior minimum.
+#[test]
+fn micro_search_has_interior_lr_minima() {
+    let spec = concat!(env!("CARGO_MANIFEST_DIR"), "/data/sweeps/micro-search.toml");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("search");
+    let d = dir.to_str().unwrap();
+    let plan = isoflop(&["sweep", "plan", spec, "--tokens-per-s", "1e4"]);
+    for size in [
+        "size d64l1 (N = 2.10M): 10 runs",
+        "size d128l2 (N = 4.50M): 10 runs",
+    ] {
+        assert!(plan.contains(size), "{plan}");
+    }
+    assert!(plan.contains("\n20 runs, "), "{plan}");
+    assert!(plan.contains("c5e11-d64l1-lr0.0625x-b8-s0"), "{plan}");
+    isoflop(&["sweep", "run", spec, "--out", d, "--device", "cpu"]);
+    isoflop(&["sweep", "export", d]);
+    let runs = std::fs::read_to_string(dir.join("runs.csv")).unwrap();
+    let header: Vec<&str> = runs.lines().next().unwrap().split(',').collect();
+    let col = |n: &str| {
+        header
+            .iter()
+            .position(|c| *c == n)
+            .unwrap_or_else(|| panic!("no column {n}: {header:?}"))
+    };
+    let rows: Vec<Vec<&str>> = runs
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    assert_eq!(rows.len(), 20, "{runs}");
+    let num = |r: &[&str], c: &str| -> f64 {
+        r[col(c)]
+            .parse()
+            .unwrap_or_else(|_| panic!("{c} = {:?} in {r:?}", r[col(c)]))
+    };
+    // (n_params, batch_size) → [(lr, lr_factor, eval_loss)]
+    let mut curves: Vec<((u64, u64), Vec<(f64, f64, f64)>)> = Vec::new();
+    for r in &rows {
+        assert_eq!(r[col("status")], "finished", "{r:?}");
+        assert_eq!(num(r, "beta2"), 0.95);
+        let (f, b) = (num(r, "lr_factor"), num(r, "batch_size"));
+        let name = r[col("name")];
+        assert!(
+            name.contains(&format!("-lr{f}x-b{b}-s0")),
+            "the name carries the searched values: {name}"
+        );
+        let key = (num(r, "n_params") as u64, b as u64);
+        let point = (num(r, "lr"), f, num(r, "eval_loss"));
+        match curves.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, c)) => c.push(point),
+            None => curves.push((key, vec![point])),
+        }
+    }
+    assert_eq!(curves.len(), 4, "2 sizes × 2 batch sizes: {curves:?}");
+    for (key, c) in &mut curves {
+        c.sort_by(|a, b| a.0.total_cmp(&b.0));
+        assert_eq!(c.len(), 5, "{key:?}: {c:?}");
+        println!("N, B = {key:?}: (lr, lr_factor, eval_loss) {c:?}");
+        let best = (0..c.len())
+            .min_by(|&i, &j| c[i].2.total_cmp(&c[j].2))
+            .unwrap();
+        assert!(
+            best > 0 && best + 1 < c.len(),
+            "N, B = {key:?}: the eval loss vs lr has its minimum on the edge: {c:?}"
+        );
+    }
+}

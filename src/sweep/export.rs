@@ -8,7 +8,8 @@ use crate::train::export::{csv_field, write_steps_csv};
 use crate::train::manifest::Manifest;
 use std::path::{Path, PathBuf};
 
-/// Columns of `runs.csv`.
+/// Columns of `runs.csv`. `lr_factor` is the multiplier of the `[train]` lr rule in a search by
+/// factors (blank otherwise); `lr`, `batch_size` and `beta2` are the values each run trained with.
 pub const RUNS_COLUMNS: &[&str] = &[
     "name",
     "point",
@@ -24,6 +25,8 @@ pub const RUNS_COLUMNS: &[&str] = &[
     "steps",
     "batch_size",
     "lr",
+    "lr_factor",
+    "beta2",
     "warmup_steps",
     "loss",
     "eval_loss",
@@ -88,6 +91,8 @@ pub fn runs_csv(sd: &SweepDir) -> String {
             c.steps.to_string(),
             c.batch_size.to_string(),
             c.lr.to_string(),
+            opt(r.search.as_ref().and_then(|s| s.lr_factor)),
+            c.beta2.to_string(),
             c.warmup_steps.to_string(),
             opt(figures.as_ref().and_then(|f| f.train_loss)),
             opt(figures.as_ref().and_then(|f| f.eval_loss)),

@@ -1,6 +1,6 @@
 //! The resolved plan of a sweep: one fully specified training run per (budget, size, seed) point.
 
-use super::spec::{Budget, Size, SweepSpec};
+use super::spec::{Budget, LrSearch, Size, SweepSpec};
 use crate::model::{FlopConvention, FlopsPerToken, ParamCounts};
 use crate::train::TrainConfig;
 use serde::{Deserialize, Serialize};
@@ -14,7 +14,7 @@ pub const PLAN_FORMAT: u32 = 1;
 pub struct PlannedRun {
     /// Unique name, also the run directory's name: e.g. `c2e11-d64l1-s0` or `m20-d128l2-s1`.
     pub name: String,
-    /// The point without the seed suffix, e.g. `c2e11-d64l1`.
+    /// The (budget, size) point, e.g. `c2e11-d64l1`: the name without arm, searched values and seed.
     pub point: String,
     /// Seed replicate index (0-based) at this point.
     pub replicate: u32,
@@ -22,6 +22,11 @@ pub struct PlannedRun {
     /// not depend on it, so the arms' runs pair up).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arm: Option<String>,
+    /// The searched values of this run, in a sweep with `[search]` (its name then carries them; the seed
+    /// depends on the point and replicate only, so the runs of a search share initialisation and data
+    /// order at each point).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search: Option<SearchPoint>,
     /// IsoFLOP budget C (FLOPs under `convention`), for IsoFLOP sweeps.
     pub budget: Option<f64>,
     /// Target tokens per parameter, for multiplier sweeps.
@@ -40,6 +45,83 @@ impl PlannedRun {
     /// Total training FLOPs under a convention.
     pub fn flops(&self, c: FlopConvention) -> f64 {
         self.flops_per_token.get(c) * self.tokens as f64
+    }
+}
+
+/// The values a run takes from the sweep's `[search]`; `None` where that field is not searched.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SearchPoint {
+    /// Multiplier of the `[train]` rule's learning rate (`lr = { factors = [...] }`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr_factor: Option<f64>,
+    /// Searched peak learning rate (a factor times the rule, or an absolute value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr: Option<f64>,
+    /// Searched global batch size in sequences.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<usize>,
+    /// Searched AdamW β2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub beta2: Option<f32>,
+}
+
+/// One combination of searched values before it is applied to a point.
+#[derive(Clone, Copy, Debug, Default)]
+struct Combo {
+    /// `Some((value, true))`: a factor of the rule; `Some((value, false))`: an absolute lr.
+    lr: Option<(f64, bool)>,
+    batch_size: Option<usize>,
+    beta2: Option<f32>,
+}
+
+impl Combo {
+    /// Every combination of the spec's search, lr slowest, β2 fastest; one empty combination without.
+    fn all(spec: &SweepSpec) -> Vec<Combo> {
+        let Some(s) = &spec.search else {
+            return vec![Combo::default()];
+        };
+        let lrs: Vec<Option<(f64, bool)>> = match &s.lr {
+            None => vec![None],
+            Some(LrSearch::Factors { factors }) => {
+                factors.iter().map(|&f| Some((f, true))).collect()
+            }
+            Some(LrSearch::Absolute(v)) => v.iter().map(|&x| Some((x, false))).collect(),
+        };
+        fn opt<T: Copy>(v: &Option<Vec<T>>) -> Vec<Option<T>> {
+            v.as_ref()
+                .map_or(vec![None], |v| v.iter().copied().map(Some).collect())
+        }
+        let (batches, beta2s) = (opt(&s.batch_size), opt(&s.beta2));
+        let mut out = Vec::new();
+        for &lr in &lrs {
+            for &batch_size in &batches {
+                for &beta2 in &beta2s {
+                    out.push(Combo {
+                        lr,
+                        batch_size,
+                        beta2,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// The run-name part of the searched values, e.g. `-lr2x-b64-b2_0.99` (`-lr1e-3` for an absolute lr).
+    fn suffix(&self) -> String {
+        let mut out = String::new();
+        match self.lr {
+            Some((f, true)) => out.push_str(&format!("-lr{f}x")),
+            Some((x, false)) => out.push_str(&format!("-lr{x:e}")),
+            None => {}
+        }
+        if let Some(b) = self.batch_size {
+            out.push_str(&format!("-b{b}"));
+        }
+        if let Some(b2) = self.beta2 {
+            out.push_str(&format!("-b2_{b2}"));
+        }
+        out
     }
 }
 
@@ -199,16 +281,19 @@ fn resolve_runs(
             *convention
         }
     };
+    let combos = Combo::all(spec);
     let mut runs = Vec::new();
     for p in &points {
         let point = format!("{}-d{}l{}", p.prefix, p.size.d_model, p.size.n_layers);
-        for r in 0..spec.seeds_per_point {
-            let mut run = resolve_run(spec, &point, r, p)?;
-            if let Some(a) = arm {
-                run.name = format!("{a}-{}", run.name);
-                run.arm = Some(a.to_string());
+        for combo in &combos {
+            for r in 0..spec.seeds_per_point {
+                let mut run = resolve_run(spec, &point, r, p, combo)?;
+                if let Some(a) = arm {
+                    run.name = format!("{a}-{}", run.name);
+                    run.arm = Some(a.to_string());
+                }
+                runs.push(run);
             }
-            runs.push(run);
         }
     }
     Ok((runs, convention))
@@ -236,22 +321,39 @@ fn resolve_run(
     point: &str,
     replicate: u32,
     p: &Point,
+    combo: &Combo,
 ) -> Result<PlannedRun, String> {
     let (s, target_tokens, budget, multiplier) = (p.size, p.tokens, p.budget, p.multiplier);
     let t = &spec.train;
     let model = spec.model_config(s);
     let params = ParamCounts::of(&model);
     let ctx = |e: String| format!("{point}: {e}");
-    let raw_batch = t
-        .batch_size
-        .value("train.batch_size", s.d_model, params.n)
-        .map_err(ctx)?;
     let micro = t.micro_batch;
-    // Round the batch to a positive multiple of the micro-batch (or to a positive integer).
-    let unit = micro.unwrap_or(1) as f64;
-    let batch_size = ((raw_batch / unit).round().max(1.0) * unit) as usize;
+    let batch_size = match combo.batch_size {
+        // Checked against micro_batch with the spec.
+        Some(b) => b,
+        None => {
+            let raw_batch = t
+                .batch_size
+                .value("train.batch_size", s.d_model, params.n)
+                .map_err(ctx)?;
+            // Round the batch to a positive multiple of the micro-batch (or to a positive integer).
+            let unit = micro.unwrap_or(1) as f64;
+            ((raw_batch / unit).round().max(1.0) * unit) as usize
+        }
+    };
     let micro_batch = micro.unwrap_or(batch_size);
-    let lr = t.lr.value("train.lr", s.d_model, params.n).map_err(ctx)?;
+    let lr = match combo.lr {
+        Some((x, false)) => x,
+        Some((f, true)) => f * t.lr.value("train.lr", s.d_model, params.n).map_err(ctx)?,
+        None => t.lr.value("train.lr", s.d_model, params.n).map_err(ctx)?,
+    };
+    let search = spec.search.as_ref().map(|_| SearchPoint {
+        lr_factor: combo.lr.and_then(|(f, factor)| factor.then_some(f)),
+        lr: combo.lr.map(|_| lr),
+        batch_size: combo.batch_size,
+        beta2: combo.beta2,
+    });
     let mut cfg = TrainConfig {
         model,
         batch_size,
@@ -261,7 +363,7 @@ fn resolve_run(
         warmup_steps: 0,
         final_lr_frac: t.final_lr_frac,
         beta1: t.beta1,
-        beta2: t.beta2,
+        beta2: combo.beta2.unwrap_or(t.beta2),
         eps: t.eps,
         weight_decay: t.weight_decay,
         decay_mode: t.decay_mode,
@@ -276,10 +378,11 @@ fn resolve_run(
     cfg.warmup_steps = t.warmup.steps(cfg.steps, cfg.tokens_per_step(), params.n);
     cfg.validate().map_err(|e| ctx(e.to_string()))?;
     Ok(PlannedRun {
-        name: format!("{point}-s{replicate}"),
+        name: format!("{point}{}-s{replicate}", combo.suffix()),
         point: point.to_string(),
         replicate,
         arm: None,
+        search,
         budget,
         multiplier,
         params,
@@ -375,6 +478,113 @@ mod tests {
         }
         // The arm-less plan is unchanged by the feature: its JSON has no `arm` key.
         assert!(!serde_json::to_string(&p0.runs).unwrap().contains("\"arm\""));
+    }
+
+    #[test]
+    fn searches_cross_the_grid_in_both_budget_styles() {
+        let search =
+            "[search]\nlr = { factors = [0.5, 2] }\nbatch_size = [4, 8]\nbeta2 = [0.95, 0.99]";
+        let train = "[train]\nmicro_batch = 4\nbatch_size = 16\nlr = { power_law = { a = 1.0, b = -0.5 } }\n";
+        for budget in [
+            "style = \"isoflop\"\nflops = [1e10, 4e10]",
+            "style = \"multiplier\"\nmultipliers = [5, 20]",
+        ] {
+            let plain = Plan::resolve(&spec(budget, train)).unwrap();
+            let p = Plan::resolve(&spec(budget, &format!("{train}{search}"))).unwrap();
+            // 2 budgets × 2 sizes × 2 seeds, each × 2 lr × 2 batch × 2 β2.
+            assert_eq!(plain.runs.len(), 8);
+            assert_eq!(p.runs.len(), 8 * 8);
+            let first = &p.runs[0];
+            let prefix = &plain.runs[0].point;
+            assert_eq!(first.name, format!("{prefix}-lr0.5x-b4-b2_0.95-s0"));
+            assert_eq!(p.runs[1].name, format!("{prefix}-lr0.5x-b4-b2_0.95-s1"));
+            assert_eq!(p.runs[2].name, format!("{prefix}-lr0.5x-b4-b2_0.99-s0"));
+            assert_eq!(p.runs[15].name, format!("{prefix}-lr2x-b8-b2_0.99-s1"));
+            for r in &p.runs {
+                let base = plain
+                    .runs
+                    .iter()
+                    .find(|b| b.point == r.point && b.replicate == r.replicate)
+                    .unwrap();
+                let s = r.search.as_ref().unwrap();
+                let f = s.lr_factor.unwrap();
+                assert!((r.config.lr - f * base.config.lr).abs() <= 1e-15 * base.config.lr);
+                assert_eq!(s.lr, Some(r.config.lr));
+                assert_eq!(Some(r.config.batch_size), s.batch_size);
+                assert_eq!(Some(r.config.beta2), s.beta2);
+                assert_eq!(r.config.micro_batch, 4);
+                // Same point, same seed: a search's runs share initialisation and data order.
+                assert_eq!(r.config.seed, base.config.seed);
+                assert_eq!((r.budget, r.multiplier), (base.budget, base.multiplier));
+                // The batch changes the steps, not the tokens: the same target, rounded up to whole steps.
+                let step = r.config.tokens_per_step();
+                let target = base.tokens as f64 - base.config.tokens_per_step() as f64;
+                assert!(
+                    r.tokens as f64 >= target
+                        && r.tokens as f64 <= base.tokens as f64 + step as f64
+                );
+                assert_eq!(r.tokens, r.config.steps * step);
+            }
+            let mut names: Vec<&str> = p.runs.iter().map(|r| r.name.as_str()).collect();
+            names.sort_unstable();
+            names.dedup();
+            assert_eq!(names.len(), p.runs.len());
+            // Without a search the plan (and so its fingerprint and run names) is what it always was.
+            assert!(plain.runs.iter().all(|r| r.search.is_none()));
+            assert!(!serde_json::to_string(&plain.runs)
+                .unwrap()
+                .contains("search"));
+        }
+        // Absolute learning rates: no factor, the same lr at every size.
+        let p = Plan::resolve(&spec(
+            "style = \"multiplier\"\nmultipliers = [5]",
+            &format!("{train}[search]\nlr = [1e-3, 2.5e-3]"),
+        ))
+        .unwrap();
+        assert_eq!(p.runs.len(), 2 * 2 * 2);
+        assert!(p.runs[0].name.ends_with("-lr1e-3-s0"), "{}", p.runs[0].name);
+        assert!(
+            p.runs[2].name.ends_with("-lr2.5e-3-s0"),
+            "{}",
+            p.runs[2].name
+        );
+        for r in &p.runs {
+            let s = r.search.as_ref().unwrap();
+            assert_eq!((s.lr_factor, s.batch_size, s.beta2), (None, None, None));
+            assert!([1e-3, 2.5e-3].contains(&r.config.lr));
+            assert_eq!(r.config.batch_size, 16);
+        }
+    }
+
+    #[test]
+    fn searches_combine_with_arms() {
+        let s = spec(
+            "style = \"isoflop\"\nflops = [1e10]",
+            "[train]\nlr = 2e-3\n[search]\nlr = { factors = [1, 2] }\n\
+             [[arms]]\nname = \"wd0.1\"\n[[arms]]\nname = \"wd0\"\nweight_decay = 0.0",
+        );
+        let p = Plan::resolve(&s).unwrap();
+        // 2 sizes × 2 factors × 2 seeds in each of 2 arms, interleaved run by run.
+        assert_eq!(p.runs.len(), 16);
+        assert_eq!(p.runs[0].name, "wd0.1-c1e10-d64l1-lr1x-s0");
+        assert_eq!(p.runs[1].name, "wd0-c1e10-d64l1-lr1x-s0");
+        assert_eq!(p.runs[5].name, "wd0-c1e10-d64l1-lr2x-s0");
+        for pair in p.runs.chunks(2) {
+            let (a, b) = (&pair[0], &pair[1]);
+            assert_eq!(
+                (a.arm.as_deref(), b.arm.as_deref()),
+                (Some("wd0.1"), Some("wd0"))
+            );
+            assert_eq!(
+                (&a.point, a.config.seed, &a.search),
+                (&b.point, b.config.seed, &b.search)
+            );
+            assert_eq!(
+                a.config.lr,
+                a.search.as_ref().unwrap().lr_factor.unwrap() * 2e-3
+            );
+            assert_eq!((a.config.weight_decay, b.config.weight_decay), (0.1, 0.0));
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use crate::backend::DecayMode;
 use crate::model::config::{DEFAULT_SEQ_LEN, DEFAULT_VOCAB, HEAD_DIM};
 use crate::model::FlopConvention;
 use crate::train::{DataSpec, TrainConfig};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use std::path::{Path, PathBuf};
 
 /// A spec that cannot be read or makes no sense; always names the file and the field.
@@ -55,6 +55,9 @@ pub struct SweepSpec {
     /// Optimizer, batch and schedule settings, fixed or as rules of the model size.
     #[serde(default)]
     pub train: TrainRules,
+    /// Hyperparameter searches crossed with the grid (`[search]`; none: one run per point and seed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search: Option<Search>,
     /// Arms: variants of the sweep that share its grid, seeds and data order and differ in `[train]` or
     /// `[model]` fields (empty: one arm, the spec itself).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -107,6 +110,136 @@ pub const ARM_MODEL_KEYS: &[&str] = &[
 
 fn one() -> u32 {
     1
+}
+
+/// The `[search]` table: values of the learning rate, batch size and AdamW β2 crossed with every
+/// (budget, size, seed) point of the grid (and every arm), e.g.
+/// `lr = { factors = [0.5, 1, 2] }`, `batch_size = [32, 64]`, `beta2 = [0.95, 0.99]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Search {
+    /// Learning rates: factors of the `[train]` rule's lr at each size, or absolute values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr: Option<LrSearch>,
+    /// Global batch sizes in sequences (each a multiple of `train.micro_batch`); they replace the
+    /// `[train]` batch rule. In an IsoFLOP sweep the tokens stay those of the budget and the steps change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<Vec<usize>>,
+    /// AdamW β2 values (each in (0, 1)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub beta2: Option<Vec<f32>>,
+}
+
+/// The learning rates of a search: `lr = { factors = [...] }` (× the `[train]` rule's lr at each size)
+/// or `lr = [absolute, ...]`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum LrSearch {
+    /// Absolute peak learning rates, the same at every size.
+    Absolute(Vec<f64>),
+    /// Multipliers of the `[train]` rule's learning rate.
+    Factors {
+        /// The multipliers.
+        factors: Vec<f64>,
+    },
+}
+
+impl LrSearch {
+    /// The listed values (factors or absolute rates).
+    pub fn values(&self) -> &[f64] {
+        match self {
+            LrSearch::Absolute(v) | LrSearch::Factors { factors: v } => v,
+        }
+    }
+}
+
+// By hand rather than `untagged`, so that a wrong shape gets an error naming `search.lr`.
+impl<'de> Deserialize<'de> for LrSearch {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let shape = "use `lr = { factors = [...] }` (× the [train] lr) or `lr = [absolute, ...]`";
+        let nums = |field: &str, v: &toml::Value| -> Result<Vec<f64>, D::Error> {
+            let a = v
+                .as_array()
+                .ok_or_else(|| D::Error::custom(format!("{field} must be a list; {shape}")))?;
+            a.iter()
+                .map(|x| {
+                    x.as_float()
+                        .or_else(|| x.as_integer().map(|i| i as f64))
+                        .ok_or_else(|| D::Error::custom(format!("{field} holds {x}, not a number")))
+                })
+                .collect()
+        };
+        let v = toml::Value::deserialize(d)?;
+        match &v {
+            toml::Value::Array(_) => nums("search.lr", &v).map(LrSearch::Absolute),
+            toml::Value::Table(t) => {
+                if let Some(k) = t.keys().find(|k| k.as_str() != "factors") {
+                    return Err(D::Error::custom(format!(
+                        "search.lr: unknown field `{k}`; {shape}"
+                    )));
+                }
+                let f = t
+                    .get("factors")
+                    .ok_or_else(|| D::Error::custom(format!("search.lr: {shape}")))?;
+                Ok(LrSearch::Factors {
+                    factors: nums("search.lr.factors", f)?,
+                })
+            }
+            _ => Err(D::Error::custom(format!("search.lr: {shape}"))),
+        }
+    }
+}
+
+impl Search {
+    /// Check the lists: non-empty, in range, no repeats, batches whole multiples of `micro_batch`.
+    pub fn check(&self, micro_batch: Option<usize>) -> Result<(), String> {
+        if self.lr.is_none() && self.batch_size.is_none() && self.beta2.is_none() {
+            return Err("[search] sets nothing; give lr, batch_size and/or beta2".into());
+        }
+        fn distinct<T: PartialEq + std::fmt::Display>(field: &str, v: &[T]) -> Result<(), String> {
+            if v.is_empty() {
+                return Err(format!("{field} is empty"));
+            }
+            for (i, x) in v.iter().enumerate() {
+                if v[..i].contains(x) {
+                    return Err(format!("{field} lists {x} twice"));
+                }
+            }
+            Ok(())
+        }
+        if let Some(lr) = &self.lr {
+            let field = match lr {
+                LrSearch::Absolute(_) => "search.lr",
+                LrSearch::Factors { .. } => "search.lr.factors",
+            };
+            distinct(field, lr.values())?;
+            if let Some(x) = lr.values().iter().find(|x| !(x.is_finite() && **x > 0.0)) {
+                return Err(format!("{field} must be positive, got {x}"));
+            }
+        }
+        if let Some(b) = &self.batch_size {
+            distinct("search.batch_size", b)?;
+            let micro = micro_batch.unwrap_or(1);
+            for &x in b {
+                if x == 0 || x % micro != 0 {
+                    let lo = (x / micro).max(1) * micro;
+                    let hi = x.div_ceil(micro).max(1) * micro;
+                    return Err(format!(
+                        "search.batch_size = {x} is not a positive multiple of train.micro_batch = \
+                         {micro}; use {lo} or {hi}"
+                    ));
+                }
+            }
+        }
+        if let Some(b2) = &self.beta2 {
+            distinct("search.beta2", b2)?;
+            if let Some(x) = b2.iter().find(|x| !(**x > 0.0 && **x < 1.0)) {
+                return Err(format!("search.beta2 must lie in (0, 1), got {x}"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// One model size.
@@ -426,6 +559,9 @@ impl SweepSpec {
             }
         }
         t.warmup.check()?;
+        if let Some(search) = &self.search {
+            search.check(t.micro_batch)?;
+        }
         Ok(())
     }
 
@@ -637,6 +773,76 @@ multipliers = [1, 2]
             let e = parse(&text).unwrap_err();
             assert!(e.contains("s.toml") && e.contains(needle), "{needle}: {e}");
         }
+    }
+
+    #[test]
+    fn search_parses_and_bad_searches_are_refused() {
+        let s = parse(&format!(
+            "{BASE}\n[search]\nlr = {{ factors = [0.5, 1, 2] }}\nbatch_size = [4, 8]\nbeta2 = [0.95, 0.99]\n"
+        ))
+        .unwrap();
+        let search = s.search.unwrap();
+        assert_eq!(
+            search.lr,
+            Some(LrSearch::Factors {
+                factors: vec![0.5, 1.0, 2.0]
+            })
+        );
+        assert_eq!(search.batch_size, Some(vec![4, 8]));
+        assert_eq!(search.beta2, Some(vec![0.95, 0.99]));
+        let s = parse(&format!("{BASE}\n[search]\nlr = [1e-3, 2e-3]\n")).unwrap();
+        assert_eq!(
+            s.search.unwrap().lr,
+            Some(LrSearch::Absolute(vec![1e-3, 2e-3]))
+        );
+        assert!(parse(BASE).unwrap().search.is_none());
+        let bad = [
+            ("lrr = [1e-3]", "unknown field `lrr`"),
+            ("lr = { factor = [1] }", "search.lr: unknown field `factor`"),
+            ("lr = 1e-3", "search.lr"),
+            ("lr = [1e-3, \"x\"]", "search.lr holds"),
+            ("lr = []", "search.lr is empty"),
+            ("lr = { factors = [] }", "search.lr.factors is empty"),
+            (
+                "lr = { factors = [1, -2] }",
+                "search.lr.factors must be positive",
+            ),
+            (
+                "lr = { factors = [1, 1] }",
+                "search.lr.factors lists 1 twice",
+            ),
+            ("batch_size = []", "search.batch_size is empty"),
+            ("beta2 = []", "search.beta2 is empty"),
+            (
+                "beta2 = [0.9, 1.0]",
+                "search.beta2 must lie in (0, 1), got 1",
+            ),
+            ("", "[search] sets nothing"),
+        ];
+        for (body, needle) in bad {
+            let e = parse(&format!("{BASE}\n[search]\n{body}\n")).unwrap_err();
+            assert!(e.contains("s.toml") && e.contains(needle), "{needle}: {e}");
+        }
+        // Searched batches are taken as meant: whole multiples of micro_batch, checked in every arm.
+        let micro = |mb: usize, arm: &str| {
+            parse(&format!(
+                "{BASE}\n[train]\nmicro_batch = {mb}\n[search]\nbatch_size = [8, 12]\n{arm}"
+            ))
+        };
+        micro(4, "").unwrap();
+        let e = micro(8, "").unwrap_err();
+        assert!(
+            e.contains("search.batch_size = 12")
+                && e.contains("train.micro_batch = 8")
+                && e.contains("use 8 or 16"),
+            "{e}"
+        );
+        let e = micro(
+            4,
+            "[[arms]]\nname = \"a\"\n[[arms]]\nname = \"m8\"\nmicro_batch = 8\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("arm \"m8\": search.batch_size = 12"), "{e}");
     }
 
     #[test]

@@ -22,9 +22,11 @@ pub fn count(x: f64) -> String {
 
 /// The plan table: name, D, L, N, tokens, tokens/N, steps, batch, lr, warmup, FLOPs (the plan's
 /// convention), budget (IsoFLOP), seed and estimated time (when a throughput is known). With arms, an
-/// `arm` column and one cost line per arm.
+/// `arm` column and one cost line per arm; with a search, `lr×` and `beta2` columns. Then the number of
+/// runs and the compute per model size, and in all.
 pub fn plan_table(plan: &Plan, throughput: Option<&Throughput>) -> String {
     let arms = plan.arms();
+    let search = plan.runs.iter().any(|r| r.search.is_some());
     let conv = plan.convention.name();
     let mut header = vec![
         "name".to_string(),
@@ -41,6 +43,10 @@ pub fn plan_table(plan: &Plan, throughput: Option<&Throughput>) -> String {
         "budget".into(),
         "seed".into(),
     ];
+    if search {
+        header.insert(9, "lr×".into());
+        header.insert(10, "beta2".into());
+    }
     if throughput.is_some() {
         header.push("est. time".into());
     }
@@ -69,6 +75,11 @@ pub fn plan_table(plan: &Plan, throughput: Option<&Throughput>) -> String {
             r.budget.map_or("-".into(), sci),
             c.seed.to_string(),
         ];
+        if search {
+            let f = r.search.as_ref().and_then(|s| s.lr_factor);
+            row.insert(9, f.map_or("-".into(), |f| format!("{f}")));
+            row.insert(10, c.beta2.to_string());
+        }
         if let Some(t) = throughput {
             let s = t.seconds(r);
             total_s += s;
@@ -97,6 +108,34 @@ pub fn plan_table(plan: &Plan, throughput: Option<&Throughput>) -> String {
             })
             .collect();
         let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    }
+    // Runs and compute per size, in plan order.
+    let mut sizes: Vec<(usize, usize)> = Vec::new();
+    for r in &plan.runs {
+        let s = (r.config.model.d_model, r.config.model.n_layers);
+        if !sizes.contains(&s) {
+            sizes.push(s);
+        }
+    }
+    for (d, l) in sizes {
+        let runs: Vec<_> = plan
+            .runs
+            .iter()
+            .filter(|r| (r.config.model.d_model, r.config.model.n_layers) == (d, l))
+            .collect();
+        let flops: f64 = runs.iter().map(|r| r.flops(plan.convention)).sum();
+        let _ = write!(
+            out,
+            "size d{d}l{l} (N = {}): {} runs, {} FLOPs ({conv})",
+            count(runs[0].params.n as f64),
+            runs.len(),
+            sci(flops)
+        );
+        if let Some(t) = throughput {
+            let s: f64 = runs.iter().map(|r| t.seconds(r)).sum();
+            let _ = write!(out, ", estimated {}", fmt_duration(s));
+        }
+        out.push('\n');
     }
     let _ = write!(
         out,
