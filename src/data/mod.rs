@@ -14,6 +14,7 @@ pub mod sample;
 pub mod shard;
 pub mod source;
 pub mod synthetic;
+pub mod task;
 pub mod tokenize;
 pub mod tokenizer;
 
