@@ -543,7 +543,19 @@ fn run_cross_entropy(dev: &Dev) {
 
 #[allow(non_snake_case)] // shapes in names
 fn run_token_scores(dev: &Dev) {
-    for (n, v, ld, block) in cross_entropy_cases(big(dev)) {
+    // The cross-entropy shapes, with one row of the full padded vocabulary under emulation (a 1024-thread
+    // block over 32128 columns is the slow part of emulating it); several on a GPU.
+    let cases: Vec<(usize, usize, usize, u32)> = cross_entropy_cases(big(dev))
+        .into_iter()
+        .map(|(n, v, ld, b)| {
+            if v == 32101 && !big(dev) {
+                (1, v, ld, b)
+            } else {
+                (n, v, ld, b)
+            }
+        })
+        .collect();
+    for (n, v, ld, block) in cases {
         let case = format!("token_scores_f32 n={n} v={v} ld={ld} block={block}");
         let mut r = rng((n * 17 + v + 3 * ld) as u64);
         let mut logits_NxL = uniform(&mut r, n * ld, -4.0, 4.0);
@@ -555,7 +567,7 @@ fn run_token_scores(dev: &Dev) {
             if t != 0 && i % 2 == 0 {
                 row[t as usize] = 5.0;
             }
-            if i == n - 1 && t > 1 {
+            if i == n - 1 && i > 0 && t > 1 {
                 row[t as usize] = 6.0;
                 row[(t - 1) as usize] = 6.0;
             }

@@ -49,7 +49,7 @@ fn micro_sweep_runs_exports_and_fits() {
     // their top-1 errors and the average.
     assert_eq!(
         header[header.len() - 3..],
-        ["err_kjv-verse", "err_kjv-word", "err_avg"],
+        ["err_kjv-choice", "err_kjv-word", "err_avg"],
         "{runs}"
     );
     for line in runs.lines().skip(1) {

@@ -570,6 +570,28 @@ multipliers = [1, 2]
     }
 
     #[test]
+    fn eval_tasks_are_named_by_file_and_checked() {
+        let s = parse(&format!(
+            "{BASE}\n[eval]\ntasks = [\"../tasks/a.jsonl\", \"b.jsonl\"]\nlimit = 5\n"
+        ))
+        .unwrap();
+        assert_eq!(s.eval.names(), ["a", "b"]);
+        assert_eq!(s.eval.limit, Some(5));
+        let e = parse(&format!(
+            "{BASE}\n[eval]\ntasks = [\"x/a.jsonl\", \"y/a.jsonl\"]\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("two tasks are named \"a\""), "{e}");
+        let e = parse(&format!("{BASE}\n[eval]\ntask = [\"a.jsonl\"]\n")).unwrap_err();
+        assert!(e.contains("task"), "{e}");
+        let e = parse(&format!(
+            "{BASE}\n[eval]\ntasks = [\"a.jsonl\"]\nlimit = 0\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("eval.limit"), "{e}");
+    }
+
+    #[test]
     fn grid_and_defaults() {
         let s = parse(BASE).unwrap();
         assert_eq!(s.sizes().unwrap().len(), 4);
