@@ -316,10 +316,20 @@ fn training_memorises_a_repeated_batch() {
     );
     assert!(last < 0.1, "loss after training {last} (from {first})");
     // Memorised: every next id is the model's top-1 prediction (so greedy decoding reproduces the rows)
-    // and has a probability near 1.
+    // and the mean log-probability is that of the final loss.
     let s = be.forward_scores(&toks, b).unwrap();
     assert!(s.hit_BxT.iter().all(|&h| h), "hits {:?}", s.hit_BxT);
-    assert!(s.logp_BxT.iter().all(|&l| l > -0.5 && l <= 0.0));
+    let mean = s.logp_BxT.iter().map(|&l| l as f64).sum::<f64>() / s.logp_BxT.len() as f64;
+    let after = be.forward_loss(&toks, b).unwrap().mean();
+    assert!(
+        (mean + after).abs() < 1e-5,
+        "mean ln p {mean} vs loss {after}"
+    );
+    assert!(
+        mean > -0.1 && s.logp_BxT.iter().all(|&l| l <= 1e-6),
+        "{:?}",
+        s.logp_BxT
+    );
 }
 
 #[test]

@@ -233,7 +233,8 @@ fn task_convert_and_eval_from_the_command_line() {
         "--out",
         &p("res.json"),
     ]);
-    let j: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    let j: serde_json::Value =
+        serde_json::from_str(out.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
     assert_eq!(
         j,
         serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(p("res.json")).unwrap())
