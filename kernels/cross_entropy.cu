@@ -82,3 +82,81 @@ extern "C" __global__ void __launch_bounds__(1024) cross_entropy_f32(float* logi
     if (j < ld) g[j] = isoflop::f2bf(d);
   }
 }
+
+// token_scores_f32 — per row r with target t (task evaluation, forward only): logp_N[r] = z[t] − logsumexp(z)
+// and hit_N[r] = 1 iff t is the argmax of the row (the lowest column holding the maximum), so that greedy
+// decoding reproduces a target run iff every hit is 1. Pad targets (id 0) give 0 and 0; a target >= v gives
+// a NaN logp and 0. The logits are only read. Same layout and launch as cross_entropy_f32: grid N, block a
+// multiple of 32 up to 1024, no dynamic shared memory.
+extern "C" __global__ void __launch_bounds__(1024) token_scores_f32(const float* logits_NxL,
+                                                                   const unsigned short* targets_N, float* logp_N,
+                                                                   int* hit_N, int v, int ld) {
+  __shared__ float sm[32], ss[32], sb[32];
+  __shared__ int si[32];
+  const long long row = blockIdx.x;
+  const float* z = logits_NxL + row * ld;
+  const int t = targets_N[row];
+  const int tid = int(threadIdx.x), bd = int(blockDim.x);
+  const float neg_inf = __uint_as_float(0xff800000u);
+  // Online max / sum of exp, and the best (value, lowest index) per thread.
+  float m = neg_inf, s = 0.f, best = neg_inf;
+  int bi = 0x7fffffff;
+  for (int j = tid; j < v; j += bd) {
+    const float x = z[j];
+    if (x > best) {  // j rises within a thread: a tie keeps the earlier index
+      best = x;
+      bi = j;
+    }
+    if (x > m) {
+      s = s * rescale(m, x) + 1.f;
+      m = x;
+    } else {
+      s += __expf(x - m);
+    }
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const float m2 = __shfl_xor_sync(isoflop::FULL_MASK, m, o);
+    const float s2 = __shfl_xor_sync(isoflop::FULL_MASK, s, o);
+    const float b2 = __shfl_xor_sync(isoflop::FULL_MASK, best, o);
+    const int i2 = __shfl_xor_sync(isoflop::FULL_MASK, bi, o);
+    const float mm = fmaxf(m, m2);
+    s = s * rescale(m, mm) + s2 * rescale(m2, mm);
+    m = mm;
+    if (b2 > best || (b2 == best && i2 < bi)) {
+      best = b2;
+      bi = i2;
+    }
+  }
+  const int lane = tid & 31, warp = tid >> 5, nwarps = bd >> 5;
+  if (lane == 0) {
+    sm[warp] = m;
+    ss[warp] = s;
+    sb[warp] = best;
+    si[warp] = bi;
+  }
+  __syncthreads();
+  if (tid != 0) return;
+  float M = neg_inf, B = neg_inf;
+  int I = 0x7fffffff;
+  for (int w = 0; w < nwarps; ++w) {
+    M = fmaxf(M, sm[w]);
+    if (sb[w] > B || (sb[w] == B && si[w] < I)) {
+      B = sb[w];
+      I = si[w];
+    }
+  }
+  float S = 0.f;
+  for (int w = 0; w < nwarps; ++w) S += ss[w] * rescale(sm[w], M);
+  const float lse = M + logf(S);
+  if (t == 0) {
+    logp_N[row] = 0.f;
+    hit_N[row] = 0;
+  } else if (t < v) {
+    logp_N[row] = z[t] - lse;
+    hit_N[row] = I == t ? 1 : 0;
+  } else {
+    logp_N[row] = __uint_as_float(0x7fc00000u);
+    hit_N[row] = 0;
+  }
+}

@@ -64,6 +64,21 @@ impl LossSum {
     }
 }
 
+/// Per-position scores of a batch from [`Backend::forward_scores`]: for each of the `B·T` targets
+/// (`row[1..]` of each batch row), its log-probability under the model and whether it is the model's
+/// top-1 prediction (the argmax of the logits, the lowest id on a tie) given the true prefix.
+///
+/// Greedy decoding reproduces a run of targets exactly iff every one of them is the argmax given the
+/// true prefix (teacher forcing): at the first miss greedy decoding diverges, and before it the prefix
+/// it feeds back is the true one. So exact-match cloze scoring needs no generation loop.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TokenScores {
+    /// ln p(target) per position, `[B·T]` row-major; 0 at pad targets.
+    pub logp_BxT: Vec<f32>,
+    /// Whether the target is the argmax, `[B·T]`; false at pad targets.
+    pub hit_BxT: Vec<bool>,
+}
+
 /// A failure inside a backend.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
@@ -105,6 +120,14 @@ pub trait Backend {
 
     /// Forward only (evaluation): the summed loss of a batch.
     fn forward_loss(&mut self, tokens_Bx_T1: &[u16], b: usize) -> Result<LossSum, BackendError>;
+
+    /// Forward only (task evaluation): per position, the target's log-probability and whether it is the
+    /// argmax (see [`TokenScores`]). Touches no gradient or optimizer state.
+    fn forward_scores(
+        &mut self,
+        tokens_Bx_T1: &[u16],
+        b: usize,
+    ) -> Result<TokenScores, BackendError>;
 
     /// Set the gradient accumulator to zero.
     fn zero_grads(&mut self);

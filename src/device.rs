@@ -151,6 +151,29 @@ pub fn open_backend(
     }
 }
 
+/// Open a backend for evaluation only. On the CPU (chosen, or `auto` without a usable GPU) it is
+/// [`CpuBackend::new_forward_only`]: no gradients or AdamW moments are allocated. A GPU backend is
+/// opened as for training ([`open_backend`]).
+pub fn open_eval_backend(
+    choice: DeviceChoice,
+    cfg: &ModelConfig,
+    params: Vec<f32>,
+) -> Result<Opened, DeviceError> {
+    let why = match choice {
+        DeviceChoice::Cpu => String::new(),
+        DeviceChoice::Auto => match probe_gpus() {
+            Err(why) => format!(" — {why}"),
+            Ok(_) => return open_backend(choice, cfg, params),
+        },
+        DeviceChoice::Cuda(_) => return open_backend(choice, cfg, params),
+    };
+    let backend = CpuBackend::new_forward_only(*cfg, params)?;
+    Ok(Opened {
+        note: format!("device: {} (forward only){why}", backend.device_name()),
+        backend: Box::new(backend),
+    })
+}
+
 /// Whether GPU `index` is there (driver loaded, device counted), without opening it: cheap, so callers
 /// check before preparing work for it (the parameters of a D=2048 model take seconds to initialise).
 pub fn check_gpu(index: usize) -> Result<(), DeviceError> {

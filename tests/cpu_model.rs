@@ -315,6 +315,55 @@ fn training_memorises_a_repeated_batch() {
         "initial loss {first}"
     );
     assert!(last < 0.1, "loss after training {last} (from {first})");
+    // Memorised: every next id is the model's top-1 prediction (so greedy decoding reproduces the rows)
+    // and the mean log-probability is that of the final loss.
+    let s = be.forward_scores(&toks, b).unwrap();
+    assert!(s.hit_BxT.iter().all(|&h| h), "hits {:?}", s.hit_BxT);
+    let mean = s.logp_BxT.iter().map(|&l| l as f64).sum::<f64>() / s.logp_BxT.len() as f64;
+    let after = be.forward_loss(&toks, b).unwrap().mean();
+    assert!(
+        (mean + after).abs() < 1e-5,
+        "mean ln p {mean} vs loss {after}"
+    );
+    assert!(
+        mean > -0.1 && s.logp_BxT.iter().all(|&l| l <= 1e-6),
+        "{:?}",
+        s.logp_BxT
+    );
+}
+
+#[test]
+fn forward_only_backend_scores_without_gradient_state() {
+    let c = cfg(64, 2, 16, 50);
+    let p = params(&c, 31);
+    let total = ParamLayout::new(&c).total;
+    let mut full = CpuBackend::new(c, p.clone()).unwrap();
+    let mut fwd = CpuBackend::new_forward_only(c, p).unwrap();
+    // Parameters only: no gradient accumulator, no AdamW moments.
+    assert_eq!(full.state_floats(), 4 * total);
+    assert_eq!(fwd.state_floats(), total);
+    let toks = batch(&c, 3, 32);
+    let s = fwd.forward_scores(&toks, 3).unwrap();
+    assert_eq!(s, full.forward_scores(&toks, 3).unwrap());
+    // Σ ln p over the targets is minus the summed loss; pad targets score (0, false).
+    let loss = fwd.forward_loss(&toks, 3).unwrap();
+    let sum: f64 = s.logp_BxT.iter().map(|&x| x as f64).sum();
+    assert!(
+        (sum + loss.sum).abs() < 1e-4 * loss.sum,
+        "{sum} vs {}",
+        loss.sum
+    );
+    let targets: Vec<u16> = toks.chunks(17).flat_map(|r| r[1..].to_vec()).collect();
+    for (i, &t) in targets.iter().enumerate() {
+        if t == 0 {
+            assert_eq!((s.logp_BxT[i], s.hit_BxT[i]), (0.0, false));
+        }
+    }
+    // Training calls are refused, naming the reason.
+    let e = fwd.forward_backward(&toks, 3).unwrap_err().to_string();
+    assert!(e.contains("forward-only"), "{e}");
+    assert!(fwd.adamw_step(&adamw(1, 1e-3, 1)).is_err());
+    assert!(fwd.read_moments().is_err() && fwd.read_grads().is_err());
 }
 
 // ------------------------------------------------------------ determinism and accumulation

@@ -288,3 +288,172 @@ fn byte_tokenizer_shards_train_at_v260_and_never_mix_with_sentencepiece_shards()
         "{out}"
     );
 }
+
+/// Run the binary expecting failure; returns stderr.
+fn isoflop_err(args: &[&str]) -> String {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    assert!(!out.status.success(), "isoflop {args:?} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn task_convert_and_eval_from_the_command_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let p = |n: &str| tmp.path().join(n).to_str().unwrap().to_string();
+    // LAMBADA plain text → cloze task; ARC jsonl → multiple choice.
+    std::fs::write(
+        p("lambada.txt"),
+        "he looked at the old man and said goodbye to his friend george\n",
+    )
+    .unwrap();
+    let out = isoflop(&[
+        "data",
+        "task",
+        "convert",
+        "--format",
+        "lambada",
+        &p("lambada.txt"),
+        "--out",
+        &p("lambada.jsonl"),
+    ]);
+    assert!(out.contains("1 items"), "{out}");
+    std::fs::write(
+        p("arc.jsonl"),
+        r#"{"id": "q1", "question": {"stem": "Which is a gas?", "choices": [{"text": "ice", "label": "A"}, {"text": "steam", "label": "B"}]}, "answerKey": "B"}"#,
+    )
+    .unwrap();
+    isoflop(&[
+        "data",
+        "task",
+        "convert",
+        "--format",
+        "arc",
+        &p("arc.jsonl"),
+        "--out",
+        &p("arc-t.jsonl"),
+    ]);
+    // PIQA without its labels file: a clear error.
+    let e = isoflop_err(&[
+        "data",
+        "task",
+        "convert",
+        "--format",
+        "piqa",
+        &p("arc.jsonl"),
+        "--out",
+        &p("x.jsonl"),
+    ]);
+    assert!(e.contains("labels file"), "{e}");
+    // A model with the sample's vocabulary (2 steps on synthetic data) to score with.
+    let run = p("run");
+    isoflop(&[
+        "train",
+        "--data",
+        "synthetic",
+        "--vocab-size",
+        "32101",
+        "--device",
+        "cpu",
+        "--d-model",
+        "64",
+        "--n-layers",
+        "1",
+        "--seq-len",
+        "32",
+        "--batch-size",
+        "2",
+        "--steps",
+        "2",
+        "--eval-sequences",
+        "2",
+        "--out",
+        &run,
+    ]);
+    let ck = format!("{run}/checkpoints/step-00000002");
+    let verse = format!("{root}/data/tasks/kjv-verse.jsonl");
+    let out = isoflop(&[
+        "eval",
+        "--checkpoint",
+        &ck,
+        "--task",
+        &p("lambada.jsonl"),
+        "--task",
+        &p("arc-t.jsonl"),
+        "--task",
+        &verse,
+        "--limit",
+        "3",
+        "--device",
+        "cpu",
+        "--json",
+        "--out",
+        &p("res.json"),
+    ]);
+    let j: serde_json::Value =
+        serde_json::from_str(out.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
+    assert_eq!(
+        j,
+        serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(p("res.json")).unwrap())
+            .unwrap()
+    );
+    let t = j["tasks"].as_array().unwrap();
+    assert_eq!(
+        (t[0]["name"].as_str(), t[0]["kind"].as_str()),
+        (Some("lambada"), Some("cloze"))
+    );
+    assert!(t[0]["exact"].as_f64().is_some() && t[0]["target_loglik"].as_f64().unwrap() < 0.0);
+    assert_eq!(
+        (t[1]["items"].as_u64(), t[1]["chance"].as_f64()),
+        (Some(1), Some(0.5))
+    );
+    assert_eq!(
+        (t[2]["name"].as_str(), t[2]["items"].as_u64()),
+        (Some("kjv-verse"), Some(3))
+    );
+    // Two verses and a choice do not fit in T = 32: truncated on the left, and counted.
+    assert!(t[2]["truncated"].as_u64().unwrap() > 0, "{j}");
+    for x in t {
+        let acc = x["acc"]
+            .as_f64()
+            .unwrap_or_else(|| x["exact"].as_f64().unwrap());
+        assert!((x["err"].as_f64().unwrap() - (1.0 - acc)).abs() < 1e-12);
+    }
+    let mean = t.iter().map(|x| x["err"].as_f64().unwrap()).sum::<f64>() / 3.0;
+    assert!((j["err_avg"].as_f64().unwrap() - mean).abs() < 1e-12);
+    // The table form says the same, with the truncation count.
+    let out = isoflop(&[
+        "eval",
+        "--checkpoint",
+        &ck,
+        "--task",
+        &verse,
+        "--limit",
+        "3",
+        "--device",
+        "cpu",
+    ]);
+    assert!(
+        out.contains("kjv-verse: 3 items, acc ") && out.contains("truncated on the left"),
+        "{out}"
+    );
+    // A bad line is an error naming the file and the line.
+    std::fs::write(
+        p("bad.jsonl"),
+        "{\"context\": \"a\", \"choices\": [\" b\", \" c\"], \"label\": 1}\n{\"context\": \"a\", \"choices\": [\" b\"], \"label\": 3}\n",
+    )
+    .unwrap();
+    let e = isoflop_err(&[
+        "eval",
+        "--checkpoint",
+        &ck,
+        "--task",
+        &p("bad.jsonl"),
+        "--device",
+        "cpu",
+    ]);
+    assert!(
+        e.contains(&format!("{}:2: label 3 is out of range", p("bad.jsonl"))),
+        "{e}"
+    );
+}

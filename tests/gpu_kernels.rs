@@ -541,6 +541,82 @@ fn run_cross_entropy(dev: &Dev) {
     }
 }
 
+#[allow(non_snake_case)] // shapes in names
+fn run_token_scores(dev: &Dev) {
+    // The cross-entropy shapes, with one row of the full padded vocabulary under emulation (a 1024-thread
+    // block over 32128 columns is the slow part of emulating it); several on a GPU.
+    let cases: Vec<(usize, usize, usize, u32)> = cross_entropy_cases(big(dev))
+        .into_iter()
+        .map(|(n, v, ld, b)| {
+            if v == 32101 && !big(dev) {
+                (1, v, ld, b)
+            } else {
+                (n, v, ld, b)
+            }
+        })
+        .collect();
+    for (n, v, ld, block) in cases {
+        let case = format!("token_scores_f32 n={n} v={v} ld={ld} block={block}");
+        let mut r = rng((n * 17 + v + 3 * ld) as u64);
+        let mut logits_NxL = uniform(&mut r, n * ld, -4.0, 4.0);
+        let tg = targets(&mut r, n, v);
+        // Make every other non-pad row's target its argmax, so hits are not all false; the last row gets a
+        // tie: its target equals the maximum but an earlier column holds it too (not the argmax).
+        for (i, &t) in tg.iter().enumerate() {
+            let row = &mut logits_NxL[i * ld..][..v];
+            if t != 0 && i % 2 == 0 {
+                row[t as usize] = 5.0;
+            }
+            if i == n - 1 && i > 0 && t > 1 {
+                row[t as usize] = 6.0;
+                row[(t - 1) as usize] = 6.0;
+            }
+        }
+        let logits_NxV: Vec<f32> = logits_NxL
+            .chunks(ld)
+            .flat_map(|row| row[..v].to_vec())
+            .collect();
+        let (mut lp_want, mut hit_want) = (vec![0f32; n], vec![false; n]);
+        ops::token_scores(&logits_NxV, &tg, v, &mut lp_want, &mut hit_want);
+        assert!(hit_want.iter().any(|&h| h), "{case}: the case has no hit");
+        let td = dev.raw(&tg);
+        let z = dev.f32(&logits_NxL);
+        // Outputs poisoned: NaN logp, hit −1 (neither 0 nor 1).
+        let (lp, hit) = (dev.nan_f32(n), dev.raw(&vec![-1i32; n]));
+        dev.launch(
+            "token_scores_f32",
+            (n as u32, 1, 1),
+            block,
+            0,
+            &[
+                &z.ptr(),
+                &td.ptr(),
+                &lp.ptr(),
+                &hit.ptr(),
+                &(v as i32),
+                &(ld as i32),
+            ],
+        );
+        ok(check_close(
+            &format!("{case} logp"),
+            &dev.get_f32(&lp),
+            &lp_want,
+            1e-4,
+            1e-4,
+        ));
+        let hits: Vec<i32> = dev.get(&hit);
+        let want: Vec<i32> = hit_want.iter().map(|&h| h as i32).collect();
+        assert_eq!(hits, want, "{case}: argmax hits");
+        // The logits are only read.
+        let bits = |x: &[f32]| x.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(
+            bits(&dev.get_f32(&z)),
+            bits(&logits_NxL),
+            "{case}: logits changed"
+        );
+    }
+}
+
 fn run_adamw(dev: &Dev) {
     for n in adamw_cases(big(dev)) {
         for mode in [DecayMode::Coupled, DecayMode::Independent] {
@@ -900,6 +976,11 @@ fn cross_entropy_matches_reference() {
 }
 
 #[test]
+fn token_scores_match_reference() {
+    for_each_device("token_scores_match_reference", |d| run_token_scores(d));
+}
+
+#[test]
 fn adamw_matches_reference() {
     for_each_device("adamw_matches_reference", |d| run_adamw(d));
 }
@@ -986,6 +1067,7 @@ fn sanitized_child_kernel_cases() {
     run_embedding(&dev);
     run_embedding_out_of_range(&dev);
     run_cross_entropy(&dev);
+    run_token_scores(&dev);
     run_gelu(&dev);
     run_residual(&dev);
     run_adamw(&dev);

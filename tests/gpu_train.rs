@@ -122,6 +122,58 @@ fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
     (num / den.max(1e-30)).sqrt()
 }
 
+/// `forward_scores` (the forward pass, then `token_scores_f32` over the padded logits) against the CPU
+/// backend's: per-position log-probabilities close (bf16 products), the same argmax hits up to near-ties,
+/// pad positions exactly (0, false), their sum equal to −`forward_loss`, and the gradients untouched.
+#[test]
+fn forward_scores_match_cpu() {
+    for_each_target("forward_scores_match_cpu", |t| {
+        for c in [cfg(), cfg_wide()] {
+            let p0 = init_params(&c, 9);
+            let mut dev = open(t, c, &p0);
+            let mut cpu = CpuBackend::new_forward_only(c, p0).unwrap();
+            let b = 3;
+            let toks = batch(&c, b, 77);
+            let want = cpu.forward_scores(&toks, b).unwrap();
+            let got = dev.forward_scores(&toks, b).unwrap();
+            assert_eq!(got.logp_BxT.len(), b * c.seq_len);
+            let tg: Vec<u16> = toks
+                .chunks(c.seq_len + 1)
+                .flat_map(|r| r[1..].to_vec())
+                .collect();
+            let (mut agree, mut scored) = (0, 0);
+            for (i, &t) in tg.iter().enumerate() {
+                let (g, w) = (got.logp_BxT[i], want.logp_BxT[i]);
+                if t == 0 {
+                    assert_eq!((g, got.hit_BxT[i]), (0.0, false), "pad position {i}");
+                    continue;
+                }
+                assert!(
+                    (g - w).abs() < 5e-2,
+                    "{c:?} position {i}: logp {g} vs cpu {w}"
+                );
+                scored += 1;
+                agree += (got.hit_BxT[i] == want.hit_BxT[i]) as usize;
+            }
+            assert!(
+                agree * 100 >= scored * 95,
+                "{c:?}: hits agree at {agree} of {scored}"
+            );
+            let loss = dev.forward_loss(&toks, b).unwrap();
+            let sum: f64 = got.logp_BxT.iter().map(|&x| x as f64).sum();
+            assert!(
+                (sum + loss.sum).abs() < 1e-3 * loss.sum,
+                "Σ logp {sum} vs loss {}",
+                loss.sum
+            );
+            assert!(
+                dev.read_grads().unwrap().iter().all(|&g| g == 0.0),
+                "forward_scores wrote gradients"
+            );
+        }
+    });
+}
+
 // ---------------------------------------------------------------------------------------------------------
 /// The first-batch cases of `t`: (model, largest relative L2 error of a gradient).
 fn first_batch_cases(t: Target) -> Vec<(ModelConfig, f64)> {

@@ -45,6 +45,37 @@ fn micro_sweep_runs_exports_and_fits() {
         let loss: f64 = line.split(',').nth(col).unwrap().parse().unwrap();
         assert!(loss < 9.0, "eval loss {loss} in {line}");
     }
+    // [eval] tasks: every run was scored on the bundled tasks (24 items each), and runs.csv ends with
+    // their top-1 errors and the average.
+    assert_eq!(
+        header[header.len() - 3..],
+        ["err_kjv-choice", "err_kjv-word", "err_avg"],
+        "{runs}"
+    );
+    for line in runs.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        let errs: Vec<f64> = f[f.len() - 3..]
+            .iter()
+            .map(|x| {
+                x.parse()
+                    .unwrap_or_else(|_| panic!("err column {x:?} in {line}"))
+            })
+            .collect();
+        assert!(errs.iter().all(|e| (0.0..=1.0).contains(e)), "{line}");
+        assert!(
+            (errs[2] - (errs[0] + errs[1]) / 2.0).abs() < 1e-12,
+            "{line}"
+        );
+    }
+    let name = runs.lines().nth(1).unwrap().split(',').next().unwrap();
+    let tj: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("runs").join(name).join("tasks.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(tj["tasks"][0]["items"], 24, "{tj}");
+    assert_eq!(tj["tasks"][0]["kind"], "multiple_choice", "{tj}");
+    assert!(tj["tasks"][0]["acc_norm"].as_f64().is_some(), "{tj}");
+    assert!(tj["tasks"][1]["exact"].as_f64().is_some(), "{tj}");
     pandas_reads(&dir);
     let fit = isoflop(&["fit", d]);
     let fit_json: Value =

@@ -111,6 +111,21 @@ impl Backend for TimedBackend {
             },
         )
     }
+    fn forward_scores(
+        &mut self,
+        tokens_Bx_T1: &[u16],
+        b: usize,
+    ) -> Result<crate::backend::TokenScores, BackendError> {
+        let inner = &mut self.inner;
+        timed(
+            &self.phases,
+            || inner.forward_scores(tokens_Bx_T1, b),
+            |p, dt| {
+                p.forward_only_s += dt;
+                p.forward_only_calls += 1;
+            },
+        )
+    }
     fn zero_grads(&mut self) {
         let inner = &mut self.inner;
         timed(

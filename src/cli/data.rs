@@ -66,11 +66,53 @@ enum DataCommand {
         #[arg(long)]
         books: bool,
     },
+    /// Downstream task files: `data task convert` turns a benchmark's released file into a task file.
+    Task {
+        #[command(subcommand)]
+        command: TaskCommand,
+    },
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum TaskCommand {
+    /// Convert HellaSwag, ARC, PIQA or LAMBADA files into an `isoflop eval --task` file (jsonl).
+    Convert {
+        /// The benchmark's format.
+        #[arg(long, value_enum)]
+        format: isoflop::data::task::SourceFormat,
+        /// The benchmark file (e.g. hellaswag_val.jsonl, ARC-Easy-Test.jsonl, valid.jsonl, lambada_test.jsonl).
+        input: PathBuf,
+        /// PIQA only: its labels file (e.g. valid-labels.lst).
+        labels: Option<PathBuf>,
+        /// The task file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 /// Run `isoflop data`.
 pub fn run(args: DataArgs) -> anyhow::Result<()> {
     match args.command {
+        DataCommand::Task {
+            command:
+                TaskCommand::Convert {
+                    format,
+                    input,
+                    labels,
+                    out,
+                },
+        } => {
+            use isoflop::data::task::{convert, write_task};
+            let items = convert(format, &input, labels.as_deref())?;
+            write_task(&items, &out)?;
+            println!(
+                "{}: {} items from {} ({format:?})",
+                out.display(),
+                items.len(),
+                input.display()
+            );
+            Ok(())
+        }
         DataCommand::Tokenize {
             inputs,
             out,

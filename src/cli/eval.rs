@@ -1,4 +1,4 @@
-//! `isoflop eval`: held-out loss of any checkpoint.
+//! `isoflop eval`: held-out loss of any checkpoint, or its scores on downstream tasks (`--task`).
 
 use anyhow::Context;
 use isoflop::data::{bundled_sample_shards, ShardLoader, Split, TokenSource};
@@ -30,10 +30,113 @@ pub struct EvalArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// Score the checkpoint on a task file (multiple choice or cloze jsonl) instead of the held-out
+    /// loss; repeat for several tasks.
+    #[arg(long)]
+    task: Vec<PathBuf>,
+    /// With --task: score only the first N items of each task.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// With --task: also write the JSON result to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// `isoflop eval --task`: score the checkpoint on every task file and print a table or JSON.
+fn run_tasks(args: &EvalArgs) -> anyhow::Result<()> {
+    use isoflop::train::task::{count_rows, evaluate_tasks, task_encoder};
+    let tasks = args
+        .task
+        .iter()
+        .map(|p| isoflop::data::task::read_task(p, args.limit))
+        .collect::<Result<Vec<_>, _>>()?;
+    let ck = checkpoint::load(&args.checkpoint, None)?;
+    let cfg = ck.model;
+    // The run directory (RUN/checkpoints/step-N) records the tokenizer of its data, when it has one.
+    let identity = args
+        .checkpoint
+        .parent()
+        .and_then(|p| p.parent())
+        .and_then(|run| isoflop::train::manifest::Manifest::load(run).ok())
+        .and_then(|m| m.data.tokenizer_sha256);
+    let enc = task_encoder(cfg.vocab_size, identity.as_deref())?;
+    let mut opened = device::open_eval_backend(args.device, &cfg, ck.params)?;
+    eprintln!("{}", opened.note);
+    let total = count_rows(&tasks) as u64;
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "scoring {bar:30} {pos}/{len} sequences  {per_sec}  eta {eta}",
+        )
+        .expect("a valid template"),
+    );
+    let report = evaluate_tasks(
+        opened.backend.as_mut(),
+        &tasks,
+        enc.as_ref(),
+        args.micro_batch,
+        |n| bar.inc(n as u64),
+    )?;
+    bar.finish_and_clear();
+    let j = serde_json::json!({
+        "checkpoint": args.checkpoint,
+        "limit": args.limit,
+        "tasks": report.tasks,
+        "err_avg": report.err_avg,
+        "acc_avg": report.acc_avg,
+    });
+    if let Some(out) = &args.out {
+        std::fs::write(out, format!("{j:#}\n"))
+            .with_context(|| format!("writing {}", out.display()))?;
+    }
+    if args.json {
+        println!("{j}");
+        return Ok(());
+    }
+    for r in &report.tasks {
+        let trunc = if r.truncated > 0 {
+            format!(", {} sequences truncated on the left", r.truncated)
+        } else {
+            String::new()
+        };
+        match (r.acc, r.acc_norm, r.exact) {
+            (Some(a), Some(an), _) => println!(
+                "{}: {} items, acc {a:.4} ± {:.4}, acc_norm {an:.4} ± {:.4} (chance {:.4}), err {:.4}{trunc}",
+                r.name,
+                r.items,
+                r.acc_se.unwrap_or(f64::NAN),
+                r.acc_norm_se.unwrap_or(f64::NAN),
+                r.chance.unwrap_or(f64::NAN),
+                r.err
+            ),
+            (_, _, Some(e)) => println!(
+                "{}: {} items, exact {e:.4} ± {:.4}, target log-likelihood {:.4}, err {:.4}{trunc}",
+                r.name,
+                r.items,
+                r.exact_se.unwrap_or(f64::NAN),
+                r.target_loglik.unwrap_or(f64::NAN),
+                r.err
+            ),
+            _ => {}
+        }
+    }
+    println!(
+        "average over {} tasks: err {:.4} (acc {:.4})",
+        report.tasks.len(),
+        report.err_avg,
+        report.acc_avg
+    );
+    Ok(())
 }
 
 /// Run `isoflop eval`.
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
+    if !args.task.is_empty() {
+        return run_tasks(&args);
+    }
+    if args.limit.is_some() || args.out.is_some() {
+        anyhow::bail!("--limit and --out apply to --task evaluation only");
+    }
     let ck = checkpoint::load(&args.checkpoint, None)?;
     let cfg = ck.model;
     let dir = match args.data.as_str() {
@@ -52,7 +155,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let windows = loader
         .next_batch(n)
         .with_context(|| format!("reading {}", dir.display()))?;
-    let mut opened = device::open_backend(args.device, &cfg, ck.params)?;
+    let mut opened = device::open_eval_backend(args.device, &cfg, ck.params)?;
     eprintln!("{}", opened.note);
     let e = isoflop::train::evaluate(
         opened.backend.as_mut(),

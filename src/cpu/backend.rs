@@ -2,8 +2,10 @@
 
 use super::activations::Activations;
 use super::model::{backward, forward, split_batch, Dims};
-use super::ops::{adamw_update, cross_entropy_in_place, cross_entropy_loss, global_norm};
-use crate::backend::{AdamWStep, Backend, BackendError, LossSum};
+use super::ops::{
+    adamw_update, cross_entropy_in_place, cross_entropy_loss, global_norm, token_scores,
+};
+use crate::backend::{AdamWStep, Backend, BackendError, LossSum, TokenScores};
 use crate::model::{ModelConfig, ParamLayout};
 
 /// Number of threads the CPU ops run on (rayon's current pool).
@@ -21,6 +23,8 @@ pub struct CpuBackend {
     m: Vec<f32>,
     v: Vec<f32>,
     acts: Activations,
+    /// Built by [`CpuBackend::new_forward_only`]: no gradients or moments exist.
+    forward_only: bool,
 }
 
 fn check_len(what: &'static str, expected: usize, got: usize) -> Result<(), BackendError> {
@@ -52,7 +56,50 @@ impl CpuBackend {
             m: vec![0.0; total],
             v: vec![0.0; total],
             acts: Activations::empty(),
+            forward_only: false,
         })
+    }
+
+    /// A backend for evaluation only: parameters and activations, with no gradient accumulator and no
+    /// AdamW moments allocated. Training calls (`forward_backward`, `adamw_step`, moments, gradients)
+    /// return an error.
+    pub fn new_forward_only(cfg: ModelConfig, params: Vec<f32>) -> Result<Self, BackendError> {
+        let mut be = Self::new_unallocated(cfg, params)?;
+        be.forward_only = true;
+        Ok(be)
+    }
+
+    fn new_unallocated(cfg: ModelConfig, params: Vec<f32>) -> Result<Self, BackendError> {
+        cfg.validate()
+            .map_err(|e| BackendError::Device(format!("invalid model configuration: {e}")))?;
+        let layout = ParamLayout::new(&cfg);
+        check_len("parameters", layout.total, params.len())?;
+        Ok(CpuBackend {
+            cfg,
+            layout,
+            params,
+            grads: Vec::new(),
+            m: Vec::new(),
+            v: Vec::new(),
+            acts: Activations::empty(),
+            forward_only: false,
+        })
+    }
+
+    /// f32 values held for the parameters, their gradients and the AdamW moments (activations
+    /// excluded): `4·P` for a training backend, `P` for a forward-only one.
+    pub fn state_floats(&self) -> usize {
+        self.params.len() + self.grads.len() + self.m.len() + self.v.len()
+    }
+
+    fn trainable(&self, what: &str) -> Result<(), BackendError> {
+        if self.forward_only {
+            Err(BackendError::Device(format!(
+                "{what} on a forward-only (evaluation) backend, which holds no gradients or optimizer state"
+            )))
+        } else {
+            Ok(())
+        }
     }
 
     /// The parameter layout.
@@ -85,6 +132,7 @@ impl Backend for CpuBackend {
         tokens_Bx_T1: &[u16],
         b: usize,
     ) -> Result<LossSum, BackendError> {
+        self.trainable("forward_backward")?;
         let dm = self.run_forward(tokens_Bx_T1, b)?;
         let (n, v) = (dm.n, dm.v);
         let loss =
@@ -109,15 +157,38 @@ impl Backend for CpuBackend {
         ))
     }
 
+    fn forward_scores(
+        &mut self,
+        tokens_Bx_T1: &[u16],
+        b: usize,
+    ) -> Result<TokenScores, BackendError> {
+        let dm = self.run_forward(tokens_Bx_T1, b)?;
+        let (n, v) = (dm.n, dm.v);
+        let mut out = TokenScores {
+            logp_BxT: vec![0.0; n],
+            hit_BxT: vec![false; n],
+        };
+        token_scores(
+            &self.acts.logits[..n * v],
+            &self.acts.targets[..n],
+            v,
+            &mut out.logp_BxT,
+            &mut out.hit_BxT,
+        );
+        Ok(out)
+    }
+
     fn zero_grads(&mut self) {
         self.grads.fill(0.0);
     }
 
     fn grad_norm(&mut self) -> Result<f64, BackendError> {
+        self.trainable("grad_norm")?;
         Ok(global_norm(&self.grads))
     }
 
     fn adamw_step(&mut self, hp: &AdamWStep) -> Result<(), BackendError> {
+        self.trainable("adamw_step")?;
         for spec in &self.layout.tensors {
             let r = spec.range();
             adamw_update(
@@ -143,10 +214,12 @@ impl Backend for CpuBackend {
     }
 
     fn read_moments(&self) -> Result<(Vec<f32>, Vec<f32>), BackendError> {
+        self.trainable("read_moments")?;
         Ok((self.m.clone(), self.v.clone()))
     }
 
     fn write_moments(&mut self, m: &[f32], v: &[f32]) -> Result<(), BackendError> {
+        self.trainable("write_moments")?;
         check_len("AdamW first moment", self.layout.total, m.len())?;
         check_len("AdamW second moment", self.layout.total, v.len())?;
         self.m.copy_from_slice(m);
@@ -155,6 +228,7 @@ impl Backend for CpuBackend {
     }
 
     fn read_grads(&self) -> Result<Vec<f32>, BackendError> {
+        self.trainable("read_grads")?;
         Ok(self.grads.clone())
     }
 }

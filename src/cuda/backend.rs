@@ -26,7 +26,7 @@ use super::layout::DeviceLayout;
 use super::memory::{self, TokenLayout, REDUCE_BLOCKS, RESERVE_BYTES};
 use super::nvrtc;
 use super::ops::{self, AdamWState, AttnBackward, AttnForward, AttnShape, LnBackward, Ops};
-use crate::backend::{AdamWStep, Backend, BackendError, LossSum};
+use crate::backend::{AdamWStep, Backend, BackendError, LossSum, TokenScores};
 use crate::model::config::PAD_ID;
 use crate::model::{ModelConfig, HEAD_DIM};
 use half::bf16;
@@ -868,6 +868,47 @@ impl CudaBackend {
     }
 }
 
+impl CudaBackend {
+    /// Forward pass and `token_scores_f32` over the logits: per-position target log-probability (into the
+    /// per-row loss buffer) and argmax hit, downloaded. No gradient buffer is touched.
+    fn scores(&mut self, tokens: &[u16], b: usize) -> Result<TokenScores, BackendError> {
+        self.take_pending()?;
+        let dm = self.check_batch(tokens, b)?;
+        let r = (|| -> GpuResult<TokenScores> {
+            self.gpu.bind()?;
+            self.ensure_acts(b)?;
+            let (si, _, _) = self.stage_tokens(tokens, dm)?;
+            let hit = self.gpu.alloc::<i32>(dm.n, "argmax hits")?;
+            let queued = (|| -> GpuResult<()> {
+                self.forward(dm, si)?;
+                let (_, targets, ..) = self.slot_ptrs(si, dm.n);
+                let acts = self.acts.as_ref().ok_or_else(|| {
+                    GpuError::Unavailable("activations were not allocated".into())
+                })?;
+                self.ops().token_scores_f32(
+                    acts.logits.ptr(),
+                    targets,
+                    (acts.loss_rows.ptr(), hit.ptr()),
+                    (dm.n, dm.v, dm.vp),
+                )
+            })();
+            self.mark_consumed(si)?;
+            queued?;
+            let acts = self
+                .acts
+                .as_ref()
+                .ok_or_else(|| GpuError::Unavailable("activations were not allocated".into()))?;
+            let logp_BxT = self.gpu.download(&acts.loss_rows, dm.n)?;
+            let hits = self.gpu.download(&hit, dm.n)?;
+            Ok(TokenScores {
+                logp_BxT,
+                hit_BxT: hits.iter().map(|&h| h == 1).collect(),
+            })
+        })();
+        r.map_err(BackendError::from)
+    }
+}
+
 impl Backend for CudaBackend {
     fn device_name(&self) -> String {
         format!("cuda:{} {}", self.gpu.ordinal, self.gpu.name)
@@ -887,6 +928,14 @@ impl Backend for CudaBackend {
 
     fn forward_loss(&mut self, tokens_Bx_T1: &[u16], b: usize) -> Result<LossSum, BackendError> {
         self.step(tokens_Bx_T1, b, false)
+    }
+
+    fn forward_scores(
+        &mut self,
+        tokens_Bx_T1: &[u16],
+        b: usize,
+    ) -> Result<TokenScores, BackendError> {
+        self.scores(tokens_Bx_T1, b)
     }
 
     fn zero_grads(&mut self) {

@@ -412,6 +412,24 @@ impl<'a> Ops<'a> {
         )
     }
 
+    /// Per-row target log-probability into `logp` (`[n]` f32) and argmax hit into `hit` (`[n]` i32, 1 or 0)
+    /// of `n` f32 rows of `v` logits, `ld >= v` apart; the logits are only read (task evaluation).
+    pub fn token_scores_f32(
+        &self,
+        logits: DevPtr,
+        targets: DevPtr,
+        (logp, hit): (DevPtr, DevPtr),
+        (n, v, ld): (usize, usize, usize),
+    ) -> GpuResult<()> {
+        self.launch(
+            "token_scores_f32",
+            (n as u32, 1, 1),
+            1024,
+            0,
+            &[&logits, &targets, &logp, &hit, &(v as i32), &(ld as i32)],
+        )
+    }
+
     /// Σ of `n` f32 values (of their squares when `squares`) into `out[0]` (f64), through the fixed
     /// [`REDUCE_BLOCKS`] partials in `part` (f64): deterministic.
     pub fn reduce(

@@ -17,6 +17,7 @@ pub mod sample;
 pub mod shard;
 pub mod source;
 pub mod synthetic;
+pub mod task;
 pub mod text_tokenizer;
 pub mod tokenize;
 pub mod tokenizer;

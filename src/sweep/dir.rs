@@ -94,6 +94,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SweepError> {
 #[derive(Deserialize)]
 struct PlanHead {
     fingerprint: String,
+    #[serde(default)]
+    eval: super::spec::EvalSpec,
     name: String,
     runs: Vec<serde_json::Value>,
 }
@@ -140,6 +142,15 @@ impl SweepDir {
                         format!(", these new or changed: {}", differ.join(", "))
                     }
                 )));
+            }
+            if head.eval != plan.eval {
+                // Same runs, other `[eval]` tasks: keep the runs, record the new tasks.
+                write_atomic(&dir.join(SPEC_FILE), spec_text.as_bytes())?;
+                let json = serde_json::to_vec_pretty(plan).map_err(|e| SweepError::Io {
+                    path: plan_path.clone(),
+                    msg: e.to_string(),
+                })?;
+                write_atomic(&plan_path, &json)?;
             }
         } else {
             write_atomic(&dir.join(SPEC_FILE), spec_text.as_bytes())?;

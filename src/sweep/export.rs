@@ -42,6 +42,47 @@ pub const RUNS_COLUMNS: &[&str] = &[
     "status",
 ];
 
+/// The `err_*` columns a plan adds at the end of `runs.csv`: `err_<task>` per `[eval]` task, then
+/// `err_avg` (none without tasks).
+pub fn task_columns(plan: &super::Plan) -> Vec<String> {
+    let names = plan.eval.names();
+    if names.is_empty() {
+        return vec![];
+    }
+    let mut cols: Vec<String> = names.iter().map(|n| format!("err_{n}")).collect();
+    cols.push("err_avg".into());
+    cols
+}
+
+/// A finished run's task errors from its `tasks.json`, in [`task_columns`] order (empty strings when
+/// the file is missing or lacks a task).
+fn task_errors(run_dir: &Path, names: &[String]) -> Vec<String> {
+    let j: Option<serde_json::Value> =
+        std::fs::read_to_string(run_dir.join(super::runner::TASKS_FILE))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+    let err_of = |name: &str| -> Option<f64> {
+        j.as_ref()?
+            .get("tasks")?
+            .as_array()?
+            .iter()
+            .find(|t| t.get("name").and_then(|n| n.as_str()) == Some(name))?
+            .get("err")?
+            .as_f64()
+    };
+    let errs: Vec<Option<f64>> = names.iter().map(|n| err_of(n)).collect();
+    // err_avg over these tasks only when every one was scored.
+    let avg = errs
+        .iter()
+        .copied()
+        .collect::<Option<Vec<f64>>>()
+        .map(|e| e.iter().sum::<f64>() / e.len() as f64);
+    errs.into_iter()
+        .chain(std::iter::once(avg))
+        .map(|x| x.map_or(String::new(), |v| v.to_string()))
+        .collect()
+}
+
 /// What an export wrote.
 #[derive(Clone, Debug)]
 pub struct ExportSummary {
@@ -65,6 +106,12 @@ pub fn runs_csv(sd: &SweepDir) -> String {
         String::new()
     };
     out.push_str(&RUNS_COLUMNS.join(","));
+    let task_cols = task_columns(&sd.plan);
+    let task_names = sd.plan.eval.names();
+    for c in &task_cols {
+        out.push(',');
+        out.push_str(&csv_field(c));
+    }
     out.push('\n');
     let opt = |x: Option<f64>| x.map_or(String::new(), |v| v.to_string());
     for r in &sd.plan.runs {
@@ -111,7 +158,14 @@ pub fn runs_csv(sd: &SweepDir) -> String {
             c.seed.to_string(),
             state.label().to_string(),
         ];
-        let row: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+        let mut row: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+        if !task_cols.is_empty() {
+            if state == RunState::Finished {
+                row.extend(task_errors(&sd.run_dir(&r.name), &task_names));
+            } else {
+                row.extend(task_cols.iter().map(|_| String::new()));
+            }
+        }
         if arms {
             out.push_str(&csv_field(r.arm.as_deref().unwrap_or("")));
             out.push(',');

@@ -58,9 +58,23 @@ pub enum SweepError {
 /// Read a spec file and resolve its plan. Returns the spec text too (saved in the sweep directory).
 pub fn load(path: &std::path::Path) -> Result<(SweepSpec, String, Plan), SweepError> {
     let (spec, text) = SweepSpec::from_file(path)?;
-    let plan = Plan::resolve(&spec).map_err(|msg| SweepError::Plan {
+    let mut plan = Plan::resolve(&spec).map_err(|msg| SweepError::Plan {
         path: path.to_path_buf(),
         msg,
     })?;
+    // Task files: relative to the spec's directory, checked now (a bad line fails the plan, not a run).
+    let base = path.parent().unwrap_or(std::path::Path::new("."));
+    for t in plan.eval.tasks.iter_mut() {
+        let p = if t.is_relative() {
+            base.join(&*t)
+        } else {
+            t.clone()
+        };
+        *t = std::path::absolute(&p).unwrap_or(p);
+        crate::data::task::read_task(t, plan.eval.limit).map_err(|e| SweepError::Plan {
+            path: path.to_path_buf(),
+            msg: format!("[eval] tasks: {e}"),
+        })?;
+    }
     Ok((spec, text, plan))
 }

@@ -138,6 +138,10 @@ pub struct Plan {
     pub fingerprint: String,
     /// The runs, in execution order.
     pub runs: Vec<PlannedRun>,
+    /// Downstream tasks every finished run is scored on (`[eval]`; task paths resolved against the spec's
+    /// directory by [`super::load`]). Not part of the fingerprint: adding tasks keeps the runs.
+    #[serde(default, skip_serializing_if = "super::spec::EvalSpec::is_empty")]
+    pub eval: super::spec::EvalSpec,
 }
 
 /// A run's seed: the first 53 bits of sha256("isoflop-sweep/{base}/{point}/{replicate}"), so it is exact
@@ -201,6 +205,7 @@ impl Plan {
             convention,
             fingerprint,
             runs,
+            eval: spec.eval.clone(),
         })
     }
 

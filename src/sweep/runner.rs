@@ -261,7 +261,7 @@ fn worker(
             return;
         };
         let t0 = Instant::now();
-        let (state, fresh) = match run_one(sd, opts, device, run, active, stop, &tx) {
+        let (mut state, fresh) = match run_one(sd, opts, device, run, active, stop, &tx) {
             Ok(x) => x,
             Err(e) => (
                 RunState::Failed {
@@ -270,6 +270,11 @@ fn worker(
                 true,
             ),
         };
+        if state == RunState::Finished && !stop.load(Ordering::SeqCst) {
+            if let Err(reason) = evaluate_tasks(sd, opts, device, run) {
+                state = RunState::Failed { reason };
+            }
+        }
         let _ = tx.send(Event::Done {
             name: run.name.clone(),
             state,
@@ -425,6 +430,75 @@ fn run_one(
         }
     };
     Ok((state, true))
+}
+
+/// The file a finished run's task scores go to (the JSON of `isoflop eval --task`).
+pub const TASKS_FILE: &str = "tasks.json";
+
+/// Score a finished run's last checkpoint on the plan's `[eval]` tasks with `isoflop eval --task` (a child
+/// process, output in `eval.log`), writing `tasks.json` atomically; nothing to do without tasks or when
+/// `tasks.json` exists. The error says why and where the log is (training itself stays finished, and the
+/// next `sweep run` tries again).
+fn evaluate_tasks(
+    sd: &SweepDir,
+    opts: &RunnerOptions,
+    device: DeviceChoice,
+    run: &PlannedRun,
+) -> Result<(), String> {
+    let ev = &sd.plan.eval;
+    let dir = sd.run_dir(&run.name);
+    let out = dir.join(TASKS_FILE);
+    if ev.is_empty() || out.exists() {
+        return Ok(());
+    }
+    let (_, ck) = crate::train::checkpoint::list(&dir.join("checkpoints"))
+        .pop()
+        .ok_or_else(|| {
+            format!(
+                "task evaluation: no checkpoint under {} to score",
+                dir.display()
+            )
+        })?;
+    let log_path = dir.join("eval.log");
+    let log = std::fs::File::create(&log_path)
+        .map_err(|e| format!("task evaluation: {}: {e}", log_path.display()))?;
+    let log2 = log
+        .try_clone()
+        .map_err(|e| format!("task evaluation: {}: {e}", log_path.display()))?;
+    let tmp = dir.join(format!("{TASKS_FILE}.tmp"));
+    let mut cmd = Command::new(&opts.bin);
+    cmd.arg("eval").arg("--checkpoint").arg(&ck);
+    for t in &ev.tasks {
+        cmd.arg("--task").arg(t);
+    }
+    if let Some(n) = ev.limit {
+        cmd.args(["--limit", &n.to_string()]);
+    }
+    cmd.args([
+        "--micro-batch",
+        &ev.micro_batch.unwrap_or(16).to_string(),
+        "--device",
+        &device_arg(device),
+        "--json",
+    ])
+    .arg("--out")
+    .arg(&tmp);
+    cmd.stdin(Stdio::null()).stdout(log).stderr(log2);
+    let status = cmd
+        .status()
+        .map_err(|e| format!("task evaluation: cannot start {}: {e}", opts.bin.display()))?;
+    if !status.success() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(format!(
+            "task evaluation {}{} (log: {})",
+            describe_exit(&status),
+            last_error_line(&log_path)
+                .map(|l| format!(": {l}"))
+                .unwrap_or_default(),
+            log_path.display()
+        ));
+    }
+    std::fs::rename(&tmp, &out).map_err(|e| format!("task evaluation: {}: {e}", out.display()))
 }
 
 fn describe_exit(status: &std::process::ExitStatus) -> String {

@@ -62,10 +62,47 @@ pub struct SweepSpec {
     /// `[model]` fields (empty: one arm, the spec itself).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub arms: Vec<Arm>,
+    /// `[eval]`: downstream tasks every finished run is scored on (`isoflop eval --task`).
+    #[serde(default, skip_serializing_if = "EvalSpec::is_empty")]
+    pub eval: EvalSpec,
     /// The resolved spec of each arm (the base spec with the arm's fields set), filled by
     /// [`SweepSpec::from_str_at`]; empty without arms.
     #[serde(skip)]
     pub arm_specs: Vec<(String, SweepSpec)>,
+}
+
+/// `[eval]` of a sweep spec: `tasks = ["../tasks/kjv-verse.jsonl", ...]` (paths relative to the spec
+/// file's directory), optionally `limit` (the first N items of each task) and `micro_batch`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalSpec {
+    /// Task files; each gives the `err_<name>` column of `runs.csv` (name: file name without `.jsonl`).
+    #[serde(default)]
+    pub tasks: Vec<PathBuf>,
+    /// Score only the first N items of each task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+    /// Sequences per forward pass (default 16).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub micro_batch: Option<usize>,
+}
+
+impl EvalSpec {
+    /// No tasks.
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    /// The task names (file names without `.jsonl`), in order.
+    pub fn names(&self) -> Vec<String> {
+        self.tasks.iter().map(|p| task_name(p)).collect()
+    }
+}
+
+/// A task file's name: its file name without `.jsonl` (as `isoflop eval --task` names it).
+pub fn task_name(p: &Path) -> String {
+    let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("task");
+    n.strip_suffix(".jsonl").unwrap_or(n).to_string()
 }
 
 /// One `[[arms]]` table: a name and the `[train]` / `[model]` fields it sets, e.g.
@@ -466,6 +503,26 @@ impl SweepSpec {
 
     /// Check the fields that the TOML types alone do not constrain.
     pub fn validate(&self) -> Result<(), String> {
+        let names = self.eval.names();
+        for (i, n) in names.iter().enumerate() {
+            if n.is_empty()
+                || !n
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            {
+                return Err(format!(
+                    "eval.tasks[{i}]: the task name {n:?} (its file name) must use only letters, digits, '.', '_' and '-'"
+                ));
+            }
+            if names[..i].contains(n) {
+                return Err(format!(
+                    "eval.tasks[{i}]: two tasks are named {n:?} (their err_{n} columns would clash)"
+                ));
+            }
+        }
+        if self.eval.limit == Some(0) || self.eval.micro_batch == Some(0) {
+            return Err("eval.limit and eval.micro_batch must be at least 1".into());
+        }
         if self.name.is_empty()
             || !self
                 .name
@@ -646,6 +703,28 @@ multipliers = [1, 2]
 
     fn parse(text: &str) -> Result<SweepSpec, String> {
         SweepSpec::from_str_at(text, Path::new("s.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn eval_tasks_are_named_by_file_and_checked() {
+        let s = parse(&format!(
+            "{BASE}\n[eval]\ntasks = [\"../tasks/a.jsonl\", \"b.jsonl\"]\nlimit = 5\n"
+        ))
+        .unwrap();
+        assert_eq!(s.eval.names(), ["a", "b"]);
+        assert_eq!(s.eval.limit, Some(5));
+        let e = parse(&format!(
+            "{BASE}\n[eval]\ntasks = [\"x/a.jsonl\", \"y/a.jsonl\"]\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("two tasks are named \"a\""), "{e}");
+        let e = parse(&format!("{BASE}\n[eval]\ntask = [\"a.jsonl\"]\n")).unwrap_err();
+        assert!(e.contains("task"), "{e}");
+        let e = parse(&format!(
+            "{BASE}\n[eval]\ntasks = [\"a.jsonl\"]\nlimit = 0\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("eval.limit"), "{e}");
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod progress;
 pub mod run;
 pub mod schedule;
+pub mod task;
 pub mod trainer;
 
 pub use config::{DataSpec, TrainConfig};

@@ -169,6 +169,42 @@ pub fn cross_entropy_loss(logits_NxV: &[f32], targets_N: &[u16], v: usize) -> Lo
     total(&losses, targets_N)
 }
 
+/// Per-row target log-probability and argmax hit (the reference of `token_scores_f32` in
+/// `kernels/cross_entropy.cu`): `logp_N[r] = z[t] − logsumexp(z)` and `hit_N[r] = (argmax z == t)`, the
+/// argmax being the lowest index of the row's maximum; pad targets give 0 and false.
+pub fn token_scores(
+    logits_NxV: &[f32],
+    targets_N: &[u16],
+    v: usize,
+    logp_N: &mut [f32],
+    hit_N: &mut [bool],
+) {
+    assert_eq!(
+        logits_NxV.len(),
+        targets_N.len() * v,
+        "token_scores: logits size"
+    );
+    assert_eq!(logp_N.len(), targets_N.len(), "token_scores: logp size");
+    assert_eq!(hit_N.len(), targets_N.len(), "token_scores: hit size");
+    logits_NxV
+        .par_chunks(v)
+        .with_min_len(ROWS_PER_CHUNK)
+        .zip(targets_N.par_iter())
+        .zip(logp_N.par_iter_mut().zip(hit_N.par_iter_mut()))
+        .for_each(|((row, &target), (lp, hit))| {
+            if target == PAD_ID {
+                (*lp, *hit) = (0.0, false);
+                return;
+            }
+            let t = check_target(target, v);
+            let max = row_max(row);
+            *lp = -(row_loss(max, sum_exp(row, max), row[t]) as f32);
+            // First index of the maximum: the target is the argmax iff nothing before it reaches its
+            // value and nothing after it exceeds it.
+            *hit = row[t] == max && row[..t].iter().all(|&x| x < max);
+        });
+}
+
 /// Like [`cross_entropy_forward_backward`], overwriting the logits with their gradient (saves a
 /// `[N, V]` buffer in the training step).
 pub fn cross_entropy_in_place(

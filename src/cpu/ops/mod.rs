@@ -21,7 +21,7 @@ mod send_ptr;
 pub use adamw::adamw_update;
 pub use attention::{attention_backward, attention_forward};
 pub use cross_entropy::{
-    cross_entropy_forward_backward, cross_entropy_in_place, cross_entropy_loss,
+    cross_entropy_forward_backward, cross_entropy_in_place, cross_entropy_loss, token_scores,
 };
 pub use embedding::{embedding_backward, embedding_forward};
 pub use gelu::{gelu_backward, gelu_forward};
