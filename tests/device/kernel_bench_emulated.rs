@@ -6,8 +6,7 @@
 //! argument lists (shared with the CUDA backend through `isoflop::cuda::ops`) in CI. Also the measured
 //! ceilings (matmul peak through `gpu_peak::measure_on` and the copy bandwidth) at their emulated sizes.
 
-#[path = "gpu/common.rs"]
-mod common;
+use crate::util::common;
 
 use isoflop::bench::kernels::{KernelCase, KernelFamily, KernelLauncher};
 use isoflop::cuda::kernel_bench::CudaKernelLauncher;

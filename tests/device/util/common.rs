@@ -1,4 +1,4 @@
-//! Shared by the device tests (tests/gpu_*.rs): the devices a test runs on — the emulated device always
+//! Shared by the device tests (tests/device/device_*.rs): the devices a test runs on — the emulated device always
 //! (src/cuda's `Gpu::emulated`, the kernels of `kernels/*.cu` under the CPU emulator of tests/emu), plus
 //! GPU 0 when one is present — so the same cases run on both and emulation and hardware are compared
 //! case by case. Without a GPU, [`devices`] prints one line saying so; with a GPU present, any failure to
@@ -9,11 +9,8 @@
 //! (the emulated device only), unset or `all` (both).
 //!
 //! Also buffer helpers that upload host data and read results back, on either device.
-#![allow(dead_code)]
-
 /// The CPU emulator's build and launch harness.
-#[path = "../emu/harness.rs"]
-pub mod harness;
+pub use super::harness;
 
 use half::bf16;
 use isoflop::cuda::blas::Blas;
