@@ -1,10 +1,10 @@
 //! The benchmark's results: per-size figures, the whole report with its provenance, the printed table and
 //! the JSON file under `bench/results/`.
 
-use super::peak::{MachineInfo, Peak};
 use super::plan::{BackendKind, BenchPlan, SizeSpec};
 use super::stats::Spread;
 use super::BenchError;
+use crate::device::peak::{MachineInfo, Peak};
 use crate::model::{FlopsPerToken, ModelConfig, ParamCounts};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
