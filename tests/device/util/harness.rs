@@ -178,6 +178,14 @@ fn hex(d: &[u8]) -> String {
     })
 }
 
+/// A name part unique to this build step across processes and the threads of this one (tests of one
+/// binary build the same objects side by side; each writes its own temporary file, then renames it).
+fn tmp_tag() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}-{n}", std::process::id())
+}
+
 /// A loaded emulation library.
 pub struct EmuLib {
     lib: libloading::Library,
@@ -333,7 +341,7 @@ impl EmuLib {
                 continue;
             }
             std::fs::write(&cpp, tu).map_err(|e| format!("{}: {e}", cpp.display()))?;
-            let tmp = base.join(format!("{name}-{hh}.{}.o.tmp", std::process::id()));
+            let tmp = base.join(format!("{name}-{hh}.{}.o.tmp", tmp_tag()));
             let mut cmd = tool.to_command();
             cmd.args(&flags)
                 .arg("-include")
@@ -374,7 +382,7 @@ impl EmuLib {
             &hex(&so_hash.finalize())[..16]
         ));
         if !so.exists() {
-            let tmp = base.join(format!("{}.{}.tmp", so.display(), std::process::id()));
+            let tmp = base.join(format!("{}.{}.tmp", so.display(), tmp_tag()));
             let mut cmd = tool.to_command();
             cmd.args(&flags)
                 .arg("-shared")
