@@ -30,7 +30,7 @@ pub enum BenchError {
     /// A bad flag value.
     #[error("{flag}: {msg}")]
     Flag {
-        /// The flag.
+        /// The flag, e.g. `--sizes`.
         flag: &'static str,
         /// What is wrong.
         msg: String,

@@ -58,7 +58,7 @@ pub struct SizeResult {
     pub tokens_per_step: u64,
     /// Untimed steps before the timed ones.
     pub warmup_steps: u64,
-    /// Timed steps.
+    /// Steps measured, after the warm-up.
     pub timed_steps: u64,
     /// Wall time per timed step.
     pub step_time_s: Spread,

@@ -22,7 +22,7 @@ const PROBE_SEED_XOR: u64 = 0xB3AC_4000;
 /// Where to run and what to compare against.
 #[derive(Clone, Debug)]
 pub struct RunContext {
-    /// `--device`.
+    /// Where each size runs (`--device`).
     pub device: DeviceChoice,
     /// Datasheet peak (None on the CPU unless given).
     pub datasheet_peak: Option<Peak>,

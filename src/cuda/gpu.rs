@@ -115,7 +115,7 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> Option<String> {
 /// A GPU seen by the CUDA driver.
 #[derive(Clone, Debug)]
 pub struct GpuInfo {
-    /// Ordinal.
+    /// The driver's number of this GPU (`cuda:N`).
     pub index: usize,
     /// Marketing name, e.g. `NVIDIA H100 80GB HBM3`.
     pub name: String,
@@ -270,7 +270,7 @@ pub struct Gpu {
     pub stream: Stream,
     /// Host→device token uploads, ordered against `stream` with events.
     pub copy_stream: Stream,
-    /// Ordinal.
+    /// The driver's number of this GPU (`cuda:N`).
     pub ordinal: usize,
     /// Marketing name.
     pub name: String,

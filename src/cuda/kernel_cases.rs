@@ -75,7 +75,7 @@ impl KernelFamily {
 /// once, FLOPs of the useful arithmetic (causal attention counts only the lower triangle).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct KernelCase {
-    /// Family.
+    /// The kernels it launches.
     pub family: KernelFamily,
     /// Model width D the shape comes from.
     pub d_model: usize,

@@ -56,7 +56,7 @@ impl FromStr for DeviceChoice {
 
 /// A backend opened for a run, with the line that tells the user which device it is and why.
 pub struct Opened {
-    /// The backend.
+    /// The backend, initialised with the run's parameters.
     pub backend: Box<dyn Backend>,
     /// What it runs on.
     pub kind: DeviceKind,

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 /// A peak FLOP/s figure and where it comes from.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Peak {
-    /// FLOP/s.
+    /// Floating-point operations per second.
     pub flops: f64,
     /// Where the figure comes from, e.g. `datasheet: H100 SXM dense bf16` or `--peak-flops`.
     pub source: String,

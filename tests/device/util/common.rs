@@ -14,7 +14,7 @@ pub use super::harness;
 
 use half::bf16;
 use isoflop::cuda::blas::Blas;
-use isoflop::cuda::gpu::{DevBuf, Gpu, KernelExec, KernelParam, Kernels};
+use isoflop::cuda::gpu::{self, DevBuf, Gpu, KernelExec, KernelParam, Kernels};
 use isoflop::cuda::nvrtc;
 use std::ffi::c_void;
 use std::sync::{Arc, OnceLock};
@@ -110,11 +110,7 @@ fn naming_device<R>(test: &str, device: &str, body: impl FnOnce() -> R) -> R {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
         Ok(r) => r,
         Err(p) => {
-            let msg = p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "panic".into());
+            let msg = gpu::panic_message(&*p).unwrap_or_else(|| "panic".into());
             panic!("{test} on {device}: {msg}");
         }
     }
