@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Install the pinned NVRTC 13.0 toolchain (headers + libnvrtc) from PyPI into target/nvrtc-13.0.
 #
-# Used by tests/nvrtc_compile.rs (compile check of kernels/*.cu for sm_90a) and the emulated-device
-# tests (tests/emu/harness.rs: the emulation build takes cuda_bf16.h from the runtime wheel).
+# Used by tests/device/nvrtc_compile.rs (compile check of kernels/*.cu for sm_90a) and the emulated-device
+# tests (tests/device/util/harness.rs: the emulation build takes cuda_bf16.h from the runtime wheel).
 # Idempotent: does nothing when the marker file exists. Everything goes in ONE `pip install --target`
 # call: a second call into the same target silently skips the shared `nvidia/` folder.
 #

@@ -3,7 +3,7 @@
 # with a GPU but no Rust toolchain, from binaries built elsewhere, inside one call of at most 10 minutes.
 #
 # 1. Here (x86-64, glibc not newer than the GPU machine's), from the repository root:
-#      bench/gpu-suite.sh --build     # cargo build --release; the tests/gpu_* executables and the kernels
+#      bench/gpu-suite.sh --build     # cargo build --release; the device test executable and the kernels
 #                                     # criterion bench, stripped, into .gpu-bin/ (ignored by git) with
 #                                     # .gpu-bin/MANIFEST naming every binary the suite must find
 # 2. Carry .gpu-bin/ to the GPU machine (with the checkout) and run:
@@ -25,7 +25,8 @@
 #   stage        what                                                limit var      default  estimate
 #   env          env.txt: nvidia-smi, glibc, python3 + torch import  (own timeouts)   80 s     10 s
 #   version      isoflop --version (the binary runs on this image)   T_VERSION        30 s      1 s
-#   test:<name>  each GPU test binary of MANIFEST, GPU only          T_TEST          180 s     90 s all
+#   test:<name>  each device_* module of the device test binary      T_TEST          180 s     90 s all
+#                (device_blas, device_kernels, device_train), GPU only
 #                (ISOFLOP_TEST_DEVICES=gpu; the first compiles the kernels with NVRTC, ~30 s, cached)
 #   train-cuda   loss curve on the GPU, STEPS=30 steps, d128 L2      T_TRAIN          90 s      5 s
 #   train-cpu    the same run on the CPU, compared step by step      T_TRAIN          90 s     10 s
@@ -61,7 +62,7 @@ if [[ "${1:-}" == "--build" ]]; then
   rm -rf "$bin"
   mkdir -p "$bin/tests" "$bin/benches"
   cp target/release/isoflop "$bin/"
-  cargo test --release --no-run --message-format=json --test 'gpu_*' |
+  cargo test --release --no-run --message-format=json --test device |
     python3 -c '
 import json, sys, shutil, os
 dst = sys.argv[1]
@@ -76,7 +77,7 @@ for line in sys.stdin:
     if m.get("reason") != "compiler-artifact" or not m.get("executable"):
         continue
     name = m["target"]["name"]
-    if m["target"]["kind"] == ["test"] and name.startswith("gpu_") and name != "gpu_nvrtc_build":
+    if m["target"]["kind"] == ["test"] and name == "device":
         shutil.copy2(m["executable"], os.path.join(dst, name))
         print("copied", name)
 ' "$bin/tests"
@@ -97,7 +98,7 @@ for line in sys.stdin:
   # Debug symbols are most of the size; panics still name the file and line without them.
   strip --strip-debug "$bin/isoflop" "$bin"/tests/* "$bin"/benches/*
   (cd "$bin" && find . -type f ! -name MANIFEST | sed 's|^\./||' | sort) >"$bin/MANIFEST"
-  for want in isoflop tests/gpu_blas tests/gpu_kernels tests/gpu_train benches/kernels; do
+  for want in isoflop tests/device benches/kernels; do
     grep -qx "$want" "$bin/MANIFEST" || { echo "--build: $want was not built" >&2; exit 1; }
   done
   du -b "$bin"/isoflop "$bin"/tests/* "$bin"/benches/* | awk '{s+=$1; print} END {printf "total %.1f MB\n", s/1e6}'
@@ -273,7 +274,7 @@ if [[ -f "$bin/MANIFEST" ]]; then
   mapfile -t expected <"$bin/MANIFEST"
 else
   log "no $bin/MANIFEST: build with '$0 --build' on a machine with cargo and carry .gpu-bin/"
-  expected=(isoflop tests/gpu_blas tests/gpu_kernels tests/gpu_train benches/kernels)
+  expected=(isoflop tests/device benches/kernels)
   missing+=(MANIFEST)
 fi
 for f in "${expected[@]}"; do
@@ -294,17 +295,17 @@ run_stage version "$t_version" "$logs/version.log" "$bin/isoflop" --version
 record version "$stage_status" "$stage_rc" "$stage_secs" "$stage_limit" \
   "\"output\":$(json_str "$(head -c 300 "$logs/version.log")")"
 
-# ---- GPU test binaries (GPU only; the emulator needs the build machine's checkout) ----------------------------
+# ---- GPU tests: the device_* modules of the device test binary (GPU only; the emulator tests in the same ------
+# ---- binary need the build machine's checkout, so the filter leaves them out) ----------------------------------
 mkdir -p "$logs/tests"
-for f in "${expected[@]}"; do
-  [[ "$f" == tests/* ]] || continue
-  name="${f#tests/}"
+for name in device_blas device_kernels device_train; do
+  f=tests/device
   if [[ ! -f "$bin/$f" ]]; then
     record "test:$name" failed 127 0 0 '"summary":"binary missing"'
     continue
   fi
   run_stage "test:$name" "$t_test" "$logs/tests/$name.log" \
-    env ISOFLOP_TEST_DEVICES=gpu "$bin/$f" --test-threads=1 --nocapture
+    env ISOFLOP_TEST_DEVICES=gpu "$bin/$f" "$name::" --test-threads=1 --nocapture
   summary="$(grep -E '^test result' "$logs/tests/$name.log" | tail -1)"
   # The names under the last "failures:" heading of libtest's summary.
   failed_tests="$(awk '/^failures:$/ {buf = ""; f = 1; next} f && /^    [^ ]/ {buf = buf $1 " "}

@@ -10,14 +10,16 @@
 //! Run: `cargo bench --bench kernels` (filter with a family name: `cargo bench --bench kernels -- adamw`).
 
 use criterion::{Criterion, Throughput};
-use isoflop::bench::kernels::{open_launcher, standard_cases, KernelLauncher};
-use isoflop::bench::peak::{datasheet_bandwidth, datasheet_peak};
+use isoflop::cuda::kernel_bench::{open_launcher, CudaKernelLauncher};
+use isoflop::cuda::kernel_cases::standard_cases;
+use isoflop::device::peak::{datasheet_bandwidth, datasheet_peak};
+use isoflop::device::DeviceKind;
 use std::cell::RefCell;
 use std::time::Duration;
 
-fn profile(c: &mut Criterion, launcher: &RefCell<Box<dyn KernelLauncher>>) {
+fn profile(c: &mut Criterion, launcher: &RefCell<CudaKernelLauncher>) {
     let device = launcher.borrow().device_name();
-    let ds_flops = datasheet_peak(&device, None).map(|p| p.flops);
+    let ds_flops = datasheet_peak(DeviceKind::Cuda { ordinal: 0 }, &device, None).map(|p| p.flops);
     let ds_bw = datasheet_bandwidth(&device);
     let measured = launcher.borrow_mut().measured_ceilings();
     match &measured {

@@ -1,18 +1,15 @@
 //! Benchmarks of training throughput: `isoflop bench` trains a fixed set of model sizes for a fixed
 //! number of steps on synthetic tokens with the real training loop and reports tokens/s, step time, MFU
-//! (two FLOP conventions against a datasheet and a measured peak), peak memory and the share of each
-//! phase of the step; plus the per-kernel profile cases for the GPU ([`kernels`]) and the inputs for the
-//! PyTorch comparison ([`inputs`]).
+//! (two FLOP conventions against a datasheet and a measured peak, from [`crate::device::peak`]), peak
+//! memory and the share of each phase of the step; plus the inputs for the PyTorch comparison
+//! ([`inputs`]). The per-kernel profiles live with the kernels, in `crate::cuda::kernel_bench`.
 //!
 //! Backend-agnostic: every size is opened through [`crate::device::open_backend`], so a GPU backend is
 //! used as soon as it can train; without one the CPU reference backend runs on small sizes and the report
 //! says so.
 
-pub mod gpu_peak;
 pub mod inputs;
-pub mod kernels;
 pub mod memory;
-pub mod peak;
 pub mod plan;
 pub mod report;
 pub mod runner;
@@ -22,7 +19,8 @@ pub mod timed;
 pub use plan::{parse_sizes, BackendKind, BenchPlan, SizeSpec};
 pub use report::{BenchReport, SizeResult};
 
-use crate::device::{self, DeviceChoice};
+use crate::device::peak;
+use crate::device::{self, DeviceChoice, DeviceKind};
 use crate::model::{init_params, ModelConfig};
 use std::path::PathBuf;
 
@@ -32,7 +30,7 @@ pub enum BenchError {
     /// A bad flag value.
     #[error("{flag}: {msg}")]
     Flag {
-        /// The flag.
+        /// The flag, e.g. `--sizes`.
         flag: &'static str,
         /// What is wrong.
         msg: String,
@@ -55,6 +53,12 @@ pub enum BenchError {
 
 /// Which backend `choice` opens, with the note saying why: opens a throw-away backend for a minimal model.
 pub fn detect_backend(choice: DeviceChoice) -> Result<(BackendKind, String, String), BenchError> {
+    let (kind, name, note) = detect_device(choice)?;
+    Ok((BackendKind::from(kind), name, note))
+}
+
+/// The device `choice` opens: its kind, name and note.
+fn detect_device(choice: DeviceChoice) -> Result<(DeviceKind, String, String), BenchError> {
     let cfg = ModelConfig {
         d_model: 64,
         n_layers: 1,
@@ -64,7 +68,7 @@ pub fn detect_backend(choice: DeviceChoice) -> Result<(BackendKind, String, Stri
     let opened = device::open_backend(choice, &cfg, init_params(&cfg, 0))
         .map_err(|e| BenchError::Device(e.to_string()))?;
     let name = opened.backend.device_name();
-    Ok((BackendKind::of_device_name(&name), name, opened.note))
+    Ok((opened.kind, name, opened.note))
 }
 
 /// The notice printed with (and stored in) every CPU result.
@@ -90,14 +94,15 @@ pub fn run(
 ) -> Result<BenchReport, BenchError> {
     plan.validate()?;
     let date = chrono::Local::now().to_rfc3339();
-    let (kind, name, note) = detect_backend(device)?;
+    let (device_kind, name, note) = detect_device(device)?;
+    let kind = BackendKind::from(device_kind);
     let notice = (kind == BackendKind::Cpu).then(|| cpu_notice(device, &note));
     if let Some(n) = &notice {
         log(n);
     }
     log(&note);
-    let datasheet_peak = peak::datasheet_peak(&name, peak_flops);
-    let (measured_peak, measured_peak_unavailable) = match peak::measured_matmul_peak(&name) {
+    let datasheet_peak = peak::datasheet_peak(device_kind, &name, peak_flops);
+    let (measured_peak, measured_peak_unavailable) = match peak::measured_matmul_peak(device_kind) {
         Ok(p) => (Some(p), None),
         Err(why) => (None, Some(why)),
     };

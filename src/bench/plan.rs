@@ -2,6 +2,7 @@
 //! GPU and for the CPU fallback.
 
 use super::BenchError;
+use crate::device::DeviceKind;
 use crate::model::config::{DEFAULT_SEQ_LEN, DEFAULT_VOCAB};
 use crate::model::ModelConfig;
 use serde::{Deserialize, Serialize};
@@ -91,13 +92,11 @@ pub enum BackendKind {
     Cpu,
 }
 
-impl BackendKind {
-    /// Classify a backend by its [`crate::backend::Backend::device_name`].
-    pub fn of_device_name(name: &str) -> Self {
-        if name.starts_with("cpu") {
-            BackendKind::Cpu
-        } else {
-            BackendKind::Gpu
+impl From<DeviceKind> for BackendKind {
+    fn from(kind: DeviceKind) -> Self {
+        match kind {
+            DeviceKind::Cpu => BackendKind::Cpu,
+            DeviceKind::Cuda { .. } => BackendKind::Gpu,
         }
     }
 }

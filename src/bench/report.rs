@@ -1,10 +1,10 @@
 //! The benchmark's results: per-size figures, the whole report with its provenance, the printed table and
 //! the JSON file under `bench/results/`.
 
-use super::peak::{MachineInfo, Peak};
 use super::plan::{BackendKind, BenchPlan, SizeSpec};
 use super::stats::Spread;
 use super::BenchError;
+use crate::device::peak::{MachineInfo, Peak};
 use crate::model::{FlopsPerToken, ModelConfig, ParamCounts};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
@@ -58,7 +58,7 @@ pub struct SizeResult {
     pub tokens_per_step: u64,
     /// Untimed steps before the timed ones.
     pub warmup_steps: u64,
-    /// Timed steps.
+    /// Steps measured, after the warm-up.
     pub timed_steps: u64,
     /// Wall time per timed step.
     pub step_time_s: Spread,

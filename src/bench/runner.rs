@@ -2,7 +2,6 @@
 //! real training loop, and turn the timings into throughput, MFU, memory and phase shares.
 
 use super::memory;
-use super::peak::Peak;
 use super::plan::{BackendKind, BenchPlan, SizeSpec};
 use super::report::{Mfu, PhaseShare, SizeResult};
 use super::stats::Spread;
@@ -10,6 +9,7 @@ use super::timed::{self, SharedPhases, TimedBackend, TimedSource};
 use super::BenchError;
 use crate::backend::{Backend, BackendError};
 use crate::data::{SyntheticSource, TokenSource};
+use crate::device::peak::Peak;
 use crate::device::{self, DeviceChoice};
 use crate::model::{init_params, FlopsPerToken, ModelConfig, ParamCounts};
 use crate::train::Trainer;
@@ -22,7 +22,7 @@ const PROBE_SEED_XOR: u64 = 0xB3AC_4000;
 /// Where to run and what to compare against.
 #[derive(Clone, Debug)]
 pub struct RunContext {
-    /// `--device`.
+    /// Where each size runs (`--device`).
     pub device: DeviceChoice,
     /// Datasheet peak (None on the CPU unless given).
     pub datasheet_peak: Option<Peak>,
@@ -159,8 +159,8 @@ pub fn run_size(
     let rss_reset = memory::reset_peak_rss();
     let opened = device::open_backend(ctx.device, &cfg, init_params(&cfg, plan.seed))
         .map_err(|e| BenchError::Device(e.to_string()))?;
+    let kind = BackendKind::from(opened.kind);
     let mut inner = opened.backend;
-    let kind = BackendKind::of_device_name(&inner.device_name());
     let (micro, micro_note) = choose_micro_batch(inner.as_mut(), plan, &cfg, kind)?;
     log(&format!("{size}: micro-batch {micro} ({micro_note})"));
     let phases = SharedPhases::default();

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 pub struct Spread {
     /// Number of samples.
     pub n: usize,
-    /// Median.
+    /// The 0.5 quantile of the samples.
     pub median: f64,
     /// Smallest sample.
     pub min: f64,

@@ -4,7 +4,7 @@ use crate::model::ModelConfig;
 
 /// What one block saves in the forward for its backward.
 pub(crate) struct LayerActs {
-    /// LN1 output [N, D] and its row statistics [N].
+    /// LN1 output `[N, D]` and its row statistics `[N]`.
     pub xn1: Vec<f32>,
     pub mean1: Vec<f32>,
     pub rstd1: Vec<f32>,
@@ -26,7 +26,7 @@ pub(crate) struct LayerActs {
     pub y: Vec<f32>,
     /// Residual after attention [N, D].
     pub h: Vec<f32>,
-    /// LN2 output [N, D] and statistics [N].
+    /// LN2 output `[N, D]` and statistics `[N]`.
     pub xn2: Vec<f32>,
     pub mean2: Vec<f32>,
     pub rstd2: Vec<f32>,
@@ -56,13 +56,13 @@ pub(crate) struct Scratch {
 pub(crate) struct Activations {
     /// Micro-batch capacity (sequences).
     pub cap_b: usize,
-    /// Input ids and target ids [N].
+    /// Input ids and target ids `[N]`.
     pub inputs: Vec<u16>,
     pub targets: Vec<u16>,
     /// Residual stream: `resid[0]` the embedding output, `resid[l+1]` the output of block `l` [N, D].
     pub resid: Vec<Vec<f32>>,
     pub layers: Vec<LayerActs>,
-    /// Final LN output [N, D] and statistics [N].
+    /// Final LN output `[N, D]` and statistics `[N]`.
     pub xf: Vec<f32>,
     pub meanf: Vec<f32>,
     pub rstdf: Vec<f32>,

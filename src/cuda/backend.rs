@@ -64,7 +64,7 @@ struct Acts {
     xf: DevBuf<bf16>,
     meanf: DevBuf<f32>,
     rstdf: DevBuf<f32>,
-    /// Logits [N, Vp] f32; after the cross-entropy, row r's bf16 gradient [Vp] fills the first half of row
+    /// Logits `[N, Vp]` f32; after the cross-entropy, row r's bf16 gradient `[Vp]` fills the first half of row
     /// r's bytes (a bf16 [N, Vp] matrix with row stride 2·Vp).
     logits: DevBuf<f32>,
     loss_rows: DevBuf<f32>,

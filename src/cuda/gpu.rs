@@ -98,14 +98,55 @@ pub fn catch_cuda_panic<T>(what: &str, f: impl FnOnce() -> GpuResult<T>) -> GpuR
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(r) => r,
         Err(p) => {
-            let msg = p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "unknown panic".into());
+            let msg = panic_message(&*p).unwrap_or_else(|| "unknown panic".into());
             Err(GpuError::Unavailable(format!("{what}: {msg}")))
         }
     }
+}
+
+/// The message of a caught panic (`panic!` with a literal or a formatted string), if it has one.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> Option<String> {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+}
+
+/// A GPU seen by the CUDA driver.
+#[derive(Clone, Debug)]
+pub struct GpuInfo {
+    /// The driver's number of this GPU (`cuda:N`).
+    pub index: usize,
+    /// Marketing name, e.g. `NVIDIA H100 80GB HBM3`.
+    pub name: String,
+}
+
+/// The GPUs the driver reports, or why there are none. Never panics when libcuda is missing (and turns
+/// a panic inside the driver bindings, e.g. a missing symbol, into a reason).
+pub fn probe_gpus() -> Result<Vec<GpuInfo>, String> {
+    if !driver_present() {
+        return Err("no CUDA driver (libcuda) found".into());
+    }
+    let probe = || -> Result<Vec<GpuInfo>, String> {
+        result::init().map_err(|e| format!("the CUDA driver failed to initialise: {e}"))?;
+        let n = result::device::get_count().map_err(|e| format!("cannot count GPUs: {e}"))?;
+        if n <= 0 {
+            return Err("the CUDA driver reports no GPU".into());
+        }
+        (0..n)
+            .map(|i| {
+                let dev = result::device::get(i).map_err(|e| format!("GPU {i}: {e}"))?;
+                let name = result::device::get_name(dev).unwrap_or_else(|_| "unknown GPU".into());
+                Ok(GpuInfo {
+                    index: i as usize,
+                    name,
+                })
+            })
+            .collect()
+    };
+    catch_cuda_panic("probing GPUs", || Ok(probe()))
+        .map_err(|e: GpuError| e.to_string())
+        .and_then(|r| r)
 }
 
 /// Runs kernels by name on the host: the kernel side of the emulated device (see the module docs).
@@ -229,7 +270,7 @@ pub struct Gpu {
     pub stream: Stream,
     /// Host→device token uploads, ordered against `stream` with events.
     pub copy_stream: Stream,
-    /// Ordinal.
+    /// The driver's number of this GPU (`cuda:N`).
     pub ordinal: usize,
     /// Marketing name.
     pub name: String,

@@ -1,8 +1,11 @@
-//! [`CudaKernelLauncher`]: the [`KernelLauncher`] of `isoflop bench`'s kernel profiles
-//! (`cargo bench --bench kernels`). Each [`KernelCase`] gets realistic inputs (random values, never
+//! [`CudaKernelLauncher`]: the launcher of the per-kernel profiles (`cargo bench --bench kernels`), next
+//! to the launch helpers it shares with the CUDA backend. Each [`KernelCase`] gets realistic inputs (random values, never
 //! zeros; the attention and LayerNorm backwards get their statistics from a real forward), its outputs
 //! poisoned with NaN, and is launched through the CUDA backend's own launch helpers ([`Ops`],
 //! [`Blas`]), timed between two CUDA events on the compute stream.
+//!
+//! [`open_launcher`] answers `Err` with the reason when there is no GPU (or no CUDA libraries), and the
+//! bench then prints that it skipped.
 //!
 //! On the emulated device ([`CudaKernelLauncher::emulated`]) the same setup and launches run on the CPU
 //! and the "device time" is the host wall time between the two events (work there is synchronous); that
@@ -10,13 +13,13 @@
 
 use super::blas::{Blas, OutType};
 use super::gpu::{DevBuf, Event, Gpu, GpuError, GpuResult, KernelExec, Kernels};
+use super::kernel_cases::{KernelCase, KernelFamily};
 use super::layout::{padded_vocab, DeviceLayout};
 use super::nvrtc;
 use super::ops::{
     adamw_runs, ln_part_len, AdamWState, AttnBackward, AttnForward, AttnShape, LnBackward, Ops,
 };
 use crate::backend::{AdamWStep, DecayMode};
-use crate::bench::kernels::{KernelCase, KernelFamily, KernelLauncher};
 use crate::model::{ModelConfig, HEAD_DIM};
 use half::bf16;
 use rand::{Rng, SeedableRng};
@@ -517,12 +520,14 @@ fn attn_forward(s: &Setup) -> AttnForward {
     }
 }
 
-impl KernelLauncher for CudaKernelLauncher {
-    fn device_name(&self) -> String {
+impl CudaKernelLauncher {
+    /// Device description, e.g. `cuda:0 NVIDIA H100 80GB HBM3`.
+    pub fn device_name(&self) -> String {
         format!("cuda:{} {}", self.gpu.ordinal, self.gpu.name)
     }
 
-    fn prepare(&mut self, case: &KernelCase) -> Result<(), String> {
+    /// Allocate the case's buffers and fill them with random values (never zeros).
+    pub fn prepare(&mut self, case: &KernelCase) -> Result<(), String> {
         if case.d_model == 0 || !case.d_model.is_multiple_of(HEAD_DIM) || case.b == 0 || case.t == 0
         {
             return Err(format!(
@@ -539,7 +544,9 @@ impl KernelLauncher for CudaKernelLauncher {
         Ok(())
     }
 
-    fn time_launches(&mut self, case: &KernelCase, launches: u64) -> Result<f64, String> {
+    /// Launch the case's kernels `launches` times back to back between two CUDA events on one stream and
+    /// return the elapsed device time in seconds.
+    pub fn time_launches(&mut self, case: &KernelCase, launches: u64) -> Result<f64, String> {
         match &self.setup {
             Some(s) if s.case == *case => {}
             _ => return Err(format!("{} was not prepared", case.id())),
@@ -548,8 +555,10 @@ impl KernelLauncher for CudaKernelLauncher {
             .map_err(|e| format!("{}: {e}", case.id()))
     }
 
-    fn measured_ceilings(&mut self) -> Result<(f64, f64), String> {
-        let peak = crate::bench::gpu_peak::measure_on(
+    /// Measured dense bf16 matmul peak (FLOP/s) and device-to-device copy bandwidth (bytes/s), to use as
+    /// ceilings next to the datasheet's.
+    pub fn measured_ceilings(&mut self) -> Result<(f64, f64), String> {
+        let peak = super::peak::measure_on(
             &self.gpu,
             &mut self.blas,
             self.peak_n,
@@ -559,13 +568,40 @@ impl KernelLauncher for CudaKernelLauncher {
         let bw = self
             .copy_bandwidth()
             .map_err(|e| format!("measuring the copy bandwidth: {e}"))?;
-        Ok((peak.flops, bw))
+        Ok((peak, bw))
     }
+}
+
+/// The kernel launcher of GPU 0 (kernels built with NVRTC or loaded from the cubin cache), or why
+/// there is none.
+pub fn open_launcher() -> Result<CudaKernelLauncher, String> {
+    if let Err(why) = super::gpu::probe_gpus() {
+        return Err(format!("no GPU: {why}"));
+    }
+    CudaKernelLauncher::open(0).map_err(|e| format!("cannot open GPU 0 for the kernel bench: {e}"))
 }
 
 impl Drop for CudaKernelLauncher {
     fn drop(&mut self) {
         // Let queued work finish before the buffers it uses are freed.
         let _ = self.gpu.sync();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn launcher_opens_or_says_why() {
+        // Without a GPU: an explanation naming the GPU, never a panic; with one: the device.
+        match open_launcher() {
+            Err(why) => assert!(why.contains("GPU"), "{why}"),
+            Ok(l) => assert!(
+                l.device_name().starts_with("cuda:0 "),
+                "{}",
+                l.device_name()
+            ),
+        }
     }
 }

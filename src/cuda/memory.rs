@@ -82,9 +82,9 @@ fn align16(x: usize) -> usize {
 /// embedding-backward CSR (distinct ids u16 `[≤ n]`, offsets i32 `[≤ n + 1]`, positions i32 `[n]`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TokenLayout {
-    /// Inputs.
+    /// Byte offset of the input ids (u16 `[n]`).
     pub inputs: usize,
-    /// Targets.
+    /// Byte offset of the target ids (u16 `[n]`).
     pub targets: usize,
     /// Distinct ids.
     pub ids: usize,

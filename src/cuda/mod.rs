@@ -9,7 +9,9 @@
 //! - [`blas`]: row-major `y = x·W` products and their gradients through cuBLASLt;
 //! - [`ops`]: the launch conventions of every kernel (grids, blocks, arguments), shared with the kernel
 //!   bench;
-//! - [`kernel_bench`]: the launcher of the per-kernel profiles (`cargo bench --bench kernels`);
+//! - [`kernel_bench`], [`kernel_cases`]: the launcher of the per-kernel profiles and their cases
+//!   (`cargo bench --bench kernels`);
+//! - [`peak`]: the measured bf16 matmul peak of a GPU;
 //! - [`layout`]: the device parameter layout (the head padded to an aligned vocabulary);
 //! - [`memory`]: the device-memory plan, checked before allocating;
 //! - [`backend`]: [`CudaBackend`], the [`crate::backend::Backend`] implementation.
@@ -22,9 +24,11 @@ pub mod blas;
 pub mod discover;
 pub mod gpu;
 pub mod kernel_bench;
+pub mod kernel_cases;
 pub mod layout;
 pub mod memory;
 pub mod nvrtc;
 pub mod ops;
+pub mod peak;
 
 pub use backend::CudaBackend;

@@ -5,7 +5,7 @@
 //! loaded dynamically through cudarc (`libnvrtc.so.13` on the loader's path, else found and preloaded
 //! by [`super::discover`]: the toolkit, PyTorch's CUDA 13 wheels, a checkout's pinned wheels);
 //! [`nvrtc_present`] checks for it first, so a machine without it gets an error, never a panic. The
-//! options are [`NVRTC_OPTIONS`] plus the architecture ([`arch_option`]); `tests/nvrtc_compile.rs`
+//! options are [`NVRTC_OPTIONS`] plus the architecture ([`arch_option`]); `tests/device/nvrtc_compile.rs`
 //! checks the same list for sm_90a in CI. Loading a cubin (not PTX) avoids the "NVRTC newer than the driver" trap
 //! (see CUDA-NOTES.md). Cubins are cached under [`cache_dir`], keyed by the sha256 of the source, every
 //! header, the options, the architecture and the NVRTC version.

@@ -51,7 +51,7 @@ impl TensorSpec {
 /// Offsets of one block's tensors inside the flat buffer.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct BlockOffsets {
-    /// `blocks.{i}.ln1.scale` [D]
+    /// `blocks.{i}.ln1.scale` `[D]`
     pub ln1: usize,
     /// `blocks.{i}.attn.wq` [D, D]
     pub wq: usize,
@@ -65,7 +65,7 @@ pub struct BlockOffsets {
     pub q_norm: usize,
     /// `blocks.{i}.attn.k_norm.scale` [64]
     pub k_norm: usize,
-    /// `blocks.{i}.ln2.scale` [D]
+    /// `blocks.{i}.ln2.scale` `[D]`
     pub ln2: usize,
     /// `blocks.{i}.mlp.w1` [D, 4D]
     pub w1: usize,
@@ -84,7 +84,7 @@ pub struct ParamLayout {
     pub embed: usize,
     /// Per-block offsets.
     pub blocks: Vec<BlockOffsets>,
-    /// Offset of `final_norm.scale` [D].
+    /// Offset of `final_norm.scale` `[D]`.
     pub final_norm: usize,
     /// Offset of `head` [D, V].
     pub head: usize,

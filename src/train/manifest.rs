@@ -190,13 +190,7 @@ pub fn now() -> String {
     chrono::Local::now().to_rfc3339()
 }
 
-/// Host name, best effort.
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .unwrap_or_else(|_| "unknown".into())
-}
+pub use crate::device::peak::hostname;
 
 /// Git commit of the source checkout this binary was built from, when it is still there.
 pub fn git_commit() -> Option<String> {

@@ -19,7 +19,7 @@ use crate::data::{
     bundled_shards, describe_identity, BundledCorpus, ShardLoader, Split, SyntheticSource,
     TokenSource,
 };
-use crate::device::{self, DeviceChoice};
+use crate::device::{self, DeviceChoice, DeviceKind};
 use crate::model::{init_params, FlopsPerToken, ParamCounts};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -249,21 +249,21 @@ pub fn open_data(
 }
 
 /// NVIDIA driver and CUDA driver-API versions of a GPU run (None on the CPU).
-fn driver_for(device: &str) -> Option<String> {
-    if device.starts_with("cpu") {
+fn driver_for(kind: DeviceKind) -> Option<String> {
+    if kind == DeviceKind::Cpu {
         return None;
     }
-    let mi = crate::bench::peak::machine_info();
+    let mi = device::peak::machine_info();
     match (mi.driver, mi.cuda_driver_api) {
         (Some(d), Some(api)) => Some(format!("{d} (CUDA driver API {api})")),
         (d, api) => d.or(api.map(|a| format!("CUDA driver API {a}"))),
     }
 }
 
-fn peak_flops_for(device: &str, given: Option<f64>) -> Option<f64> {
-    match crate::bench::peak::datasheet_peak(device, given) {
+fn peak_flops_for(kind: DeviceKind, device: &str, given: Option<f64>) -> Option<f64> {
+    match device::peak::datasheet_peak(kind, device, given) {
         Some(p) => Some(p.flops),
-        None if device.starts_with("cpu") => Some(device::measure_cpu_peak_flops()),
+        None if kind == DeviceKind::Cpu => Some(device::peak::measure_cpu_peak_flops()),
         None => None,
     }
 }
@@ -379,8 +379,8 @@ pub fn start(cfg: TrainConfig, opts: &RunOptions) -> Result<RunSummary, RunError
         flops_per_token: FlopsPerToken::of(&cfg.model),
         seed: cfg.seed,
         data,
-        peak_flops: peak_flops_for(&device, opts.settings.peak_flops),
-        driver: driver_for(&device),
+        peak_flops: peak_flops_for(opened.kind, &device, opts.settings.peak_flops),
+        driver: driver_for(opened.kind),
         device,
         software: software_info(),
         host: manifest::hostname(),
@@ -470,6 +470,7 @@ pub fn resume(opts: &RunOptions) -> Result<RunSummary, RunError> {
             to,
         });
     }
+    let kind = opened.kind;
     let mut trainer = Trainer::new(cfg, opened.backend, source, eval);
     if let Some((m, v)) = moments {
         trainer
@@ -483,7 +484,7 @@ pub fn resume(opts: &RunOptions) -> Result<RunSummary, RunError> {
     manifest.ended_at = None;
     manifest.resumed_at.push(step);
     manifest.device = trainer.backend().device_name();
-    manifest.driver = driver_for(&manifest.device);
+    manifest.driver = driver_for(kind);
     // Checkpoints refused on the way to the one resumed from, then the metrics history's check.
     let (metrics, check) = MetricsWriter::open_checked(&opts.dir, step, history.as_deref())
         .map_err(setup(opts.dir.join("metrics.jsonl").display()))?;

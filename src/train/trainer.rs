@@ -32,7 +32,7 @@ pub enum TrainError {
         step: u64,
         /// `loss` or `gradient norm`.
         what: &'static str,
-        /// The value.
+        /// The non-finite number itself (NaN or ±inf).
         value: f64,
     },
     /// A micro-batch had no non-pad targets at all.

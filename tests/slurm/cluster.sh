@@ -1,5 +1,5 @@
 #!/bin/bash
-# A real one-node Slurm cluster on localhost, for the test suite (tests/sweep_slurm.rs) and by hand.
+# A real one-node Slurm cluster on localhost, for the test suite (tests/sweep/sweep_cli.rs) and by hand.
 #
 #   tests/slurm/cluster.sh start  STATE_DIR   # install slurm-wlm + munge if missing, start, wait for idle
 #   tests/slurm/cluster.sh status STATE_DIR   # sinfo / squeue of that cluster

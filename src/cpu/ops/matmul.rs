@@ -153,17 +153,7 @@ pub fn matmul_forward(
     k: usize,
     n: usize,
 ) {
-    assert_eq!(a_MxK.len(), m * k, "matmul_forward: a size");
-    assert_eq!(b_KxN.len(), k * n, "matmul_forward: b size");
-    gemm(
-        m,
-        k,
-        n,
-        Operand::rows(a_MxK, k),
-        Operand::rows(b_KxN, n),
-        0.0,
-        out_MxN,
-    );
+    matmul_ab(a_MxK, b_KxN, out_MxN, m, k, n, false);
 }
 
 /// `out += a·b` (the residual adds of the model).
@@ -175,15 +165,29 @@ pub(crate) fn matmul_forward_acc(
     k: usize,
     n: usize,
 ) {
-    assert_eq!(a_MxK.len(), m * k, "matmul_forward_acc: a size");
-    assert_eq!(b_KxN.len(), k * n, "matmul_forward_acc: b size");
+    matmul_ab(a_MxK, b_KxN, out_MxN, m, k, n, true);
+}
+
+/// `out = a·b` when `accumulate` is false, `out += a·b` when true.
+fn matmul_ab(
+    a_MxK: &[f32],
+    b_KxN: &[f32],
+    out_MxN: &mut [f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    accumulate: bool,
+) {
+    assert_eq!(a_MxK.len(), m * k, "matmul_forward: a size");
+    assert_eq!(b_KxN.len(), k * n, "matmul_forward: b size");
+    let beta = if accumulate { 1.0 } else { 0.0 };
     gemm(
         m,
         k,
         n,
         Operand::rows(a_MxK, k),
         Operand::rows(b_KxN, n),
-        1.0,
+        beta,
         out_MxN,
     );
 }

@@ -1,11 +1,9 @@
-//! Per-kernel profiles on the GPU (driven by the criterion bench `bench/kernels.rs`): the cases, their
-//! minimal FLOP and byte counts, the roofline they are judged against, and the interface a GPU backend
-//! implements to launch one case timed with CUDA events.
+//! The cases of the per-kernel profiles on the GPU (driven by the criterion bench `bench/kernels.rs`):
+//! their minimal FLOP and byte counts and the roofline they are judged against.
 //!
 //! The launcher is [`crate::cuda::kernel_bench::CudaKernelLauncher`]: it launches each case through the
-//! same launch helpers as the CUDA backend ([`crate::cuda::ops`], [`crate::cuda::blas`]) and times it with
-//! CUDA events. [`open_launcher`] answers `Err` with the reason when there is no GPU (or no CUDA
-//! libraries), and the bench then prints that it skipped.
+//! same launch helpers as the CUDA backend ([`crate::cuda::ops`], [`crate::cuda::blas`]) and times it
+//! with CUDA events.
 
 use serde::Serialize;
 
@@ -77,7 +75,7 @@ impl KernelFamily {
 /// once, FLOPs of the useful arithmetic (causal attention counts only the lower triangle).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct KernelCase {
-    /// Family.
+    /// The kernels it launches.
     pub family: KernelFamily,
     /// Model width D the shape comes from.
     pub d_model: usize,
@@ -214,32 +212,6 @@ pub fn standard_cases() -> Vec<KernelCase> {
     out
 }
 
-/// What a GPU backend provides to profile its kernels.
-pub trait KernelLauncher {
-    /// Device description, e.g. `cuda:0 NVIDIA H100 80GB HBM3`.
-    fn device_name(&self) -> String;
-    /// Allocate the case's buffers and fill them with random values (never zeros).
-    fn prepare(&mut self, case: &KernelCase) -> Result<(), String>;
-    /// Launch the case's kernels `launches` times back to back between two CUDA events on one stream and
-    /// return the elapsed device time in seconds.
-    fn time_launches(&mut self, case: &KernelCase, launches: u64) -> Result<f64, String>;
-    /// Measured dense bf16 matmul peak (FLOP/s) and device-to-device copy bandwidth (bytes/s), to use as
-    /// ceilings next to the datasheet's.
-    fn measured_ceilings(&mut self) -> Result<(f64, f64), String>;
-}
-
-/// The kernel launcher of GPU 0 (kernels built with NVRTC or loaded from the cubin cache), or why
-/// there is none.
-pub fn open_launcher() -> Result<Box<dyn KernelLauncher>, String> {
-    if let Err(why) = crate::device::probe_gpus() {
-        return Err(format!("no GPU: {why}"));
-    }
-    match crate::cuda::kernel_bench::CudaKernelLauncher::open(0) {
-        Ok(l) => Ok(Box::new(l)),
-        Err(e) => Err(format!("cannot open GPU 0 for the kernel bench: {e}")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,18 +246,5 @@ mod tests {
         );
         assert_eq!(h.id(), "matmul_head/d512_b16_t512");
         assert_eq!(standard_cases().len(), 33);
-    }
-
-    #[test]
-    fn launcher_opens_or_says_why() {
-        // Without a GPU: an explanation naming the GPU, never a panic; with one: the device.
-        match open_launcher() {
-            Err(why) => assert!(why.contains("GPU"), "{why}"),
-            Ok(l) => assert!(
-                l.device_name().starts_with("cuda:0 "),
-                "{}",
-                l.device_name()
-            ),
-        }
     }
 }

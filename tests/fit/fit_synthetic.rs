@@ -1,7 +1,7 @@
 //! Every fit recovers the parameters of the law its synthetic data was drawn from (seeded noise),
 //! within the intervals it reports.
 
-mod fit_support;
+use crate::util as fit_support;
 
 use fit_support::*;
 use isoflop::fit::data::Point;

@@ -1,5 +1,4 @@
 //! Synthetic scaling-law data for the fit tests: sweeps drawn from known laws with seeded noise.
-#![allow(dead_code)]
 
 use isoflop::fit::data::{Curve, Point};
 use rand::SeedableRng;

@@ -1,4 +1,4 @@
-//! Test cases of the CUDA kernels (tests/gpu_kernels.rs, run on the emulated device and on a GPU):
+//! Test cases of the CUDA kernels (tests/device/device_kernels.rs, run on the emulated device and on a GPU):
 //! shapes (including sizes that are not multiples of the block or tile size), seeded input generators,
 //! tolerance checks and the host-side CSR the embedding backward needs.
 //!

@@ -1,13 +1,10 @@
 //! cuBLASLt products of src/cuda/blas.rs against an f64 reference on the same bf16-rounded operands:
 //! forward `Y = X·W` (bf16 and f32 outputs, with and without the fused residual), `dX = dY·Wᵀ` (written
 //! and accumulated), `dW += Xᵀ·dY`; ragged shapes; outputs NaN-poisoned first; bitwise repeatable.
-//! On every device of tests/gpu/common.rs: the emulated device (the products on the host, `Blas::emulated`)
+//! On every device of tests/device/util/common.rs: the emulated device (the products on the host, `Blas::emulated`)
 //! always, and a GPU (cuBLASLt) too when one is present, on the same shapes (plus larger ones on a GPU).
 
-#[path = "emu/cases.rs"]
-mod cases;
-#[path = "gpu/common.rs"]
-mod common;
+use crate::util::{cases, common};
 
 use cases::{rng, round_bf16, uniform};
 use common::{for_each_device, Dev};

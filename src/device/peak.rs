@@ -1,13 +1,13 @@
 //! The two peaks MFU is measured against: the datasheet's and a matmul measured on the same device;
-//! and the facts about the device a result file records (driver, CPU model).
+//! and the facts about the machine a result file records (host, driver, CPU model).
 
-use crate::device::GpuInfo;
+use super::{DeviceKind, GpuInfo};
 use serde::{Deserialize, Serialize};
 
 /// A peak FLOP/s figure and where it comes from.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Peak {
-    /// FLOP/s.
+    /// Floating-point operations per second.
     pub flops: f64,
     /// Where the figure comes from, e.g. `datasheet: H100 SXM dense bf16` or `--peak-flops`.
     pub source: String,
@@ -38,15 +38,16 @@ pub const DATASHEET_BANDWIDTH: &[(&str, f64)] = &[
     ("RTX 4090", 1.008e12),
 ];
 
-/// The datasheet peak of a device: `given` (from `--peak-flops`) wins; CPUs have none.
-pub fn datasheet_peak(device_name: &str, given: Option<f64>) -> Option<Peak> {
+/// The datasheet peak of a device of `kind` named `device_name`: `given` (from `--peak-flops`) wins;
+/// CPUs have none.
+pub fn datasheet_peak(kind: DeviceKind, device_name: &str, given: Option<f64>) -> Option<Peak> {
     if let Some(f) = given {
         return Some(Peak {
             flops: f,
             source: "--peak-flops".into(),
         });
     }
-    if device_name.starts_with("cpu") {
+    if kind == DeviceKind::Cpu {
         return None;
     }
     DATASHEET_BF16
@@ -69,23 +70,51 @@ pub fn datasheet_bandwidth(device_name: &str) -> Option<f64> {
 /// A matmul peak measured on the device a backend runs on.
 ///
 /// On the CPU: the best of a few 512×512×512 f32 products through the CPU backend's own matmul
-/// ([`crate::device::measure_cpu_peak_flops`]). On a GPU: the median rate of 8192³ bf16 cuBLASLt
-/// products timed with CUDA events ([`super::gpu_peak`]); `Err` with the reason when that fails, and then
-/// MFU against a measured peak is left out.
-pub fn measured_matmul_peak(device_name: &str) -> Result<Peak, String> {
-    if device_name.starts_with("cpu") {
-        let f = crate::device::measure_cpu_peak_flops();
-        return Ok(Peak {
-            flops: f,
+/// ([`measure_cpu_peak_flops`]). On a GPU: the median rate of 8192³ bf16 cuBLASLt products timed with
+/// CUDA events ([`crate::cuda::peak`]); `Err` with the reason when that fails, and then MFU against a
+/// measured peak is left out.
+pub fn measured_matmul_peak(kind: DeviceKind) -> Result<Peak, String> {
+    match kind {
+        DeviceKind::Cpu => Ok(Peak {
+            flops: measure_cpu_peak_flops(),
             source: "measured: best of 5 f32 512x512x512 matmuls of the CPU backend".into(),
-        });
+        }),
+        DeviceKind::Cuda { ordinal } => {
+            use crate::cuda::peak::{measure, LAUNCHES, N, REPEATS};
+            Ok(Peak {
+                flops: measure(ordinal)?,
+                source: format!(
+                    "measured: median of {REPEATS}×{LAUNCHES} bf16 {N}x{N}x{N} cuBLASLt products \
+                     (fp32 accumulate)"
+                ),
+            })
+        }
     }
-    let ordinal = device_name
-        .strip_prefix("cuda:")
-        .and_then(|r| r.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
-    super::gpu_peak::measure(ordinal)
+}
+
+/// Measured f32 matmul throughput of the CPU backend (FLOP/s): the best of a few square products sized
+/// like the tiny presets' matmuls. Used as the CPU's peak for MFU when none is given.
+pub fn measure_cpu_peak_flops() -> f64 {
+    let n = 512;
+    let a = vec![1.0f32; n * n];
+    let b = vec![0.5f32; n * n];
+    let mut c = vec![0.0f32; n * n];
+    let mut best = 0.0f64;
+    for _ in 0..5 {
+        let t = std::time::Instant::now();
+        crate::cpu::ops::matmul_forward(&a, &b, &mut c, n, n, n);
+        let dt = t.elapsed().as_secs_f64();
+        best = best.max(2.0 * (n * n * n) as f64 / dt);
+    }
+    best
+}
+
+/// This machine's host name (`unknown` when it cannot be read).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// Facts about the machine recorded with a result.
@@ -125,7 +154,7 @@ pub fn machine_info() -> MachineInfo {
                 .find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))
                 .map(str::to_string)
         });
-    let (gpus, no_gpu_reason) = match crate::device::probe_gpus() {
+    let (gpus, no_gpu_reason) = match super::probe_gpus() {
         Ok(g) => (
             g.iter()
                 .map(|GpuInfo { index, name }| format!("cuda:{index} {name}"))
@@ -144,7 +173,7 @@ pub fn machine_info() -> MachineInfo {
             .then(|| format!("{}.{}", v / 1000, (v % 1000) / 10))
     };
     MachineInfo {
-        host: crate::train::manifest::hostname(),
+        host: hostname(),
         cpu_model,
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
         driver,
@@ -163,22 +192,23 @@ mod tests {
 
     #[test]
     fn datasheet_lookup() {
-        let p = datasheet_peak("cuda:0 NVIDIA H100 80GB HBM3", None).unwrap();
+        let gpu = DeviceKind::Cuda { ordinal: 0 };
+        let p = datasheet_peak(gpu, "cuda:0 NVIDIA H100 80GB HBM3", None).unwrap();
         assert_eq!(p.flops, 989e12);
         assert_eq!(
-            datasheet_peak("cuda:0 NVIDIA H100 PCIe", None)
+            datasheet_peak(gpu, "cuda:0 NVIDIA H100 PCIe", None)
                 .unwrap()
                 .flops,
             756e12
         );
-        assert!(datasheet_peak("cpu (2 threads)", None).is_none());
+        assert!(datasheet_peak(DeviceKind::Cpu, "cpu (2 threads)", None).is_none());
         assert_eq!(
-            datasheet_peak("cpu (2 threads)", Some(1e11))
+            datasheet_peak(DeviceKind::Cpu, "cpu (2 threads)", Some(1e11))
                 .unwrap()
                 .source,
             "--peak-flops"
         );
-        assert!(datasheet_peak("cuda:0 Mystery GPU", None).is_none());
+        assert!(datasheet_peak(gpu, "cuda:0 Mystery GPU", None).is_none());
         assert_eq!(datasheet_bandwidth("NVIDIA H100 80GB HBM3"), Some(3.35e12));
     }
 

@@ -1,7 +1,7 @@
 //! `isoflop fit` and `isoflop predict` end to end through the binary: a synthetic sweep directory,
 //! Gadre et al.'s C4 runs, and bad inputs.
 
-mod fit_support;
+use crate::util as fit_support;
 
 use std::path::Path;
 use std::process::Command;

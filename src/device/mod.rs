@@ -1,10 +1,30 @@
-//! Choosing where to train: a GPU when one is usable, else the CPU, always saying which and why.
+//! What a device is and can do, and choosing one: its kind, the GPUs the driver reports, opening the
+//! backend for a run (a GPU when one is usable, else the CPU, always saying which and why), and in
+//! [`peak`] its datasheet and measured peaks and the machine's facts.
+//!
+//! Above the backends (it opens them) and below `train`, `bench` and `sweep`, which all use it.
+
+pub mod peak;
+
+pub use crate::cuda::gpu::{probe_gpus, GpuInfo};
 
 use crate::backend::{Backend, BackendError};
 use crate::cpu::CpuBackend;
 use crate::cuda::CudaBackend;
 use crate::model::ModelConfig;
 use std::str::FromStr;
+
+/// What a backend runs on: decides which peaks and driver facts apply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceKind {
+    /// The CPU reference backend.
+    Cpu,
+    /// A GPU through the CUDA backend.
+    Cuda {
+        /// The driver's ordinal of the GPU.
+        ordinal: usize,
+    },
+}
 
 /// `--device`: `auto`, `cpu` or `cuda:N`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -34,49 +54,12 @@ impl FromStr for DeviceChoice {
     }
 }
 
-/// A GPU seen by the CUDA driver.
-#[derive(Clone, Debug)]
-pub struct GpuInfo {
-    /// Ordinal.
-    pub index: usize,
-    /// Marketing name, e.g. `NVIDIA H100 80GB HBM3`.
-    pub name: String,
-}
-
-/// The GPUs the driver reports, or why there are none. Never panics when libcuda is missing (and turns
-/// a panic inside the driver bindings, e.g. a missing symbol, into a reason).
-pub fn probe_gpus() -> Result<Vec<GpuInfo>, String> {
-    use crate::cuda::gpu::{catch_cuda_panic, driver_present, GpuError};
-    use cudarc::driver::result;
-    if !driver_present() {
-        return Err("no CUDA driver (libcuda) found".into());
-    }
-    let probe = || -> Result<Vec<GpuInfo>, String> {
-        result::init().map_err(|e| format!("the CUDA driver failed to initialise: {e}"))?;
-        let n = result::device::get_count().map_err(|e| format!("cannot count GPUs: {e}"))?;
-        if n <= 0 {
-            return Err("the CUDA driver reports no GPU".into());
-        }
-        (0..n)
-            .map(|i| {
-                let dev = result::device::get(i).map_err(|e| format!("GPU {i}: {e}"))?;
-                let name = result::device::get_name(dev).unwrap_or_else(|_| "unknown GPU".into());
-                Ok(GpuInfo {
-                    index: i as usize,
-                    name,
-                })
-            })
-            .collect()
-    };
-    catch_cuda_panic("probing GPUs", || Ok(probe()))
-        .map_err(|e: GpuError| e.to_string())
-        .and_then(|r| r)
-}
-
 /// A backend opened for a run, with the line that tells the user which device it is and why.
 pub struct Opened {
-    /// The backend.
+    /// The backend, initialised with the run's parameters.
     pub backend: Box<dyn Backend>,
+    /// What it runs on.
+    pub kind: DeviceKind,
     /// E.g. `device: cpu (2 threads) — no CUDA driver (libcuda) found`.
     pub note: String,
 }
@@ -108,6 +91,7 @@ pub fn open_backend(
         let note = format!("device: {}{why}", backend.device_name());
         Ok(Opened {
             backend: Box::new(backend),
+            kind: DeviceKind::Cpu,
             note,
         })
     };
@@ -119,6 +103,7 @@ pub fn open_backend(
                 Ok(backend) => Ok(Opened {
                     note: format!("device: {} (auto)", backend.device_name()),
                     backend: Box::new(backend),
+                    kind: DeviceKind::Cuda { ordinal: 0 },
                 }),
                 Err(e) => {
                     let msg = e.to_string();
@@ -140,6 +125,7 @@ pub fn open_backend(
                 Ok(backend) => Ok(Opened {
                     note: format!("device: {}", backend.device_name()),
                     backend: Box::new(backend),
+                    kind: DeviceKind::Cuda { ordinal: index },
                 }),
                 Err(e @ BackendError::OutOfMemory(_)) => Err(DeviceError::Backend(e)),
                 Err(e) => Err(DeviceError::NoSuchGpu {
@@ -185,23 +171,6 @@ pub fn check_gpu(index: usize) -> Result<(), DeviceError> {
         });
     }
     Ok(())
-}
-
-/// Measured f32 matmul throughput of the CPU backend (FLOP/s): the best of a few square products sized
-/// like the tiny presets' matmuls. Used as the CPU's peak for MFU when none is given.
-pub fn measure_cpu_peak_flops() -> f64 {
-    let n = 512;
-    let a = vec![1.0f32; n * n];
-    let b = vec![0.5f32; n * n];
-    let mut c = vec![0.0f32; n * n];
-    let mut best = 0.0f64;
-    for _ in 0..5 {
-        let t = std::time::Instant::now();
-        crate::cpu::ops::matmul_forward(&a, &b, &mut c, n, n, n);
-        let dt = t.elapsed().as_secs_f64();
-        best = best.max(2.0 * (n * n * n) as f64 / dt);
-    }
-    best
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use isoflop::data::{bundled_sample_shards, ShardLoader, Split, TokenSource, Toke
 #[test]
 fn bundled_sample_tokenizes_once_and_loads() {
     let cache = tempfile::tempdir().unwrap();
-    // The only test in this binary, so setting the variable races with nothing.
+    // No other test of this binary reads the cache, so setting the variable races with nothing.
     std::env::set_var("ISOFLOP_CACHE", cache.path());
     let dir = bundled_sample_shards().unwrap();
     assert!(dir.starts_with(cache.path()));

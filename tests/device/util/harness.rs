@@ -2,7 +2,7 @@
 //! under `target/emu/`, load it with `libloading`, and launch kernels by name with a grid, a block, a
 //! dynamic shared-memory size and arguments, like `cuLaunchKernel` does on the GPU.
 //!
-//! Use from an integration test with `#[path = "emu/harness.rs"] mod harness;`.
+//! Part of the device test binary's `util` (`use crate::util::harness;`).
 //!
 //! ```ignore
 //! let lib = harness::kernels();                       // every kernels/*.cu, built once per test binary
@@ -12,7 +12,6 @@
 //! Each `.cu` is compiled as its own translation unit (as NVRTC compiles each one on its own); every
 //! `extern "C" __global__` kernel in it gets a generated `isoflop_emu_launch_<name>` entry point and a
 //! parameter-size signature that `launch` checks the arguments against.
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::ffi::{c_char, c_int, c_void, CStr};
@@ -179,13 +178,19 @@ fn hex(d: &[u8]) -> String {
     })
 }
 
+/// A name part unique to this build step across processes and the threads of this one (tests of one
+/// binary build the same objects side by side; each writes its own temporary file, then renames it).
+fn tmp_tag() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}-{n}", std::process::id())
+}
+
 /// A loaded emulation library.
 pub struct EmuLib {
     lib: libloading::Library,
     /// Path of the shared object.
     pub path: PathBuf,
-    /// Kernel name → source file.
-    pub kernels: BTreeMap<String, PathBuf>,
     /// Kernel name → its `__launch_bounds__` (most threads per block), where declared: a launch with
     /// more threads is refused, as the driver would refuse it.
     pub launch_bounds: BTreeMap<String, u32>,
@@ -240,11 +245,8 @@ type LaunchFn =
     unsafe extern "C" fn(u32, u32, u32, u32, u32, u32, usize, *mut *mut c_void) -> c_int;
 type SigFn = unsafe extern "C" fn() -> *const c_char;
 
-/// Kernel name → source file, and kernel name → resolved `__launch_bounds__`, of `sources`.
-type KernelScan = (BTreeMap<String, PathBuf>, BTreeMap<String, u32>);
-
-fn scan_kernels(sources: &[PathBuf]) -> Result<KernelScan, String> {
-    let mut kernels = BTreeMap::new();
+/// Kernel name → resolved `__launch_bounds__`, of the kernels of `sources` that declare one.
+fn scan_launch_bounds(sources: &[PathBuf]) -> Result<BTreeMap<String, u32>, String> {
     let mut launch_bounds = BTreeMap::new();
     for s in sources {
         let src = std::fs::read_to_string(s).map_err(|e| format!("{}: {e}", s.display()))?;
@@ -258,12 +260,11 @@ fn scan_kernels(sources: &[PathBuf]) -> Result<KernelScan, String> {
                             k.name
                         )
                     })?;
-                launch_bounds.insert(k.name.clone(), b);
+                launch_bounds.insert(k.name, b);
             }
-            kernels.insert(k.name, s.clone());
         }
     }
-    Ok((kernels, launch_bounds))
+    Ok(launch_bounds)
 }
 
 impl EmuLib {
@@ -271,14 +272,13 @@ impl EmuLib {
     /// object under `target/emu/`, reusing earlier builds with the same inputs; then load it.
     pub fn build(sources: &[PathBuf], flavor: Flavor) -> Result<EmuLib, String> {
         let path = Self::build_so(sources, flavor)?;
-        let (kernels, launch_bounds) = scan_kernels(sources)?;
+        let launch_bounds = scan_launch_bounds(sources)?;
         // SAFETY: the library is our own generated code; its initialisers only set up statics.
         let lib = unsafe { libloading::Library::new(&path) }
             .map_err(|e| format!("loading {}: {e}", path.display()))?;
         Ok(EmuLib {
             lib,
             path,
-            kernels,
             launch_bounds,
         })
     }
@@ -341,7 +341,7 @@ impl EmuLib {
                 continue;
             }
             std::fs::write(&cpp, tu).map_err(|e| format!("{}: {e}", cpp.display()))?;
-            let tmp = base.join(format!("{name}-{hh}.{}.o.tmp", std::process::id()));
+            let tmp = base.join(format!("{name}-{hh}.{}.o.tmp", tmp_tag()));
             let mut cmd = tool.to_command();
             cmd.args(&flags)
                 .arg("-include")
@@ -382,7 +382,7 @@ impl EmuLib {
             &hex(&so_hash.finalize())[..16]
         ));
         if !so.exists() {
-            let tmp = base.join(format!("{}.{}.tmp", so.display(), std::process::id()));
+            let tmp = base.join(format!("{}.{}.tmp", so.display(), tmp_tag()));
             let mut cmd = tool.to_command();
             cmd.args(&flags)
                 .arg("-shared")
@@ -523,15 +523,15 @@ pub fn sanitizer_preload() -> Result<String, String> {
 /// Environment variable telling a re-executed test binary where the sanitized library is.
 pub const SANITIZED_LIB_ENV: &str = "ISOFLOP_EMU_SANITIZED_LIB";
 
-/// Re-run the current test binary's test `child_test` (exact name, may be `#[ignore]`d) in a child process
-/// with the sanitizer runtimes preloaded and [`SANITIZED_LIB_ENV`] pointing at `so`. Returns
-/// (success, combined output).
+/// Re-run the current test binary's test `child_test` (its name without the module path: no other test's
+/// name may contain it; may be `#[ignore]`d) in a child process with the sanitizer runtimes preloaded and
+/// [`SANITIZED_LIB_ENV`] pointing at `so`. Returns (success, combined output); `Err` when the name does not
+/// select exactly one test.
 pub fn run_sanitized_child(child_test: &str, so: &Path) -> Result<(bool, String), String> {
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
     let out = Command::new(exe)
         .args([
             child_test,
-            "--exact",
             "--include-ignored",
             "--nocapture",
             "--test-threads=1",
@@ -550,6 +550,11 @@ pub fn run_sanitized_child(child_test: &str, so: &Path) -> Result<(bool, String)
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    if !text.contains("running 1 test\n") {
+        return Err(format!(
+            "{child_test}: the child must run exactly one test:\n{text}"
+        ));
+    }
     Ok((out.status.success(), text))
 }
 
@@ -559,12 +564,10 @@ pub fn sanitized_lib_in_child() -> Option<EmuLib> {
     // SAFETY: our generated library; the sanitizer runtimes are preloaded by the parent.
     let lib =
         unsafe { libloading::Library::new(&so) }.expect("loading the sanitized emulation library");
-    let (kernels, launch_bounds) =
-        scan_kernels(&kernel_sources()).expect("reading the kernel sources");
+    let launch_bounds = scan_launch_bounds(&kernel_sources()).expect("reading the kernel sources");
     Some(EmuLib {
         lib,
         path: so,
-        kernels,
         launch_bounds,
     })
 }

@@ -4,8 +4,7 @@
 //! wheels are installed into `target/nvrtc-13.0` by `.ci/install-nvrtc.sh` when missing. Prints the
 //! registers, spills, stack and shared memory of every kernel from ptxas's verbose log.
 
-#[path = "emu/harness.rs"]
-mod harness;
+use crate::util::harness;
 
 use std::ffi::{c_char, c_int, CStr, CString};
 use std::path::Path;

@@ -1,19 +1,14 @@
 //! Every kernel of kernels/*.cu against the CPU reference ops (isoflop::cpu::ops), through src/cuda's
-//! launch API on every device of tests/gpu/common.rs: the emulated device always (the kernels under the
+//! launch API on every device of tests/device/util/common.rs: the emulated device always (the kernels under the
 //! CPU emulator of tests/emu), and GPU 0 too when one is present, so that the same cases run on both and
 //! emulation and hardware are compared case by case. Fresh random inputs of several shapes (not multiples
-//! of the block or tile size too; larger model-sized shapes on a GPU only, tests/emu/cases.rs), outputs
+//! of the block or tile size too; larger model-sized shapes on a GPU only, tests/device/util/cases.rs), outputs
 //! NaN-poisoned before each launch, tolerances per path (bf16 ≈ 1e-2, f32 tighter; NaN never passes), the
-//! fused attention through tests/emu/attention_cases.rs, bit-for-bit repeatability (under different thread
+//! fused attention through tests/device/util/attention_cases.rs, bit-for-bit repeatability (under different thread
 //! orders on the emulated device). Also an AddressSanitizer + UBSan build of the emulated kernels run on
 //! every family in a child process.
 
-#[path = "emu/attention_cases.rs"]
-mod attention_cases;
-#[path = "emu/cases.rs"]
-mod cases;
-#[path = "gpu/common.rs"]
-mod common;
+use crate::util::{attention_cases, cases, common};
 
 use attention_cases as ac;
 use cases::*;

@@ -3,8 +3,7 @@
 //! pinned NVRTC wheels the CI installs (`.ci/install-nvrtc.sh`), loaded by path before cudarc looks for
 //! `libnvrtc.so.13` by name (the loader then finds the already-loaded library by its soname).
 
-#[path = "emu/harness.rs"]
-mod harness;
+use crate::util::harness;
 
 use isoflop::cuda::nvrtc;
 use std::path::PathBuf;
@@ -138,11 +137,7 @@ fn nvrtc_and_headers_are_found_at_run_time() {
     }
     harness::nvrtc_dir().unwrap_or_else(|e| panic!("{e}"));
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "nvrtc_and_headers_are_found_at_run_time",
-            "--nocapture",
-        ])
+        .args(["nvrtc_and_headers_are_found_at_run_time", "--nocapture"])
         .env(CHILD, "1")
         .env_remove("LD_LIBRARY_PATH")
         .env_remove("ISOFLOP_CUDA_INCLUDE")

@@ -1,5 +1,5 @@
 //! The CUDA backend's whole training step against the CPU reference backend, on every device of
-//! tests/gpu/common.rs: the emulated device always (`CudaBackend::new_emulated`: the backend's host logic
+//! tests/device/util/common.rs: the emulated device always (`CudaBackend::new_emulated`: the backend's host logic
 //! unchanged — buffers, memory plan, token staging and the embedding-backward CSR, every kernel launch
 //! with its grid, arguments and offsets, mixed-precision casts, reductions, AdamW — with device memory in
 //! host memory, `kernels/*.cu` under the CPU emulator and the cuBLASLt products on the host), and GPU 0
@@ -9,8 +9,7 @@
 //! steps, determinism, the error paths, and (emulated only) a step with the kernels built under
 //! AddressSanitizer + UBSan.
 
-#[path = "gpu/common.rs"]
-mod common;
+use crate::util::common;
 
 use common::{for_each_target, harness, EmuExec, Target};
 use isoflop::backend::{AdamWStep, Backend, BackendError, DecayMode, LossSum};

@@ -1,4 +1,4 @@
-//! Shared by the device tests (tests/gpu_*.rs): the devices a test runs on — the emulated device always
+//! Shared by the device tests (tests/device/device_*.rs): the devices a test runs on — the emulated device always
 //! (src/cuda's `Gpu::emulated`, the kernels of `kernels/*.cu` under the CPU emulator of tests/emu), plus
 //! GPU 0 when one is present — so the same cases run on both and emulation and hardware are compared
 //! case by case. Without a GPU, [`devices`] prints one line saying so; with a GPU present, any failure to
@@ -9,15 +9,12 @@
 //! (the emulated device only), unset or `all` (both).
 //!
 //! Also buffer helpers that upload host data and read results back, on either device.
-#![allow(dead_code)]
-
 /// The CPU emulator's build and launch harness.
-#[path = "../emu/harness.rs"]
-pub mod harness;
+pub use super::harness;
 
 use half::bf16;
 use isoflop::cuda::blas::Blas;
-use isoflop::cuda::gpu::{DevBuf, Gpu, KernelExec, KernelParam, Kernels};
+use isoflop::cuda::gpu::{self, DevBuf, Gpu, KernelExec, KernelParam, Kernels};
 use isoflop::cuda::nvrtc;
 use std::ffi::c_void;
 use std::sync::{Arc, OnceLock};
@@ -113,11 +110,7 @@ fn naming_device<R>(test: &str, device: &str, body: impl FnOnce() -> R) -> R {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
         Ok(r) => r,
         Err(p) => {
-            let msg = p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "panic".into());
+            let msg = gpu::panic_message(&*p).unwrap_or_else(|| "panic".into());
             panic!("{test} on {device}: {msg}");
         }
     }

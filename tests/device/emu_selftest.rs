@@ -2,8 +2,7 @@
 //! wrappers against the PTX ISA's fragment layouts and a plain matrix product, cp.async, barriers,
 //! shuffles and votes against known patterns, race and deadlock exposure, and the sanitizer build.
 
-#[path = "emu/harness.rs"]
-mod harness;
+use crate::util::harness;
 
 use half::bf16;
 use harness::{EmuLib, Flavor, Schedule};

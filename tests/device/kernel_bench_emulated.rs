@@ -4,13 +4,12 @@
 //! kernels of `kernels/*.cu` under the CPU emulator (tests/emu) and the products on the host. Outputs
 //! start as NaN, so every output must come back finite: this checks the bench's buffer sizes and
 //! argument lists (shared with the CUDA backend through `isoflop::cuda::ops`) in CI. Also the measured
-//! ceilings (matmul peak through `gpu_peak::measure_on` and the copy bandwidth) at their emulated sizes.
+//! ceilings (matmul peak through `cuda::peak::measure_on` and the copy bandwidth) at their emulated sizes.
 
-#[path = "gpu/common.rs"]
-mod common;
+use crate::util::common;
 
-use isoflop::bench::kernels::{KernelCase, KernelFamily, KernelLauncher};
 use isoflop::cuda::kernel_bench::CudaKernelLauncher;
+use isoflop::cuda::kernel_cases::{KernelCase, KernelFamily};
 
 fn launcher() -> CudaKernelLauncher {
     CudaKernelLauncher::emulated(common::emu_exec())

@@ -1,7 +1,6 @@
 //! Fused-attention test cases (shapes, inputs, the f32 reference, the launch sequence written against the
-//! [`Launcher`] trait, and the comparison), run by tests/gpu_kernels.rs on the emulated device and on a
+//! [`Launcher`] trait, and the comparison), run by tests/device/device_kernels.rs on the emulated device and on a
 //! GPU.
-#![allow(dead_code)]
 
 use half::bf16;
 use isoflop::cpu::ops::{

@@ -1,0 +1,6 @@
+//! End-to-end tests of `isoflop sweep` through the binary: plans, runs, status, export, Slurm, and the
+//! micro sweeps that train real models and fit them. One test binary (`cargo test --release --test sweep`),
+//! so its slow tests run side by side; each file is a module.
+
+mod sweep_cli;
+mod sweep_micro;
