@@ -157,6 +157,7 @@ pub fn open_eval_backend(
     Ok(Opened {
         note: format!("device: {} (forward only){why}", backend.device_name()),
         backend: Box::new(backend),
+        kind: DeviceKind::Cpu,
     })
 }
 

@@ -92,6 +92,20 @@ fn micro_sweep_runs_exports_and_fits() {
         assert!(!s.to_string().is_empty());
     }
     assert!(dir.join("fit/loss_vs_flops.png").exists());
+    // The task errors: the default fit also fits Err(L) = ε − k·exp(−γ·L) to (eval_loss, err_avg) of
+    // the six runs (Gadre et al.), with its plot, or says why not.
+    let down = &fit_json["downstream"];
+    let down_fitted = down.is_object();
+    if down_fitted {
+        assert_eq!(down["n_points"], 6, "{fit}");
+        assert_eq!(down["error_col"], "err_avg", "{fit}");
+        assert!(dir.join("fit/downstream.png").exists(), "{fit}");
+    } else {
+        assert!(
+            fit_json["skipped"].to_string().contains("downstream"),
+            "neither fitted nor skipped: {fit}"
+        );
+    }
     // `isoflop predict` reads the sweep's fit: a run 4× the largest size at 20 tokens per parameter.
     let n_col = header.iter().position(|c| *c == "n_params").unwrap();
     let n_max = runs
@@ -110,6 +124,10 @@ fn micro_sweep_runs_exports_and_fits() {
         p3["loss"]["value"].as_f64().is_some_and(|l| l > 0.0),
         "{pred}"
     );
+    // With the error law, the prediction chains it: the task error of the predicted loss.
+    if down_fitted {
+        assert!(p3["error"]["value"].as_f64().is_some(), "{pred}");
+    }
 }
 
 /// pandas reads both exports unchanged: numeric columns come out numeric, one row per run / per step.
@@ -418,4 +436,34 @@ fn micro_search_has_interior_lr_minima() {
             "N, B = {key:?}: the eval loss vs lr has its minimum on the edge: {c:?}"
         );
     }
+    // `isoflop fit --approach hparams` on the search: an lr optimum inside the searched range at every
+    // (size, batch size), agreeing with the best searched lr within one factor-4 step, and its figures.
+    let fit = isoflop(&["fit", d, "--approach", "hparams", "--bootstrap", "100"]);
+    println!("{fit}");
+    let fj: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("fit/fit.json")).unwrap()).unwrap();
+    let sizes = fj["hparams"]["sizes"].as_array().unwrap_or_else(|| panic!("{fit}"));
+    assert_eq!(sizes.len(), 2, "{fit}");
+    let mut checked = 0;
+    for s in sizes {
+        let n = s["n"].as_f64().unwrap();
+        for c in s["curves"].as_array().unwrap() {
+            let b = c["batch_size"].as_f64().unwrap();
+            let m = &c["min"];
+            assert_eq!(m["on_edge"], false, "N {n}, B {b}: {fit}");
+            let opt = m["opt"].as_f64().unwrap();
+            let (_, pts) = curves
+                .iter()
+                .find(|(k, _)| k.0 == n as u64 && k.1 == b as u64)
+                .unwrap_or_else(|| panic!("N {n}, B {b} not in runs.csv"));
+            let best = pts.iter().min_by(|x, y| x.2.total_cmp(&y.2)).unwrap().0;
+            assert!(
+                opt > best / 4.0 && opt < best * 4.0,
+                "N {n}, B {b}: lr* {opt} vs best searched {best}"
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 4, "{fit}");
+    assert!(dir.join("fit/hparams_lr.png").exists(), "{fit}");
 }
