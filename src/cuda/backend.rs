@@ -191,6 +191,9 @@ pub struct CudaBackend {
     kernels: Kernels,
     /// An error from a call that cannot return one (`zero_grads`), reported by the next call.
     pending: Option<String>,
+    /// Opened for evaluation only: `grads`, `m` and `v` are one-element placeholders and every
+    /// training call is refused.
+    forward_only: bool,
     gpu: Gpu,
 }
 
@@ -215,7 +218,24 @@ impl CudaBackend {
         check_len("parameters", layout.contract_total, params.len())?;
         let gpu = Gpu::open(ordinal).map_err(|e| BackendError::Device(e.to_string()))?;
         let r = super::gpu::catch_cuda_panic("starting the CUDA backend", || {
-            Self::start(cfg, layout, params, gpu, None)
+            Self::start(cfg, layout, params, gpu, None, false)
+        });
+        r.map_err(BackendError::from)
+    }
+
+    /// As [`CudaBackend::new`], for evaluation only: no gradients and no AdamW moments are allocated
+    /// (their 12 bytes per parameter), and the training calls return an error.
+    pub fn new_forward_only(
+        cfg: ModelConfig,
+        params: &[f32],
+        ordinal: usize,
+    ) -> Result<Self, BackendError> {
+        Self::check_config(&cfg)?;
+        let layout = DeviceLayout::new(&cfg);
+        check_len("parameters", layout.contract_total, params.len())?;
+        let gpu = Gpu::open(ordinal).map_err(|e| BackendError::Device(e.to_string()))?;
+        let r = super::gpu::catch_cuda_panic("starting the CUDA backend", || {
+            Self::start(cfg, layout, params, gpu, None, true)
         });
         r.map_err(BackendError::from)
     }
@@ -232,7 +252,46 @@ impl CudaBackend {
         Self::check_config(&cfg)?;
         let layout = DeviceLayout::new(&cfg);
         check_len("parameters", layout.contract_total, params.len())?;
-        Self::start(cfg, layout, params, Gpu::emulated(), Some(exec)).map_err(BackendError::from)
+        Self::start(cfg, layout, params, Gpu::emulated(), Some(exec), false)
+            .map_err(BackendError::from)
+    }
+
+    /// [`CudaBackend::new_forward_only`] on the emulated device (see [`CudaBackend::new_emulated`]).
+    pub fn new_emulated_forward_only(
+        cfg: ModelConfig,
+        params: &[f32],
+        exec: Arc<dyn KernelExec>,
+    ) -> Result<Self, BackendError> {
+        Self::check_config(&cfg)?;
+        let layout = DeviceLayout::new(&cfg);
+        check_len("parameters", layout.contract_total, params.len())?;
+        Self::start(cfg, layout, params, Gpu::emulated(), Some(exec), true)
+            .map_err(BackendError::from)
+    }
+
+    /// Whether this backend was opened for evaluation only.
+    pub fn is_forward_only(&self) -> bool {
+        self.forward_only
+    }
+
+    /// Bytes of device memory held for the parameters' gradients and AdamW moments (0 for a
+    /// forward-only backend, whose placeholders are one element each).
+    pub fn training_state_bytes(&self) -> usize {
+        if self.forward_only {
+            0
+        } else {
+            3 * 4 * self.layout.total()
+        }
+    }
+
+    fn trainable(&self, what: &str) -> Result<(), BackendError> {
+        if self.forward_only {
+            Err(BackendError::Device(format!(
+                "{what} on a forward-only (evaluation) backend, which holds no gradients or optimizer state"
+            )))
+        } else {
+            Ok(())
+        }
     }
 
     fn check_config(cfg: &ModelConfig) -> Result<(), BackendError> {
@@ -256,10 +315,12 @@ impl CudaBackend {
         params: &[f32],
         gpu: Gpu,
         exec: Option<Arc<dyn KernelExec>>,
+        forward_only: bool,
     ) -> GpuResult<CudaBackend> {
         let total = layout.total();
         let (free, _) = gpu.mem_info()?;
-        let need = memory::state_bytes(&cfg, total);
+        // Gradients and the two moments are 12 of the state's 18 bytes per parameter.
+        let need = memory::state_bytes(&cfg, total) - if forward_only { 12 * total } else { 0 };
         if need + RESERVE_BYTES > free {
             return Err(GpuError::OutOfMemory(format!(
                 "allocating the parameters, gradients, AdamW moments and bf16 weights ({:.2} GiB; {:.2} \
@@ -301,10 +362,12 @@ impl CudaBackend {
                 })
             })
             .collect::<GpuResult<Vec<_>>>()?;
+        // A forward-only backend keeps one-element placeholders (a zero-byte allocation is an error).
+        let state = if forward_only { 1 } else { total };
         let be = CudaBackend {
-            grads: gpu.alloc_zeroed::<f32>(total, "the gradients")?,
-            m: gpu.alloc_zeroed::<f32>(total, "the AdamW first moments")?,
-            v: gpu.alloc_zeroed::<f32>(total, "the AdamW second moments")?,
+            grads: gpu.alloc_zeroed::<f32>(state, "the gradients")?,
+            m: gpu.alloc_zeroed::<f32>(state, "the AdamW first moments")?,
+            v: gpu.alloc_zeroed::<f32>(state, "the AdamW second moments")?,
             red_part: gpu.alloc::<f64>(REDUCE_BLOCKS, "reduction partials")?,
             red_out: gpu.alloc::<f64>(1, "a reduction result")?,
             loss_host: PinnedBuf::new(&gpu, 8)?,
@@ -320,6 +383,7 @@ impl CudaBackend {
             blas,
             kernels,
             pending: None,
+            forward_only,
             gpu,
         };
         be.ops().rope_table_init(be.rope_cs.ptr(), t)?;
@@ -923,6 +987,7 @@ impl Backend for CudaBackend {
         tokens_Bx_T1: &[u16],
         b: usize,
     ) -> Result<LossSum, BackendError> {
+        self.trainable("forward_backward")?;
         self.step(tokens_Bx_T1, b, true)
     }
 
@@ -939,6 +1004,12 @@ impl Backend for CudaBackend {
     }
 
     fn zero_grads(&mut self) {
+        if self.forward_only {
+            self.pending.get_or_insert(
+                "zero_grads on a forward-only (evaluation) backend, which holds no gradients".into(),
+            );
+            return;
+        }
         let r = self
             .gpu
             .bind()
@@ -950,6 +1021,7 @@ impl Backend for CudaBackend {
     }
 
     fn grad_norm(&mut self) -> Result<f64, BackendError> {
+        self.trainable("grad_norm")?;
         self.take_pending()?;
         let r = (|| -> GpuResult<f64> {
             self.gpu.bind()?;
@@ -961,6 +1033,7 @@ impl Backend for CudaBackend {
     }
 
     fn adamw_step(&mut self, hp: &AdamWStep) -> Result<(), BackendError> {
+        self.trainable("adamw_step")?;
         self.take_pending()?;
         let runs = ops::adamw_runs(&self.layout.params);
         let r = (|| -> GpuResult<()> {
@@ -990,6 +1063,7 @@ impl Backend for CudaBackend {
     }
 
     fn read_moments(&self) -> Result<(Vec<f32>, Vec<f32>), BackendError> {
+        self.trainable("read_moments")?;
         Ok((
             self.read_contract(&self.m, "the AdamW first moments")?,
             self.read_contract(&self.v, "the AdamW second moments")?,
@@ -1000,6 +1074,7 @@ impl Backend for CudaBackend {
         let n = self.layout.contract_total;
         check_len("AdamW first moment", n, m.len())?;
         check_len("AdamW second moment", n, v.len())?;
+        self.trainable("write_moments")?;
         self.gpu.bind()?;
         self.gpu.upload(&self.layout.pad(m), &self.m)?;
         self.gpu.upload(&self.layout.pad(v), &self.v)?;
@@ -1007,6 +1082,7 @@ impl Backend for CudaBackend {
     }
 
     fn read_grads(&self) -> Result<Vec<f32>, BackendError> {
+        self.trainable("read_grads")?;
         self.read_contract(&self.grads, "the gradients")
     }
 }

@@ -137,28 +137,62 @@ pub fn open_backend(
     }
 }
 
-/// Open a backend for evaluation only. On the CPU (chosen, or `auto` without a usable GPU) it is
-/// [`CpuBackend::new_forward_only`]: no gradients or AdamW moments are allocated. A GPU backend is
-/// opened as for training ([`open_backend`]).
+/// Open a backend for evaluation only: no gradients or AdamW moments are allocated, on the CPU
+/// ([`CpuBackend::new_forward_only`]) and on a GPU ([`CudaBackend::new_forward_only`]; its activation
+/// buffers are those of training). `auto` falls back to the CPU as [`open_backend`] does.
 pub fn open_eval_backend(
     choice: DeviceChoice,
     cfg: &ModelConfig,
     params: Vec<f32>,
 ) -> Result<Opened, DeviceError> {
-    let why = match choice {
-        DeviceChoice::Cpu => String::new(),
-        DeviceChoice::Auto => match probe_gpus() {
-            Err(why) => format!(" — {why}"),
-            Ok(_) => return open_backend(choice, cfg, params),
-        },
-        DeviceChoice::Cuda(_) => return open_backend(choice, cfg, params),
+    let cpu = |params: Vec<f32>, why: String| -> Result<Opened, DeviceError> {
+        let backend = CpuBackend::new_forward_only(*cfg, params)?;
+        Ok(Opened {
+            note: format!("device: {} (forward only){why}", backend.device_name()),
+            backend: Box::new(backend),
+            kind: DeviceKind::Cpu,
+        })
     };
-    let backend = CpuBackend::new_forward_only(*cfg, params)?;
-    Ok(Opened {
-        note: format!("device: {} (forward only){why}", backend.device_name()),
-        backend: Box::new(backend),
-        kind: DeviceKind::Cpu,
-    })
+    match choice {
+        DeviceChoice::Cpu => cpu(params, String::new()),
+        DeviceChoice::Auto => match probe_gpus() {
+            Err(why) => cpu(params, format!(" — {why}")),
+            Ok(gpus) => match CudaBackend::new_forward_only(*cfg, &params, 0) {
+                Ok(backend) => Ok(Opened {
+                    note: format!("device: {} (auto, forward only)", backend.device_name()),
+                    backend: Box::new(backend),
+                    kind: DeviceKind::Cuda { ordinal: 0 },
+                }),
+                Err(e) => {
+                    let msg = e.to_string();
+                    let first = msg.lines().next().unwrap_or("").trim().to_string();
+                    cpu(
+                        params,
+                        format!(
+                            " — found {}, but the CUDA backend failed to start: {first} \
+                             (--device cuda:0 shows the whole error)",
+                            gpus[0].name
+                        ),
+                    )
+                }
+            },
+        },
+        DeviceChoice::Cuda(index) => {
+            check_gpu(index)?;
+            match CudaBackend::new_forward_only(*cfg, &params, index) {
+                Ok(backend) => Ok(Opened {
+                    note: format!("device: {} (forward only)", backend.device_name()),
+                    backend: Box::new(backend),
+                    kind: DeviceKind::Cuda { ordinal: index },
+                }),
+                Err(e @ BackendError::OutOfMemory(_)) => Err(DeviceError::Backend(e)),
+                Err(e) => Err(DeviceError::NoSuchGpu {
+                    index,
+                    why: e.to_string(),
+                }),
+            }
+        }
+    }
 }
 
 /// Whether GPU `index` is there (driver loaded, device counted), without opening it: cheap, so callers

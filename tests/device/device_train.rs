@@ -173,6 +173,43 @@ fn forward_scores_match_cpu() {
     });
 }
 
+/// The forward-only (evaluation) backend scores exactly as the training one, holds no gradient or
+/// moment state, and refuses every training call with a message instead of writing anything.
+#[test]
+fn forward_only_backend_scores_as_the_training_one() {
+    for_each_target("forward_only_backend_scores_as_the_training_one", |t| {
+        let c = cfg();
+        let p0 = init_params(&c, 5);
+        let mut train = open(t, c, &p0);
+        let r = match t {
+            Target::Emulated => CudaBackend::new_emulated_forward_only(c, &p0, common::emu_exec()),
+            Target::Gpu(i) => CudaBackend::new_forward_only(c, &p0, i),
+        };
+        let mut eval = r.unwrap_or_else(|e| panic!("opening a forward-only backend on {t}: {e}"));
+        assert!(eval.is_forward_only() && !train.is_forward_only());
+        assert_eq!(eval.training_state_bytes(), 0);
+        assert!(train.training_state_bytes() > 0);
+        let b = 2;
+        let toks = batch(&c, b, 31);
+        let want = train.forward_scores(&toks, b).unwrap();
+        let got = eval.forward_scores(&toks, b).unwrap();
+        // The same kernels on the same inputs: bit for bit.
+        assert_eq!(got.logp_BxT, want.logp_BxT);
+        assert_eq!(got.hit_BxT, want.hit_BxT);
+        let l = eval.forward_loss(&toks, b).unwrap();
+        assert_eq!(l, train.forward_loss(&toks, b).unwrap());
+        assert_eq!(eval.read_params().unwrap(), train.read_params().unwrap());
+        for e in [
+            eval.forward_backward(&toks, b).map(|_| ()).unwrap_err(),
+            eval.grad_norm().map(|_| ()).unwrap_err(),
+            eval.read_grads().map(|_| ()).unwrap_err(),
+            eval.read_moments().map(|_| ()).unwrap_err(),
+        ] {
+            assert!(e.to_string().contains("forward-only"), "{e}");
+        }
+    });
+}
+
 // ---------------------------------------------------------------------------------------------------------
 /// The first-batch cases of `t`: (model, largest relative L2 error of a gradient).
 fn first_batch_cases(t: Target) -> Vec<(ModelConfig, f64)> {
