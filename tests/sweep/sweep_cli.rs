@@ -122,7 +122,19 @@ fn plan_table_lists_every_run_with_flops_and_time() {
     let flops = 6.0 * n as f64 * (steps * 8 * 64) as f64;
     assert_eq!(row[10], format!("{flops:.3e}"));
     assert!(flops >= 3e10 && flops < 3e10 + 6.0 * n as f64 * 512.0);
-    assert!(lines[5].starts_with("4 runs") && lines[6].contains("10000 tokens/s"));
+    // One line per size (runs and compute), then the total.
+    assert!(
+        lines[5].starts_with("size d64l1") && lines[5].contains("2 runs"),
+        "{out}"
+    );
+    assert!(
+        lines[6].starts_with("size d128l2") && lines[6].contains("2 runs"),
+        "{out}"
+    );
+    assert!(
+        lines[7].starts_with("4 runs") && lines[8].contains("10000 tokens/s"),
+        "{out}"
+    );
     // JSON plan: the same runs.
     let v: Value = serde_json::from_str(&ok(&["sweep", "plan", s(&spec), "--json"])).unwrap();
     assert_eq!(v["runs"].as_array().unwrap().len(), 4);
