@@ -1006,7 +1006,8 @@ impl Backend for CudaBackend {
     fn zero_grads(&mut self) {
         if self.forward_only {
             self.pending.get_or_insert(
-                "zero_grads on a forward-only (evaluation) backend, which holds no gradients".into(),
+                "zero_grads on a forward-only (evaluation) backend, which holds no gradients"
+                    .into(),
             );
             return;
         }

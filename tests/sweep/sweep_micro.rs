@@ -442,7 +442,9 @@ fn micro_search_has_interior_lr_minima() {
     println!("{fit}");
     let fj: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("fit/fit.json")).unwrap()).unwrap();
-    let sizes = fj["hparams"]["sizes"].as_array().unwrap_or_else(|| panic!("{fit}"));
+    let sizes = fj["hparams"]["sizes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{fit}"));
     assert_eq!(sizes.len(), 2, "{fit}");
     let mut checked = 0;
     for s in sizes {
