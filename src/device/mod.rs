@@ -86,22 +86,45 @@ pub fn open_backend(
     cfg: &ModelConfig,
     params: Vec<f32>,
 ) -> Result<Opened, DeviceError> {
+    open(choice, cfg, params, false)
+}
+
+/// [`open_backend`] or, with `forward_only`, [`open_eval_backend`].
+fn open(
+    choice: DeviceChoice,
+    cfg: &ModelConfig,
+    params: Vec<f32>,
+    forward_only: bool,
+) -> Result<Opened, DeviceError> {
+    let tag = if forward_only { ", forward only" } else { "" };
     let cpu = |params: Vec<f32>, why: String| -> Result<Opened, DeviceError> {
-        let backend = CpuBackend::new(*cfg, params)?;
-        let note = format!("device: {}{why}", backend.device_name());
+        let (backend, only) = if forward_only {
+            (
+                CpuBackend::new_forward_only(*cfg, params)?,
+                " (forward only)",
+            )
+        } else {
+            (CpuBackend::new(*cfg, params)?, "")
+        };
+        let note = format!("device: {}{only}{why}", backend.device_name());
         Ok(Opened {
             backend: Box::new(backend),
             kind: DeviceKind::Cpu,
             note,
         })
     };
+    let cuda = if forward_only {
+        CudaBackend::new_forward_only
+    } else {
+        CudaBackend::new
+    };
     match choice {
         DeviceChoice::Cpu => cpu(params, String::new()),
         DeviceChoice::Auto => match probe_gpus() {
             Err(why) => cpu(params, format!(" — {why}")),
-            Ok(gpus) => match CudaBackend::new(*cfg, &params, 0) {
+            Ok(gpus) => match cuda(*cfg, &params, 0) {
                 Ok(backend) => Ok(Opened {
-                    note: format!("device: {} (auto)", backend.device_name()),
+                    note: format!("device: {} (auto{tag})", backend.device_name()),
                     backend: Box::new(backend),
                     kind: DeviceKind::Cuda { ordinal: 0 },
                 }),
@@ -121,9 +144,13 @@ pub fn open_backend(
         },
         DeviceChoice::Cuda(index) => {
             check_gpu(index)?;
-            match CudaBackend::new(*cfg, &params, index) {
+            match cuda(*cfg, &params, index) {
                 Ok(backend) => Ok(Opened {
-                    note: format!("device: {}", backend.device_name()),
+                    note: format!(
+                        "device: {}{}",
+                        backend.device_name(),
+                        if forward_only { " (forward only)" } else { "" }
+                    ),
                     backend: Box::new(backend),
                     kind: DeviceKind::Cuda { ordinal: index },
                 }),
@@ -145,54 +172,7 @@ pub fn open_eval_backend(
     cfg: &ModelConfig,
     params: Vec<f32>,
 ) -> Result<Opened, DeviceError> {
-    let cpu = |params: Vec<f32>, why: String| -> Result<Opened, DeviceError> {
-        let backend = CpuBackend::new_forward_only(*cfg, params)?;
-        Ok(Opened {
-            note: format!("device: {} (forward only){why}", backend.device_name()),
-            backend: Box::new(backend),
-            kind: DeviceKind::Cpu,
-        })
-    };
-    match choice {
-        DeviceChoice::Cpu => cpu(params, String::new()),
-        DeviceChoice::Auto => match probe_gpus() {
-            Err(why) => cpu(params, format!(" — {why}")),
-            Ok(gpus) => match CudaBackend::new_forward_only(*cfg, &params, 0) {
-                Ok(backend) => Ok(Opened {
-                    note: format!("device: {} (auto, forward only)", backend.device_name()),
-                    backend: Box::new(backend),
-                    kind: DeviceKind::Cuda { ordinal: 0 },
-                }),
-                Err(e) => {
-                    let msg = e.to_string();
-                    let first = msg.lines().next().unwrap_or("").trim().to_string();
-                    cpu(
-                        params,
-                        format!(
-                            " — found {}, but the CUDA backend failed to start: {first} \
-                             (--device cuda:0 shows the whole error)",
-                            gpus[0].name
-                        ),
-                    )
-                }
-            },
-        },
-        DeviceChoice::Cuda(index) => {
-            check_gpu(index)?;
-            match CudaBackend::new_forward_only(*cfg, &params, index) {
-                Ok(backend) => Ok(Opened {
-                    note: format!("device: {} (forward only)", backend.device_name()),
-                    backend: Box::new(backend),
-                    kind: DeviceKind::Cuda { ordinal: index },
-                }),
-                Err(e @ BackendError::OutOfMemory(_)) => Err(DeviceError::Backend(e)),
-                Err(e) => Err(DeviceError::NoSuchGpu {
-                    index,
-                    why: e.to_string(),
-                }),
-            }
-        }
-    }
+    open(choice, cfg, params, true)
 }
 
 /// Whether GPU `index` is there (driver loaded, device counted), without opening it: cheap, so callers
