@@ -2,8 +2,6 @@
 
 use anyhow::Context;
 use isoflop::fit::compare::{self, CompareOptions};
-use isoflop::fit::data::Columns;
-use isoflop::model::accounting::FlopConvention;
 use std::path::{Path, PathBuf};
 
 /// Arguments of `isoflop compare`.
@@ -30,24 +28,9 @@ pub struct CompareArgs {
     /// <stem>_compare next to the file].
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// FLOP convention: reads the `flops_<convention>` columns of sweep exports.
-    #[arg(long, value_enum, default_value_t = FlopConvention::Standard)]
-    pub convention: FlopConvention,
-    /// Column of parameters N [default: n_params, n, N, params, "Model Size"].
-    #[arg(long)]
-    pub n_col: Option<String>,
-    /// Column of training tokens D [default: tokens, D, n_tokens; else D = C/(6N)].
-    #[arg(long)]
-    pub d_col: Option<String>,
-    /// Column of training FLOPs C [default: flops_<convention>, flops, C, "Training FLOP"; else C = 6ND].
-    #[arg(long)]
-    pub c_col: Option<String>,
-    /// Column of the final loss [default: eval_loss, loss, final_loss].
-    #[arg(long)]
-    pub loss_col: Option<String>,
-    /// Column of the run id, which pairs runs across arms [default: run_id, run, name, id].
-    #[arg(long)]
-    pub run_col: Option<String>,
+    /// FLOP convention and the columns of N, D, C, loss and run id.
+    #[command(flatten)]
+    pub cols: super::columns::ColumnArgs,
     /// Paired bootstrap replicates.
     #[arg(long, default_value_t = 1000)]
     pub bootstrap: usize,
@@ -104,17 +87,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     if let Some(c) = args.at.iter().find(|c| !(c.is_finite() && **c > 0.0)) {
         anyhow::bail!("--at must be a positive compute, got {c}");
     }
-    let cols = Columns {
-        convention: args.convention,
-        n: args.n_col.clone(),
-        d: args.d_col.clone(),
-        c: args.c_col.clone(),
-        loss: args.loss_col.clone(),
-        run: args.run_col.clone(),
-        step_c: None,
-        step_d: None,
-        step_loss: None,
-    };
+    let cols = args.cols.columns();
     let inputs: Vec<&Path> = args.inputs.iter().map(PathBuf::as_path).collect();
     let arms = compare::load_arms(&inputs, &args.by, &args.names, &cols)?;
     for a in &arms {

@@ -6,7 +6,6 @@ use isoflop::fit::hparams::{self, HpOptions};
 use isoflop::fit::law::{LawOptions, Objective};
 use isoflop::fit::report::{self, DownstreamOptions, FitKind, FitOptions};
 use isoflop::fit::{downstream, parametric, plot, predict, FitError};
-use isoflop::model::accounting::FlopConvention;
 use std::path::PathBuf;
 
 /// Which fits to run.
@@ -58,24 +57,9 @@ pub struct FitArgs {
     /// <stem>_fit next to the file].
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// FLOP convention: reads the `flops_<convention>` columns of sweep exports.
-    #[arg(long, value_enum, default_value_t = FlopConvention::Standard)]
-    pub convention: FlopConvention,
-    /// Column of parameters N [default: n_params, n, N, params, "Model Size"].
-    #[arg(long)]
-    pub n_col: Option<String>,
-    /// Column of training tokens D [default: tokens, D, n_tokens; else D = C/(6N)].
-    #[arg(long)]
-    pub d_col: Option<String>,
-    /// Column of training FLOPs C [default: flops_<convention>, flops, C, "Training FLOP"; else C = 6ND].
-    #[arg(long)]
-    pub c_col: Option<String>,
-    /// Column of the final loss [default: eval_loss, loss, final_loss].
-    #[arg(long)]
-    pub loss_col: Option<String>,
-    /// Column of the run id joining steps with runs [default: run_id, run, name, id].
-    #[arg(long)]
-    pub run_col: Option<String>,
+    /// FLOP convention and the columns of N, D, C, loss and run id.
+    #[command(flatten)]
+    pub cols: super::columns::ColumnArgs,
     /// Per-step column of cumulative FLOPs [default: flops_<convention>, flops, C].
     #[arg(long)]
     pub step_c_col: Option<String>,
@@ -147,15 +131,10 @@ pub fn run(args: FitArgs) -> anyhow::Result<()> {
         "--envelope-grid must be at least 2"
     );
     let cols = Columns {
-        convention: args.convention,
-        n: args.n_col.clone(),
-        d: args.d_col.clone(),
-        c: args.c_col.clone(),
-        loss: args.loss_col.clone(),
-        run: args.run_col.clone(),
         step_c: args.step_c_col.clone(),
         step_d: args.step_d_col.clone(),
         step_loss: args.step_loss_col.clone(),
+        ..args.cols.columns()
     };
     if let Some(c) = args.chance {
         anyhow::ensure!(
@@ -191,7 +170,7 @@ pub fn run(args: FitArgs) -> anyhow::Result<()> {
     let pairs = if args.approach.contains(&Approach::Downstream) {
         Some(downstream::read_pairs(
             &args.input,
-            args.loss_col.as_deref(),
+            args.cols.loss_col.as_deref(),
             &args.error_col,
             args.arm.as_deref(),
         )?)
@@ -203,7 +182,7 @@ pub fn run(args: FitArgs) -> anyhow::Result<()> {
         // Every fit the data support: the downstream law when the table has the error column.
         match downstream::read_pairs(
             &args.input,
-            args.loss_col.as_deref(),
+            args.cols.loss_col.as_deref(),
             &args.error_col,
             args.arm.as_deref(),
         ) {
@@ -251,7 +230,7 @@ pub fn run(args: FitArgs) -> anyhow::Result<()> {
         budget_tol: args.budget_tol,
         envelope_grid: args.envelope_grid,
         drop_highest: args.drop_highest,
-        convention: args.convention.name().to_string(),
+        convention: args.cols.convention.name().to_string(),
     };
     let (mut rep, mut fitted) = report::run(&ds, &opts)?;
     let want_hparams = args.approach.contains(&Approach::Hparams);

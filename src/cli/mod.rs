@@ -1,6 +1,7 @@
 //! Subcommands of the `isoflop` binary, one module each.
 
 pub mod bench;
+pub mod columns;
 pub mod compare;
 pub mod data;
 pub mod eval;
