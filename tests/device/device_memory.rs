@@ -33,7 +33,7 @@ fn memory_plan_equals_the_allocations() {
                 seq_len: 40,
                 vocab_size: 300,
             },
-            2,
+            1,
         ),
         // Two heads, one block, two attention tiles.
         (
@@ -53,7 +53,7 @@ fn memory_plan_equals_the_allocations() {
                 seq_len: 16,
                 vocab_size: 130,
             },
-            3,
+            2,
         ),
     ];
     for (c, b) in cfgs {
