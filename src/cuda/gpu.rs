@@ -724,7 +724,7 @@ impl<T: DevElem> DevBuf<T> {
 /// The element type is part of the type, so a bf16 buffer cannot be passed where the kernel wants
 /// f32:
 ///
-/// ```compile_fail
+/// ```compile_fail,E0308
 /// use isoflop::cuda::gpu::{DevSlice, Gpu};
 /// use isoflop::cuda::ops::Ops;
 /// use half::bf16;
