@@ -13,7 +13,7 @@ use criterion::{Criterion, Throughput};
 use isoflop::cuda::kernel_bench::{open_launcher, CudaKernelLauncher};
 use isoflop::cuda::kernel_cases::standard_cases;
 use isoflop::device::peak::{datasheet_bandwidth, datasheet_peak};
-use isoflop::device::DeviceKind;
+use isoflop::device::{error_chain, DeviceKind};
 use std::cell::RefCell;
 use std::time::Duration;
 
@@ -28,12 +28,12 @@ fn profile(c: &mut Criterion, launcher: &RefCell<CudaKernelLauncher>) {
             f / 1e12,
             b / 1e12
         ),
-        Err(e) => println!("{device}: no measured ceilings ({e})"),
+        Err(e) => println!("{device}: no measured ceilings ({})", error_chain(e)),
     }
     let mut summary = Vec::new();
     for case in standard_cases() {
         if let Err(e) = launcher.borrow_mut().prepare(&case) {
-            println!("{}: skipped ({e})", case.id());
+            println!("{}: skipped ({})", case.id(), error_chain(&e));
             continue;
         }
         let mut g = c.benchmark_group(case.family.name());
@@ -51,7 +51,7 @@ fn profile(c: &mut Criterion, launcher: &RefCell<CudaKernelLauncher>) {
                 let s = launcher
                     .borrow_mut()
                     .time_launches(&case, iters)
-                    .unwrap_or_else(|e| panic!("{}: {e}", case.id()));
+                    .unwrap_or_else(|e| panic!("{}: {}", case.id(), error_chain(&e)));
                 times.push(s / iters as f64);
                 Duration::from_secs_f64(s)
             })
@@ -101,7 +101,7 @@ fn main() {
     let launcher = match open_launcher() {
         Ok(l) => l,
         Err(why) => {
-            println!("kernels bench skipped: {why}");
+            println!("kernels bench skipped: {}", error_chain(&why));
             return;
         }
     };

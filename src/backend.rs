@@ -101,6 +101,16 @@ pub enum BackendError {
     /// Any other device error.
     #[error("device error: {0}")]
     Device(String),
+    /// A failure of a device library (the CUDA driver, cuBLASLt) with the library's error as its
+    /// source, so `{e:#}` prints the cause chain.
+    #[error("device error: {what}")]
+    Gpu {
+        /// What was being done.
+        what: String,
+        /// The library's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
 }
 
 /// A compute backend for one model.

@@ -20,10 +20,12 @@
 //! Determinism: no float atomics anywhere (fixed-order reductions in every kernel, one cuBLASLt
 //! algorithm per product shape), so two runs from one seed give bitwise-identical losses.
 
-use super::blas::{Blas, OutType};
-use super::gpu::{DevBuf, DevPtr, Event, Gpu, GpuError, GpuResult, KernelExec, Kernels, PinnedBuf};
+use super::blas::{Blas, Gemm};
+use super::gpu::{
+    DevBuf, DevElem, DevSlice, Event, Gpu, GpuError, GpuResult, KernelExec, Kernels, PinnedBuf,
+};
 use super::layout::DeviceLayout;
-use super::memory::{self, TokenLayout, REDUCE_BLOCKS, RESERVE_BYTES};
+use super::memory::{self, PlanBuf, TokenLayout, RESERVE_BYTES};
 use super::nvrtc;
 use super::ops::{self, AdamWState, AttnBackward, AttnForward, AttnShape, LnBackward, Ops};
 use crate::backend::{AdamWStep, Backend, BackendError, LossSum, TokenScores};
@@ -32,121 +34,352 @@ use crate::model::{ModelConfig, HEAD_DIM};
 use half::bf16;
 use std::sync::Arc;
 
-/// What one block keeps from its forward for its backward.
-struct LayerActs {
-    /// Block input (the residual stream) [N, D] f32.
-    x: DevBuf<f32>,
-    xn1: DevBuf<bf16>,
-    mean1: DevBuf<f32>,
-    rstd1: DevBuf<f32>,
-    /// Pre-norm q, k and v [N, D] bf16.
-    q: DevBuf<bf16>,
-    k: DevBuf<bf16>,
-    v: DevBuf<bf16>,
-    /// Attention output (input of wo) [N, D] bf16 and its row logsumexp [B, H, T].
-    y: DevBuf<bf16>,
-    lse: DevBuf<f32>,
-    /// Residual after attention [N, D] f32.
-    h: DevBuf<f32>,
-    xn2: DevBuf<bf16>,
-    mean2: DevBuf<f32>,
-    rstd2: DevBuf<f32>,
-    /// MLP pre-activation [N, 4D] bf16 (GELU is recomputed in the backward).
-    u: DevBuf<bf16>,
+/// Allocates the buffers of a memory plan ([`memory::activation_plan`], [`memory::state_plan`]) by
+/// name: each allocation takes its size and element type from the table, and [`PlanAlloc::finish`]
+/// checks that every planned buffer was allocated as often as planned, so the plan (what the memory
+/// check and the report count) and the allocations cannot drift apart.
+struct PlanAlloc<'g> {
+    gpu: &'g Gpu,
+    plan: Vec<PlanBuf>,
+    /// Allocations made of each plan entry.
+    taken: Vec<usize>,
 }
 
-/// Activations and scratch for up to `cap_b` sequences.
+impl<'g> PlanAlloc<'g> {
+    fn new(gpu: &'g Gpu, plan: Vec<PlanBuf>) -> Self {
+        let taken = vec![0; plan.len()];
+        PlanAlloc { gpu, plan, taken }
+    }
+
+    /// The next allocation of plan entry `name` (uninitialised).
+    fn take<T: DevElem>(&mut self, name: &str) -> GpuResult<DevBuf<T>> {
+        let i = self
+            .plan
+            .iter()
+            .position(|p| p.name == name)
+            .ok_or_else(|| GpuError::Bounds(format!("{name} is not in the memory plan")))?;
+        let p = &self.plan[i];
+        if p.dtype.name() != T::NAME {
+            return Err(GpuError::Bounds(format!(
+                "{name} is planned as {} but allocated as {}",
+                p.dtype.name(),
+                T::NAME
+            )));
+        }
+        if self.taken[i] >= p.count {
+            return Err(GpuError::Bounds(format!(
+                "{name} is planned {} time(s) but allocated more often",
+                p.count
+            )));
+        }
+        self.taken[i] += 1;
+        self.gpu.alloc::<T>(p.elems, name)
+    }
+
+    /// Count an allocation of plan entry `name` made elsewhere (cuBLASLt's workspace, which
+    /// [`Blas::new`] allocates on the same device, so the device's byte count still sees it).
+    fn take_external(&mut self, name: &str) -> GpuResult<()> {
+        let i = self
+            .plan
+            .iter()
+            .position(|p| p.name == name || p.item == name)
+            .ok_or_else(|| GpuError::Bounds(format!("{name} is not in the memory plan")))?;
+        self.taken[i] += 1;
+        Ok(())
+    }
+
+    /// [`PlanAlloc::take`], zeroed.
+    fn take_zeroed<T: DevElem>(&mut self, name: &str) -> GpuResult<DevBuf<T>> {
+        let b = self.take::<T>(name)?;
+        b.zero(&self.gpu.stream)?;
+        Ok(b)
+    }
+
+    /// Check that every entry was allocated exactly as often as planned.
+    fn finish(self) -> GpuResult<()> {
+        for (p, &n) in self.plan.iter().zip(&self.taken) {
+            if n != p.count {
+                return Err(GpuError::Bounds(format!(
+                    "{} is planned {} time(s) but allocated {n} time(s)",
+                    p.name, p.count
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What one block keeps from its forward for its backward (N = B·T rows).
+#[allow(non_snake_case)]
+struct LayerActs {
+    /// Block input (the residual stream), f32.
+    x_NxD: DevBuf<f32>,
+    /// LN1 output, its row means and reciprocal standard deviations.
+    xn1_NxD: DevBuf<bf16>,
+    mean1_N: DevBuf<f32>,
+    rstd1_N: DevBuf<f32>,
+    /// Pre-norm queries, keys and values.
+    q_NxD: DevBuf<bf16>,
+    k_NxD: DevBuf<bf16>,
+    v_NxD: DevBuf<bf16>,
+    /// Attention output (input of wo) and its row logsumexp.
+    y_NxD: DevBuf<bf16>,
+    lse_BxHxT: DevBuf<f32>,
+    /// Residual after attention, f32.
+    h_NxD: DevBuf<f32>,
+    /// LN2 output and statistics.
+    xn2_NxD: DevBuf<bf16>,
+    mean2_N: DevBuf<f32>,
+    rstd2_N: DevBuf<f32>,
+    /// MLP pre-activation (GELU is recomputed in the backward).
+    u_Nx4D: DevBuf<bf16>,
+}
+
+/// Activations and scratch for up to `cap_b` sequences, allocated from [`memory::activation_plan`]
+/// (the token staging slots of that plan live in [`CudaBackend::slots`]).
+#[allow(non_snake_case)]
 struct Acts {
     cap_b: usize,
     layers: Vec<LayerActs>,
-    /// Output of the last block [N, D] f32.
-    last: DevBuf<f32>,
-    xf: DevBuf<bf16>,
-    meanf: DevBuf<f32>,
-    rstdf: DevBuf<f32>,
-    /// Logits `[N, Vp]` f32; after the cross-entropy, row r's bf16 gradient `[Vp]` fills the first half of row
-    /// r's bytes (a bf16 [N, Vp] matrix with row stride 2·Vp).
-    logits: DevBuf<f32>,
-    loss_rows: DevBuf<f32>,
-    /// Scratch.
-    dres: DevBuf<f32>,
-    t1: DevBuf<f32>,
-    dres_b: DevBuf<bf16>,
-    dy: DevBuf<bf16>,
-    dq: DevBuf<bf16>,
-    dk: DevBuf<bf16>,
-    dv: DevBuf<bf16>,
-    /// GELU output [N, 4D] bf16 (forward, and recomputed in the backward).
-    g: DevBuf<bf16>,
-    dg: DevBuf<f32>,
-    du: DevBuf<bf16>,
-    delta: DevBuf<f32>,
+    /// Output of the last block, f32.
+    last_NxD: DevBuf<f32>,
+    xf_NxD: DevBuf<bf16>,
+    meanf_N: DevBuf<f32>,
+    rstdf_N: DevBuf<f32>,
+    /// Logits f32; after the cross-entropy, row r's bf16 gradient `[Vp]` fills the first half of row
+    /// r's bytes (a bf16 `[N, Vp]` matrix with row stride 2·Vp).
+    logits_NxVp: DevBuf<f32>,
+    loss_rows_N: DevBuf<f32>,
+    /// Scratch: the residual gradient (f32 and bf16) and an f32 `[N, D]` temporary.
+    dres_NxD: DevBuf<f32>,
+    t1_NxD: DevBuf<f32>,
+    dres_b_NxD: DevBuf<bf16>,
+    /// Gradients of the attention output, q, k and v.
+    dy_NxD: DevBuf<bf16>,
+    dq_NxD: DevBuf<bf16>,
+    dk_NxD: DevBuf<bf16>,
+    dv_NxD: DevBuf<bf16>,
+    /// GELU output (forward, and recomputed in the backward), its f32 gradient, and the
+    /// pre-activation's gradient.
+    g_Nx4D: DevBuf<bf16>,
+    dg_Nx4D: DevBuf<f32>,
+    du_Nx4D: DevBuf<bf16>,
+    /// Attention backward row sums and QK-Norm scale partials; LayerNorm scale partials.
+    delta_BxHxT: DevBuf<f32>,
     dscale_part: DevBuf<f32>,
     ln_part: DevBuf<f32>,
 }
 
 impl Acts {
-    fn new(gpu: &Gpu, cfg: &ModelConfig, b: usize) -> GpuResult<Acts> {
-        let (d, t, vp) = (
-            cfg.d_model,
-            cfg.seq_len,
-            super::layout::padded_vocab(cfg.vocab_size),
-        );
-        let h = d / HEAD_DIM;
-        let n = b * t;
-        let nd = n * d;
-        let attn = AttnShape { b, t, h };
-        let f32s = |len: usize, what: &str| gpu.alloc::<f32>(len, what);
-        let bf16s = |len: usize, what: &str| gpu.alloc::<bf16>(len, what);
-        let mut layers = Vec::with_capacity(cfg.n_layers);
-        for _ in 0..cfg.n_layers {
+    /// Allocate one set from the plan (the caller takes the token slots and finishes the plan).
+    fn new(a: &mut PlanAlloc, n_layers: usize, b: usize) -> GpuResult<Acts> {
+        let mut layers = Vec::with_capacity(n_layers);
+        for _ in 0..n_layers {
             layers.push(LayerActs {
-                x: f32s(nd, "block inputs")?,
-                xn1: bf16s(nd, "LN1 outputs")?,
-                mean1: f32s(n, "LN1 means")?,
-                rstd1: f32s(n, "LN1 rstd")?,
-                q: bf16s(nd, "queries")?,
-                k: bf16s(nd, "keys")?,
-                v: bf16s(nd, "values")?,
-                y: bf16s(nd, "attention outputs")?,
-                lse: f32s(attn.stats_len(), "attention logsumexp")?,
-                h: f32s(nd, "attention residuals")?,
-                xn2: bf16s(nd, "LN2 outputs")?,
-                mean2: f32s(n, "LN2 means")?,
-                rstd2: f32s(n, "LN2 rstd")?,
-                u: bf16s(4 * nd, "MLP pre-activations")?,
+                x_NxD: a.take("x_NxD")?,
+                xn1_NxD: a.take("xn1_NxD")?,
+                mean1_N: a.take("mean1_N")?,
+                rstd1_N: a.take("rstd1_N")?,
+                q_NxD: a.take("q_NxD")?,
+                k_NxD: a.take("k_NxD")?,
+                v_NxD: a.take("v_NxD")?,
+                y_NxD: a.take("y_NxD")?,
+                lse_BxHxT: a.take("lse_BxHxT")?,
+                h_NxD: a.take("h_NxD")?,
+                xn2_NxD: a.take("xn2_NxD")?,
+                mean2_N: a.take("mean2_N")?,
+                rstd2_N: a.take("rstd2_N")?,
+                u_Nx4D: a.take("u_Nx4D")?,
             });
         }
         Ok(Acts {
             cap_b: b,
             layers,
-            last: f32s(nd, "the last residual")?,
-            xf: bf16s(nd, "final LN outputs")?,
-            meanf: f32s(n, "final LN means")?,
-            rstdf: f32s(n, "final LN rstd")?,
-            logits: f32s(n * vp, "logits")?,
-            loss_rows: f32s(n, "per-row losses")?,
-            dres: f32s(nd, "the residual gradient")?,
-            t1: f32s(nd, "[N,D] scratch")?,
-            dres_b: bf16s(nd, "[N,D] bf16 scratch")?,
-            dy: bf16s(nd, "attention output gradients")?,
-            dq: bf16s(nd, "query gradients")?,
-            dk: bf16s(nd, "key gradients")?,
-            dv: bf16s(nd, "value gradients")?,
-            g: bf16s(4 * nd, "GELU outputs")?,
-            dg: f32s(4 * nd, "GELU output gradients")?,
-            du: bf16s(4 * nd, "MLP pre-activation gradients")?,
-            delta: f32s(attn.stats_len(), "attention backward rowsums")?,
-            dscale_part: f32s(attn.dscale_part_len(), "QK-Norm scale partials")?,
-            ln_part: f32s(ops::ln_part_len(n, d), "LayerNorm scale partials")?,
+            last_NxD: a.take("last_NxD")?,
+            xf_NxD: a.take("xf_NxD")?,
+            meanf_N: a.take("meanf_N")?,
+            rstdf_N: a.take("rstdf_N")?,
+            logits_NxVp: a.take("logits_NxVp")?,
+            loss_rows_N: a.take("loss_rows_N")?,
+            dres_NxD: a.take("dres_NxD")?,
+            t1_NxD: a.take("t1_NxD")?,
+            dres_b_NxD: a.take("dres_b_NxD")?,
+            dy_NxD: a.take("dy_NxD")?,
+            dq_NxD: a.take("dq_NxD")?,
+            dk_NxD: a.take("dk_NxD")?,
+            dv_NxD: a.take("dv_NxD")?,
+            g_Nx4D: a.take("g_Nx4D")?,
+            dg_Nx4D: a.take("dg_Nx4D")?,
+            du_Nx4D: a.take("du_Nx4D")?,
+            delta_BxHxT: a.take("delta_BxHxT")?,
+            dscale_part: a.take("dscale_part")?,
+            ln_part: a.take("ln_part")?,
         })
     }
+}
+
+/// One block's weights as the kernels read them: the matrices from the bf16 working copy, the norm
+/// scales from the f32 master weights. Views into the parameter arenas, cut by
+/// [`ModelWeights::new`] from the device layout.
+#[allow(non_snake_case)]
+struct BlockWeights<'a> {
+    ln1_D: DevSlice<'a, f32>,
+    wq_DxD: DevSlice<'a, bf16>,
+    wk_DxD: DevSlice<'a, bf16>,
+    wv_DxD: DevSlice<'a, bf16>,
+    q_norm_64: DevSlice<'a, f32>,
+    k_norm_64: DevSlice<'a, f32>,
+    wo_DxD: DevSlice<'a, bf16>,
+    ln2_D: DevSlice<'a, f32>,
+    w1_Dx4D: DevSlice<'a, bf16>,
+    w2_4DxD: DevSlice<'a, bf16>,
+}
+
+/// The whole model's weights (see [`BlockWeights`]).
+#[allow(non_snake_case)]
+struct ModelWeights<'a> {
+    embed_VxD: DevSlice<'a, f32>,
+    blocks: Vec<BlockWeights<'a>>,
+    final_norm_D: DevSlice<'a, f32>,
+    head_DxVp: DevSlice<'a, bf16>,
+}
+
+/// Every tensor of one parameter-shaped buffer, by name: the gradients (all f32), or any buffer
+/// of the device layout's shape.
+#[allow(non_snake_case)]
+struct BlockTensors<'a, T: DevElem> {
+    ln1_D: DevSlice<'a, T>,
+    wq_DxD: DevSlice<'a, T>,
+    wk_DxD: DevSlice<'a, T>,
+    wv_DxD: DevSlice<'a, T>,
+    q_norm_64: DevSlice<'a, T>,
+    k_norm_64: DevSlice<'a, T>,
+    wo_DxD: DevSlice<'a, T>,
+    ln2_D: DevSlice<'a, T>,
+    w1_Dx4D: DevSlice<'a, T>,
+    w2_4DxD: DevSlice<'a, T>,
+}
+
+/// A parameter-shaped buffer cut into its tensors (see [`BlockTensors`]).
+#[allow(non_snake_case)]
+struct ModelTensors<'a, T: DevElem> {
+    embed_VxD: DevSlice<'a, T>,
+    blocks: Vec<BlockTensors<'a, T>>,
+    final_norm_D: DevSlice<'a, T>,
+    head_DxVp: DevSlice<'a, T>,
+}
+
+impl<'a, T: DevElem> ModelTensors<'a, T> {
+    /// Cut `buf` (in the device layout) into its tensors: checked sub-slices at the layout's offsets.
+    fn new(layout: &DeviceLayout, buf: &'a DevBuf<T>) -> GpuResult<Self> {
+        let lay = &layout.params;
+        let (d, v, vp) = (layout.d, layout.v, layout.vp);
+        let at = |off: usize, len: usize| buf.sub(off, len);
+        let blocks = lay
+            .blocks
+            .iter()
+            .map(|bo| {
+                Ok(BlockTensors {
+                    ln1_D: at(bo.ln1, d)?,
+                    wq_DxD: at(bo.wq, d * d)?,
+                    wk_DxD: at(bo.wk, d * d)?,
+                    wv_DxD: at(bo.wv, d * d)?,
+                    q_norm_64: at(bo.q_norm, HEAD_DIM)?,
+                    k_norm_64: at(bo.k_norm, HEAD_DIM)?,
+                    wo_DxD: at(bo.wo, d * d)?,
+                    ln2_D: at(bo.ln2, d)?,
+                    w1_Dx4D: at(bo.w1, d * 4 * d)?,
+                    w2_4DxD: at(bo.w2, 4 * d * d)?,
+                })
+            })
+            .collect::<GpuResult<Vec<_>>>()?;
+        Ok(ModelTensors {
+            embed_VxD: at(lay.embed, v * d)?,
+            blocks,
+            final_norm_D: at(lay.final_norm, d)?,
+            head_DxVp: at(lay.head, d * vp)?,
+        })
+    }
+}
+
+impl<'a> ModelWeights<'a> {
+    /// The weights the kernels read: norm scales and the embedding from the f32 `params`, matrices
+    /// from the bf16 working copy `wb` (both in the device layout).
+    fn new(
+        layout: &DeviceLayout,
+        params: &'a DevBuf<f32>,
+        wb: &'a DevBuf<bf16>,
+    ) -> GpuResult<Self> {
+        let f = ModelTensors::new(layout, params)?;
+        let h = ModelTensors::new(layout, wb)?;
+        let blocks = f
+            .blocks
+            .iter()
+            .zip(&h.blocks)
+            .map(|(f, h)| BlockWeights {
+                ln1_D: f.ln1_D,
+                wq_DxD: h.wq_DxD,
+                wk_DxD: h.wk_DxD,
+                wv_DxD: h.wv_DxD,
+                q_norm_64: f.q_norm_64,
+                k_norm_64: f.k_norm_64,
+                wo_DxD: h.wo_DxD,
+                ln2_D: f.ln2_D,
+                w1_Dx4D: h.w1_Dx4D,
+                w2_4DxD: h.w2_4DxD,
+            })
+            .collect();
+        Ok(ModelWeights {
+            embed_VxD: f.embed_VxD,
+            blocks,
+            final_norm_D: f.final_norm_D,
+            head_DxVp: h.head_DxVp,
+        })
+    }
+}
+
+/// The parts of one token staging slot ([`TokenLayout`]) as typed views.
+#[allow(non_snake_case)]
+struct TokenViews<'a> {
+    /// Input ids.
+    inputs_N: DevSlice<'a, u16>,
+    /// Target ids.
+    targets_N: DevSlice<'a, u16>,
+    /// The embedding-backward CSR: distinct ids (at most N), offsets into the positions (at most
+    /// N + 1), positions grouped by id.
+    ids: DevSlice<'a, u16>,
+    offsets: DevSlice<'a, i32>,
+    positions_N: DevSlice<'a, i32>,
+}
+
+impl<'a> TokenViews<'a> {
+    /// The views of `slot` for `n` positions.
+    fn new(slot: &'a TokenSlot, n: usize) -> GpuResult<Self> {
+        let dev = slot
+            .dev
+            .as_ref()
+            .ok_or_else(|| GpuError::Unavailable("token staging was not allocated".into()))?;
+        let lay = TokenLayout::new(n);
+        let bytes = |at: usize, len: usize| dev.sub(at, len);
+        Ok(TokenViews {
+            inputs_N: bytes(lay.inputs, 2 * n)?.reinterpret()?,
+            targets_N: bytes(lay.targets, 2 * n)?.reinterpret()?,
+            ids: bytes(lay.ids, 2 * n)?.reinterpret()?,
+            offsets: bytes(lay.offsets, 4 * (n + 1))?.reinterpret()?,
+            positions_N: bytes(lay.positions, 4 * n)?.reinterpret()?,
+        })
+    }
+}
+
+fn no_acts() -> GpuError {
+    GpuError::Unavailable("activations were not allocated".into())
 }
 
 /// One token staging slot: pinned host bytes, device bytes, and the events that order them.
 struct TokenSlot {
     host: PinnedBuf,
-    dev: DevBuf<u8>,
+    /// Allocated with the activations ([`memory::activation_plan`]'s `token_slot`).
+    dev: Option<DevBuf<u8>>,
     /// Recorded on the copy stream after the upload.
     uploaded: Event,
     /// Recorded on the compute stream after the last kernel that reads the slot.
@@ -197,6 +430,14 @@ pub struct CudaBackend {
     gpu: Gpu,
 }
 
+/// The device a constructor opens.
+enum Opening {
+    /// GPU `ordinal`.
+    Gpu(usize),
+    /// The emulated device with this kernel emulator.
+    Emulated(Arc<dyn KernelExec>),
+}
+
 fn check_len(what: &'static str, expected: usize, got: usize) -> Result<(), BackendError> {
     if expected == got {
         Ok(())
@@ -213,14 +454,7 @@ impl CudaBackend {
     /// Open GPU `ordinal`, compile (or load from the cache) the kernels for its architecture, and
     /// upload `params` (flat, the contract's [`crate::model::ParamLayout`] order). Gradients and moments start at zero.
     pub fn new(cfg: ModelConfig, params: &[f32], ordinal: usize) -> Result<Self, BackendError> {
-        Self::check_config(&cfg)?;
-        let layout = DeviceLayout::new(&cfg);
-        check_len("parameters", layout.contract_total, params.len())?;
-        let gpu = Gpu::open(ordinal).map_err(|e| BackendError::Device(e.to_string()))?;
-        let r = super::gpu::catch_cuda_panic("starting the CUDA backend", || {
-            Self::start(cfg, layout, params, gpu, None, false)
-        });
-        r.map_err(BackendError::from)
+        Self::open(cfg, params, Opening::Gpu(ordinal), false)
     }
 
     /// As [`CudaBackend::new`], for evaluation only: no gradients and no AdamW moments are allocated
@@ -230,14 +464,7 @@ impl CudaBackend {
         params: &[f32],
         ordinal: usize,
     ) -> Result<Self, BackendError> {
-        Self::check_config(&cfg)?;
-        let layout = DeviceLayout::new(&cfg);
-        check_len("parameters", layout.contract_total, params.len())?;
-        let gpu = Gpu::open(ordinal).map_err(|e| BackendError::Device(e.to_string()))?;
-        let r = super::gpu::catch_cuda_panic("starting the CUDA backend", || {
-            Self::start(cfg, layout, params, gpu, None, true)
-        });
-        r.map_err(BackendError::from)
+        Self::open(cfg, params, Opening::Gpu(ordinal), true)
     }
 
     /// The backend on the emulated device ([`Gpu::emulated`]): the same host logic, buffers, launch
@@ -249,11 +476,7 @@ impl CudaBackend {
         params: &[f32],
         exec: Arc<dyn KernelExec>,
     ) -> Result<Self, BackendError> {
-        Self::check_config(&cfg)?;
-        let layout = DeviceLayout::new(&cfg);
-        check_len("parameters", layout.contract_total, params.len())?;
-        Self::start(cfg, layout, params, Gpu::emulated(), Some(exec), false)
-            .map_err(BackendError::from)
+        Self::open(cfg, params, Opening::Emulated(exec), false)
     }
 
     /// [`CudaBackend::new_forward_only`] on the emulated device (see [`CudaBackend::new_emulated`]).
@@ -262,11 +485,45 @@ impl CudaBackend {
         params: &[f32],
         exec: Arc<dyn KernelExec>,
     ) -> Result<Self, BackendError> {
+        Self::open(cfg, params, Opening::Emulated(exec), true)
+    }
+
+    /// What the four constructors share: check the configuration and the parameters, open the
+    /// device, start.
+    fn open(
+        cfg: ModelConfig,
+        params: &[f32],
+        device: Opening,
+        forward_only: bool,
+    ) -> Result<Self, BackendError> {
         Self::check_config(&cfg)?;
         let layout = DeviceLayout::new(&cfg);
         check_len("parameters", layout.contract_total, params.len())?;
-        Self::start(cfg, layout, params, Gpu::emulated(), Some(exec), true)
-            .map_err(BackendError::from)
+        match device {
+            Opening::Gpu(ordinal) => {
+                let gpu = Gpu::open(ordinal)?;
+                super::gpu::catch_cuda_panic("starting the CUDA backend", || {
+                    Self::start(cfg, layout, params, gpu, None, forward_only)
+                })
+            }
+            Opening::Emulated(exec) => Self::start(
+                cfg,
+                layout,
+                params,
+                Gpu::emulated(),
+                Some(exec),
+                forward_only,
+            ),
+        }
+        .map_err(BackendError::from)
+    }
+
+    /// Bytes of device memory this backend has allocated: (live now, peak since it started). They
+    /// equal the memory plan's ([`memory::state_plan`] plus [`memory::activation_plan`] of the
+    /// largest micro-batch so far) — the tests check it on the emulated device.
+    pub fn allocated_bytes(&self) -> (usize, usize) {
+        let c = self.gpu.mem_counter();
+        (c.live(), c.peak())
     }
 
     /// Whether this backend was opened for evaluation only.
@@ -319,8 +576,8 @@ impl CudaBackend {
     ) -> GpuResult<CudaBackend> {
         let total = layout.total();
         let (free, _) = gpu.mem_info()?;
-        // Gradients and the two moments are 12 of the state's 18 bytes per parameter.
-        let need = memory::state_bytes(&cfg, total) - if forward_only { 12 * total } else { 0 };
+        let plan = memory::state_plan(&cfg, total, forward_only, !gpu.is_emulated());
+        let need = memory::plan_bytes(&plan);
         if need + RESERVE_BYTES > free {
             return Err(GpuError::OutOfMemory(format!(
                 "allocating the parameters, gradients, AdamW moments and bf16 weights ({:.2} GiB; {:.2} \
@@ -330,6 +587,7 @@ impl CudaBackend {
                 gpu.name
             )));
         }
+        let mut alloc = PlanAlloc::new(&gpu, plan);
         let (kernels, blas) = match exec {
             Some(exec) if gpu.is_emulated() => (Kernels::emulated(exec), Blas::emulated()),
             Some(_) => {
@@ -343,33 +601,40 @@ impl CudaBackend {
                     &nvrtc::find_cuda_include(),
                     Some(&nvrtc::cache_dir()),
                 )?;
-                (Kernels::load(&gpu, &images)?, Blas::new(&gpu)?)
+                let blas = Blas::new(&gpu)?;
+                // Blas::new allocates the workspace itself; it is the plan's.
+                alloc.take_external(memory::WORKSPACE_ITEM)?;
+                (Kernels::load(&gpu, &images)?, blas)
             }
         };
-        let p = gpu.alloc::<f32>(total, "the f32 parameters")?;
+        let p = alloc.take::<f32>("params")?;
         gpu.upload(&layout.pad(params), &p)?;
-        let wb = gpu.alloc::<bf16>(total, "the bf16 weights")?;
+        let wb = alloc.take::<bf16>("wb")?;
         let t = cfg.seq_len;
-        let rope_cs = gpu.alloc::<f32>(t * 32 * 2, "the RoPE table")?;
+        let rope_cs = alloc.take::<f32>("rope_cs_Tx32x2")?;
         let slots = (0..2)
             .map(|_| -> GpuResult<TokenSlot> {
                 Ok(TokenSlot {
                     host: PinnedBuf::new(&gpu, 16)?,
-                    dev: gpu.alloc::<u8>(16, "token staging")?,
+                    dev: None,
                     uploaded: gpu.event()?,
                     consumed: gpu.event()?,
                     used: false,
                 })
             })
             .collect::<GpuResult<Vec<_>>>()?;
-        // A forward-only backend keeps one-element placeholders (a zero-byte allocation is an error).
-        let state = if forward_only { 1 } else { total };
+        let grads = alloc.take_zeroed::<f32>("grads")?;
+        let m = alloc.take_zeroed::<f32>("m")?;
+        let v = alloc.take_zeroed::<f32>("v")?;
+        let red_part = alloc.take::<f64>("red_part")?;
+        let red_out = alloc.take::<f64>("red_out")?;
+        alloc.finish()?;
         let be = CudaBackend {
-            grads: gpu.alloc_zeroed::<f32>(state, "the gradients")?,
-            m: gpu.alloc_zeroed::<f32>(state, "the AdamW first moments")?,
-            v: gpu.alloc_zeroed::<f32>(state, "the AdamW second moments")?,
-            red_part: gpu.alloc::<f64>(REDUCE_BLOCKS, "reduction partials")?,
-            red_out: gpu.alloc::<f64>(1, "a reduction result")?,
+            grads,
+            m,
+            v,
+            red_part,
+            red_out,
             loss_host: PinnedBuf::new(&gpu, 8)?,
             loss_ready: gpu.event()?,
             params: p,
@@ -386,7 +651,7 @@ impl CudaBackend {
             forward_only,
             gpu,
         };
-        be.ops().rope_table_init(be.rope_cs.ptr(), t)?;
+        be.ops().rope_table_init(be.rope_cs.slice(), t)?;
         be.refresh_bf16()?;
         be.gpu.sync()?;
         Ok(be)
@@ -400,7 +665,7 @@ impl CudaBackend {
     /// Rewrite the bf16 working copy from the f32 master weights.
     fn refresh_bf16(&self) -> GpuResult<()> {
         self.ops()
-            .cast_f32_to_bf16(self.params.ptr(), self.wb.ptr(), self.layout.total())
+            .cast_f32_to_bf16(self.params.slice(), self.wb.slice(), self.layout.total())
     }
 
     fn take_pending(&mut self) -> Result<(), BackendError> {
@@ -425,10 +690,11 @@ impl CudaBackend {
         for s in &mut self.slots {
             s.used = false;
             s.host = PinnedBuf::new(&self.gpu, 16)?;
-            s.dev = self.gpu.alloc::<u8>(16, "token staging")?;
+            s.dev = None;
         }
         let (free, total) = self.gpu.mem_info()?;
-        let need = memory::activation_bytes(&self.cfg, b);
+        let plan = memory::activation_plan(&self.cfg, b);
+        let need = memory::plan_bytes(&plan);
         if need + RESERVE_BYTES > free {
             return Err(GpuError::OutOfMemory(format!(
                 "allocating activations for --micro-batch {b} ({:.2} GiB needed, {:.2} GiB free of {:.2} \
@@ -438,13 +704,23 @@ impl CudaBackend {
                 memory::gib(total)
             )));
         }
-        let acts = Acts::new(&self.gpu, &self.cfg, b).map_err(|e| match e {
+        let mut alloc = PlanAlloc::new(&self.gpu, plan);
+        let allocated = (|| -> GpuResult<_> {
+            let acts = Acts::new(&mut alloc, self.cfg.n_layers, b)?;
+            let devs = [
+                alloc.take::<u8>("token_slot")?,
+                alloc.take::<u8>("token_slot")?,
+            ];
+            alloc.finish()?;
+            Ok((acts, devs))
+        })();
+        let (acts, devs) = allocated.map_err(|e| match e {
             GpuError::OutOfMemory(w) => GpuError::OutOfMemory(format!("{w} for --micro-batch {b}")),
             other => other,
         })?;
-        for s in &mut self.slots {
+        for (s, dev) in self.slots.iter_mut().zip(devs) {
             s.host = PinnedBuf::new(&self.gpu, staging)?;
-            s.dev = self.gpu.alloc::<u8>(staging, "token staging")?;
+            s.dev = Some(dev);
         }
         self.acts = Some(acts);
         Ok(())
@@ -513,7 +789,11 @@ impl CudaBackend {
         let copy = &self.gpu.copy_stream;
         // The device slot may still be read by the compute stream's previous use of it.
         copy.wait(&slot.consumed, "ordering a token upload")?;
-        slot.host.copy_to(slot.dev.ptr(), lay.total, copy)?;
+        let dev = slot
+            .dev
+            .as_ref()
+            .ok_or_else(|| GpuError::Unavailable("token staging was not allocated".into()))?;
+        slot.host.copy_to(dev.slice(), lay.total, copy)?;
         slot.uploaded.record(copy, "recording a token upload")?;
         slot.used = true;
         self.gpu.stream.wait(
@@ -523,25 +803,13 @@ impl CudaBackend {
         Ok((si, ids.len(), count))
     }
 
-    fn slot_ptrs(&self, si: usize, n: usize) -> (DevPtr, DevPtr, DevPtr, DevPtr, DevPtr) {
-        let lay = TokenLayout::new(n);
-        let base = self.slots[si].dev.ptr();
-        (
-            base + lay.inputs as u64,
-            base + lay.targets as u64,
-            base + lay.ids as u64,
-            base + lay.offsets as u64,
-            base + lay.positions as u64,
-        )
-    }
-
     /// Σ of `n` f32 values (`squares`: of their squares) into `red_out`, deterministically.
-    fn reduce(&self, x: DevPtr, n: usize, squares: bool) -> GpuResult<()> {
+    fn reduce(&self, x: DevSlice<f32>, n: usize, squares: bool) -> GpuResult<()> {
         self.ops()
-            .reduce(x, n, squares, self.red_part.ptr(), self.red_out.ptr())
+            .reduce(x, n, squares, self.red_part.slice(), self.red_out.slice())
     }
 
-    /// The forward pass up to the f32 logits (`acts.logits[..N·Vp]`, padding columns 0).
+    /// The forward pass up to the f32 logits (`acts.logits_NxVp[..N·Vp]`, padding columns 0).
     fn forward(&mut self, dm: Dims, si: usize) -> GpuResult<()> {
         let Dims {
             b,
@@ -552,143 +820,109 @@ impl CudaBackend {
             h,
             n,
         } = dm;
-        let (inputs, ..) = self.slot_ptrs(si, n);
-        let acts = self
-            .acts
-            .as_ref()
-            .ok_or_else(|| GpuError::Unavailable("activations were not allocated".into()))?;
-        let p = |o: usize| self.params.at(o);
-        let w = |o: usize| self.wb.at(o);
-        let lay = &self.layout.params;
+        let tok = TokenViews::new(&self.slots[si], n)?;
+        let acts = self.acts.as_ref().ok_or_else(no_acts)?;
+        let wts = ModelWeights::new(&self.layout, &self.params, &self.wb)?;
+        let rope_cs = self.rope_cs.slice();
         let stream = &self.gpu.stream;
         let blas = &mut self.blas;
         let ops = Ops::new(&self.kernels, stream);
         let first = acts
             .layers
             .first()
-            .map(|l| l.x.ptr())
-            .unwrap_or(acts.last.ptr());
-        ops.embedding_forward(p(lay.embed), inputs, first, (n, d, v))?;
-        let ln = |x: DevPtr, s: DevPtr, o: DevPtr, m: DevPtr, r: DevPtr| {
-            ops.layernorm_forward_bf16(x, s, o, m, r, n, d)
+            .map_or(acts.last_NxD.slice(), |l| l.x_NxD.slice());
+        ops.embedding_forward(wts.embed_VxD, tok.inputs_N, first, (n, d, v))?;
+        let ln = |x_NxD, scale_D, out_NxD, mean_N, rstd_N| {
+            ops.layernorm_forward_bf16(x_NxD, scale_D, out_NxD, mean_N, rstd_N, n, d)
         };
-        for (l, (bo, la)) in lay.blocks.iter().zip(&acts.layers).enumerate() {
-            let out = acts
+        for (l, (bw, la)) in wts.blocks.iter().zip(&acts.layers).enumerate() {
+            let out_NxD = acts
                 .layers
                 .get(l + 1)
-                .map(|nx| nx.x.ptr())
-                .unwrap_or(acts.last.ptr());
+                .map_or(acts.last_NxD.slice(), |nx| nx.x_NxD.slice());
+            let (x_NxD, xn1_NxD) = (la.x_NxD.slice(), la.xn1_NxD.slice());
             ln(
-                la.x.ptr(),
-                p(bo.ln1),
-                la.xn1.ptr(),
-                la.mean1.ptr(),
-                la.rstd1.ptr(),
+                x_NxD,
+                bw.ln1_D,
+                xn1_NxD,
+                la.mean1_N.slice(),
+                la.rstd1_N.slice(),
             )?;
-            for (wo, dst) in [(bo.wq, &la.q), (bo.wk, &la.k), (bo.wv, &la.v)] {
-                blas.forward(
+            for (w_DxD, dst_NxD) in [
+                (bw.wq_DxD, &la.q_NxD),
+                (bw.wk_DxD, &la.k_NxD),
+                (bw.wv_DxD, &la.v_NxD),
+            ] {
+                blas.gemm(
                     stream,
-                    la.xn1.ptr(),
-                    w(wo),
-                    dst.ptr(),
-                    OutType::Bf16,
-                    None,
-                    n,
-                    d,
-                    d,
+                    &Gemm::forward((n, d, d), xn1_NxD, w_DxD, dst_NxD.slice()),
                 )?;
             }
-            ops.attention_forward(
-                AttnShape { b, t, h },
-                &AttnForward {
-                    out: la.y.ptr(),
-                    lse: la.lse.ptr(),
-                    q: la.q.ptr(),
-                    k: la.k.ptr(),
-                    v: la.v.ptr(),
-                    q_scale: p(bo.q_norm),
-                    k_scale: p(bo.k_norm),
-                    rope_cs: self.rope_cs.ptr(),
-                },
-            )?;
+            let attn = AttnForward {
+                out: la.y_NxD.slice(),
+                lse: la.lse_BxHxT.slice(),
+                q: la.q_NxD.slice(),
+                k: la.k_NxD.slice(),
+                v: la.v_NxD.slice(),
+                q_scale: bw.q_norm_64,
+                k_scale: bw.k_norm_64,
+                rope_cs,
+            };
+            ops.attention_forward(AttnShape { b, t, h }, &attn)?;
             // h = x + y·wo
-            blas.forward(
+            let h_NxD = la.h_NxD.slice();
+            blas.gemm(
                 stream,
-                la.y.ptr(),
-                w(bo.wo),
-                la.h.ptr(),
-                OutType::F32,
-                Some(la.x.ptr()),
-                n,
-                d,
-                d,
+                &Gemm::forward((n, d, d), la.y_NxD.slice(), bw.wo_DxD, h_NxD).residual(x_NxD),
             )?;
             ln(
-                la.h.ptr(),
-                p(bo.ln2),
-                la.xn2.ptr(),
-                la.mean2.ptr(),
-                la.rstd2.ptr(),
+                h_NxD,
+                bw.ln2_D,
+                la.xn2_NxD.slice(),
+                la.mean2_N.slice(),
+                la.rstd2_N.slice(),
             )?;
-            blas.forward(
+            let (u_Nx4D, g_Nx4D) = (la.u_Nx4D.slice(), acts.g_Nx4D.slice());
+            blas.gemm(
                 stream,
-                la.xn2.ptr(),
-                w(bo.w1),
-                la.u.ptr(),
-                OutType::Bf16,
-                None,
-                n,
-                d,
-                4 * d,
+                &Gemm::forward((n, d, 4 * d), la.xn2_NxD.slice(), bw.w1_Dx4D, u_Nx4D),
             )?;
-            ops.gelu_forward_bf16(la.u.ptr(), acts.g.ptr(), 4 * n * d)?;
+            ops.gelu_forward_bf16(u_Nx4D, g_Nx4D, 4 * n * d)?;
             // out = h + g·w2
-            blas.forward(
+            blas.gemm(
                 stream,
-                acts.g.ptr(),
-                w(bo.w2),
-                out,
-                OutType::F32,
-                Some(la.h.ptr()),
-                n,
-                4 * d,
-                d,
+                &Gemm::forward((n, 4 * d, d), g_Nx4D, bw.w2_4DxD, out_NxD).residual(h_NxD),
             )?;
         }
         ln(
-            acts.last.ptr(),
-            p(lay.final_norm),
-            acts.xf.ptr(),
-            acts.meanf.ptr(),
-            acts.rstdf.ptr(),
+            acts.last_NxD.slice(),
+            wts.final_norm_D,
+            acts.xf_NxD.slice(),
+            acts.meanf_N.slice(),
+            acts.rstdf_N.slice(),
         )?;
-        blas.forward(
+        blas.gemm(
             stream,
-            acts.xf.ptr(),
-            w(lay.head),
-            acts.logits.ptr(),
-            OutType::F32,
-            None,
-            n,
-            d,
-            vp,
+            &Gemm::forward(
+                (n, d, vp),
+                acts.xf_NxD.slice(),
+                wts.head_DxVp,
+                acts.logits_NxVp.slice(),
+            ),
         )
     }
 
     /// Cross-entropy over the logits (their bf16 gradient in place when `grad`), the loss sum queued for
     /// the host copy, and `loss_ready` recorded.
     fn loss(&mut self, dm: Dims, si: usize, grad: bool) -> GpuResult<()> {
-        let (_, targets, ..) = self.slot_ptrs(si, dm.n);
-        let acts = self
-            .acts
-            .as_ref()
-            .ok_or_else(|| GpuError::Unavailable("activations were not allocated".into()))?;
-        let (logits, rows) = (acts.logits.ptr(), acts.loss_rows.ptr());
+        let tok = TokenViews::new(&self.slots[si], dm.n)?;
+        let acts = self.acts.as_ref().ok_or_else(no_acts)?;
+        let (logits, rows) = (acts.logits_NxVp.slice(), acts.loss_rows_N.slice());
         self.ops()
-            .cross_entropy_f32(logits, targets, rows, (dm.n, dm.v, dm.vp), grad)?;
+            .cross_entropy_f32(logits, tok.targets_N, rows, (dm.n, dm.v, dm.vp), grad)?;
         self.reduce(rows, dm.n, false)?;
         self.loss_host
-            .copy_from(self.red_out.ptr(), 8, &self.gpu.stream)?;
+            .copy_from(self.red_out.slice(), 8, &self.gpu.stream)?;
         self.loss_ready
             .record(&self.gpu.stream, "recording the loss event")
     }
@@ -702,192 +936,175 @@ impl CudaBackend {
         Ok(f64::from_ne_bytes(a))
     }
 
-    /// The backward pass from the bf16 logit gradient in `acts.logits` (row stride 2·Vp); parameter
-    /// gradients are added to `grads`.
+    /// The backward pass from the bf16 logit gradient in `acts.logits_NxVp` (row stride 2·Vp);
+    /// parameter gradients are added to `grads`.
     fn backward(&mut self, dm: Dims, si: usize, n_ids: usize) -> GpuResult<()> {
         let Dims {
             b, t, d, vp, h, n, ..
         } = dm;
         let nd = n * d;
-        let (_, _, ids, offsets, positions) = self.slot_ptrs(si, n);
-        let acts = self
-            .acts
-            .as_ref()
-            .ok_or_else(|| GpuError::Unavailable("activations were not allocated".into()))?;
-        let p = |o: usize| self.params.at(o);
-        let w = |o: usize| self.wb.at(o);
-        let g = |o: usize| self.grads.at(o);
-        let lay = &self.layout.params;
+        let tok = TokenViews::new(&self.slots[si], n)?;
+        let acts = self.acts.as_ref().ok_or_else(no_acts)?;
+        let wts = ModelWeights::new(&self.layout, &self.params, &self.wb)?;
+        let grads = ModelTensors::new(&self.layout, &self.grads)?;
+        let rope_cs = self.rope_cs.slice();
         let stream = &self.gpu.stream;
         let blas = &mut self.blas;
         let ops = Ops::new(&self.kernels, stream);
-        let part = acts.ln_part.ptr();
-        #[allow(clippy::too_many_arguments)]
-        let ln_back = |dout: DevPtr,
-                       x: DevPtr,
-                       scale: DevPtr,
-                       mean: DevPtr,
-                       rstd: DevPtr,
-                       dx: DevPtr,
-                       dscale: DevPtr,
-                       accumulate: bool| {
-            let a = LnBackward {
-                dout,
-                x,
-                scale,
-                mean,
-                rstd,
-                dx,
-                part,
-                dscale,
-            };
-            ops.layernorm_backward(&a, n, d, accumulate)
-        };
+        let part = acts.ln_part.slice();
+        let (t1_NxD, dres_NxD, dres_b_NxD) = (
+            acts.t1_NxD.slice(),
+            acts.dres_NxD.slice(),
+            acts.dres_b_NxD.slice(),
+        );
+        let (g_Nx4D, dg_Nx4D, du_Nx4D) = (
+            acts.g_Nx4D.slice(),
+            acts.dg_Nx4D.slice(),
+            acts.du_Nx4D.slice(),
+        );
+        let ln_back =
+            |a: LnBackward, accumulate: bool| ops.layernorm_backward(&a, n, d, accumulate);
         // Head: logits = xf·head; the bf16 dlogits [N, Vp] have row stride 2·Vp.
-        let (dlogits, ld) = (acts.logits.ptr(), 2 * vp);
-        blas.backward_input_ld(
+        let (dlogits_NxVp, ld) = (acts.logits_NxVp.slice().reinterpret::<bf16>()?, 2 * vp);
+        blas.gemm(
             stream,
-            dlogits,
-            ld,
-            w(lay.head),
-            acts.t1.ptr(),
-            OutType::F32,
-            false,
-            n,
-            d,
-            vp,
+            &Gemm::backward_input((n, d, vp), dlogits_NxVp, wts.head_DxVp, t1_NxD).dy_ld(ld),
         )?;
-        blas.backward_weight_ld(stream, acts.xf.ptr(), dlogits, ld, g(lay.head), n, d, vp)?;
+        blas.gemm(
+            stream,
+            &Gemm::backward_weight(
+                (n, d, vp),
+                acts.xf_NxD.slice(),
+                dlogits_NxVp,
+                grads.head_DxVp,
+            )
+            .dy_ld(ld),
+        )?;
         ln_back(
-            acts.t1.ptr(),
-            acts.last.ptr(),
-            p(lay.final_norm),
-            acts.meanf.ptr(),
-            acts.rstdf.ptr(),
-            acts.dres.ptr(),
-            g(lay.final_norm),
+            LnBackward {
+                dout: t1_NxD,
+                x: acts.last_NxD.slice(),
+                scale: wts.final_norm_D,
+                mean: acts.meanf_N.slice(),
+                rstd: acts.rstdf_N.slice(),
+                dx: dres_NxD,
+                part,
+                dscale: grads.final_norm_D,
+            },
             false,
         )?;
-        for (bo, la) in lay.blocks.iter().zip(&acts.layers).rev() {
+        for ((bw, bg), la) in wts.blocks.iter().zip(&grads.blocks).zip(&acts.layers).rev() {
             // out = h + gelu(u)·w2 ; u = xn2·w1
-            ops.gelu_forward_bf16(la.u.ptr(), acts.g.ptr(), 4 * nd)?;
-            ops.cast_f32_to_bf16(acts.dres.ptr(), acts.dres_b.ptr(), nd)?;
-            blas.backward_input(
+            let u_Nx4D = la.u_Nx4D.slice();
+            ops.gelu_forward_bf16(u_Nx4D, g_Nx4D, 4 * nd)?;
+            ops.cast_f32_to_bf16(dres_NxD, dres_b_NxD, nd)?;
+            blas.gemm(
                 stream,
-                acts.dres_b.ptr(),
-                w(bo.w2),
-                acts.dg.ptr(),
-                OutType::F32,
-                false,
-                n,
-                4 * d,
-                d,
+                &Gemm::backward_input((n, 4 * d, d), dres_b_NxD, bw.w2_4DxD, dg_Nx4D),
             )?;
-            blas.backward_weight(
+            blas.gemm(
                 stream,
-                acts.g.ptr(),
-                acts.dres_b.ptr(),
-                g(bo.w2),
-                n,
-                4 * d,
-                d,
+                &Gemm::backward_weight((n, 4 * d, d), g_Nx4D, dres_b_NxD, bg.w2_4DxD),
             )?;
-            ops.gelu_backward_bf16(acts.dg.ptr(), la.u.ptr(), acts.du.ptr(), 4 * nd)?;
-            blas.backward_input(
+            ops.gelu_backward_bf16(dg_Nx4D, u_Nx4D, du_Nx4D, 4 * nd)?;
+            blas.gemm(
                 stream,
-                acts.du.ptr(),
-                w(bo.w1),
-                acts.t1.ptr(),
-                OutType::F32,
-                false,
-                n,
-                d,
-                4 * d,
+                &Gemm::backward_input((n, d, 4 * d), du_Nx4D, bw.w1_Dx4D, t1_NxD),
             )?;
-            blas.backward_weight(stream, la.xn2.ptr(), acts.du.ptr(), g(bo.w1), n, d, 4 * d)?;
+            blas.gemm(
+                stream,
+                &Gemm::backward_weight((n, d, 4 * d), la.xn2_NxD.slice(), du_Nx4D, bg.w1_Dx4D),
+            )?;
             ln_back(
-                acts.t1.ptr(),
-                la.h.ptr(),
-                p(bo.ln2),
-                la.mean2.ptr(),
-                la.rstd2.ptr(),
-                acts.dres.ptr(),
-                g(bo.ln2),
+                LnBackward {
+                    dout: t1_NxD,
+                    x: la.h_NxD.slice(),
+                    scale: bw.ln2_D,
+                    mean: la.mean2_N.slice(),
+                    rstd: la.rstd2_N.slice(),
+                    dx: dres_NxD,
+                    part,
+                    dscale: bg.ln2_D,
+                },
                 true,
             )?; // dres is now dh
                 // h = x + y·wo
-            ops.cast_f32_to_bf16(acts.dres.ptr(), acts.dres_b.ptr(), nd)?;
-            blas.backward_input(
+            ops.cast_f32_to_bf16(dres_NxD, dres_b_NxD, nd)?;
+            let dy_NxD = acts.dy_NxD.slice();
+            blas.gemm(
                 stream,
-                acts.dres_b.ptr(),
-                w(bo.wo),
-                acts.dy.ptr(),
-                OutType::Bf16,
-                false,
-                n,
-                d,
-                d,
+                &Gemm::backward_input((n, d, d), dres_b_NxD, bw.wo_DxD, dy_NxD),
             )?;
-            blas.backward_weight(stream, la.y.ptr(), acts.dres_b.ptr(), g(bo.wo), n, d, d)?;
+            blas.gemm(
+                stream,
+                &Gemm::backward_weight((n, d, d), la.y_NxD.slice(), dres_b_NxD, bg.wo_DxD),
+            )?;
             // Attention (QK-Norm + RoPE + causal softmax) backward.
+            let (dq_NxD, dk_NxD, dv_NxD) = (
+                acts.dq_NxD.slice(),
+                acts.dk_NxD.slice(),
+                acts.dv_NxD.slice(),
+            );
             ops.attention_backward(
                 AttnShape { b, t, h },
                 &AttnBackward {
                     fwd: AttnForward {
-                        out: la.y.ptr(),
-                        lse: la.lse.ptr(),
-                        q: la.q.ptr(),
-                        k: la.k.ptr(),
-                        v: la.v.ptr(),
-                        q_scale: p(bo.q_norm),
-                        k_scale: p(bo.k_norm),
-                        rope_cs: self.rope_cs.ptr(),
+                        out: la.y_NxD.slice(),
+                        lse: la.lse_BxHxT.slice(),
+                        q: la.q_NxD.slice(),
+                        k: la.k_NxD.slice(),
+                        v: la.v_NxD.slice(),
+                        q_scale: bw.q_norm_64,
+                        k_scale: bw.k_norm_64,
+                        rope_cs,
                     },
-                    dout: acts.dy.ptr(),
-                    dq: acts.dq.ptr(),
-                    dk: acts.dk.ptr(),
-                    dv: acts.dv.ptr(),
-                    delta: acts.delta.ptr(),
-                    dscale_part: acts.dscale_part.ptr(),
-                    dq_scale: g(bo.q_norm),
-                    dk_scale: g(bo.k_norm),
+                    dout: dy_NxD,
+                    dq: dq_NxD,
+                    dk: dk_NxD,
+                    dv: dv_NxD,
+                    delta: acts.delta_BxHxT.slice(),
+                    dscale_part: acts.dscale_part.slice(),
+                    dq_scale: bg.q_norm_64,
+                    dk_scale: bg.k_norm_64,
                 },
             )?;
-            // q|k|v = xn1·wq|wk|wv
-            for (i, (grad, wo)) in [(&acts.dq, bo.wq), (&acts.dk, bo.wk), (&acts.dv, bo.wv)]
-                .into_iter()
-                .enumerate()
+            // q|k|v = xn1·wq|wk|wv; their input gradients add up in t1.
+            let xn1_NxD = la.xn1_NxD.slice();
+            for (i, (grad_NxD, w_DxD, dw_DxD)) in [
+                (dq_NxD, bw.wq_DxD, bg.wq_DxD),
+                (dk_NxD, bw.wk_DxD, bg.wk_DxD),
+                (dv_NxD, bw.wv_DxD, bg.wv_DxD),
+            ]
+            .into_iter()
+            .enumerate()
             {
-                blas.backward_input(
+                let dx = Gemm::backward_input((n, d, d), grad_NxD, w_DxD, t1_NxD);
+                blas.gemm(stream, &if i > 0 { dx.accumulate() } else { dx })?;
+                blas.gemm(
                     stream,
-                    grad.ptr(),
-                    w(wo),
-                    acts.t1.ptr(),
-                    OutType::F32,
-                    i > 0,
-                    n,
-                    d,
-                    d,
+                    &Gemm::backward_weight((n, d, d), xn1_NxD, grad_NxD, dw_DxD),
                 )?;
-                blas.backward_weight(stream, la.xn1.ptr(), grad.ptr(), g(wo), n, d, d)?;
             }
             ln_back(
-                acts.t1.ptr(),
-                la.x.ptr(),
-                p(bo.ln1),
-                la.mean1.ptr(),
-                la.rstd1.ptr(),
-                acts.dres.ptr(),
-                g(bo.ln1),
+                LnBackward {
+                    dout: t1_NxD,
+                    x: la.x_NxD.slice(),
+                    scale: bw.ln1_D,
+                    mean: la.mean1_N.slice(),
+                    rstd: la.rstd1_N.slice(),
+                    dx: dres_NxD,
+                    part,
+                    dscale: bg.ln1_D,
+                },
                 true,
             )?; // dres is now dx
         }
         ops.embedding_backward(
-            acts.dres.ptr(),
-            ids,
-            offsets,
-            positions,
-            g(lay.embed),
+            dres_NxD,
+            tok.ids,
+            tok.offsets,
+            tok.positions_N,
+            grads.embed_VxD,
             n_ids,
             d,
         )
@@ -945,24 +1162,19 @@ impl CudaBackend {
             let hit = self.gpu.alloc::<i32>(dm.n, "argmax hits")?;
             let queued = (|| -> GpuResult<()> {
                 self.forward(dm, si)?;
-                let (_, targets, ..) = self.slot_ptrs(si, dm.n);
-                let acts = self.acts.as_ref().ok_or_else(|| {
-                    GpuError::Unavailable("activations were not allocated".into())
-                })?;
+                let tok = TokenViews::new(&self.slots[si], dm.n)?;
+                let acts = self.acts.as_ref().ok_or_else(no_acts)?;
                 self.ops().token_scores_f32(
-                    acts.logits.ptr(),
-                    targets,
-                    (acts.loss_rows.ptr(), hit.ptr()),
+                    acts.logits_NxVp.slice(),
+                    tok.targets_N,
+                    (acts.loss_rows_N.slice(), hit.slice()),
                     (dm.n, dm.v, dm.vp),
                 )
             })();
             self.mark_consumed(si)?;
             queued?;
-            let acts = self
-                .acts
-                .as_ref()
-                .ok_or_else(|| GpuError::Unavailable("activations were not allocated".into()))?;
-            let logp_BxT = self.gpu.download(&acts.loss_rows, dm.n)?;
+            let acts = self.acts.as_ref().ok_or_else(no_acts)?;
+            let logp_BxT = self.gpu.download(&acts.loss_rows_N, dm.n)?;
             let hits = self.gpu.download(&hit, dm.n)?;
             Ok(TokenScores {
                 logp_BxT,
@@ -1026,7 +1238,7 @@ impl Backend for CudaBackend {
         self.take_pending()?;
         let r = (|| -> GpuResult<f64> {
             self.gpu.bind()?;
-            self.reduce(self.grads.ptr(), self.layout.total(), true)?;
+            self.reduce(self.grads.slice(), self.layout.total(), true)?;
             let s = self.gpu.download(&self.red_out, 1)?;
             Ok(s[0].sqrt())
         })();

@@ -30,7 +30,7 @@
 //! from host memory: bf16 operands, f32 accumulation in order of `k`, rounded to bf16 when the output
 //! is bf16, with the same transposes, leading dimensions and β·C input as the cuBLASLt call.
 
-use super::gpu::{DevBuf, DevPtr, Gpu, GpuError, GpuResult, Stream};
+use super::gpu::{DevBuf, DevSlice, Gpu, GpuError, GpuResult, Stream};
 use cudarc::cublaslt::{result, sys};
 use half::bf16;
 use std::collections::HashMap;
@@ -184,7 +184,10 @@ impl Drop for Plan {
 }
 
 fn blas_err(what: &str) -> impl Fn(result::CublasError) -> GpuError + '_ {
-    move |e| GpuError::Blas(format!("{what}: {e}"))
+    move |err| GpuError::BlasCall {
+        what: what.to_string(),
+        err,
+    }
 }
 
 /// Whether libcublasLt can be loaded.
@@ -209,7 +212,7 @@ type Align = [u32; 4];
 
 /// The alignment of `p` in bytes: the largest power of two dividing it, at most 256 (cuBLASLt's
 /// default assumption, which a bf16 weight at an odd multiple of 64 elements does not meet).
-fn alignment(p: DevPtr) -> u32 {
+fn alignment(p: u64) -> u32 {
     if p == 0 {
         256
     } else {
@@ -263,15 +266,7 @@ impl Blas {
     }
 
     /// Run one product: cuBLASLt, or the host on the emulated device.
-    fn run(
-        &mut self,
-        stream: &Stream,
-        s: Shape,
-        a: DevPtr,
-        b: DevPtr,
-        c: DevPtr,
-        d: DevPtr,
-    ) -> GpuResult<()> {
+    fn run(&mut self, stream: &Stream, s: Shape, a: u64, b: u64, c: u64, d: u64) -> GpuResult<()> {
         let align = [alignment(a), alignment(b), alignment(c), alignment(d)];
         match (&mut self.lt, stream.cuda()) {
             (Some(lt), Some(st)) => lt.run(st, s, align, a, b, c, d),
@@ -299,7 +294,7 @@ impl Blas {
 ///
 /// # Safety
 /// `a`, `b`, `c` and `d` are host addresses of buffers at least as large as the shape implies.
-unsafe fn host_matmul(s: Shape, a: DevPtr, b: DevPtr, c: DevPtr, d: DevPtr) {
+unsafe fn host_matmul(s: Shape, a: u64, b: u64, c: u64, d: u64) {
     let (m, n, k) = (s.m as usize, s.n as usize, s.k as usize);
     let (lda, ldb) = (s.lda as usize, s.ldb as usize);
     let (sa, sb) = s.stored();
@@ -479,21 +474,24 @@ impl Lt {
         stream: &cudarc::driver::CudaStream,
         s: Shape,
         align: Align,
-        a: DevPtr,
-        b: DevPtr,
-        c: DevPtr,
-        d: DevPtr,
+        a: u64,
+        b: u64,
+        c: u64,
+        d: u64,
     ) -> GpuResult<()> {
         let alpha = 1.0f32;
         let beta = if s.accumulate { 1.0f32 } else { 0.0 };
         let handle = self.handle;
-        let (ws, ws_bytes) = (self.workspace.ptr(), self.workspace.bytes());
+        let (ws, ws_bytes) = (self.workspace.slice().addr(), self.workspace.bytes());
         let plan = self.plan(s, align)?;
         // The stream's context must be current on this thread (the caller may be a new thread).
         stream
             .context()
             .bind_to_thread()
-            .map_err(|e| GpuError::Blas(format!("binding the CUDA context: {e}")))?;
+            .map_err(|err| GpuError::Driver {
+                what: "binding the CUDA context for cuBLASLt".into(),
+                err,
+            })?;
         // SAFETY: pointers are device buffers of the sizes the shape implies (the callers size them from
         // the model's dimensions); descriptors are alive in the cached plan; C and D share a layout.
         super::gpu::catch_cuda_panic("running a cuBLASLt matmul", || unsafe {
@@ -515,115 +513,277 @@ impl Lt {
                 ws_bytes,
                 stream.cu_stream() as sys::cudaStream_t,
             )
-            .map_err(|e| GpuError::Blas(format!("matmul {s:?}: {e}")))
+            .map_err(|err| GpuError::BlasCall {
+                what: format!("matmul {s:?}"),
+                err,
+            })
         })
     }
 }
 
-impl Blas {
-    /// `Y[M,N] = X[M,K]·W[K,N]` (row-major), or `Y = C + X·W` when `residual` is the f32 `C[M,N]` (then
-    /// `out` must be [`OutType::F32`]; `C` may be `Y` itself).
-    #[allow(clippy::too_many_arguments)]
+/// The output of a product: its element type is the slice's.
+#[derive(Clone, Copy, Debug)]
+pub enum GemmOut<'a> {
+    /// A bf16 result (the next product's operand, or the attention's input).
+    Bf16(DevSlice<'a, bf16>),
+    /// An f32 result (residual stream, gradients).
+    F32(DevSlice<'a, f32>),
+}
+
+impl GemmOut<'_> {
+    fn out_type(&self) -> OutType {
+        match self {
+            GemmOut::Bf16(_) => OutType::Bf16,
+            GemmOut::F32(_) => OutType::F32,
+        }
+    }
+
+    fn addr_len(&self) -> (u64, usize) {
+        match self {
+            GemmOut::Bf16(s) => (s.addr(), s.len()),
+            GemmOut::F32(s) => (s.addr(), s.len()),
+        }
+    }
+}
+
+impl<'a> From<DevSlice<'a, bf16>> for GemmOut<'a> {
+    fn from(s: DevSlice<'a, bf16>) -> Self {
+        GemmOut::Bf16(s)
+    }
+}
+
+impl<'a> From<DevSlice<'a, f32>> for GemmOut<'a> {
+    fn from(s: DevSlice<'a, f32>) -> Self {
+        GemmOut::F32(s)
+    }
+}
+
+/// Which product of a linear layer `Y[M,N] = X[M,K]·W[K,N]` (row-major, bf16 operands, f32
+/// accumulation), with its buffers.
+#[derive(Clone, Copy, Debug)]
+pub enum GemmKind<'a> {
+    /// `y = x·w`, or `y = residual + x·w` (an f32 `[M,N]`, which may be `y` itself; then `y` is f32).
+    Forward {
+        /// `X[M,K]`.
+        x: DevSlice<'a, bf16>,
+        /// `W[K,N]`.
+        w: DevSlice<'a, bf16>,
+        /// `Y[M,N]`.
+        y: GemmOut<'a>,
+        /// `C[M,N]` added to the product.
+        residual: Option<DevSlice<'a, f32>>,
+    },
+    /// `dx = dy·wᵀ`, added to `dx` when `accumulate` (then `dx` is f32).
+    BackwardInput {
+        /// `dY[M,N]`, rows `dy_ld >= N` elements apart.
+        dy: DevSlice<'a, bf16>,
+        /// Row stride of `dy` in elements.
+        dy_ld: usize,
+        /// `W[K,N]`.
+        w: DevSlice<'a, bf16>,
+        /// `dX[M,K]`.
+        dx: GemmOut<'a>,
+        /// Add to `dx` instead of overwriting it.
+        accumulate: bool,
+    },
+    /// `dw += xᵀ·dy` into the f32 gradient.
+    BackwardWeight {
+        /// `X[M,K]`.
+        x: DevSlice<'a, bf16>,
+        /// `dY[M,N]`, rows `dy_ld >= N` elements apart.
+        dy: DevSlice<'a, bf16>,
+        /// Row stride of `dy` in elements.
+        dy_ld: usize,
+        /// `dW[K,N]` f32 (added to).
+        dw: DevSlice<'a, f32>,
+    },
+}
+
+/// One cuBLASLt product of a linear layer `Y[M,N] = X[M,K]·W[K,N]` (cuBLASLt's `MatmulConfig`, in
+/// the model's row-major terms): the sizes by name and the buffers with their element types. Built
+/// with [`Gemm::forward`], [`Gemm::backward_input`] or [`Gemm::backward_weight`], run with
+/// [`Blas::gemm`], which checks every buffer's length against the sizes.
+#[derive(Clone, Copy, Debug)]
+pub struct Gemm<'a> {
+    /// Rows of X and Y (tokens).
+    pub m: usize,
+    /// Columns of X, rows of W (input features).
+    pub k: usize,
+    /// Columns of W and Y (output features).
+    pub n: usize,
+    /// The product and its buffers.
+    pub kind: GemmKind<'a>,
+}
+
+impl<'a> Gemm<'a> {
+    /// `y[M,N] = x[M,K]·w[K,N]`.
     pub fn forward(
-        &mut self,
-        stream: &Stream,
-        x: DevPtr,
-        w: DevPtr,
-        y: DevPtr,
-        out: OutType,
-        residual: Option<DevPtr>,
-        m: usize,
-        k: usize,
-        n: usize,
-    ) -> GpuResult<()> {
-        if residual.is_some() && out != OutType::F32 {
-            return Err(GpuError::Blas("a residual add needs an f32 output".into()));
+        (m, k, n): (usize, usize, usize),
+        x: DevSlice<'a, bf16>,
+        w: DevSlice<'a, bf16>,
+        y: impl Into<GemmOut<'a>>,
+    ) -> Self {
+        Gemm {
+            m,
+            k,
+            n,
+            kind: GemmKind::Forward {
+                x,
+                w,
+                y: y.into(),
+                residual: None,
+            },
         }
-        let s = Shape::dense((n, m, k), (false, false), out, residual.is_some());
-        self.run(stream, s, w, x, residual.unwrap_or(y), y)
     }
 
-    /// `dX[M,K] = dY[M,N]·Wᵀ` (row-major), added to `dX` when `accumulate` (f32 output only).
-    #[allow(clippy::too_many_arguments)]
+    /// `dx[M,K] = dy[M,N]·w[K,N]ᵀ`.
     pub fn backward_input(
-        &mut self,
-        stream: &Stream,
-        dy: DevPtr,
-        w: DevPtr,
-        dx: DevPtr,
-        out: OutType,
-        accumulate: bool,
-        m: usize,
-        k: usize,
-        n: usize,
-    ) -> GpuResult<()> {
-        self.backward_input_ld(stream, dy, n, w, dx, out, accumulate, m, k, n)
+        (m, k, n): (usize, usize, usize),
+        dy: DevSlice<'a, bf16>,
+        w: DevSlice<'a, bf16>,
+        dx: impl Into<GemmOut<'a>>,
+    ) -> Self {
+        Gemm {
+            m,
+            k,
+            n,
+            kind: GemmKind::BackwardInput {
+                dy,
+                dy_ld: n,
+                w,
+                dx: dx.into(),
+                accumulate: false,
+            },
+        }
     }
 
-    /// [`Blas::backward_input`] with `dY`'s rows `dy_ld >= N` elements apart.
-    #[allow(clippy::too_many_arguments)]
-    pub fn backward_input_ld(
-        &mut self,
-        stream: &Stream,
-        dy: DevPtr,
-        dy_ld: usize,
-        w: DevPtr,
-        dx: DevPtr,
-        out: OutType,
-        accumulate: bool,
-        m: usize,
-        k: usize,
-        n: usize,
-    ) -> GpuResult<()> {
-        if accumulate && out != OutType::F32 {
-            return Err(GpuError::Blas("accumulating dX needs an f32 output".into()));
-        }
-        if dy_ld < n {
-            return Err(GpuError::Blas(format!(
-                "dY row stride {dy_ld} < its width {n}"
-            )));
-        }
-        let mut s = Shape::dense((k, m, n), (true, false), out, accumulate);
-        s.ldb = dy_ld as u64;
-        self.run(stream, s, w, dy, dx, dx)
-    }
-
-    /// `dW[K,N] += X[M,K]ᵀ·dY[M,N]` (row-major) into the f32 gradient.
-    #[allow(clippy::too_many_arguments)]
+    /// `dw[K,N] += x[M,K]ᵀ·dy[M,N]` (f32 gradient).
     pub fn backward_weight(
-        &mut self,
-        stream: &Stream,
-        x: DevPtr,
-        dy: DevPtr,
-        dw: DevPtr,
-        m: usize,
-        k: usize,
-        n: usize,
-    ) -> GpuResult<()> {
-        self.backward_weight_ld(stream, x, dy, n, dw, m, k, n)
+        (m, k, n): (usize, usize, usize),
+        x: DevSlice<'a, bf16>,
+        dy: DevSlice<'a, bf16>,
+        dw: DevSlice<'a, f32>,
+    ) -> Self {
+        Gemm {
+            m,
+            k,
+            n,
+            kind: GemmKind::BackwardWeight {
+                x,
+                dy,
+                dy_ld: n,
+                dw,
+            },
+        }
     }
 
-    /// [`Blas::backward_weight`] with `dY`'s rows `dy_ld >= N` elements apart.
-    #[allow(clippy::too_many_arguments)]
-    pub fn backward_weight_ld(
-        &mut self,
-        stream: &Stream,
-        x: DevPtr,
-        dy: DevPtr,
-        dy_ld: usize,
-        dw: DevPtr,
-        m: usize,
-        k: usize,
-        n: usize,
-    ) -> GpuResult<()> {
-        if dy_ld < n {
-            return Err(GpuError::Blas(format!(
-                "dY row stride {dy_ld} < its width {n}"
-            )));
+    /// A forward product that adds the f32 `residual[M,N]` (which may be the output itself).
+    pub fn residual(mut self, r: DevSlice<'a, f32>) -> Self {
+        if let GemmKind::Forward { residual, .. } = &mut self.kind {
+            *residual = Some(r);
         }
-        let mut s = Shape::dense((n, k, m), (false, true), OutType::F32, true);
-        s.lda = dy_ld as u64;
-        self.run(stream, s, dy, x, dw, dw)
+        self
+    }
+
+    /// An input-gradient product that adds to its output instead of overwriting it.
+    pub fn accumulate(mut self) -> Self {
+        if let GemmKind::BackwardInput { accumulate, .. } = &mut self.kind {
+            *accumulate = true;
+        }
+        self
+    }
+
+    /// A backward product whose `dy` rows are `ld` elements apart (the logit gradient's `2·Vp`).
+    pub fn dy_ld(mut self, ld: usize) -> Self {
+        match &mut self.kind {
+            GemmKind::BackwardInput { dy_ld, .. } | GemmKind::BackwardWeight { dy_ld, .. } => {
+                *dy_ld = ld
+            }
+            GemmKind::Forward { .. } => {}
+        }
+        self
+    }
+
+    /// The column-major cuBLASLt product and its A, B, C, D addresses, after checking every buffer
+    /// against the sizes (see the module documentation for the transposes).
+    fn lower(&self) -> GpuResult<(Shape, [u64; 4])> {
+        let (m, k, n) = (self.m, self.k, self.n);
+        let fits = |what: &str, len: usize, rows: usize, cols: usize, ld: usize| {
+            let need = if rows == 0 || cols == 0 {
+                0
+            } else {
+                (rows - 1) * ld + cols
+            };
+            if len < need {
+                Err(GpuError::Bounds(format!(
+                    "matmul (m, k, n) = ({m}, {k}, {n}): {what} holds {len} elements, needs {need}"
+                )))
+            } else {
+                Ok(())
+            }
+        };
+        let ld_ok = |ld: usize| {
+            if ld < n {
+                Err(GpuError::Blas(format!(
+                    "dY row stride {ld} < its width {n}"
+                )))
+            } else {
+                Ok(())
+            }
+        };
+        match self.kind {
+            GemmKind::Forward { x, w, y, residual } => {
+                if residual.is_some() && y.out_type() != OutType::F32 {
+                    return Err(GpuError::Blas("a residual add needs an f32 output".into()));
+                }
+                let (ya, ylen) = y.addr_len();
+                fits("X", x.len(), m, k, k)?;
+                fits("W", w.len(), k, n, n)?;
+                fits("Y", ylen, m, n, n)?;
+                if let Some(r) = residual {
+                    fits("the residual", r.len(), m, n, n)?;
+                }
+                let s = Shape::dense((n, m, k), (false, false), y.out_type(), residual.is_some());
+                let c = residual.map_or(ya, |r| r.addr());
+                Ok((s, [w.addr(), x.addr(), c, ya]))
+            }
+            GemmKind::BackwardInput {
+                dy,
+                dy_ld,
+                w,
+                dx,
+                accumulate,
+            } => {
+                if accumulate && dx.out_type() != OutType::F32 {
+                    return Err(GpuError::Blas("accumulating dX needs an f32 output".into()));
+                }
+                ld_ok(dy_ld)?;
+                let (da, dlen) = dx.addr_len();
+                fits("dY", dy.len(), m, n, dy_ld)?;
+                fits("W", w.len(), k, n, n)?;
+                fits("dX", dlen, m, k, k)?;
+                let mut s = Shape::dense((k, m, n), (true, false), dx.out_type(), accumulate);
+                s.ldb = dy_ld as u64;
+                Ok((s, [w.addr(), dy.addr(), da, da]))
+            }
+            GemmKind::BackwardWeight { x, dy, dy_ld, dw } => {
+                ld_ok(dy_ld)?;
+                fits("X", x.len(), m, k, k)?;
+                fits("dY", dy.len(), m, n, dy_ld)?;
+                fits("dW", dw.len(), k, n, n)?;
+                let mut s = Shape::dense((n, k, m), (false, true), OutType::F32, true);
+                s.lda = dy_ld as u64;
+                Ok((s, [dy.addr(), x.addr(), dw.addr(), dw.addr()]))
+            }
+        }
+    }
+}
+
+impl Blas {
+    /// Run the product `g` on `stream` (queued; cuBLASLt, or the host on the emulated device).
+    pub fn gemm(&mut self, stream: &Stream, g: &Gemm) -> GpuResult<()> {
+        let (s, [a, b, c, d]) = g.lower()?;
+        self.run(stream, s, a, b, c, d)
     }
 }
 

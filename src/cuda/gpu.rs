@@ -2,12 +2,22 @@
 //! context, the two streams, events, device and pinned host buffers, modules and kernel launches.
 //!
 //! The same types also run an *emulated device* ([`Gpu::emulated`]): device pointers are aligned host
-//! allocations (a [`DevPtr`] is then a host address), copies are `memcpy`, streams and events are no-ops
+//! allocations (a device address is then a host address), copies are `memcpy`, streams and events are no-ops
 //! (everything is synchronous), and kernels run through a [`KernelExec`] (the CPU emulator of the tests,
 //! `tests/emu/`). The CUDA backend runs unchanged on it, which tests its host logic without a GPU.
 //!
-//! cudarc's safe layer tracks every buffer with events (a cost on every launch) and asserts on sizes;
-//! this layer keeps raw device pointers, checks every return code and turns failures into [`GpuError`].
+//! Device memory is typed, as in cudarc's safe layer (`CudaSlice<T>`, `CudaView<T>`): an owning
+//! [`DevBuf<T>`] and a borrowed, `Copy` view [`DevSlice<'_, T>`] that carries the element type and the
+//! length, with `T` one of the element types the kernels use ([`DevElem`]). Sub-slices (a tensor inside
+//! the parameter arena, a part of a token slot) come from checked methods, never from pointer arithmetic
+//! at call sites, and the launch helpers of [`super::ops`] and [`super::blas`] take typed slices, so a
+//! bf16 buffer passed where an f32 one is expected does not compile. cudarc's safe layer also tracks every
+//! buffer with events (a cost on every launch) and asserts on sizes; this layer does neither, checks
+//! every return code and turns failures into [`GpuError`].
+//!
+//! Every device (the emulated one included) counts the bytes it has allocated, live and at peak
+//! ([`Gpu::mem_counter`]), so tests can check the memory plan ([`super::memory`]) against what was
+//! really allocated.
 //! Every entry point first checks that libcuda can be opened ([`driver_present`]), so nothing here
 //! panics on a machine without a GPU.
 
@@ -17,8 +27,30 @@ use std::alloc::Layout;
 use std::ffi::c_void;
 use std::sync::Arc;
 
-/// A device pointer (`CUdeviceptr`), passed to kernels by value.
-pub type DevPtr = u64;
+/// A raw device address (`CUdeviceptr`): what a kernel receives for a pointer parameter. Only the
+/// typed [`DevBuf`]/[`DevSlice`] hand one out ([`DevSlice::addr`]), for launches and cuBLASLt calls.
+type DevAddr = u64;
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// An element type of device memory: the types the kernels read and write. Sealed: a kernel's buffer
+/// is one of these, so a [`DevSlice`] of any other type cannot be made.
+pub trait DevElem: Copy + Default + sealed::Sealed + Send + Sync + 'static {
+    /// The type's name in messages and in the memory plan (`f32`, `bf16`...).
+    const NAME: &'static str;
+}
+
+macro_rules! dev_elem {
+    ($($t:ty => $name:literal),*) => {$(
+        impl sealed::Sealed for $t {}
+        impl DevElem for $t {
+            const NAME: &'static str = $name;
+        }
+    )*};
+}
+dev_elem!(f32 => "f32", f64 => "f64", half::bf16 => "bf16", u8 => "u8", u16 => "u16", i32 => "i32", u32 => "u32");
 
 /// A failure of the GPU layer.
 #[derive(Debug, thiserror::Error)]
@@ -27,11 +59,12 @@ pub enum GpuError {
     #[error("{0}")]
     Unavailable(String),
     /// A driver call failed.
-    #[error("{what}: {err}")]
+    #[error("{what}")]
     Driver {
         /// What was being done.
         what: String,
         /// The driver's error.
+        #[source]
         err: DriverError,
     },
     /// Device memory ran out.
@@ -40,12 +73,47 @@ pub enum GpuError {
     /// NVRTC failed to compile a kernel source (the message carries NVRTC's log).
     #[error("{0}")]
     Compile(String),
-    /// cuBLASLt failed.
+    /// cuBLASLt refused a product before calling it (a bad shape, alignment or setting).
     #[error("cuBLASLt: {0}")]
     Blas(String),
+    /// A cuBLASLt call failed.
+    #[error("cuBLASLt: {what}")]
+    BlasCall {
+        /// What was being done.
+        what: String,
+        /// cuBLASLt's status.
+        #[source]
+        err: cudarc::cublaslt::result::CublasError,
+    },
+    /// A typed device buffer was used out of its bounds or with a misaligned offset (a bug in the
+    /// caller, reported instead of reading or writing outside the allocation).
+    #[error("{0}")]
+    Bounds(String),
     /// A kernel failed on the emulated device (the emulator's message).
     #[error("{0}")]
     Emulated(String),
+    /// A request this layer refuses (a size, a case that cannot run, a result left unwritten).
+    #[error("{0}")]
+    Invalid(String),
+    /// A failure while doing `what`: the failure is the source.
+    #[error("{what}")]
+    Context {
+        /// What was being done.
+        what: String,
+        /// What failed.
+        #[source]
+        source: Box<GpuError>,
+    },
+}
+
+impl GpuError {
+    /// This error as the cause of a failure while doing `what`.
+    pub fn context(self, what: impl Into<String>) -> GpuError {
+        GpuError::Context {
+            what: what.into(),
+            source: Box::new(self),
+        }
+    }
 }
 
 impl From<GpuError> for BackendError {
@@ -57,6 +125,19 @@ impl From<GpuError> for BackendError {
             {
                 BackendError::OutOfMemory(what)
             }
+            GpuError::Driver { what, err } => BackendError::Gpu {
+                what,
+                source: Box::new(err),
+            },
+            GpuError::BlasCall { what, err } => BackendError::Gpu {
+                what: format!("cuBLASLt: {what}"),
+                source: Box::new(err),
+            },
+            GpuError::Context { what, source } => BackendError::Gpu {
+                what,
+                source: source as Box<dyn std::error::Error + Send + Sync>,
+            },
+            // The rest carry their whole message (NVRTC's log, the emulator's report).
             other => BackendError::Device(other.to_string()),
         }
     }
@@ -278,6 +359,8 @@ pub struct Gpu {
     pub cc: (i32, i32),
     /// Number of SMs.
     pub sms: i32,
+    /// Bytes allocated through [`DevBuf`]s (shared with each buffer, which subtracts itself on drop).
+    counter: Arc<MemCounter>,
 }
 
 impl Gpu {
@@ -317,6 +400,7 @@ impl Gpu {
                 name,
                 cc,
                 sms,
+                counter: Default::default(),
             })
         })
     }
@@ -331,6 +415,7 @@ impl Gpu {
             name: "emulated device (kernels on the CPU)".into(),
             cc: (9, 0),
             sms: 132,
+            counter: Default::default(),
         }
     }
 
@@ -388,12 +473,12 @@ impl Gpu {
     }
 
     /// Allocate `len` elements of `T` (uninitialised; NaN bytes on the emulated device).
-    pub fn alloc<T>(&self, len: usize, what: &str) -> GpuResult<DevBuf<T>> {
+    pub fn alloc<T: DevElem>(&self, len: usize, what: &str) -> GpuResult<DevBuf<T>> {
         DevBuf::new(self, len, what)
     }
 
     /// Allocate and zero `len` elements of `T` (on the compute stream).
-    pub fn alloc_zeroed<T>(&self, len: usize, what: &str) -> GpuResult<DevBuf<T>> {
+    pub fn alloc_zeroed<T: DevElem>(&self, len: usize, what: &str) -> GpuResult<DevBuf<T>> {
         let b = DevBuf::new(self, len, what)?;
         b.zero(&self.stream)?;
         Ok(b)
@@ -401,24 +486,29 @@ impl Gpu {
 
     /// Copy host data into `dst` (from element 0) on the compute stream, then wait for the copy (the
     /// host slice may be pageable memory that is freed right after).
-    pub fn upload<T: Copy>(&self, src: &[T], dst: &DevBuf<T>) -> GpuResult<()> {
+    pub fn upload<T: DevElem>(&self, src: &[T], dst: &DevBuf<T>) -> GpuResult<()> {
         self.upload_at(src, dst, 0)
     }
 
     /// Copy host data into `dst` from element `offset` on, like [`Gpu::upload`].
-    pub fn upload_at<T: Copy>(&self, src: &[T], dst: &DevBuf<T>, offset: usize) -> GpuResult<()> {
+    pub fn upload_at<T: DevElem>(
+        &self,
+        src: &[T],
+        dst: &DevBuf<T>,
+        offset: usize,
+    ) -> GpuResult<()> {
         if offset
             .checked_add(src.len())
             .is_none_or(|end| end > dst.len)
         {
-            return Err(GpuError::Unavailable(format!(
+            return Err(GpuError::Bounds(format!(
                 "upload of {} elements at element {offset} into the {}-element buffer {}",
                 src.len(),
                 dst.len,
                 dst.what
             )));
         }
-        let at = dst.at(offset);
+        let at = dst.sub(offset, src.len())?.addr();
         if self.ctx.is_none() {
             // SAFETY: dst is a host allocation with room for src.len() elements from offset.
             unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), at as *mut T, src.len()) };
@@ -434,9 +524,9 @@ impl Gpu {
 
     /// Queue a device-to-device copy of the first `len` elements of `src` into `dst` on the compute
     /// stream.
-    pub fn copy<T>(&self, src: &DevBuf<T>, dst: &DevBuf<T>, len: usize) -> GpuResult<()> {
+    pub fn copy<T: DevElem>(&self, src: &DevBuf<T>, dst: &DevBuf<T>, len: usize) -> GpuResult<()> {
         if len > src.len || len > dst.len {
-            return Err(GpuError::Unavailable(format!(
+            return Err(GpuError::Bounds(format!(
                 "copy of {len} elements from {} ({} elements) to {} ({} elements)",
                 src.what, src.len, dst.what, dst.len
             )));
@@ -445,34 +535,40 @@ impl Gpu {
         if self.ctx.is_none() {
             // SAFETY: both are host allocations of at least `bytes` bytes; distinct allocations do
             // not overlap (the same buffer copied onto itself is a no-op).
-            if src.ptr != dst.ptr {
+            if src.addr != dst.addr {
                 unsafe {
-                    std::ptr::copy_nonoverlapping(src.ptr as *const u8, dst.ptr as *mut u8, bytes)
+                    std::ptr::copy_nonoverlapping(src.addr as *const u8, dst.addr as *mut u8, bytes)
                 };
             }
             return Ok(());
         }
         self.bind()?;
         // SAFETY: both ranges lie inside their allocations.
-        unsafe { result::memcpy_dtod_async(dst.ptr, src.ptr, bytes, self.stream.raw()) }
+        unsafe { result::memcpy_dtod_async(dst.addr, src.addr, bytes, self.stream.raw()) }
             .ctx(|| format!("copying {} to {}", src.what, dst.what))
     }
 
     /// Copy the first `len` elements of `src` to a new host vector (waits for the compute stream).
-    pub fn download<T: Copy + Default>(&self, src: &DevBuf<T>, len: usize) -> GpuResult<Vec<T>> {
+    pub fn download<T: DevElem>(&self, src: &DevBuf<T>, len: usize) -> GpuResult<Vec<T>> {
         let len = len.min(src.len);
         let mut out = vec![T::default(); len];
         if self.ctx.is_none() {
             // SAFETY: src is a host allocation of at least len elements.
-            unsafe { std::ptr::copy_nonoverlapping(src.ptr as *const T, out.as_mut_ptr(), len) };
+            unsafe { std::ptr::copy_nonoverlapping(src.addr as *const T, out.as_mut_ptr(), len) };
             return Ok(out);
         }
         self.bind()?;
         // SAFETY: out has len elements, src at least len.
-        unsafe { result::memcpy_dtoh_async(&mut out[..], src.ptr, self.stream.raw()) }
+        unsafe { result::memcpy_dtoh_async(&mut out[..], src.addr, self.stream.raw()) }
             .ctx(|| format!("copying {} from the GPU", src.what))?;
         self.sync()?;
         Ok(out)
+    }
+
+    /// The bytes this device has allocated through [`DevBuf`]s, live and at peak (the element bytes
+    /// asked for, on a GPU and on the emulated device alike).
+    pub fn mem_counter(&self) -> &MemCounter {
+        &self.counter
     }
 }
 
@@ -508,56 +604,73 @@ fn host_alloc(bytes: usize, align: usize, fill: u8, what: &str) -> GpuResult<(*m
     Ok((p, layout))
 }
 
-/// A device allocation of `len` elements of `T`, freed on drop.
-pub struct DevBuf<T> {
-    ptr: DevPtr,
+/// A device allocation of `len` elements of `T`, freed on drop (cudarc's `CudaSlice<T>`). Kernels and
+/// products see it through [`DevSlice`]s: [`DevBuf::slice`] for all of it, [`DevBuf::sub`] for a
+/// checked range.
+pub struct DevBuf<T: DevElem> {
+    addr: DevAddr,
     len: usize,
     what: String,
     owner: Owner,
+    /// The device's byte counter, decremented on drop.
+    counter: Arc<MemCounter>,
     _t: std::marker::PhantomData<T>,
 }
 
-// SAFETY: a device pointer is plain data; the allocation is owned.
-unsafe impl<T> Send for DevBuf<T> {}
+// SAFETY: a device address is plain data; the allocation is owned.
+unsafe impl<T: DevElem> Send for DevBuf<T> {}
 
-impl<T> DevBuf<T> {
+impl<T: DevElem> DevBuf<T> {
     fn new(gpu: &Gpu, len: usize, what: &str) -> GpuResult<Self> {
         let bytes = (len.max(1))
             .checked_mul(std::mem::size_of::<T>())
             .ok_or_else(|| GpuError::OutOfMemory(format!("sizing {what}")))?;
-        let (ptr, owner) = match &gpu.ctx {
+        let (addr, owner) = match &gpu.ctx {
             Some(ctx) => {
                 gpu.bind()?;
                 // SAFETY: plain allocation; freed in Drop.
-                let ptr = unsafe { result::malloc_sync(bytes) }
+                let addr = unsafe { result::malloc_sync(bytes) }
                     .ctx(|| format!("allocating {what} ({:.1} MiB)", bytes as f64 / 1048576.0))?;
-                (ptr, Owner::Cuda(ctx.clone()))
+                (addr, Owner::Cuda(ctx.clone()))
             }
             None => {
                 // Emulated: all-ones bytes (NaN in f32 and bf16) expose reads of unwritten memory.
                 let (p, layout) = host_alloc(bytes, EMU_ALIGN, 0xff, what)?;
-                (p as DevPtr, Owner::Host(layout))
+                (p as DevAddr, Owner::Host(layout))
             }
         };
+        gpu.counter.add(len * std::mem::size_of::<T>());
         Ok(DevBuf {
-            ptr,
+            addr,
             len,
             what: what.to_string(),
             owner,
+            counter: gpu.counter.clone(),
             _t: std::marker::PhantomData,
         })
     }
 
-    /// Device pointer of element 0.
-    pub fn ptr(&self) -> DevPtr {
-        self.ptr
+    /// The whole buffer as a view.
+    pub fn slice(&self) -> DevSlice<'_, T> {
+        DevSlice {
+            addr: self.addr,
+            len: self.len,
+            _t: std::marker::PhantomData,
+        }
     }
 
-    /// Device pointer of element `i` (checked against the length: an out-of-range offset is a bug in
-    /// the caller, reported as an error by [`DevBuf::at`]).
-    pub fn at(&self, i: usize) -> DevPtr {
-        debug_assert!(i <= self.len, "{}: offset {i} past {}", self.what, self.len);
-        self.ptr + (i * std::mem::size_of::<T>()) as u64
+    /// Elements `start..start + len` as a view; a range past the end is an error naming the buffer.
+    pub fn sub(&self, start: usize, len: usize) -> GpuResult<DevSlice<'_, T>> {
+        self.slice().sub(start, len).map_err(|e| match e {
+            GpuError::Bounds(m) => GpuError::Bounds(format!("{}: {m}", self.what)),
+            other => other,
+        })
+    }
+
+    /// The raw device address of element 0, for a hand-written launch (tests, benches). The typed
+    /// helpers of [`super::ops`] and [`super::blas`] take [`DevSlice`]s instead.
+    pub fn ptr(&self) -> u64 {
+        self.addr
     }
 
     /// Number of elements.
@@ -575,6 +688,11 @@ impl<T> DevBuf<T> {
         self.len * std::mem::size_of::<T>()
     }
 
+    /// What the buffer holds (its name in messages).
+    pub fn what(&self) -> &str {
+        &self.what
+    }
+
     /// Set every byte to zero on `stream`.
     pub fn zero(&self, stream: &Stream) -> GpuResult<()> {
         self.fill_bytes(0, stream)
@@ -585,32 +703,163 @@ impl<T> DevBuf<T> {
         match &self.owner {
             Owner::Host(_) => {
                 // SAFETY: the range is inside the host allocation.
-                unsafe { std::ptr::write_bytes(self.ptr as *mut u8, byte, self.bytes()) };
+                unsafe { std::ptr::write_bytes(self.addr as *mut u8, byte, self.bytes()) };
                 Ok(())
             }
             Owner::Cuda(ctx) => {
                 bind(ctx)?;
                 // SAFETY: the range is inside the allocation.
-                unsafe { result::memset_d8_async(self.ptr, byte, self.bytes(), stream.raw()) }
+                unsafe { result::memset_d8_async(self.addr, byte, self.bytes(), stream.raw()) }
                     .ctx(|| format!("filling {}", self.what))
             }
         }
     }
 }
 
-impl<T> Drop for DevBuf<T> {
+/// A borrowed view of `len` elements of `T` in device memory (cudarc's `CudaView<T>`): what the launch
+/// helpers take. `Copy`, like the pointer it stands for; it cannot outlive its [`DevBuf`]. Kernels
+/// write through it too (the GPU's work is asynchronous, so Rust's `&mut` could not promise anything
+/// about it anyway).
+///
+/// The element type is part of the type, so a bf16 buffer cannot be passed where the kernel wants
+/// f32:
+///
+/// ```compile_fail,E0308
+/// use isoflop::cuda::gpu::{DevSlice, Gpu};
+/// use isoflop::cuda::ops::Ops;
+/// use half::bf16;
+/// fn cast(ops: &Ops, x_f32: DevSlice<f32>, y_bf16: DevSlice<bf16>) {
+///     // Arguments swapped: a bf16 input where the kernel reads f32 does not compile.
+///     let _ = ops.cast_f32_to_bf16(y_bf16, x_f32, 1);
+/// }
+/// ```
+///
+/// while the right order does:
+///
+/// ```
+/// use isoflop::cuda::gpu::DevSlice;
+/// use isoflop::cuda::ops::Ops;
+/// use half::bf16;
+/// fn cast(ops: &Ops, x_f32: DevSlice<f32>, y_bf16: DevSlice<bf16>) {
+///     let _ = ops.cast_f32_to_bf16(x_f32, y_bf16, 1);
+/// }
+/// ```
+pub struct DevSlice<'a, T: DevElem> {
+    addr: DevAddr,
+    len: usize,
+    _t: std::marker::PhantomData<&'a T>,
+}
+
+impl<T: DevElem> Clone for DevSlice<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T: DevElem> Copy for DevSlice<'_, T> {}
+
+impl<T: DevElem> std::fmt::Debug for DevSlice<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DevSlice<{}>[{}] @ {:#x}", T::NAME, self.len, self.addr)
+    }
+}
+
+impl<'a, T: DevElem> DevSlice<'a, T> {
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the view holds no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The raw device address of element 0 (for a kernel argument or a cuBLASLt call).
+    pub fn addr(&self) -> u64 {
+        self.addr
+    }
+
+    /// Elements `start..start + len` of this view; a range past the end is an error.
+    pub fn sub(&self, start: usize, len: usize) -> GpuResult<DevSlice<'a, T>> {
+        match start.checked_add(len) {
+            Some(end) if end <= self.len => Ok(DevSlice {
+                addr: self.addr + (start * std::mem::size_of::<T>()) as u64,
+                len,
+                _t: std::marker::PhantomData,
+            }),
+            _ => Err(GpuError::Bounds(format!(
+                "elements {start}..{} of a {}-element {} view",
+                start.saturating_add(len),
+                self.len,
+                T::NAME
+            ))),
+        }
+    }
+
+    /// The same bytes seen as elements of `U` (e.g. the bf16 logit gradient written over the f32
+    /// logits, or the u16/i32 parts of a byte staging slot). The address must be aligned for `U`;
+    /// the length is the whole elements of `U` that fit.
+    pub fn reinterpret<U: DevElem>(&self) -> GpuResult<DevSlice<'a, U>> {
+        if !self.addr.is_multiple_of(std::mem::align_of::<U>() as u64) {
+            return Err(GpuError::Bounds(format!(
+                "a {} view at {:#x} seen as {} (misaligned)",
+                T::NAME,
+                self.addr,
+                U::NAME
+            )));
+        }
+        Ok(DevSlice {
+            addr: self.addr,
+            len: self.len * std::mem::size_of::<T>() / std::mem::size_of::<U>(),
+            _t: std::marker::PhantomData,
+        })
+    }
+}
+
+/// Bytes a device has allocated through [`DevBuf`]s: live now, and the peak since it was opened.
+#[derive(Debug, Default)]
+pub struct MemCounter {
+    live: std::sync::atomic::AtomicUsize,
+    peak: std::sync::atomic::AtomicUsize,
+}
+
+impl MemCounter {
+    fn add(&self, bytes: usize) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let live = self.live.fetch_add(bytes, SeqCst) + bytes;
+        self.peak.fetch_max(live, SeqCst);
+    }
+
+    fn sub(&self, bytes: usize) {
+        self.live
+            .fetch_sub(bytes, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Bytes of the buffers alive now (their element bytes, without allocation padding).
+    pub fn live(&self) -> usize {
+        self.live.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The most bytes alive at once since the device was opened.
+    pub fn peak(&self) -> usize {
+        self.peak.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl<T: DevElem> Drop for DevBuf<T> {
     fn drop(&mut self) {
+        self.counter.sub(self.bytes());
         match &self.owner {
             Owner::Cuda(ctx) => {
                 if ctx.bind_to_thread().is_ok() {
                     // SAFETY: allocated by malloc_sync and not freed before. Callers synchronise the
                     // streams that use a buffer before dropping it (cuMemFree's own wait is not promised).
-                    let r = unsafe { result::free_sync(self.ptr) };
+                    let r = unsafe { result::free_sync(self.addr) };
                     ctx.record_err(r);
                 }
             }
             // SAFETY: allocated by host_alloc with this layout, freed once.
-            Owner::Host(layout) => unsafe { std::alloc::dealloc(self.ptr as *mut u8, *layout) },
+            Owner::Host(layout) => unsafe { std::alloc::dealloc(self.addr as *mut u8, *layout) },
         }
     }
 }
@@ -667,9 +916,16 @@ impl PinnedBuf {
         self.len == 0
     }
 
-    /// Queue a copy of the first `bytes` bytes to `dst` on `stream`.
-    pub fn copy_to(&self, dst: DevPtr, bytes: usize, stream: &Stream) -> GpuResult<()> {
+    /// Queue a copy of the first `bytes` bytes (at most this buffer's length) to the start of `dst`
+    /// on `stream`; more bytes than `dst` holds is an error.
+    pub fn copy_to<T: DevElem>(
+        &self,
+        dst: DevSlice<'_, T>,
+        bytes: usize,
+        stream: &Stream,
+    ) -> GpuResult<()> {
         let bytes = bytes.min(self.len);
+        let dst = dst.reinterpret::<u8>()?.sub(0, bytes)?.addr();
         match &self.owner {
             Owner::Cuda(ctx) => bind(ctx)?,
             Owner::Host(_) => {
@@ -686,10 +942,17 @@ impl PinnedBuf {
             .ctx(|| "uploading tokens".into())
     }
 
-    /// Queue a copy of `bytes` bytes from `src` into the start of this buffer on `stream` (read the
-    /// bytes only after an event recorded after this call has completed).
-    pub fn copy_from(&mut self, src: DevPtr, bytes: usize, stream: &Stream) -> GpuResult<()> {
+    /// Queue a copy of the first `bytes` bytes of `src` (at most this buffer's length) into the start
+    /// of this buffer on `stream` (read the bytes only after an event recorded after this call has
+    /// completed); more bytes than `src` holds is an error.
+    pub fn copy_from<T: DevElem>(
+        &mut self,
+        src: DevSlice<'_, T>,
+        bytes: usize,
+        stream: &Stream,
+    ) -> GpuResult<()> {
         let bytes = bytes.min(self.len);
+        let src = src.reinterpret::<u8>()?.sub(0, bytes)?.addr();
         match &self.owner {
             Owner::Cuda(ctx) => bind(ctx)?,
             Owner::Host(_) => {
@@ -742,6 +1005,16 @@ macro_rules! impl_param {
     )*};
 }
 impl_param!(u64, i64, i32, u32, f32, f64);
+
+/// A typed view is passed as its device address (a pointer parameter of the kernel).
+impl<T: DevElem> KernelParam for DevSlice<'_, T> {
+    fn as_param(&self) -> *mut c_void {
+        &self.addr as *const DevAddr as *mut c_void
+    }
+    fn param_size(&self) -> usize {
+        std::mem::size_of::<DevAddr>()
+    }
+}
 
 /// Loaded CUDA modules and their functions by name.
 struct Modules {
@@ -831,7 +1104,8 @@ impl Kernels {
     }
 
     /// Launch `name` on `stream`; `args` in the kernel's parameter order, each of the exact C type
-    /// (device pointers as `u64`, `int` as `i32`, `long long` as `i64`, `float` as `f32`).
+    /// (device pointers as [`DevSlice`]s or raw `u64` addresses, `int` as `i32`, `long long` as `i64`,
+    /// `float` as `f32`). The typed launchers of [`super::ops`] are the checked way in.
     pub fn launch(
         &self,
         stream: &Stream,

@@ -11,8 +11,8 @@
 //! and the "device time" is the host wall time between the two events (work there is synchronous); that
 //! exercises the bench's buffers and arguments in tests, it measures nothing about a GPU.
 
-use super::blas::{Blas, OutType};
-use super::gpu::{DevBuf, Event, Gpu, GpuError, GpuResult, KernelExec, Kernels};
+use super::blas::{Blas, Gemm};
+use super::gpu::{DevBuf, DevElem, DevSlice, Event, Gpu, GpuError, GpuResult, KernelExec, Kernels};
 use super::kernel_cases::{KernelCase, KernelFamily};
 use super::layout::{padded_vocab, DeviceLayout};
 use super::nvrtc;
@@ -45,15 +45,25 @@ struct Setup {
     runs: Vec<(usize, usize, bool)>,
 }
 
+/// The buffer `name` of `bufs`, or an error naming it (a case that launches a buffer it never set up).
+fn view<'a, T: DevElem>(
+    bufs: &'a BTreeMap<&'static str, DevBuf<T>>,
+    name: &str,
+) -> GpuResult<DevSlice<'a, T>> {
+    bufs.get(name)
+        .map(DevBuf::slice)
+        .ok_or_else(|| GpuError::Bounds(format!("kernel case: no {} buffer named {name}", T::NAME)))
+}
+
 impl Setup {
-    fn f(&self, name: &str) -> u64 {
-        self.f32s.get(name).map_or(0, |b| b.ptr())
+    fn f(&self, name: &str) -> GpuResult<DevSlice<'_, f32>> {
+        view(&self.f32s, name)
     }
-    fn h(&self, name: &str) -> u64 {
-        self.bf16s.get(name).map_or(0, |b| b.ptr())
+    fn h(&self, name: &str) -> GpuResult<DevSlice<'_, bf16>> {
+        view(&self.bf16s, name)
     }
-    fn u(&self, name: &str) -> u64 {
-        self.u16s.get(name).map_or(0, |b| b.ptr())
+    fn u(&self, name: &str) -> GpuResult<DevSlice<'_, u16>> {
+        view(&self.u16s, name)
     }
 }
 
@@ -66,7 +76,7 @@ struct Builder<'a> {
 
 impl Builder<'_> {
     /// Upload `block` repeatedly over `buf` (a block of random values tiled over the buffer).
-    fn tile<T: Copy>(&self, buf: &DevBuf<T>, block: &[T]) -> GpuResult<()> {
+    fn tile<T: DevElem>(&self, buf: &DevBuf<T>, block: &[T]) -> GpuResult<()> {
         let mut at = 0;
         while at < buf.len() {
             let take = block.len().min(buf.len() - at);
@@ -219,20 +229,20 @@ impl CudaKernelLauncher {
 
     /// The prepared case's output buffers (as f32) by name: they start as NaN, so a value that is
     /// still NaN was not written.
-    pub fn outputs(&self) -> Result<Vec<(String, Vec<f32>)>, String> {
+    pub fn outputs(&self) -> GpuResult<Vec<(String, Vec<f32>)>> {
         let s = self
             .setup
             .as_ref()
-            .ok_or("no case has been prepared".to_string())?;
+            .ok_or_else(|| GpuError::Invalid("no case has been prepared".into()))?;
         let mut out = Vec::new();
         for &name in &s.outputs {
             let vals = if let Some(b) = s.f32s.get(name) {
-                self.gpu.download(b, b.len()).map_err(|e| e.to_string())?
+                self.gpu.download(b, b.len())?
             } else if let Some(b) = s.bf16s.get(name) {
-                let v = self.gpu.download(b, b.len()).map_err(|e| e.to_string())?;
+                let v = self.gpu.download(b, b.len())?;
                 v.into_iter().map(bf16::to_f32).collect()
             } else {
-                return Err(format!("output {name} has no buffer"));
+                return Err(GpuError::Invalid(format!("output {name} has no buffer")));
             };
             out.push((name.to_string(), vals));
         }
@@ -264,12 +274,12 @@ impl CudaKernelLauncher {
                 bld.rand_f32("q_scale", HEAD_DIM, 0.5, 1.5)?;
                 bld.rand_f32("k_scale", HEAD_DIM, 0.5, 1.5)?;
                 bld.out_f32("rope_cs", t * 32 * 2)?;
-                ops.rope_table_init(bld.s.f("rope_cs"), t)?;
+                ops.rope_table_init(bld.s.f("rope_cs")?, t)?;
                 bld.out_bf16("out", n * d)?;
                 bld.out_f32("lse", attn.stats_len())?;
                 if case.family == KernelFamily::AttentionBackward {
                     // The backward reads the forward's output and logsumexp.
-                    ops.attention_forward(attn, &attn_forward(&bld.s))?;
+                    ops.attention_forward(attn, &attn_forward(&bld.s)?)?;
                     bld.rand_bf16("dout", n * d, -1.0, 1.0)?;
                     for name in ["dq", "dk", "dv"] {
                         bld.out_bf16(name, n * d)?;
@@ -296,11 +306,11 @@ impl CudaKernelLauncher {
                 if case.family == KernelFamily::LayerNormBackward {
                     let s = &bld.s;
                     ops.layernorm_forward_bf16(
-                        s.f("x"),
-                        s.f("scale"),
-                        s.h("out"),
-                        s.f("mean"),
-                        s.f("rstd"),
+                        s.f("x")?,
+                        s.f("scale")?,
+                        s.h("out")?,
+                        s.f("mean")?,
+                        s.f("rstd")?,
                         n,
                         d,
                     )?;
@@ -374,58 +384,58 @@ impl CudaKernelLauncher {
         let stream = &self.gpu.stream;
         let ops = Ops::new(&self.kernels, stream);
         match c.family {
-            KernelFamily::AttentionForward => ops.attention_forward(attn, &attn_forward(s)),
+            KernelFamily::AttentionForward => ops.attention_forward(attn, &attn_forward(s)?),
             KernelFamily::AttentionBackward => ops.attention_backward(
                 attn,
                 &AttnBackward {
-                    fwd: attn_forward(s),
-                    dout: s.h("dout"),
-                    dq: s.h("dq"),
-                    dk: s.h("dk"),
-                    dv: s.h("dv"),
-                    delta: s.f("delta"),
-                    dscale_part: s.f("dscale_part"),
-                    dq_scale: s.f("dq_scale"),
-                    dk_scale: s.f("dk_scale"),
+                    fwd: attn_forward(s)?,
+                    dout: s.h("dout")?,
+                    dq: s.h("dq")?,
+                    dk: s.h("dk")?,
+                    dv: s.h("dv")?,
+                    delta: s.f("delta")?,
+                    dscale_part: s.f("dscale_part")?,
+                    dq_scale: s.f("dq_scale")?,
+                    dk_scale: s.f("dk_scale")?,
                 },
             ),
             KernelFamily::CrossEntropy => ops.cross_entropy_f32(
-                s.f("logits"),
-                s.u("targets"),
-                s.f("loss_rows"),
+                s.f("logits")?,
+                s.u("targets")?,
+                s.f("loss_rows")?,
                 (n, v, padded_vocab(v)),
                 true,
             ),
             KernelFamily::LayerNormForward => ops.layernorm_forward_bf16(
-                s.f("x"),
-                s.f("scale"),
-                s.h("out"),
-                s.f("mean"),
-                s.f("rstd"),
+                s.f("x")?,
+                s.f("scale")?,
+                s.h("out")?,
+                s.f("mean")?,
+                s.f("rstd")?,
                 n,
                 d,
             ),
             KernelFamily::LayerNormBackward => ops.layernorm_backward(
                 &LnBackward {
-                    dout: s.f("dout"),
-                    x: s.f("x"),
-                    scale: s.f("scale"),
-                    mean: s.f("mean"),
-                    rstd: s.f("rstd"),
-                    dx: s.f("dx"),
-                    part: s.f("part"),
-                    dscale: s.f("dscale"),
+                    dout: s.f("dout")?,
+                    x: s.f("x")?,
+                    scale: s.f("scale")?,
+                    mean: s.f("mean")?,
+                    rstd: s.f("rstd")?,
+                    dx: s.f("dx")?,
+                    part: s.f("part")?,
+                    dscale: s.f("dscale")?,
                 },
                 n,
                 d,
                 false,
             ),
-            KernelFamily::GeluForward => ops.gelu_forward_bf16(s.h("u"), s.h("g"), 4 * n * d),
+            KernelFamily::GeluForward => ops.gelu_forward_bf16(s.h("u")?, s.h("g")?, 4 * n * d),
             KernelFamily::GeluBackward => {
-                ops.gelu_backward_bf16(s.f("dg"), s.h("u"), s.h("du"), 4 * n * d)
+                ops.gelu_backward_bf16(s.f("dg")?, s.h("u")?, s.h("du")?, 4 * n * d)
             }
             KernelFamily::EmbeddingForward => {
-                ops.embedding_forward(s.f("embed"), s.u("tokens"), s.f("x"), (n, d, v))
+                ops.embedding_forward(s.f("embed")?, s.u("tokens")?, s.f("x")?, (n, d, v))
             }
             KernelFamily::AdamW => {
                 let buf = |name: &str| {
@@ -446,27 +456,18 @@ impl CudaKernelLauncher {
                 };
                 ops.adamw(&st, &s.runs, &bench_adamw_step())
             }
-            KernelFamily::Matmul => self.blas.forward(
+            KernelFamily::Matmul => self.blas.gemm(
                 stream,
-                s.h("x"),
-                s.h("w"),
-                s.h("y"),
-                OutType::Bf16,
-                None,
-                n,
-                d,
-                4 * d,
+                &Gemm::forward((n, d, 4 * d), s.h("x")?, s.h("w")?, s.h("y")?),
             ),
-            KernelFamily::MatmulHead => self.blas.forward(
+            KernelFamily::MatmulHead => self.blas.gemm(
                 stream,
-                s.h("x"),
-                s.h("w"),
-                s.f("logits"),
-                OutType::F32,
-                None,
-                n,
-                d,
-                padded_vocab(v),
+                &Gemm::forward(
+                    (n, d, padded_vocab(v)),
+                    s.h("x")?,
+                    s.h("w")?,
+                    s.f("logits")?,
+                ),
             ),
         }
     }
@@ -507,17 +508,17 @@ impl CudaKernelLauncher {
 }
 
 /// The attention forward's buffers of a prepared attention case.
-fn attn_forward(s: &Setup) -> AttnForward {
-    AttnForward {
-        out: s.h("out"),
-        lse: s.f("lse"),
-        q: s.h("q"),
-        k: s.h("k"),
-        v: s.h("v"),
-        q_scale: s.f("q_scale"),
-        k_scale: s.f("k_scale"),
-        rope_cs: s.f("rope_cs"),
-    }
+fn attn_forward(s: &Setup) -> GpuResult<AttnForward<'_>> {
+    Ok(AttnForward {
+        out: s.h("out")?,
+        lse: s.f("lse")?,
+        q: s.h("q")?,
+        k: s.h("k")?,
+        v: s.h("v")?,
+        q_scale: s.f("q_scale")?,
+        k_scale: s.f("k_scale")?,
+        rope_cs: s.f("rope_cs")?,
+    })
 }
 
 impl CudaKernelLauncher {
@@ -527,37 +528,37 @@ impl CudaKernelLauncher {
     }
 
     /// Allocate the case's buffers and fill them with random values (never zeros).
-    pub fn prepare(&mut self, case: &KernelCase) -> Result<(), String> {
+    pub fn prepare(&mut self, case: &KernelCase) -> GpuResult<()> {
         if case.d_model == 0 || !case.d_model.is_multiple_of(HEAD_DIM) || case.b == 0 || case.t == 0
         {
-            return Err(format!(
+            return Err(GpuError::Invalid(format!(
                 "{}: D must be a positive multiple of {HEAD_DIM}, B and T positive",
                 case.id()
-            ));
+            )));
         }
-        self.gpu.bind().map_err(|e| e.to_string())?;
-        self.gpu.sync().map_err(|e| e.to_string())?;
+        self.gpu.bind()?;
+        self.gpu.sync()?;
         self.setup = None; // free the previous case first
         let s = super::gpu::catch_cuda_panic("preparing a kernel case", || self.build(case))
-            .map_err(|e| format!("{}: {e}", case.id()))?;
+            .map_err(|e| e.context(case.id()))?;
         self.setup = Some(s);
         Ok(())
     }
 
     /// Launch the case's kernels `launches` times back to back between two CUDA events on one stream and
     /// return the elapsed device time in seconds.
-    pub fn time_launches(&mut self, case: &KernelCase, launches: u64) -> Result<f64, String> {
+    pub fn time_launches(&mut self, case: &KernelCase, launches: u64) -> GpuResult<f64> {
         match &self.setup {
             Some(s) if s.case == *case => {}
-            _ => return Err(format!("{} was not prepared", case.id())),
+            _ => return Err(GpuError::Invalid(format!("{} was not prepared", case.id()))),
         }
         self.timed(launches, |me| me.launch_once())
-            .map_err(|e| format!("{}: {e}", case.id()))
+            .map_err(|e| e.context(case.id()))
     }
 
     /// Measured dense bf16 matmul peak (FLOP/s) and device-to-device copy bandwidth (bytes/s), to use as
     /// ceilings next to the datasheet's.
-    pub fn measured_ceilings(&mut self) -> Result<(f64, f64), String> {
+    pub fn measured_ceilings(&mut self) -> GpuResult<(f64, f64)> {
         let peak = super::peak::measure_on(
             &self.gpu,
             &mut self.blas,
@@ -567,18 +568,18 @@ impl CudaKernelLauncher {
         )?;
         let bw = self
             .copy_bandwidth()
-            .map_err(|e| format!("measuring the copy bandwidth: {e}"))?;
+            .map_err(|e| e.context("measuring the copy bandwidth"))?;
         Ok((peak, bw))
     }
 }
 
 /// The kernel launcher of GPU 0 (kernels built with NVRTC or loaded from the cubin cache), or why
 /// there is none.
-pub fn open_launcher() -> Result<CudaKernelLauncher, String> {
+pub fn open_launcher() -> GpuResult<CudaKernelLauncher> {
     if let Err(why) = super::gpu::probe_gpus() {
-        return Err(format!("no GPU: {why}"));
+        return Err(GpuError::Unavailable(format!("no GPU: {why}")));
     }
-    CudaKernelLauncher::open(0).map_err(|e| format!("cannot open GPU 0 for the kernel bench: {e}"))
+    CudaKernelLauncher::open(0).map_err(|e| e.context("cannot open GPU 0 for the kernel bench"))
 }
 
 impl Drop for CudaKernelLauncher {
@@ -596,7 +597,7 @@ mod tests {
     fn launcher_opens_or_says_why() {
         // Without a GPU: an explanation naming the GPU, never a panic; with one: the device.
         match open_launcher() {
-            Err(why) => assert!(why.contains("GPU"), "{why}"),
+            Err(why) => assert!(why.to_string().contains("GPU"), "{why}"),
             Ok(l) => assert!(
                 l.device_name().starts_with("cuda:0 "),
                 "{}",

@@ -2,12 +2,13 @@
 //! of kernels) its grid, block, dynamic shared memory and argument list, in one place. [`CudaBackend`]
 //! composes its step from these, and the kernel bench (`src/cuda/kernel_bench.rs`) times the same calls.
 //!
-//! Every function queues work on the [`Ops`]'s stream and returns at once; pointers are device
-//! pointers ([`DevPtr`]) of buffers of the sizes named in each function's documentation.
+//! Every function queues work on the [`Ops`]'s stream and returns at once; buffers are typed device
+//! views ([`DevSlice`]) of the element types the kernel reads and writes (a wrong element type does not
+//! compile), of the sizes named in each function's documentation.
 //!
 //! [`CudaBackend`]: super::CudaBackend
 
-use super::gpu::{elementwise_grid, DevBuf, DevPtr, GpuResult, KernelParam, Kernels, Stream};
+use super::gpu::{elementwise_grid, DevBuf, DevSlice, GpuResult, KernelParam, Kernels, Stream};
 use super::memory::{LN_ROWS_PER_BLOCK, REDUCE_BLOCKS};
 use crate::backend::{AdamWStep, DecayMode};
 use crate::model::{ParamLayout, HEAD_DIM};
@@ -46,67 +47,67 @@ impl AttnShape {
 
 /// Buffers of the attention forward (`[B·T, D]` rows, head `h` in columns `h·64..h·64+64`).
 #[derive(Clone, Copy, Debug)]
-pub struct AttnForward {
+pub struct AttnForward<'a> {
     /// Output `[N, D]` bf16.
-    pub out: DevPtr,
+    pub out: DevSlice<'a, bf16>,
     /// Row logsumexp `[B, H, T]` f32.
-    pub lse: DevPtr,
+    pub lse: DevSlice<'a, f32>,
     /// Pre-norm queries, keys, values `[N, D]` bf16.
-    pub q: DevPtr,
+    pub q: DevSlice<'a, bf16>,
     /// Keys.
-    pub k: DevPtr,
+    pub k: DevSlice<'a, bf16>,
     /// Values.
-    pub v: DevPtr,
+    pub v: DevSlice<'a, bf16>,
     /// QK-Norm scales `[64]` f32.
-    pub q_scale: DevPtr,
+    pub q_scale: DevSlice<'a, f32>,
     /// Key norm scale.
-    pub k_scale: DevPtr,
+    pub k_scale: DevSlice<'a, f32>,
     /// RoPE table `[T, 32]` (cos, sin) f32 pairs ([`Ops::rope_table_init`]).
-    pub rope_cs: DevPtr,
+    pub rope_cs: DevSlice<'a, f32>,
 }
 
 /// Buffers of the attention backward: the forward's inputs and outputs plus the gradients.
 #[derive(Clone, Copy, Debug)]
-pub struct AttnBackward {
+pub struct AttnBackward<'a> {
     /// The forward's buffers (`out` and `lse` as it wrote them).
-    pub fwd: AttnForward,
+    pub fwd: AttnForward<'a>,
     /// Gradient of the output `[N, D]` bf16.
-    pub dout: DevPtr,
+    pub dout: DevSlice<'a, bf16>,
     /// Gradients of q, k, v `[N, D]` bf16 (written).
-    pub dq: DevPtr,
+    pub dq: DevSlice<'a, bf16>,
     /// Key gradient.
-    pub dk: DevPtr,
+    pub dk: DevSlice<'a, bf16>,
     /// Value gradient.
-    pub dv: DevPtr,
+    pub dv: DevSlice<'a, bf16>,
     /// Row sums `Σ out·dout` `[B, H, T]` f32 (scratch).
-    pub delta: DevPtr,
+    pub delta: DevSlice<'a, f32>,
     /// Scale-gradient partials ([`AttnShape::dscale_part_len`] f32, scratch).
-    pub dscale_part: DevPtr,
+    pub dscale_part: DevSlice<'a, f32>,
     /// QK-Norm scale gradients `[64]` f32 (added to).
-    pub dq_scale: DevPtr,
+    pub dq_scale: DevSlice<'a, f32>,
     /// Key norm scale gradient.
-    pub dk_scale: DevPtr,
+    pub dk_scale: DevSlice<'a, f32>,
 }
 
 /// Buffers of a LayerNorm backward over `[N, D]` f32 rows.
 #[derive(Clone, Copy, Debug)]
-pub struct LnBackward {
+pub struct LnBackward<'a> {
     /// Upstream gradient `[N, D]` f32.
-    pub dout: DevPtr,
+    pub dout: DevSlice<'a, f32>,
     /// The forward's input `[N, D]` f32.
-    pub x: DevPtr,
+    pub x: DevSlice<'a, f32>,
     /// Scale `[D]` f32.
-    pub scale: DevPtr,
+    pub scale: DevSlice<'a, f32>,
     /// Row mean and reciprocal standard deviation `[N]` f32, from the forward.
-    pub mean: DevPtr,
+    pub mean: DevSlice<'a, f32>,
     /// Reciprocal standard deviation.
-    pub rstd: DevPtr,
+    pub rstd: DevSlice<'a, f32>,
     /// Input gradient `[N, D]` f32 (written, or added to when accumulating).
-    pub dx: DevPtr,
+    pub dx: DevSlice<'a, f32>,
     /// Scale-gradient partials ([`ln_part_len`] f32, scratch).
-    pub part: DevPtr,
+    pub part: DevSlice<'a, f32>,
     /// Scale gradient `[D]` f32 (added to).
-    pub dscale: DevPtr,
+    pub dscale: DevSlice<'a, f32>,
 }
 
 /// Elements of the LayerNorm backward's scale-gradient partials for `n` rows of `d`.
@@ -166,21 +167,22 @@ impl<'a> Ops<'a> {
             .launch(self.stream, name, grid, block, smem, args)
     }
 
-    /// A grid-stride elementwise kernel over `len` elements: `name(ptrs..., (long long) len)`.
-    pub fn elementwise(&self, name: &str, len: usize, ptrs: &[DevPtr]) -> GpuResult<()> {
+    /// A grid-stride elementwise kernel over `len` elements: `name(bufs..., (long long) len)`.
+    fn elementwise(&self, name: &str, len: usize, bufs: &[&dyn KernelParam]) -> GpuResult<()> {
         let nn = len as i64;
-        let mut args: Vec<&dyn KernelParam> = ptrs.iter().map(|p| p as &dyn KernelParam).collect();
+        let mut args: Vec<&dyn KernelParam> = bufs.to_vec();
         args.push(&nn);
         self.launch(name, (elementwise_grid(len), 1, 1), 256, 0, &args)
     }
 
     /// `y[..n] = bf16(x[..n])`.
-    pub fn cast_f32_to_bf16(&self, x: DevPtr, y: DevPtr, n: usize) -> GpuResult<()> {
-        self.elementwise("cast_f32_to_bf16", n, &[x, y])
+    pub fn cast_f32_to_bf16(&self, x: DevSlice<f32>, y: DevSlice<bf16>, n: usize) -> GpuResult<()> {
+        let (x, y) = (x.sub(0, n)?, y.sub(0, n)?);
+        self.elementwise("cast_f32_to_bf16", n, &[&x, &y])
     }
 
     /// Fill the RoPE table `cs` (`[t, 32]` f32 pairs) for positions `0..t`.
-    pub fn rope_table_init(&self, cs: DevPtr, t: usize) -> GpuResult<()> {
+    pub fn rope_table_init(&self, cs: DevSlice<f32>, t: usize) -> GpuResult<()> {
         self.launch(
             "rope_table_init",
             ((t * 32).div_ceil(256) as u32, 1, 1),
@@ -193,9 +195,9 @@ impl<'a> Ops<'a> {
     /// `out[n, d] = embed[tokens[n], :]` (embed `[v, d]` f32, tokens `[n]` u16, out f32).
     pub fn embedding_forward(
         &self,
-        embed: DevPtr,
-        tokens: DevPtr,
-        out: DevPtr,
+        embed: DevSlice<f32>,
+        tokens: DevSlice<u16>,
+        out: DevSlice<f32>,
         (n, d, v): (usize, usize, usize),
     ) -> GpuResult<()> {
         self.launch(
@@ -211,11 +213,11 @@ impl<'a> Ops<'a> {
     #[allow(clippy::too_many_arguments)]
     pub fn embedding_backward(
         &self,
-        dout: DevPtr,
-        ids: DevPtr,
-        offsets: DevPtr,
-        positions: DevPtr,
-        dembed: DevPtr,
+        dout: DevSlice<f32>,
+        ids: DevSlice<u16>,
+        offsets: DevSlice<i32>,
+        positions: DevSlice<i32>,
+        dembed: DevSlice<f32>,
         n_ids: usize,
         d: usize,
     ) -> GpuResult<()> {
@@ -240,11 +242,11 @@ impl<'a> Ops<'a> {
     #[allow(clippy::too_many_arguments)]
     pub fn layernorm_forward_bf16(
         &self,
-        x: DevPtr,
-        scale: DevPtr,
-        out: DevPtr,
-        mean: DevPtr,
-        rstd: DevPtr,
+        x: DevSlice<f32>,
+        scale: DevSlice<f32>,
+        out: DevSlice<bf16>,
+        mean: DevSlice<f32>,
+        rstd: DevSlice<f32>,
         n: usize,
         d: usize,
     ) -> GpuResult<()> {
@@ -368,20 +370,27 @@ impl<'a> Ops<'a> {
         )
     }
 
-    /// `g = bf16(gelu_tanh(u))` over `len` bf16 elements.
-    pub fn gelu_forward_bf16(&self, u: DevPtr, g: DevPtr, len: usize) -> GpuResult<()> {
-        self.elementwise("gelu_forward_bf16", len, &[u, g])
-    }
-
-    /// `du = bf16(dg·gelu'(u))` over `len` elements (dg f32, u and du bf16).
-    pub fn gelu_backward_bf16(
+    /// `g = bf16(gelu_tanh(u))` over the first `len` bf16 elements.
+    pub fn gelu_forward_bf16(
         &self,
-        dg: DevPtr,
-        u: DevPtr,
-        du: DevPtr,
+        u: DevSlice<bf16>,
+        g: DevSlice<bf16>,
         len: usize,
     ) -> GpuResult<()> {
-        self.elementwise("gelu_backward_bf16", len, &[dg, u, du])
+        let (u, g) = (u.sub(0, len)?, g.sub(0, len)?);
+        self.elementwise("gelu_forward_bf16", len, &[&u, &g])
+    }
+
+    /// `du = bf16(dg·gelu'(u))` over the first `len` elements.
+    pub fn gelu_backward_bf16(
+        &self,
+        dg: DevSlice<f32>,
+        u: DevSlice<bf16>,
+        du: DevSlice<bf16>,
+        len: usize,
+    ) -> GpuResult<()> {
+        let (dg, u, du) = (dg.sub(0, len)?, u.sub(0, len)?, du.sub(0, len)?);
+        self.elementwise("gelu_backward_bf16", len, &[&dg, &u, &du])
     }
 
     /// Softmax cross-entropy of `n` f32 rows of `v` logits, `ld >= v` apart (columns `v..ld` ignored),
@@ -390,9 +399,9 @@ impl<'a> Ops<'a> {
     /// of row r's bytes, a bf16 `[n, ld]` matrix with row stride `2·ld`.
     pub fn cross_entropy_f32(
         &self,
-        logits: DevPtr,
-        targets: DevPtr,
-        rows: DevPtr,
+        logits: DevSlice<f32>,
+        targets: DevSlice<u16>,
+        rows: DevSlice<f32>,
         (n, v, ld): (usize, usize, usize),
         grad: bool,
     ) -> GpuResult<()> {
@@ -416,9 +425,9 @@ impl<'a> Ops<'a> {
     /// of `n` f32 rows of `v` logits, `ld >= v` apart; the logits are only read (task evaluation).
     pub fn token_scores_f32(
         &self,
-        logits: DevPtr,
-        targets: DevPtr,
-        (logp, hit): (DevPtr, DevPtr),
+        logits: DevSlice<f32>,
+        targets: DevSlice<u16>,
+        (logp, hit): (DevSlice<f32>, DevSlice<i32>),
         (n, v, ld): (usize, usize, usize),
     ) -> GpuResult<()> {
         self.launch(
@@ -434,12 +443,14 @@ impl<'a> Ops<'a> {
     /// [`REDUCE_BLOCKS`] partials in `part` (f64): deterministic.
     pub fn reduce(
         &self,
-        x: DevPtr,
+        x: DevSlice<f32>,
         n: usize,
         squares: bool,
-        part: DevPtr,
-        out: DevPtr,
+        part: DevSlice<f64>,
+        out: DevSlice<f64>,
     ) -> GpuResult<()> {
+        let x = x.sub(0, n)?;
+        let part = part.sub(0, REDUCE_BLOCKS)?;
         let name = if squares {
             "sum_squares_partials_f32"
         } else {
@@ -476,7 +487,8 @@ impl<'a> Ops<'a> {
             DecayMode::Coupled => 0,
             DecayMode::Independent => 1,
         };
-        let null: u64 = 0;
+        // No per-element decay mask: each run has one decay flag.
+        let no_mask: u64 = 0;
         for &(start, end, dec) in runs {
             let n = end - start;
             self.launch(
@@ -485,12 +497,12 @@ impl<'a> Ops<'a> {
                 256,
                 0,
                 &[
-                    &st.params.at(start),
-                    &st.grads.at(start),
-                    &st.m.at(start),
-                    &st.v.at(start),
-                    &st.wb.at(start),
-                    &null,
+                    &st.params.sub(start, n)?,
+                    &st.grads.sub(start, n)?,
+                    &st.m.sub(start, n)?,
+                    &st.v.sub(start, n)?,
+                    &st.wb.sub(start, n)?,
+                    &no_mask,
                     &(dec as i32),
                     &(n as i64),
                     &hp.lr,

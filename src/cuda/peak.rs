@@ -3,8 +3,8 @@
 //! unwraps) and timed with CUDA events ([`Gpu::timing_event`]). `crate::device::peak` turns it into the
 //! measured peak MFU is judged against; the kernel bench uses it as a ceiling.
 
-use super::blas::{Blas, OutType};
-use super::gpu::{catch_cuda_panic, Gpu, GpuResult};
+use super::blas::{Blas, Gemm};
+use super::gpu::{catch_cuda_panic, Gpu, GpuError, GpuResult};
 use half::bf16;
 use rand::{Rng, SeedableRng};
 
@@ -17,9 +17,9 @@ pub const REPEATS: usize = 5;
 
 /// Median FLOP/s of `N×N·N×N` bf16 products on GPU `ordinal`; `Err` with the reason when it cannot
 /// run (no driver, no cuBLASLt, no memory, ...).
-pub fn measure(ordinal: usize) -> Result<f64, String> {
-    let gpu = Gpu::open(ordinal).map_err(|e| e.to_string())?;
-    let mut blas = Blas::new(&gpu).map_err(|e| e.to_string())?;
+pub fn measure(ordinal: usize) -> GpuResult<f64> {
+    let gpu = Gpu::open(ordinal)?;
+    let mut blas = Blas::new(&gpu)?;
     measure_on(&gpu, &mut blas, N, LAUNCHES, REPEATS)
 }
 
@@ -32,15 +32,18 @@ pub fn measure_on(
     n: usize,
     launches: usize,
     repeats: usize,
-) -> Result<f64, String> {
+) -> GpuResult<f64> {
     if n == 0 || launches == 0 || repeats == 0 {
-        return Err("the matmul peak needs a positive size, launch count and repeat count".into());
+        return Err(GpuError::Invalid(
+            "the matmul peak needs a positive size, launch count and repeat count".into(),
+        ));
     }
     let rates = catch_cuda_panic("measuring the matmul peak", || {
         timed_rates(gpu, blas, n, launches, repeats)
     })
-    .map_err(|e| format!("measuring the matmul peak: {e}"))?;
-    let mut rates = rates?;
+    .map_err(|e| e.context("measuring the matmul peak"))?;
+    let mut rates =
+        rates.map_err(|why| GpuError::Invalid(why).context("measuring the matmul peak"))?;
     rates.sort_by(f64::total_cmp);
     Ok(rates[rates.len() / 2])
 }
@@ -68,16 +71,9 @@ fn timed_rates(
     let c = gpu.alloc::<bf16>(n * n, "the matmul-peak C")?;
     c.fill_bytes(0xff, &gpu.stream)?; // NaN: must be overwritten
     let mut launch = || {
-        blas.forward(
+        blas.gemm(
             &gpu.stream,
-            a.ptr(),
-            b.ptr(),
-            c.ptr(),
-            OutType::Bf16,
-            None,
-            n,
-            n,
-            n,
+            &Gemm::forward((n, n, n), a.slice(), b.slice(), c.slice()),
         )
     };
     for _ in 0..3 {

@@ -78,6 +78,16 @@ pub enum DeviceError {
     /// The backend failed to start.
     #[error(transparent)]
     Backend(#[from] BackendError),
+    /// GPU `index` is there but the CUDA backend failed to start on it (the cause: the backend's
+    /// error, and below it the driver's, NVRTC's or cuBLASLt's).
+    #[error("--device cuda:{index}: the CUDA backend failed to start")]
+    CudaStart {
+        /// Requested ordinal.
+        index: usize,
+        /// Why it failed.
+        #[source]
+        source: BackendError,
+    },
 }
 
 /// Open the backend for `choice` with initial parameters `params`.
@@ -129,7 +139,9 @@ fn open(
                     kind: DeviceKind::Cuda { ordinal: 0 },
                 }),
                 Err(e) => {
-                    let msg = e.to_string();
+                    // The note names the cause chain's first line (the whole error can be long: an
+                    // NVRTC log).
+                    let msg = error_chain(&e);
                     let first = msg.lines().next().unwrap_or("").trim().to_string();
                     cpu(
                         params,
@@ -155,10 +167,7 @@ fn open(
                     kind: DeviceKind::Cuda { ordinal: index },
                 }),
                 Err(e @ BackendError::OutOfMemory(_)) => Err(DeviceError::Backend(e)),
-                Err(e) => Err(DeviceError::NoSuchGpu {
-                    index,
-                    why: e.to_string(),
-                }),
+                Err(source) => Err(DeviceError::CudaStart { index, source }),
             }
         }
     }
@@ -173,6 +182,18 @@ pub fn open_eval_backend(
     params: Vec<f32>,
 ) -> Result<Opened, DeviceError> {
     open(choice, cfg, params, true)
+}
+
+/// An error and its causes on one line, `outer: cause: root` (as anyhow's `{:#}` prints them).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(c) = next {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        next = c.source();
+    }
+    out
 }
 
 /// Whether GPU `index` is there (driver loaded, device counted), without opening it: cheap, so callers

@@ -82,7 +82,8 @@ pub fn measured_matmul_peak(kind: DeviceKind) -> Result<Peak, String> {
         DeviceKind::Cuda { ordinal } => {
             use crate::cuda::peak::{measure, LAUNCHES, N, REPEATS};
             Ok(Peak {
-                flops: measure(ordinal)?,
+                // The reason is shown next to the MFU columns: the whole cause chain on one line.
+                flops: measure(ordinal).map_err(|e| super::error_chain(&e))?,
                 source: format!(
                     "measured: median of {REPEATS}×{LAUNCHES} bf16 {N}x{N}x{N} cuBLASLt products \
                      (fp32 accumulate)"

@@ -8,7 +8,7 @@ use crate::util::{cases, common};
 
 use cases::{rng, round_bf16, uniform};
 use common::{for_each_device, Dev};
-use isoflop::cuda::blas::OutType;
+use isoflop::cuda::blas::Gemm;
 
 /// Row-major `A[M,K]·B[K,N]` in f64.
 fn mm(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f64> {
@@ -77,31 +77,22 @@ fn run_matmuls(dev: &mut Dev) {
         let what = format!("m={m} k={k} n={n}");
 
         let yb = dev.nan_bf16(m * n);
-        blas.forward(
-            s,
-            xd.ptr(),
-            wd.ptr(),
-            yb.ptr(),
-            OutType::Bf16,
-            None,
-            m,
-            k,
-            n,
-        )
-        .unwrap();
+        let (xs, ws) = (xd.slice(), wd.slice());
+        blas.gemm(s, &Gemm::forward((m, k, n), xs, ws, yb.slice()))
+            .unwrap();
         dev.gpu.sync().unwrap();
         let e = rel(&dev.get_bf16(&yb), &want);
         assert!(e <= 1e-2, "forward bf16 {what}: {e:.2e}");
 
         let yf = dev.nan_f32(m * n);
-        blas.forward(s, xd.ptr(), wd.ptr(), yf.ptr(), OutType::F32, None, m, k, n)
+        blas.gemm(s, &Gemm::forward((m, k, n), xs, ws, yf.slice()))
             .unwrap();
         dev.gpu.sync().unwrap();
         let got = dev.get_f32(&yf);
         let e = rel(&got, &want);
         assert!(e <= 1e-4, "forward f32 {what}: {e:.2e}");
         // Same product, same bits.
-        blas.forward(s, xd.ptr(), wd.ptr(), yf.ptr(), OutType::F32, None, m, k, n)
+        blas.gemm(s, &Gemm::forward((m, k, n), xs, ws, yf.slice()))
             .unwrap();
         dev.gpu.sync().unwrap();
         assert!(
@@ -115,30 +106,9 @@ fn run_matmuls(dev: &mut Dev) {
         // Fused residual: h = c0 + x·w (C and D distinct), then in place (C = D).
         let cd = dev.f32(&c0);
         let hd = dev.nan_f32(m * n);
-        blas.forward(
-            s,
-            xd.ptr(),
-            wd.ptr(),
-            hd.ptr(),
-            OutType::F32,
-            Some(cd.ptr()),
-            m,
-            k,
-            n,
-        )
-        .unwrap();
-        blas.forward(
-            s,
-            xd.ptr(),
-            wd.ptr(),
-            cd.ptr(),
-            OutType::F32,
-            Some(cd.ptr()),
-            m,
-            k,
-            n,
-        )
-        .unwrap();
+        let residual = |out| Gemm::forward((m, k, n), xs, ws, out).residual(cd.slice());
+        blas.gemm(s, &residual(hd.slice())).unwrap();
+        blas.gemm(s, &residual(cd.slice())).unwrap();
         dev.gpu.sync().unwrap();
         let want_h: Vec<f64> = want.iter().zip(&c0).map(|(a, b)| a + *b as f64).collect();
         assert!(rel(&dev.get_f32(&hd), &want_h) <= 1e-4, "residual {what}");
@@ -150,32 +120,11 @@ fn run_matmuls(dev: &mut Dev) {
         // dX = dY·Wᵀ, written (f32 and bf16) then accumulated.
         let want_dx = mm(&dy, &transpose(&w, k, n), m, n, k);
         let dx = dev.nan_f32(m * k);
-        blas.backward_input(
-            s,
-            dyd.ptr(),
-            wd.ptr(),
-            dx.ptr(),
-            OutType::F32,
-            false,
-            m,
-            k,
-            n,
-        )
-        .unwrap();
+        let dx_f32 = Gemm::backward_input((m, k, n), dyd.slice(), ws, dx.slice());
+        blas.gemm(s, &dx_f32).unwrap();
         dev.gpu.sync().unwrap();
         assert!(rel(&dev.get_f32(&dx), &want_dx) <= 1e-4, "dX f32 {what}");
-        blas.backward_input(
-            s,
-            dyd.ptr(),
-            wd.ptr(),
-            dx.ptr(),
-            OutType::F32,
-            true,
-            m,
-            k,
-            n,
-        )
-        .unwrap();
+        blas.gemm(s, &dx_f32.accumulate()).unwrap();
         dev.gpu.sync().unwrap();
         let twice: Vec<f64> = want_dx.iter().map(|v| 2.0 * v).collect();
         assert!(
@@ -183,16 +132,9 @@ fn run_matmuls(dev: &mut Dev) {
             "dX accumulate {what}"
         );
         let dxb = dev.nan_bf16(m * k);
-        blas.backward_input(
+        blas.gemm(
             s,
-            dyd.ptr(),
-            wd.ptr(),
-            dxb.ptr(),
-            OutType::Bf16,
-            false,
-            m,
-            k,
-            n,
+            &Gemm::backward_input((m, k, n), dyd.slice(), ws, dxb.slice()),
         )
         .unwrap();
         dev.gpu.sync().unwrap();
@@ -201,8 +143,11 @@ fn run_matmuls(dev: &mut Dev) {
         // dW += Xᵀ·dY onto a non-zero start.
         let w0 = uniform(&mut r, k * n, -1.0, 1.0);
         let dw = dev.f32(&w0);
-        blas.backward_weight(s, xd.ptr(), dyd.ptr(), dw.ptr(), m, k, n)
-            .unwrap();
+        blas.gemm(
+            s,
+            &Gemm::backward_weight((m, k, n), xs, dyd.slice(), dw.slice()),
+        )
+        .unwrap();
         dev.gpu.sync().unwrap();
         let want_dw: Vec<f64> = mm(&transpose(&x, m, k), &dy, k, m, n)
             .iter()
@@ -248,22 +193,15 @@ fn run_strided_dy(dev: &mut Dev) {
         }
         let (xd, wd, dyd) = (dev.bf16(&x), dev.bf16(&w), dev.bf16(&dy_strided));
         let dx = dev.nan_f32(m * k);
-        blas.backward_input_ld(
+        let dx_of =
+            |ld| Gemm::backward_input((m, k, n), dyd.slice(), wd.slice(), dx.slice()).dy_ld(ld);
+        blas.gemm(s, &dx_of(ld)).unwrap();
+        let dw = dev.f32(&vec![0.0; k * n]);
+        blas.gemm(
             s,
-            dyd.ptr(),
-            ld,
-            wd.ptr(),
-            dx.ptr(),
-            OutType::F32,
-            false,
-            m,
-            k,
-            n,
+            &Gemm::backward_weight((m, k, n), xd.slice(), dyd.slice(), dw.slice()).dy_ld(ld),
         )
         .unwrap();
-        let dw = dev.f32(&vec![0.0; k * n]);
-        blas.backward_weight_ld(s, xd.ptr(), dyd.ptr(), ld, dw.ptr(), m, k, n)
-            .unwrap();
         dev.gpu.sync().unwrap();
         let want_dx = mm(&dy, &transpose(&w, k, n), m, n, k);
         assert!(
@@ -276,20 +214,7 @@ fn run_strided_dy(dev: &mut Dev) {
             "strided dW {what}"
         );
         // A stride shorter than a row is refused, not run.
-        let e = blas
-            .backward_input_ld(
-                s,
-                dyd.ptr(),
-                n - 1,
-                wd.ptr(),
-                dx.ptr(),
-                OutType::F32,
-                false,
-                m,
-                k,
-                n,
-            )
-            .unwrap_err();
+        let e = blas.gemm(s, &dx_of(n - 1)).unwrap_err();
         assert!(e.to_string().contains("row stride"), "{e}");
         eprintln!("{what}: ok");
     }
@@ -316,8 +241,11 @@ fn long_reductions_repeat_bitwise_across_handles() {
         let s = &dev.gpu.stream;
         let run = |blas: &mut isoflop::cuda::blas::Blas| {
             let dw = dev.f32(&vec![0.0; k * n]);
-            blas.backward_weight(s, xd.ptr(), dyd.ptr(), dw.ptr(), m, k, n)
-                .unwrap();
+            blas.gemm(
+                s,
+                &Gemm::backward_weight((m, k, n), xd.slice(), dyd.slice(), dw.slice()),
+            )
+            .unwrap();
             dev.gpu.sync().unwrap();
             dev.get_f32(&dw)
         };

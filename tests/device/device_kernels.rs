@@ -1114,7 +1114,7 @@ fn work_from_a_new_thread_binds_the_context() {
         // 2. A pinned upload on a new thread.
         let (dev, mut pinned, staged) = std::thread::spawn(move || {
             pinned
-                .copy_to(staged.ptr(), n * 4, &dev.gpu.stream)
+                .copy_to(staged.slice(), n * 4, &dev.gpu.stream)
                 .unwrap_or_else(|e| panic!("PinnedBuf::copy_to from a new thread: {e}"));
             dev.gpu.sync().unwrap();
             (dev, pinned, staged)
@@ -1155,7 +1155,7 @@ fn work_from_a_new_thread_binds_the_context() {
         let (dev, mut pinned) = std::thread::spawn(move || {
             pinned.as_mut_slice().fill(0);
             pinned
-                .copy_from(back.ptr(), n * 4, &dev.gpu.stream)
+                .copy_from(back.slice(), n * 4, &dev.gpu.stream)
                 .unwrap_or_else(|e| panic!("PinnedBuf::copy_from from a new thread: {e}"));
             dev.gpu.sync().unwrap();
             drop(back);

@@ -25,7 +25,7 @@ fn every_case_runs_once_with_finite_outputs() {
         // Timing before preparing is an error, not a panic.
         if family == KernelFamily::AttentionForward {
             let e = l.time_launches(&case, 1).unwrap_err();
-            assert!(e.contains("not prepared"), "{e}");
+            assert!(e.to_string().contains("not prepared"), "{e}");
         }
         l.prepare(&case)
             .unwrap_or_else(|e| panic!("{}: prepare: {e}", case.id()));

@@ -6,6 +6,7 @@
 
 mod device_blas;
 mod device_kernels;
+mod device_memory;
 mod device_train;
 mod emu_selftest;
 mod kernel_bench_emulated;

@@ -14,7 +14,7 @@ pub use super::harness;
 
 use half::bf16;
 use isoflop::cuda::blas::Blas;
-use isoflop::cuda::gpu::{self, DevBuf, Gpu, KernelExec, KernelParam, Kernels};
+use isoflop::cuda::gpu::{self, DevBuf, DevElem, Gpu, KernelExec, KernelParam, Kernels};
 use isoflop::cuda::nvrtc;
 use std::ffi::c_void;
 use std::sync::{Arc, OnceLock};
@@ -286,7 +286,7 @@ impl Dev {
         self.raw(&h)
     }
     /// Buffer holding `x` as it is.
-    pub fn raw<T: Copy>(&self, x: &[T]) -> DevBuf<T> {
+    pub fn raw<T: DevElem>(&self, x: &[T]) -> DevBuf<T> {
         let b = self.gpu.alloc::<T>(x.len(), "test buffer").expect("alloc");
         self.gpu.upload(x, &b).expect("upload");
         b
@@ -308,7 +308,7 @@ impl Dev {
         self.get(b).iter().map(|v| v.to_f32()).collect()
     }
     /// Contents of any buffer.
-    pub fn get<T: Copy + Default>(&self, b: &DevBuf<T>) -> Vec<T> {
+    pub fn get<T: DevElem>(&self, b: &DevBuf<T>) -> Vec<T> {
         self.gpu.download(b, b.len()).expect("download")
     }
     /// Launch and wait, panicking with the kernel's name on any error (launch or execution).
