@@ -2,9 +2,9 @@
 //! (D=64, L=2, T=128, V=32101, 8 sequences) and the forward of its dominant ops.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use isoflop::backend::{AdamWStep, Backend, DecayMode};
+use isoflop::backend::{AdamWStep, Backend, DecayMode, TokenBatch};
 use isoflop::cpu::ops::{
-    attention_forward, cross_entropy_in_place, matmul_backward, matmul_forward,
+    attention_forward, cross_entropy_in_place, matmul_backward, matmul_forward, OutMode,
 };
 use isoflop::cpu::CpuBackend;
 use isoflop::model::config::preset;
@@ -29,12 +29,14 @@ fn train_step(c: &mut Criterion) {
         .collect();
     let mut step = 0u64;
     c.bench_function(
-        &format!("tiny train step (b={B}, {})", be.device_name()),
+        &format!("tiny train step (b={B}, {})", be.device()),
         |bch| {
             bch.iter(|| {
                 step += 1;
-                be.zero_grads();
-                let loss = be.forward_backward(&toks, B).expect("valid batch");
+                be.zero_grads().expect("a training backend");
+                // Built inside the timed loop: the split and the checks are part of a step.
+                let batch = TokenBatch::new(&cfg, &toks, B).expect("valid batch");
+                let loss = be.forward_backward(&batch).expect("a batch of its model");
                 let hp = AdamWStep {
                     step,
                     lr: 1e-3,
@@ -59,7 +61,7 @@ fn big_ops(c: &mut Criterion) {
     let head = random(d * v, 3);
     let mut logits = vec![0.0f32; n * v];
     c.bench_function("head matmul forward 1024x64 · 64x32101", |bch| {
-        bch.iter(|| matmul_forward(&x, &head, &mut logits, n, d, v))
+        bch.iter(|| matmul_forward(&x, &head, &mut logits, n, d, v, OutMode::Overwrite))
     });
     let mut dx = vec![0.0f32; n * d];
     let mut dhead = vec![0.0f32; d * v];

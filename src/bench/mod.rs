@@ -67,7 +67,7 @@ fn detect_device(choice: DeviceChoice) -> Result<(DeviceKind, String, String), B
     };
     let opened = device::open_backend(choice, &cfg, init_params(&cfg, 0))
         .map_err(|e| BenchError::Device(e.to_string()))?;
-    let name = opened.backend.device_name();
+    let name = opened.backend.device().to_string();
     Ok((opened.kind, name, opened.note))
 }
 

@@ -7,7 +7,7 @@ use super::report::{Mfu, PhaseShare, SizeResult};
 use super::stats::Spread;
 use super::timed::{self, SharedPhases, TimedBackend, TimedSource};
 use super::BenchError;
-use crate::backend::{Backend, BackendError};
+use crate::backend::{Backend, BackendError, TokenBatch};
 use crate::data::{SyntheticSource, TokenSource};
 use crate::device::peak::Peak;
 use crate::device::{self, DeviceChoice};
@@ -103,9 +103,13 @@ fn choose_micro_batch(
                 let tokens = probe
                     .next_batch(b)
                     .map_err(|e| BenchError::Device(format!("probe batch: {e}")))?;
-                match backend.forward_backward(&tokens, b) {
+                let batch = TokenBatch::new(cfg, &tokens, b)
+                    .map_err(|e| BenchError::Device(format!("probe batch: {e}")))?;
+                match backend.forward_backward(&batch) {
                     Ok(_) => {
-                        backend.zero_grads();
+                        backend.zero_grads().map_err(|e| {
+                            BenchError::Device(format!("probe with micro-batch {b}: {e}"))
+                        })?;
                         return Ok((
                             b,
                             describe_choice(&tried, b, "a probe forward/backward fits"),
@@ -223,9 +227,11 @@ pub fn run_size(
         let tokens = probe
             .next_batch(micro)
             .map_err(|e| BenchError::Device(format!("probe batch: {e}")))?;
+        let batch = TokenBatch::new(&cfg, &tokens, micro)
+            .map_err(|e| BenchError::Device(format!("probe batch: {e}")))?;
         trainer
             .backend_mut()
-            .forward_loss(&tokens, micro)
+            .forward_loss(&batch)
             .map_err(|e| BenchError::Device(e.to_string()))?;
     }
     let fwd = timed::snapshot(&phases);

@@ -6,7 +6,7 @@
 //! the phase shares are the host's view and only whole-step times (each step ends in a reduction that
 //! waits for the device) are exact.
 
-use crate::backend::{AdamWStep, Backend, BackendError, LossSum};
+use crate::backend::{AdamWStep, Backend, BackendError, DeviceInfo, LossSum, TokenBatch};
 use crate::data::{SourceError, TokenSource};
 use crate::model::ModelConfig;
 use serde::{Deserialize, Serialize};
@@ -79,32 +79,28 @@ fn timed<T>(
 }
 
 impl Backend for TimedBackend {
-    fn device_name(&self) -> String {
-        self.inner.device_name()
+    fn device(&self) -> DeviceInfo {
+        self.inner.device()
     }
     fn config(&self) -> &ModelConfig {
         self.inner.config()
     }
-    fn forward_backward(
-        &mut self,
-        tokens_Bx_T1: &[u16],
-        b: usize,
-    ) -> Result<LossSum, BackendError> {
+    fn forward_backward(&mut self, batch: &TokenBatch) -> Result<LossSum, BackendError> {
         let inner = &mut self.inner;
         timed(
             &self.phases,
-            || inner.forward_backward(tokens_Bx_T1, b),
+            || inner.forward_backward(batch),
             |p, dt| {
                 p.forward_backward_s += dt;
                 p.forward_backward_calls += 1;
             },
         )
     }
-    fn forward_loss(&mut self, tokens_Bx_T1: &[u16], b: usize) -> Result<LossSum, BackendError> {
+    fn forward_loss(&mut self, batch: &TokenBatch) -> Result<LossSum, BackendError> {
         let inner = &mut self.inner;
         timed(
             &self.phases,
-            || inner.forward_loss(tokens_Bx_T1, b),
+            || inner.forward_loss(batch),
             |p, dt| {
                 p.forward_only_s += dt;
                 p.forward_only_calls += 1;
@@ -113,20 +109,19 @@ impl Backend for TimedBackend {
     }
     fn forward_scores(
         &mut self,
-        tokens_Bx_T1: &[u16],
-        b: usize,
+        batch: &TokenBatch,
     ) -> Result<crate::backend::TokenScores, BackendError> {
         let inner = &mut self.inner;
         timed(
             &self.phases,
-            || inner.forward_scores(tokens_Bx_T1, b),
+            || inner.forward_scores(batch),
             |p, dt| {
                 p.forward_only_s += dt;
                 p.forward_only_calls += 1;
             },
         )
     }
-    fn zero_grads(&mut self) {
+    fn zero_grads(&mut self) -> Result<(), BackendError> {
         let inner = &mut self.inner;
         timed(
             &self.phases,
@@ -221,12 +216,12 @@ mod tests {
             phases.clone(),
         );
         let mut src = TimedSource::new(SyntheticSource::new(8, 40, 2), phases.clone());
-        let batch = src.next_batch(2).unwrap();
-        let a = plain.forward_backward(&batch, 2).unwrap();
-        let b = timed.forward_backward(&batch, 2).unwrap();
+        let batch = TokenBatch::new(&cfg, &src.next_batch(2).unwrap(), 2).unwrap();
+        let a = plain.forward_backward(&batch).unwrap();
+        let b = timed.forward_backward(&batch).unwrap();
         assert_eq!(a, b);
         assert_eq!(plain.read_grads().unwrap(), timed.read_grads().unwrap());
-        timed.forward_loss(&batch, 2).unwrap();
+        timed.forward_loss(&batch).unwrap();
         timed.grad_norm().unwrap();
         let p = snapshot(&phases);
         assert_eq!((p.forward_backward_calls, p.forward_only_calls), (1, 1));

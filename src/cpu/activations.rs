@@ -56,9 +56,6 @@ pub(crate) struct Scratch {
 pub(crate) struct Activations {
     /// Micro-batch capacity (sequences).
     pub cap_b: usize,
-    /// Input ids and target ids `[N]`.
-    pub inputs: Vec<u16>,
-    pub targets: Vec<u16>,
     /// Residual stream: `resid[0]` the embedding output, `resid[l+1]` the output of block `l` [N, D].
     pub resid: Vec<Vec<f32>>,
     pub layers: Vec<LayerActs>,
@@ -102,6 +99,7 @@ impl Activations {
         let per_layer = 9 * nd + 8 * nd + 4 * n + 4 * n * nh + b * nh * t * t;
         // Residuals (L+1), final LN, logits, scratch (8 [N,D] and 2 [N,4D]).
         let rest = (l + 1) * nd + nd + 2 * n + n * v + 16 * nd;
+        // The u16 input and target ids live in the [`crate::backend::TokenBatch`], counted here too.
         (4 * (l * per_layer + rest) + 2 * 2 * n).min(usize::MAX as u128) as usize
     }
 
@@ -136,8 +134,6 @@ impl Activations {
             .collect();
         Activations {
             cap_b: b,
-            inputs: vec![0; n],
-            targets: vec![0; n],
             resid: (0..=cfg.n_layers).map(|_| z(n * d)).collect(),
             layers,
             xf: z(n * d),

@@ -1,11 +1,14 @@
 //! [`CpuBackend`]: the whole model on the CPU in f32, behind the [`Backend`] trait.
 
 use super::activations::Activations;
-use super::model::{backward, forward, split_batch, Dims};
+use super::model::{backward, forward, Dims};
 use super::ops::{
     adamw_update, cross_entropy_in_place, cross_entropy_loss, global_norm, token_scores,
 };
-use crate::backend::{AdamWStep, Backend, BackendError, LossSum, TokenScores};
+use crate::backend::{
+    check_shape, AdamWStep, Backend, BackendError, DeviceInfo, DeviceKind, LossSum, Precision,
+    TokenBatch, TokenScores,
+};
 use crate::model::{ModelConfig, ParamLayout};
 
 /// Number of threads the CPU ops run on (rayon's current pool).
@@ -27,26 +30,13 @@ pub struct CpuBackend {
     forward_only: bool,
 }
 
-fn check_len(what: &'static str, expected: usize, got: usize) -> Result<(), BackendError> {
-    if expected == got {
-        Ok(())
-    } else {
-        Err(BackendError::Shape {
-            what,
-            expected,
-            got,
-        })
-    }
-}
-
 impl CpuBackend {
     /// A backend for `cfg` starting from `params` (flat, [`ParamLayout`] order); gradients and
     /// moments start at zero.
     pub fn new(cfg: ModelConfig, params: Vec<f32>) -> Result<Self, BackendError> {
-        cfg.validate()
-            .map_err(|e| BackendError::Device(format!("invalid model configuration: {e}")))?;
+        cfg.validate().map_err(BackendError::InvalidConfig)?;
         let layout = ParamLayout::new(&cfg);
-        check_len("parameters", layout.total, params.len())?;
+        check_shape("parameters", layout.total, params.len())?;
         let total = layout.total;
         Ok(CpuBackend {
             cfg,
@@ -70,10 +60,9 @@ impl CpuBackend {
     }
 
     fn new_unallocated(cfg: ModelConfig, params: Vec<f32>) -> Result<Self, BackendError> {
-        cfg.validate()
-            .map_err(|e| BackendError::Device(format!("invalid model configuration: {e}")))?;
+        cfg.validate().map_err(BackendError::InvalidConfig)?;
         let layout = ParamLayout::new(&cfg);
-        check_len("parameters", layout.total, params.len())?;
+        check_shape("parameters", layout.total, params.len())?;
         Ok(CpuBackend {
             cfg,
             layout,
@@ -92,11 +81,9 @@ impl CpuBackend {
         self.params.len() + self.grads.len() + self.m.len() + self.v.len()
     }
 
-    fn trainable(&self, what: &str) -> Result<(), BackendError> {
+    fn trainable(&self, call: &'static str) -> Result<(), BackendError> {
         if self.forward_only {
-            Err(BackendError::Device(format!(
-                "{what} on a forward-only (evaluation) backend, which holds no gradients or optimizer state"
-            )))
+            Err(BackendError::ForwardOnly { call })
         } else {
             Ok(())
         }
@@ -107,62 +94,65 @@ impl CpuBackend {
         &self.layout
     }
 
-    /// Check a batch and run the forward pass up to the logits.
-    fn run_forward(&mut self, tokens: &[u16], b: usize) -> Result<Dims, BackendError> {
-        crate::backend::check_batch(&self.cfg, tokens, b)?;
-        let dm = Dims::new(&self.cfg, b);
-        self.acts.ensure(&self.cfg, b);
-        split_batch(tokens, dm, &mut self.acts);
-        forward(&self.layout, &self.params, dm, &mut self.acts);
+    /// Check that a batch fits the model and run the forward pass up to the logits.
+    fn run_forward(&mut self, batch: &TokenBatch) -> Result<Dims, BackendError> {
+        batch.check_fits(&self.cfg)?;
+        let dm = Dims::new(&self.cfg, batch.b());
+        self.acts.ensure(&self.cfg, batch.b());
+        forward(
+            &self.layout,
+            &self.params,
+            batch.inputs_BxT(),
+            dm,
+            &mut self.acts,
+        );
         Ok(dm)
     }
 }
 
 impl Backend for CpuBackend {
-    fn device_name(&self) -> String {
-        format!("cpu ({} threads)", cpu_threads())
+    fn device(&self) -> DeviceInfo {
+        DeviceInfo {
+            kind: DeviceKind::Cpu,
+            name: "cpu".into(),
+            threads: Some(cpu_threads()),
+            precision: Precision::F32,
+            memory_bytes: None,
+        }
     }
 
     fn config(&self) -> &ModelConfig {
         &self.cfg
     }
 
-    fn forward_backward(
-        &mut self,
-        tokens_Bx_T1: &[u16],
-        b: usize,
-    ) -> Result<LossSum, BackendError> {
+    fn forward_backward(&mut self, batch: &TokenBatch) -> Result<LossSum, BackendError> {
         self.trainable("forward_backward")?;
-        let dm = self.run_forward(tokens_Bx_T1, b)?;
+        let dm = self.run_forward(batch)?;
         let (n, v) = (dm.n, dm.v);
-        let loss =
-            cross_entropy_in_place(&mut self.acts.logits[..n * v], &self.acts.targets[..n], v);
+        let loss = cross_entropy_in_place(&mut self.acts.logits[..n * v], batch.targets_BxT(), v);
         backward(
             &self.layout,
             &self.params,
             &mut self.grads,
+            batch.inputs_BxT(),
             dm,
             &mut self.acts,
         );
         Ok(loss)
     }
 
-    fn forward_loss(&mut self, tokens_Bx_T1: &[u16], b: usize) -> Result<LossSum, BackendError> {
-        let dm = self.run_forward(tokens_Bx_T1, b)?;
+    fn forward_loss(&mut self, batch: &TokenBatch) -> Result<LossSum, BackendError> {
+        let dm = self.run_forward(batch)?;
         let (n, v) = (dm.n, dm.v);
         Ok(cross_entropy_loss(
             &self.acts.logits[..n * v],
-            &self.acts.targets[..n],
+            batch.targets_BxT(),
             v,
         ))
     }
 
-    fn forward_scores(
-        &mut self,
-        tokens_Bx_T1: &[u16],
-        b: usize,
-    ) -> Result<TokenScores, BackendError> {
-        let dm = self.run_forward(tokens_Bx_T1, b)?;
+    fn forward_scores(&mut self, batch: &TokenBatch) -> Result<TokenScores, BackendError> {
+        let dm = self.run_forward(batch)?;
         let (n, v) = (dm.n, dm.v);
         let mut out = TokenScores {
             logp_BxT: vec![0.0; n],
@@ -170,7 +160,7 @@ impl Backend for CpuBackend {
         };
         token_scores(
             &self.acts.logits[..n * v],
-            &self.acts.targets[..n],
+            batch.targets_BxT(),
             v,
             &mut out.logp_BxT,
             &mut out.hit_BxT,
@@ -178,8 +168,10 @@ impl Backend for CpuBackend {
         Ok(out)
     }
 
-    fn zero_grads(&mut self) {
+    fn zero_grads(&mut self) -> Result<(), BackendError> {
+        self.trainable("zero_grads")?;
         self.grads.fill(0.0);
+        Ok(())
     }
 
     fn grad_norm(&mut self) -> Result<f64, BackendError> {
@@ -208,7 +200,7 @@ impl Backend for CpuBackend {
     }
 
     fn write_params(&mut self, params: &[f32]) -> Result<(), BackendError> {
-        check_len("parameters", self.layout.total, params.len())?;
+        check_shape("parameters", self.layout.total, params.len())?;
         self.params.copy_from_slice(params);
         Ok(())
     }
@@ -220,8 +212,8 @@ impl Backend for CpuBackend {
 
     fn write_moments(&mut self, m: &[f32], v: &[f32]) -> Result<(), BackendError> {
         self.trainable("write_moments")?;
-        check_len("AdamW first moment", self.layout.total, m.len())?;
-        check_len("AdamW second moment", self.layout.total, v.len())?;
+        check_shape("AdamW first moment", self.layout.total, m.len())?;
+        check_shape("AdamW second moment", self.layout.total, v.len())?;
         self.m.copy_from_slice(m);
         self.v.copy_from_slice(v);
         Ok(())

@@ -2,9 +2,10 @@
 //! parameter gradients into a flat buffer in `ParamLayout` order).
 
 use super::activations::Activations;
-use super::ops::matmul::{matmul_backward_a, matmul_backward_b, matmul_forward_acc};
+use super::ops::matmul::{matmul_backward_a, matmul_backward_b};
 use super::ops::*;
 use crate::model::{ModelConfig, ParamLayout, HEAD_DIM};
+use OutMode::{Accumulate, Overwrite};
 
 /// Shapes of one pass.
 #[derive(Clone, Copy)]
@@ -28,22 +29,21 @@ impl Dims {
     }
 }
 
-/// Split the batch rows (`T + 1` ids each) into inputs and targets.
-pub(crate) fn split_batch(tokens: &[u16], dm: Dims, acts: &mut Activations) {
-    for (r, row) in tokens.chunks_exact(dm.t + 1).enumerate() {
-        acts.inputs[r * dm.t..][..dm.t].copy_from_slice(&row[..dm.t]);
-        acts.targets[r * dm.t..][..dm.t].copy_from_slice(&row[1..]);
-    }
-}
-
-/// Forward pass up to the logits (`acts.logits[..N·V]`), saving what the backward needs.
-pub(crate) fn forward(lay: &ParamLayout, p: &[f32], dm: Dims, acts: &mut Activations) {
+/// Forward pass of the input ids `inputs_BxT` up to the logits (`acts.logits[..N·V]`), saving what the
+/// backward needs.
+pub(crate) fn forward(
+    lay: &ParamLayout,
+    p: &[f32],
+    inputs_BxT: &[u16],
+    dm: Dims,
+    acts: &mut Activations,
+) {
     let Dims { b, t, d, v, n } = dm;
     let (nd, nf, nh) = (n * d, n * 4 * d, n * (d / HEAD_DIM));
     let (dd, df) = (d * d, d * 4 * d);
     embedding_forward(
         &p[lay.embed..][..v * d],
-        &acts.inputs[..n],
+        &inputs_BxT[..n],
         &mut acts.resid[0][..nd],
         d,
     );
@@ -61,9 +61,9 @@ pub(crate) fn forward(lay: &ParamLayout, p: &[f32], dm: Dims, acts: &mut Activat
             d,
         );
         let xn1 = &la.xn1[..nd];
-        matmul_forward(xn1, &p[bo.wq..][..dd], &mut la.q[..nd], n, d, d);
-        matmul_forward(xn1, &p[bo.wk..][..dd], &mut la.k[..nd], n, d, d);
-        matmul_forward(xn1, &p[bo.wv..][..dd], &mut la.v[..nd], n, d, d);
+        matmul_forward(xn1, &p[bo.wq..][..dd], &mut la.q[..nd], n, d, d, Overwrite);
+        matmul_forward(xn1, &p[bo.wk..][..dd], &mut la.k[..nd], n, d, d, Overwrite);
+        matmul_forward(xn1, &p[bo.wv..][..dd], &mut la.v[..nd], n, d, d, Overwrite);
         qk_norm_forward(
             &la.q[..nd],
             &p[bo.q_norm..][..HEAD_DIM],
@@ -95,7 +95,15 @@ pub(crate) fn forward(lay: &ParamLayout, p: &[f32], dm: Dims, acts: &mut Activat
         );
         // h = x + y·wo
         la.h[..nd].copy_from_slice(x);
-        matmul_forward_acc(&la.y[..nd], &p[bo.wo..][..dd], &mut la.h[..nd], n, d, d);
+        matmul_forward(
+            &la.y[..nd],
+            &p[bo.wo..][..dd],
+            &mut la.h[..nd],
+            n,
+            d,
+            d,
+            Accumulate,
+        );
         layernorm_forward(
             &la.h[..nd],
             &p[bo.ln2..][..d],
@@ -111,11 +119,12 @@ pub(crate) fn forward(lay: &ParamLayout, p: &[f32], dm: Dims, acts: &mut Activat
             n,
             d,
             4 * d,
+            Overwrite,
         );
         gelu_forward(&la.u[..nf], &mut la.g[..nf]);
         // out = h + g·w2
         out.copy_from_slice(&la.h[..nd]);
-        matmul_forward_acc(&la.g[..nf], &p[bo.w2..][..df], out, n, 4 * d, d);
+        matmul_forward(&la.g[..nf], &p[bo.w2..][..df], out, n, 4 * d, d, Accumulate);
     }
     let last = &acts.resid[lay.blocks.len()][..nd];
     layernorm_forward(
@@ -133,6 +142,7 @@ pub(crate) fn forward(lay: &ParamLayout, p: &[f32], dm: Dims, acts: &mut Activat
         n,
         d,
         v,
+        Overwrite,
     );
 }
 
@@ -142,11 +152,12 @@ fn add_into(a: &mut [f32], b: &[f32]) {
 }
 
 /// Backward pass from the logit gradient stored in `acts.logits[..N·V]`; parameter gradients are
-/// added to `g` (flat, layout order).
+/// added to `g` (flat, layout order); `inputs_BxT` are the ids of the forward.
 pub(crate) fn backward(
     lay: &ParamLayout,
     p: &[f32],
     g: &mut [f32],
+    inputs_BxT: &[u16],
     dm: Dims,
     acts: &mut Activations,
 ) {
@@ -163,7 +174,7 @@ pub(crate) fn backward(
         n,
         d,
         v,
-        false,
+        Overwrite,
     );
     matmul_backward_b(
         dlogits,
@@ -269,9 +280,9 @@ pub(crate) fn backward(
         // q|k|v = xn1·wq|wk|wv
         let xn1 = &la.xn1[..nd];
         let dxn1 = &mut s.t1[..nd];
-        matmul_backward_a(&s.dq[..nd], &p[bo.wq..][..dd], dxn1, n, d, d, false);
-        matmul_backward_a(&s.dk[..nd], &p[bo.wk..][..dd], dxn1, n, d, d, true);
-        matmul_backward_a(&s.dv[..nd], &p[bo.wv..][..dd], dxn1, n, d, d, true);
+        matmul_backward_a(&s.dq[..nd], &p[bo.wq..][..dd], dxn1, n, d, d, Overwrite);
+        matmul_backward_a(&s.dk[..nd], &p[bo.wk..][..dd], dxn1, n, d, d, Accumulate);
+        matmul_backward_a(&s.dv[..nd], &p[bo.wv..][..dd], dxn1, n, d, d, Accumulate);
         matmul_backward_b(&s.dq[..nd], xn1, &mut g[bo.wq..][..dd], n, d, d);
         matmul_backward_b(&s.dk[..nd], xn1, &mut g[bo.wk..][..dd], n, d, d);
         matmul_backward_b(&s.dv[..nd], xn1, &mut g[bo.wv..][..dd], n, d, d);
@@ -289,7 +300,7 @@ pub(crate) fn backward(
     }
     embedding_backward(
         &s.dres[..nd],
-        &acts.inputs[..n],
+        &inputs_BxT[..n],
         &mut g[lay.embed..][..v * d],
         d,
     );

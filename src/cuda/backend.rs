@@ -28,8 +28,10 @@ use super::layout::DeviceLayout;
 use super::memory::{self, PlanBuf, TokenLayout, RESERVE_BYTES};
 use super::nvrtc;
 use super::ops::{self, AdamWState, AttnBackward, AttnForward, AttnShape, LnBackward, Ops};
-use crate::backend::{AdamWStep, Backend, BackendError, LossSum, TokenScores};
-use crate::model::config::PAD_ID;
+use crate::backend::{
+    check_shape, AdamWStep, Backend, BackendError, DeviceInfo, DeviceKind, LossSum, Precision,
+    TokenBatch, TokenScores,
+};
 use crate::model::{ModelConfig, HEAD_DIM};
 use half::bf16;
 use std::sync::Arc;
@@ -422,8 +424,8 @@ pub struct CudaBackend {
     loss_ready: Event,
     blas: Blas,
     kernels: Kernels,
-    /// An error from a call that cannot return one (`zero_grads`), reported by the next call.
-    pending: Option<String>,
+    /// What it runs on (total memory read when it was opened).
+    device: DeviceInfo,
     /// Opened for evaluation only: `grads`, `m` and `v` are one-element placeholders and every
     /// training call is refused.
     forward_only: bool,
@@ -436,18 +438,6 @@ enum Opening {
     Gpu(usize),
     /// The emulated device with this kernel emulator.
     Emulated(Arc<dyn KernelExec>),
-}
-
-fn check_len(what: &'static str, expected: usize, got: usize) -> Result<(), BackendError> {
-    if expected == got {
-        Ok(())
-    } else {
-        Err(BackendError::Shape {
-            what,
-            expected,
-            got,
-        })
-    }
 }
 
 impl CudaBackend {
@@ -498,7 +488,7 @@ impl CudaBackend {
     ) -> Result<Self, BackendError> {
         Self::check_config(&cfg)?;
         let layout = DeviceLayout::new(&cfg);
-        check_len("parameters", layout.contract_total, params.len())?;
+        check_shape("parameters", layout.contract_total, params.len())?;
         match device {
             Opening::Gpu(ordinal) => {
                 let gpu = Gpu::open(ordinal)?;
@@ -541,19 +531,16 @@ impl CudaBackend {
         }
     }
 
-    fn trainable(&self, what: &str) -> Result<(), BackendError> {
+    fn trainable(&self, call: &'static str) -> Result<(), BackendError> {
         if self.forward_only {
-            Err(BackendError::Device(format!(
-                "{what} on a forward-only (evaluation) backend, which holds no gradients or optimizer state"
-            )))
+            Err(BackendError::ForwardOnly { call })
         } else {
             Ok(())
         }
     }
 
     fn check_config(cfg: &ModelConfig) -> Result<(), BackendError> {
-        cfg.validate()
-            .map_err(|e| BackendError::Device(format!("invalid model configuration: {e}")))?;
+        cfg.validate().map_err(BackendError::InvalidConfig)?;
         // The 48 KiB launch limit covers static + dynamic shared memory: the kernel's own
         // `scratch[32]` floats (128 bytes) come on top of the d·4 dynamic bytes.
         if cfg.d_model * 4 + 128 > 48 * 1024 {
@@ -575,7 +562,7 @@ impl CudaBackend {
         forward_only: bool,
     ) -> GpuResult<CudaBackend> {
         let total = layout.total();
-        let (free, _) = gpu.mem_info()?;
+        let (free, mem_total) = gpu.mem_info()?;
         let plan = memory::state_plan(&cfg, total, forward_only, !gpu.is_emulated());
         let need = memory::plan_bytes(&plan);
         if need + RESERVE_BYTES > free {
@@ -647,7 +634,15 @@ impl CudaBackend {
             layout,
             blas,
             kernels,
-            pending: None,
+            device: DeviceInfo {
+                kind: DeviceKind::Cuda {
+                    ordinal: gpu.ordinal,
+                },
+                name: gpu.name.clone(),
+                threads: None,
+                precision: Precision::Bf16Mixed,
+                memory_bytes: Some(mem_total as u64),
+            },
             forward_only,
             gpu,
         };
@@ -666,13 +661,6 @@ impl CudaBackend {
     fn refresh_bf16(&self) -> GpuResult<()> {
         self.ops()
             .cast_f32_to_bf16(self.params.slice(), self.wb.slice(), self.layout.total())
-    }
-
-    fn take_pending(&mut self) -> Result<(), BackendError> {
-        match self.pending.take() {
-            Some(e) => Err(BackendError::Device(e)),
-            None => Ok(()),
-        }
     }
 
     /// Make room for `b` sequences: estimate first, then allocate; running out is OutOfMemory.
@@ -726,9 +714,10 @@ impl CudaBackend {
         Ok(())
     }
 
-    fn check_batch(&self, tokens: &[u16], b: usize) -> Result<Dims, BackendError> {
-        crate::backend::check_batch(&self.cfg, tokens, b)?;
-        let (t, vocab) = (self.cfg.seq_len, self.cfg.vocab_size);
+    /// Check that `batch` fits the model; its shapes.
+    fn dims(&self, batch: &TokenBatch) -> Result<Dims, BackendError> {
+        batch.check_fits(&self.cfg)?;
+        let (b, t, vocab) = (batch.b(), self.cfg.seq_len, self.cfg.vocab_size);
         let d = self.cfg.d_model;
         Ok(Dims {
             b,
@@ -741,10 +730,10 @@ impl CudaBackend {
         })
     }
 
-    /// Split the batch into inputs and targets, build the embedding-backward CSR, and upload all of it
-    /// through the next staging slot. Returns (slot index, distinct ids, non-pad targets).
-    fn stage_tokens(&mut self, tokens: &[u16], dm: Dims) -> GpuResult<(usize, usize, u64)> {
-        let (n, t) = (dm.n, dm.t);
+    /// Build the embedding-backward CSR of the batch's inputs, and upload it with the inputs and targets
+    /// through the next staging slot. Returns (slot index, distinct ids).
+    fn stage_tokens(&mut self, batch: &TokenBatch, dm: Dims) -> GpuResult<(usize, usize)> {
+        let n = dm.n;
         let lay = TokenLayout::new(n);
         let si = self.slot;
         self.slot = (self.slot + 1) % self.slots.len();
@@ -753,13 +742,7 @@ impl CudaBackend {
             // The previous upload from this pinned buffer must be done before it is rewritten.
             slot.uploaded.synchronize("waiting for a token upload")?;
         }
-        let mut inputs = Vec::with_capacity(n);
-        let mut targets = Vec::with_capacity(n);
-        for row in tokens.chunks_exact(t + 1) {
-            inputs.extend_from_slice(&row[..t]);
-            targets.extend_from_slice(&row[1..]);
-        }
-        let count = targets.iter().filter(|&&x| x != PAD_ID).count() as u64;
+        let (inputs, targets) = (batch.inputs_BxT(), batch.targets_BxT());
         // CSR of positions by token id (ascending ids, ascending positions): a fixed summation order.
         let mut order: Vec<(u16, i32)> = inputs
             .iter()
@@ -780,8 +763,8 @@ impl CudaBackend {
         let put = |bytes: &mut [u8], at: usize, src: &[u8]| {
             bytes[at..at + src.len()].copy_from_slice(src);
         };
-        put(bytes, lay.inputs, bytemuck::cast_slice(&inputs));
-        put(bytes, lay.targets, bytemuck::cast_slice(&targets));
+        put(bytes, lay.inputs, bytemuck::cast_slice(inputs));
+        put(bytes, lay.targets, bytemuck::cast_slice(targets));
         put(bytes, lay.ids, bytemuck::cast_slice(&ids));
         put(bytes, lay.offsets, bytemuck::cast_slice(&offsets));
         let positions: Vec<i32> = order.iter().map(|&(_, p)| p).collect();
@@ -800,7 +783,7 @@ impl CudaBackend {
             &slot.uploaded,
             "waiting for a token upload on the compute stream",
         )?;
-        Ok((si, ids.len(), count))
+        Ok((si, ids.len()))
     }
 
     /// Σ of `n` f32 values (`squares`: of their squares) into `red_out`, deterministically.
@@ -1123,13 +1106,13 @@ impl CudaBackend {
             .record(&self.gpu.stream, "recording a token slot release")
     }
 
-    fn step(&mut self, tokens: &[u16], b: usize, train: bool) -> Result<LossSum, BackendError> {
-        self.take_pending()?;
-        let dm = self.check_batch(tokens, b)?;
+    fn step(&mut self, batch: &TokenBatch, train: bool) -> Result<LossSum, BackendError> {
+        let dm = self.dims(batch)?;
+        let count = batch.non_pad_targets();
         let r = (|| -> GpuResult<LossSum> {
             self.gpu.bind()?;
-            self.ensure_acts(b)?;
-            let (si, n_ids, count) = self.stage_tokens(tokens, dm)?;
+            self.ensure_acts(dm.b)?;
+            let (si, n_ids) = self.stage_tokens(batch, dm)?;
             let queued = (|| -> GpuResult<()> {
                 self.forward(dm, si)?;
                 self.loss(dm, si, train)?;
@@ -1152,13 +1135,12 @@ impl CudaBackend {
 impl CudaBackend {
     /// Forward pass and `token_scores_f32` over the logits: per-position target log-probability (into the
     /// per-row loss buffer) and argmax hit, downloaded. No gradient buffer is touched.
-    fn scores(&mut self, tokens: &[u16], b: usize) -> Result<TokenScores, BackendError> {
-        self.take_pending()?;
-        let dm = self.check_batch(tokens, b)?;
+    fn scores(&mut self, batch: &TokenBatch) -> Result<TokenScores, BackendError> {
+        let dm = self.dims(batch)?;
         let r = (|| -> GpuResult<TokenScores> {
             self.gpu.bind()?;
-            self.ensure_acts(b)?;
-            let (si, _, _) = self.stage_tokens(tokens, dm)?;
+            self.ensure_acts(dm.b)?;
+            let (si, _) = self.stage_tokens(batch, dm)?;
             let hit = self.gpu.alloc::<i32>(dm.n, "argmax hits")?;
             let queued = (|| -> GpuResult<()> {
                 self.forward(dm, si)?;
@@ -1186,56 +1168,37 @@ impl CudaBackend {
 }
 
 impl Backend for CudaBackend {
-    fn device_name(&self) -> String {
-        format!("cuda:{} {}", self.gpu.ordinal, self.gpu.name)
+    fn device(&self) -> DeviceInfo {
+        self.device.clone()
     }
 
     fn config(&self) -> &ModelConfig {
         &self.cfg
     }
 
-    fn forward_backward(
-        &mut self,
-        tokens_Bx_T1: &[u16],
-        b: usize,
-    ) -> Result<LossSum, BackendError> {
+    fn forward_backward(&mut self, batch: &TokenBatch) -> Result<LossSum, BackendError> {
         self.trainable("forward_backward")?;
-        self.step(tokens_Bx_T1, b, true)
+        self.step(batch, true)
     }
 
-    fn forward_loss(&mut self, tokens_Bx_T1: &[u16], b: usize) -> Result<LossSum, BackendError> {
-        self.step(tokens_Bx_T1, b, false)
+    fn forward_loss(&mut self, batch: &TokenBatch) -> Result<LossSum, BackendError> {
+        self.step(batch, false)
     }
 
-    fn forward_scores(
-        &mut self,
-        tokens_Bx_T1: &[u16],
-        b: usize,
-    ) -> Result<TokenScores, BackendError> {
-        self.scores(tokens_Bx_T1, b)
+    fn forward_scores(&mut self, batch: &TokenBatch) -> Result<TokenScores, BackendError> {
+        self.scores(batch)
     }
 
-    fn zero_grads(&mut self) {
-        if self.forward_only {
-            self.pending.get_or_insert(
-                "zero_grads on a forward-only (evaluation) backend, which holds no gradients"
-                    .into(),
-            );
-            return;
-        }
-        let r = self
-            .gpu
-            .bind()
-            .and_then(|_| self.grads.zero(&self.gpu.stream));
-        if let Err(e) = r {
-            self.pending
-                .get_or_insert(format!("zeroing the gradients: {e}"));
-        }
+    fn zero_grads(&mut self) -> Result<(), BackendError> {
+        self.trainable("zero_grads")?;
+        self.gpu.bind()?;
+        self.grads
+            .zero(&self.gpu.stream)
+            .map_err(|e| BackendError::Device(format!("zeroing the gradients: {e}")))
     }
 
     fn grad_norm(&mut self) -> Result<f64, BackendError> {
         self.trainable("grad_norm")?;
-        self.take_pending()?;
         let r = (|| -> GpuResult<f64> {
             self.gpu.bind()?;
             self.reduce(self.grads.slice(), self.layout.total(), true)?;
@@ -1247,7 +1210,6 @@ impl Backend for CudaBackend {
 
     fn adamw_step(&mut self, hp: &AdamWStep) -> Result<(), BackendError> {
         self.trainable("adamw_step")?;
-        self.take_pending()?;
         let runs = ops::adamw_runs(&self.layout.params);
         let r = (|| -> GpuResult<()> {
             self.gpu.bind()?;
@@ -1268,7 +1230,7 @@ impl Backend for CudaBackend {
     }
 
     fn write_params(&mut self, params: &[f32]) -> Result<(), BackendError> {
-        check_len("parameters", self.layout.contract_total, params.len())?;
+        check_shape("parameters", self.layout.contract_total, params.len())?;
         self.gpu.bind()?;
         self.gpu.upload(&self.layout.pad(params), &self.params)?;
         self.refresh_bf16()?;
@@ -1285,8 +1247,8 @@ impl Backend for CudaBackend {
 
     fn write_moments(&mut self, m: &[f32], v: &[f32]) -> Result<(), BackendError> {
         let n = self.layout.contract_total;
-        check_len("AdamW first moment", n, m.len())?;
-        check_len("AdamW second moment", n, v.len())?;
+        check_shape("AdamW first moment", n, m.len())?;
+        check_shape("AdamW second moment", n, v.len())?;
         self.trainable("write_moments")?;
         self.gpu.bind()?;
         self.gpu.upload(&self.layout.pad(m), &self.m)?;

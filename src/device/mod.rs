@@ -9,22 +9,13 @@ pub mod peak;
 pub use crate::cuda::gpu::{probe_gpus, GpuInfo};
 
 use crate::backend::{Backend, BackendError};
+/// What a device is, as every backend describes it ([`Backend::device`]). Defined with the trait (below
+/// the backends, which this module opens) and re-exported here, its home for `train`, `bench` and `sweep`.
+pub use crate::backend::{DeviceInfo, DeviceKind, Precision};
 use crate::cpu::CpuBackend;
 use crate::cuda::CudaBackend;
 use crate::model::ModelConfig;
 use std::str::FromStr;
-
-/// What a backend runs on: decides which peaks and driver facts apply.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DeviceKind {
-    /// The CPU reference backend.
-    Cpu,
-    /// A GPU through the CUDA backend.
-    Cuda {
-        /// The driver's ordinal of the GPU.
-        ordinal: usize,
-    },
-}
 
 /// `--device`: `auto`, `cpu` or `cuda:N`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -116,7 +107,7 @@ fn open(
         } else {
             (CpuBackend::new(*cfg, params)?, "")
         };
-        let note = format!("device: {}{only}{why}", backend.device_name());
+        let note = format!("device: {}{only}{why}", backend.device());
         Ok(Opened {
             backend: Box::new(backend),
             kind: DeviceKind::Cpu,
@@ -134,7 +125,7 @@ fn open(
             Err(why) => cpu(params, format!(" — {why}")),
             Ok(gpus) => match cuda(*cfg, &params, 0) {
                 Ok(backend) => Ok(Opened {
-                    note: format!("device: {} (auto{tag})", backend.device_name()),
+                    note: format!("device: {} (auto{tag})", backend.device()),
                     backend: Box::new(backend),
                     kind: DeviceKind::Cuda { ordinal: 0 },
                 }),
@@ -160,7 +151,7 @@ fn open(
                 Ok(backend) => Ok(Opened {
                     note: format!(
                         "device: {}{}",
-                        backend.device_name(),
+                        backend.device(),
                         if forward_only { " (forward only)" } else { "" }
                     ),
                     backend: Box::new(backend),

@@ -53,7 +53,7 @@ impl Throughput {
         let params = init_params(&cfg.model, cfg.seed);
         let opened = device::open_backend(DeviceChoice::Cpu, &cfg.model, params)
             .map_err(|e| format!("timing the CPU backend: {e}"))?;
-        let name = opened.backend.device_name();
+        let name = opened.backend.device().to_string();
         let source = SyntheticSource::new(cfg.model.seq_len, cfg.model.vocab_size, cfg.seed);
         let tps = cfg.tokens_per_step();
         let mut trainer = Trainer::new(cfg, opened.backend, Box::new(source), vec![]);

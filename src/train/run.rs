@@ -370,7 +370,7 @@ pub fn start(cfg: TrainConfig, opts: &RunOptions) -> Result<RunSummary, RunError
     let console = Console::new(&opts.dir);
     console.line(&opened.note);
     console.line(&format!("data: {}", data.train));
-    let device = opened.backend.device_name();
+    let device = opened.backend.device().to_string();
     let manifest = Manifest {
         format: 1,
         status: RunStatus::Running,
@@ -483,7 +483,7 @@ pub fn resume(opts: &RunOptions) -> Result<RunSummary, RunError> {
     manifest.reason = None;
     manifest.ended_at = None;
     manifest.resumed_at.push(step);
-    manifest.device = trainer.backend().device_name();
+    manifest.device = trainer.backend().device().to_string();
     manifest.driver = driver_for(kind);
     // Checkpoints refused on the way to the one resumed from, then the metrics history's check.
     let (metrics, check) = MetricsWriter::open_checked(&opts.dir, step, history.as_deref())

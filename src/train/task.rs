@@ -20,7 +20,7 @@
 //! teacher forcing is whether each target token is the argmax given the true prefix; `target_loglik` is
 //! the mean over items of the target's summed log-likelihood; `err = 1 − exact`.
 
-use crate::backend::{Backend, BackendError};
+use crate::backend::{Backend, BackendError, TokenBatch};
 use crate::data::task::{TaskFile, TaskItem, TaskKind};
 use crate::data::text_tokenizer::{tokenizer_for_identity_hex, AnyTokenizer, TokenizerKind};
 use crate::data::{DataError, Tokenizer};
@@ -214,7 +214,8 @@ pub fn score_rows(
     micro_batch: usize,
     mut tick: impl FnMut(usize),
 ) -> Result<Vec<ContScore>, BackendError> {
-    let t = backend.config().seq_len;
+    let cfg = *backend.config();
+    let t = cfg.seq_len;
     let mb = micro_batch.max(1);
     let mut out = Vec::with_capacity(rows.len());
     for chunk in rows.chunks(mb) {
@@ -222,7 +223,7 @@ pub fn score_rows(
             .iter()
             .flat_map(|r| r.tokens_T1.iter().copied())
             .collect();
-        let s = backend.forward_scores(&toks, chunk.len())?;
+        let s = backend.forward_scores(&TokenBatch::new(&cfg, &toks, chunk.len())?)?;
         for (i, r) in chunk.iter().enumerate() {
             let (a, b) = r.span;
             let lp = &s.logp_BxT[i * t + a..i * t + b];

@@ -2,7 +2,7 @@
 
 use super::config::TrainConfig;
 use super::schedule::Schedule;
-use crate::backend::{AdamWStep, Backend, BackendError, LossSum};
+use crate::backend::{AdamWStep, Backend, BackendError, LossSum, TokenBatch};
 use crate::data::{SourceError, TokenSource};
 use crate::model::FlopsPerToken;
 
@@ -137,16 +137,18 @@ impl Trainer {
     pub fn train_step(&mut self) -> Result<StepOutcome, TrainError> {
         let step = self.step + 1;
         let mb = self.cfg.micro_batch;
-        self.backend.zero_grads();
+        self.backend
+            .zero_grads()
+            .map_err(|source| TrainError::Backend { step, source })?;
         let mut total = LossSum::default();
         for _ in 0..self.cfg.batch_size / mb {
             let tokens = self
                 .source
                 .next_batch(mb)
                 .map_err(|source| TrainError::Data { step, source })?;
-            let part = self
-                .backend
-                .forward_backward(&tokens, mb)
+            let part = TokenBatch::new(&self.cfg.model, &tokens, mb)
+                .map_err(BackendError::from)
+                .and_then(|batch| self.backend.forward_backward(&batch))
                 .map_err(|source| TrainError::Backend { step, source })?;
             total.add(part);
         }
@@ -224,13 +226,14 @@ pub fn evaluate(
     seq_len: usize,
 ) -> Result<Option<EvalOutcome>, BackendError> {
     let row = seq_len + 1;
+    let cfg = *backend.config();
     if windows_Nx_T1.is_empty() {
         return Ok(None);
     }
     let mut total = LossSum::default();
     let mut means = Vec::new();
     for chunk in windows_Nx_T1.chunks(micro_batch.max(1) * row) {
-        let part = backend.forward_loss(chunk, chunk.len() / row)?;
+        let part = backend.forward_loss(&TokenBatch::new(&cfg, chunk, chunk.len() / row)?)?;
         if part.count > 0 {
             means.push((part.mean(), part.count as f64));
         }

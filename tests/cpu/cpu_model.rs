@@ -1,7 +1,7 @@
 //! The whole CPU model: forward against an independent f64 implementation of the contract, gradient
 //! against finite differences, loss at initialisation, training, determinism, accumulation, errors.
 
-use isoflop::backend::{AdamWStep, Backend, BackendError, DecayMode, LossSum};
+use isoflop::backend::{AdamWStep, Backend, BackendError, DecayMode, LossSum, TokenBatch};
 use isoflop::cpu::CpuBackend;
 use isoflop::model::{init_params, ModelConfig, ParamLayout};
 use rand::{Rng, SeedableRng};
@@ -28,6 +28,11 @@ fn batch(c: &ModelConfig, b: usize, seed: u64) -> Vec<u16> {
             }
         })
         .collect()
+}
+
+/// `b` rows of `toks` as a validated batch for `c`.
+fn tb(c: &ModelConfig, toks: &[u16], b: usize) -> TokenBatch {
+    TokenBatch::new(c, toks, b).expect("a valid batch")
 }
 
 /// Initial parameters with the norm scales moved off 1, so every tensor's gradient is generic.
@@ -161,7 +166,7 @@ fn forward_matches_independent_f64_model() {
     let p = params(&c, 3);
     let toks = batch(&c, 2, 4);
     let mut be = CpuBackend::new(c, p.clone()).unwrap();
-    let got = be.forward_loss(&toks, 2).unwrap();
+    let got = be.forward_loss(&tb(&c, &toks, 2)).unwrap();
     let want = reference_loss(&c, &p, &toks, 2);
     let pads = toks
         .chunks(10)
@@ -174,7 +179,7 @@ fn forward_matches_independent_f64_model() {
         got.sum
     );
     // and forward_backward reports the same loss
-    assert_eq!(be.forward_backward(&toks, 2).unwrap(), got);
+    assert_eq!(be.forward_backward(&tb(&c, &toks, 2)).unwrap(), got);
 }
 
 // ------------------------------------------------------------ gradient vs finite differences
@@ -185,12 +190,12 @@ fn gradient_matches_finite_differences_for_every_tensor() {
     let p = params(&c, 5);
     let toks = batch(&c, 2, 6);
     let mut be = CpuBackend::new(c, p.clone()).unwrap();
-    be.forward_backward(&toks, 2).unwrap();
+    be.forward_backward(&tb(&c, &toks, 2)).unwrap();
     let g = be.read_grads().unwrap();
     let lay = ParamLayout::new(&c);
     let mut loss_at = |q: &[f32]| -> f64 {
         be.write_params(q).unwrap();
-        be.forward_loss(&toks, 2).unwrap().sum
+        be.forward_loss(&tb(&c, &toks, 2)).unwrap().sum
     };
     let mut r = ChaCha8Rng::seed_from_u64(7);
     let eps = 1e-2f32;
@@ -254,7 +259,7 @@ fn loss_at_initialisation_is_log_vocab() {
     let c = cfg(64, 1, 16, 32101);
     let mut be = CpuBackend::new(c, init_params(&c, 11)).unwrap();
     let toks = batch(&c, 2, 12);
-    let loss = be.forward_loss(&toks, 2).unwrap();
+    let loss = be.forward_loss(&tb(&c, &toks, 2)).unwrap();
     let want = (32101f64).ln();
     assert!(
         (loss.mean() - want).abs() < 0.1,
@@ -279,8 +284,9 @@ fn adamw(step: u64, lr: f32, count: u64) -> AdamWStep {
 }
 
 fn train_step(be: &mut CpuBackend, toks: &[u16], b: usize, step: u64, lr: f32) -> LossSum {
-    be.zero_grads();
-    let loss = be.forward_backward(toks, b).unwrap();
+    be.zero_grads().unwrap();
+    let c = *be.config();
+    let loss = be.forward_backward(&tb(&c, toks, b)).unwrap();
     be.adamw_step(&adamw(step, lr, loss.count)).unwrap();
     loss
 }
@@ -317,10 +323,10 @@ fn training_memorises_a_repeated_batch() {
     assert!(last < 0.1, "loss after training {last} (from {first})");
     // Memorised: every next id is the model's top-1 prediction (so greedy decoding reproduces the rows)
     // and the mean log-probability is that of the final loss.
-    let s = be.forward_scores(&toks, b).unwrap();
+    let s = be.forward_scores(&tb(&c, &toks, b)).unwrap();
     assert!(s.hit_BxT.iter().all(|&h| h), "hits {:?}", s.hit_BxT);
     let mean = s.logp_BxT.iter().map(|&l| l as f64).sum::<f64>() / s.logp_BxT.len() as f64;
-    let after = be.forward_loss(&toks, b).unwrap().mean();
+    let after = be.forward_loss(&tb(&c, &toks, b)).unwrap().mean();
     assert!(
         (mean + after).abs() < 1e-5,
         "mean ln p {mean} vs loss {after}"
@@ -343,10 +349,10 @@ fn forward_only_backend_scores_without_gradient_state() {
     assert_eq!(full.state_floats(), 4 * total);
     assert_eq!(fwd.state_floats(), total);
     let toks = batch(&c, 3, 32);
-    let s = fwd.forward_scores(&toks, 3).unwrap();
-    assert_eq!(s, full.forward_scores(&toks, 3).unwrap());
+    let s = fwd.forward_scores(&tb(&c, &toks, 3)).unwrap();
+    assert_eq!(s, full.forward_scores(&tb(&c, &toks, 3)).unwrap());
     // Σ ln p over the targets is minus the summed loss; pad targets score (0, false).
-    let loss = fwd.forward_loss(&toks, 3).unwrap();
+    let loss = fwd.forward_loss(&tb(&c, &toks, 3)).unwrap();
     let sum: f64 = s.logp_BxT.iter().map(|&x| x as f64).sum();
     assert!(
         (sum + loss.sum).abs() < 1e-4 * loss.sum,
@@ -360,7 +366,10 @@ fn forward_only_backend_scores_without_gradient_state() {
         }
     }
     // Training calls are refused, naming the reason.
-    let e = fwd.forward_backward(&toks, 3).unwrap_err().to_string();
+    let e = fwd
+        .forward_backward(&tb(&c, &toks, 3))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("forward-only"), "{e}");
     assert!(fwd.adamw_step(&adamw(1, 1e-3, 1)).is_err());
     assert!(fwd.read_moments().is_err() && fwd.read_grads().is_err());
@@ -403,11 +412,11 @@ fn micro_batches_accumulate_to_the_full_batch_gradient() {
     let p = params(&c, 41);
     let toks = batch(&c, 4, 42);
     let mut full = CpuBackend::new(c, p.clone()).unwrap();
-    let lf = full.forward_backward(&toks, 4).unwrap();
+    let lf = full.forward_backward(&tb(&c, &toks, 4)).unwrap();
     let mut acc = CpuBackend::new(c, p).unwrap();
     let half = toks.len() / 2;
-    let mut la = acc.forward_backward(&toks[..half], 2).unwrap();
-    la.add(acc.forward_backward(&toks[half..], 2).unwrap());
+    let mut la = acc.forward_backward(&tb(&c, &toks[..half], 2)).unwrap();
+    la.add(acc.forward_backward(&tb(&c, &toks[half..], 2)).unwrap());
     assert_eq!(lf.count, la.count);
     assert!((lf.sum - la.sum).abs() < 1e-9 * lf.sum);
     let (gf, ga) = (full.read_grads().unwrap(), acc.read_grads().unwrap());
@@ -431,7 +440,7 @@ fn micro_batches_accumulate_to_the_full_batch_gradient() {
         );
     }
     // zero_grads really zeroes, and a second pass doubles
-    acc.zero_grads();
+    acc.zero_grads().unwrap();
     assert!(acc.read_grads().unwrap().iter().all(|&x| x == 0.0));
 }
 
@@ -441,7 +450,7 @@ fn grad_norm_and_state_round_trips() {
     let p = params(&c, 51);
     let mut be = CpuBackend::new(c, p.clone()).unwrap();
     assert_eq!(be.grad_norm().unwrap(), 0.0);
-    be.forward_backward(&batch(&c, 2, 52), 2).unwrap();
+    be.forward_backward(&tb(&c, &batch(&c, 2, 52), 2)).unwrap();
     let g = be.read_grads().unwrap();
     let want = g.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
     assert!((be.grad_norm().unwrap() - want).abs() < 1e-9 * want && want > 0.0);
@@ -451,7 +460,7 @@ fn grad_norm_and_state_round_trips() {
     let mut other = CpuBackend::new(c, be.read_params().unwrap()).unwrap();
     other.write_moments(&m, &v).unwrap();
     assert_eq!(other.read_moments().unwrap(), (m, v));
-    assert!(be.device_name().starts_with("cpu ("));
+    assert!(be.device().to_string().starts_with("cpu ("));
 }
 
 // ------------------------------------------------------------ errors
@@ -471,20 +480,89 @@ fn bad_inputs_are_refused_with_clear_errors() {
     assert!(CpuBackend::new(bad_cfg, vec![]).is_err());
     let mut be = CpuBackend::new(c, p.clone()).unwrap();
     let toks = batch(&c, 2, 2);
-    let e = be.forward_backward(&toks[1..], 2).unwrap_err();
+    let e = BackendError::from(TokenBatch::new(&c, &toks[1..], 2).unwrap_err());
     assert!(
         matches!(e, BackendError::BadBatch(_)) && e.to_string().contains("18 ids"),
         "{e}"
     );
     let mut wrong = toks.clone();
     wrong[12] = 40;
-    let e = be.forward_loss(&wrong, 2).unwrap_err();
+    let e = BackendError::from(TokenBatch::new(&c, &wrong, 2).unwrap_err());
     assert!(
         matches!(e, BackendError::BadBatch(_))
             && e.to_string().contains("token id 40 at row 1, column 3"),
         "{e}"
     );
-    assert!(be.forward_loss(&[], 0).is_err());
+    assert!(TokenBatch::new(&c, &[], 0).is_err());
     assert!(be.write_params(&p[..10]).is_err());
     assert!(be.write_moments(&p, &p[..3]).is_err());
+}
+
+#[test]
+fn token_batch_splits_rows_into_inputs_and_targets() {
+    let c = cfg(64, 1, 3, 40);
+    // Two rows of T + 1 = 4 ids; 0 is the pad id.
+    let b = TokenBatch::new(&c, &[5, 6, 0, 7, 8, 9, 10, 0], 2).unwrap();
+    assert_eq!(b.inputs_BxT(), &[5, 6, 0, 8, 9, 10]);
+    assert_eq!(b.targets_BxT(), &[6, 0, 7, 9, 10, 0]);
+    assert_eq!((b.b(), b.t(), b.n(), b.non_pad_targets()), (2, 3, 6, 4));
+    let e = TokenBatch::new(&c, &[1; 7], 2).unwrap_err().to_string();
+    assert_eq!(e, "expected 2 rows of 4 ids (seq_len + 1) = 8 ids, got 7");
+    let e = BackendError::from(TokenBatch::new(&c, &[], 0).unwrap_err()).to_string();
+    assert_eq!(e, "bad batch: a batch needs at least one sequence");
+}
+
+#[test]
+fn backend_refuses_a_batch_built_for_another_model() {
+    let c = cfg(64, 1, 8, 40);
+    let mut be = CpuBackend::new(c, init_params(&c, 1)).unwrap();
+    // Built for seq_len 9: refused before any work, naming both lengths.
+    let long = cfg(64, 1, 9, 40);
+    let e = be
+        .forward_loss(&tb(&long, &batch(&long, 2, 3), 2))
+        .unwrap_err();
+    assert!(matches!(e, BackendError::BadBatch(_)), "{e}");
+    assert_eq!(
+        e.to_string(),
+        "bad batch: the batch has rows of 9 positions but the model's seq_len is 8"
+    );
+    // Built for a vocabulary of 100: the first id outside 40 is named by row and column, also in the
+    // last column (a target only).
+    let wide = cfg(64, 1, 8, 100);
+    let mut toks = batch(&c, 2, 4);
+    toks[17] = 45;
+    let e = be.forward_backward(&tb(&wide, &toks, 2)).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "bad batch: token id 45 at row 1, column 8 is outside the vocabulary of 40"
+    );
+    toks[12] = 99;
+    let e = be.forward_scores(&tb(&wide, &toks, 2)).unwrap_err();
+    assert!(
+        e.to_string().contains("token id 99 at row 1, column 3"),
+        "{e}"
+    );
+    // Nothing was accumulated by the refused calls, and the backend still works.
+    assert!(be.read_grads().unwrap().iter().all(|&g| g == 0.0));
+    assert!(be.forward_loss(&tb(&c, &batch(&c, 2, 5), 2)).is_ok());
+}
+
+#[test]
+fn zero_grads_reports_errors_at_once_and_device_is_described() {
+    let c = cfg(64, 1, 8, 40);
+    let mut fwd = CpuBackend::new_forward_only(c, init_params(&c, 1)).unwrap();
+    let e = fwd.zero_grads().unwrap_err();
+    assert!(
+        matches!(e, BackendError::ForwardOnly { call: "zero_grads" }),
+        "{e}"
+    );
+    assert!(e.to_string().contains("forward-only"), "{e}");
+    let d = fwd.device();
+    assert_eq!(d.kind, isoflop::device::DeviceKind::Cpu);
+    assert_eq!(d.precision, isoflop::backend::Precision::F32);
+    assert_eq!(d.threads, Some(rayon::current_num_threads()));
+    assert_eq!(
+        d.to_string(),
+        format!("cpu ({} threads)", rayon::current_num_threads())
+    );
 }

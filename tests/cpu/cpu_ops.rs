@@ -112,12 +112,34 @@ fn matmul_forward_matches_f64() {
         let a = randn(&mut r, m * k, 1.0);
         let b = randn(&mut r, k * n, 1.0);
         let mut out = vec![f32::NAN; m * n];
-        matmul_forward(&a, &b, &mut out, m, k, n);
+        matmul_forward(&a, &b, &mut out, m, k, n, OutMode::Overwrite);
         let want = naive_matmul(&a, &b, m, k, n);
         for (o, w) in out.iter().zip(&want) {
             assert!(
                 (*o as f64 - w).abs() < 1e-4 * (1.0 + w.abs()),
                 "({m},{k},{n}): {o} vs {w}"
+            );
+        }
+    }
+}
+
+#[test]
+fn matmul_forward_accumulates_or_overwrites() {
+    let mut r = rng(4);
+    // one sgemm, row-split and column-split shapes
+    for &(m, k, n) in &[(3, 5, 4), (130, 40, 70), (40, 70, 130)] {
+        let a = randn(&mut r, m * k, 1.0);
+        let b = randn(&mut r, k * n, 1.0);
+        let c0 = randn(&mut r, m * n, 1.0);
+        let mut prod = vec![f32::NAN; m * n];
+        matmul_forward(&a, &b, &mut prod, m, k, n, OutMode::Overwrite);
+        assert!(prod.iter().all(|x| x.is_finite()), "({m},{k},{n}) NaN kept");
+        let mut acc = c0.clone();
+        matmul_forward(&a, &b, &mut acc, m, k, n, OutMode::Accumulate);
+        for ((x, p), c) in acc.iter().zip(&prod).zip(&c0) {
+            assert!(
+                (x - (p + c)).abs() <= 1e-5 * (1.0 + x.abs()),
+                "({m},{k},{n})"
             );
         }
     }
@@ -135,7 +157,7 @@ fn matmul_backward_matches_finite_differences() {
         matmul_backward(&w, &a, &b, &mut da, &mut db, m, k, n);
         let loss = |a: &[f32], b: &[f32]| {
             let mut out = vec![0.0; m * n];
-            matmul_forward(a, b, &mut out, m, k, n);
+            matmul_forward(a, b, &mut out, m, k, n, OutMode::Overwrite);
             dot(&w, &out)
         };
         assert_grad("matmul da", &a, &da, |x| loss(x, &b), 1e-2, &mut r);
@@ -158,7 +180,7 @@ fn matmul_is_bitwise_independent_of_thread_count() {
         let run = |threads| {
             in_pool(threads, || {
                 let mut out = vec![0.0; m * n];
-                matmul_forward(&a, &b, &mut out, m, k, n);
+                matmul_forward(&a, &b, &mut out, m, k, n, OutMode::Overwrite);
                 out
             })
         };

@@ -5,7 +5,7 @@
 
 use crate::util::common;
 
-use isoflop::backend::Backend;
+use isoflop::backend::{Backend, TokenBatch};
 use isoflop::cuda::gpu::{Gpu, GpuError};
 use isoflop::cuda::layout::DeviceLayout;
 use isoflop::cuda::memory;
@@ -13,10 +13,11 @@ use isoflop::cuda::CudaBackend;
 use isoflop::model::{init_params, ModelConfig};
 
 /// `b` rows of T+1 ids (no padding).
-fn batch(c: &ModelConfig, b: usize) -> Vec<u16> {
-    (0..b * (c.seq_len + 1))
+fn batch(c: &ModelConfig, b: usize) -> TokenBatch {
+    let toks: Vec<u16> = (0..b * (c.seq_len + 1))
         .map(|i| (1 + i * 7 % (c.vocab_size - 1)) as u16)
-        .collect()
+        .collect();
+    TokenBatch::new(c, &toks, b).expect("a valid batch")
 }
 
 #[test]
@@ -72,9 +73,9 @@ fn memory_plan_equals_the_allocations() {
             let state = memory::plan_bytes(&memory::state_plan(&c, n_params, forward_only, false));
             assert_eq!(be.allocated_bytes(), (state, state), "state, {what}");
             if forward_only {
-                be.forward_loss(&batch(&c, b), b).unwrap();
+                be.forward_loss(&batch(&c, b)).unwrap();
             } else {
-                be.forward_backward(&batch(&c, b), b).unwrap();
+                be.forward_backward(&batch(&c, b)).unwrap();
             }
             let acts = memory::activation_bytes(&c, b);
             assert!(acts > 0);
@@ -85,10 +86,10 @@ fn memory_plan_equals_the_allocations() {
             );
             // A smaller batch reuses the set; a larger one frees it before allocating the next.
             if b > 1 {
-                be.forward_loss(&batch(&c, 1), 1).unwrap();
+                be.forward_loss(&batch(&c, 1)).unwrap();
                 assert_eq!(be.allocated_bytes().0, state + acts, "{what}");
             }
-            be.forward_loss(&batch(&c, b + 1), b + 1).unwrap();
+            be.forward_loss(&batch(&c, b + 1)).unwrap();
             let acts2 = memory::activation_bytes(&c, b + 1);
             assert_eq!(
                 be.allocated_bytes(),

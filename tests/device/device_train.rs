@@ -12,7 +12,7 @@
 use crate::util::common;
 
 use common::{for_each_target, harness, EmuExec, Target};
-use isoflop::backend::{AdamWStep, Backend, BackendError, DecayMode, LossSum};
+use isoflop::backend::{AdamWStep, Backend, BackendError, DecayMode, LossSum, TokenBatch};
 use isoflop::cpu::CpuBackend;
 use isoflop::cuda::gpu::KernelExec;
 use isoflop::cuda::CudaBackend;
@@ -49,6 +49,11 @@ fn cfg_gpu() -> ModelConfig {
         seq_len: 64,
         vocab_size: 512,
     }
+}
+
+/// `b` rows of `toks` as a validated batch for `c`.
+fn tb(c: &ModelConfig, toks: &[u16], b: usize) -> TokenBatch {
+    TokenBatch::new(c, toks, b).expect("a valid batch")
 }
 
 /// The CUDA backend on `t` (the release emulator on the emulated device); panics with the reason.
@@ -99,11 +104,11 @@ fn train(be: &mut dyn Backend, steps: u64, b: usize) -> Vec<(f64, f64)> {
     let c = *be.config();
     let mut out = Vec::new();
     for s in 1..=steps {
-        be.zero_grads();
+        be.zero_grads().expect("zero_grads");
         let mut loss = LossSum::default();
         for mb in 0..2 {
             loss.add(
-                be.forward_backward(&batch(&c, b, s * 10 + mb), b)
+                be.forward_backward(&tb(&c, &batch(&c, b, s * 10 + mb), b))
                     .expect("forward_backward"),
             );
         }
@@ -133,8 +138,8 @@ fn forward_scores_match_cpu() {
             let mut cpu = CpuBackend::new_forward_only(c, p0).unwrap();
             let b = 3;
             let toks = batch(&c, b, 77);
-            let want = cpu.forward_scores(&toks, b).unwrap();
-            let got = dev.forward_scores(&toks, b).unwrap();
+            let want = cpu.forward_scores(&tb(&c, &toks, b)).unwrap();
+            let got = dev.forward_scores(&tb(&c, &toks, b)).unwrap();
             assert_eq!(got.logp_BxT.len(), b * c.seq_len);
             let tg: Vec<u16> = toks
                 .chunks(c.seq_len + 1)
@@ -158,7 +163,7 @@ fn forward_scores_match_cpu() {
                 agree * 100 >= scored * 95,
                 "{c:?}: hits agree at {agree} of {scored}"
             );
-            let loss = dev.forward_loss(&toks, b).unwrap();
+            let loss = dev.forward_loss(&tb(&c, &toks, b)).unwrap();
             let sum: f64 = got.logp_BxT.iter().map(|&x| x as f64).sum();
             assert!(
                 (sum + loss.sum).abs() < 1e-3 * loss.sum,
@@ -191,16 +196,18 @@ fn forward_only_backend_scores_as_the_training_one() {
         assert!(train.training_state_bytes() > 0);
         let b = 2;
         let toks = batch(&c, b, 31);
-        let want = train.forward_scores(&toks, b).unwrap();
-        let got = eval.forward_scores(&toks, b).unwrap();
+        let want = train.forward_scores(&tb(&c, &toks, b)).unwrap();
+        let got = eval.forward_scores(&tb(&c, &toks, b)).unwrap();
         // The same kernels on the same inputs: bit for bit.
         assert_eq!(got.logp_BxT, want.logp_BxT);
         assert_eq!(got.hit_BxT, want.hit_BxT);
-        let l = eval.forward_loss(&toks, b).unwrap();
-        assert_eq!(l, train.forward_loss(&toks, b).unwrap());
+        let l = eval.forward_loss(&tb(&c, &toks, b)).unwrap();
+        assert_eq!(l, train.forward_loss(&tb(&c, &toks, b)).unwrap());
         assert_eq!(eval.read_params().unwrap(), train.read_params().unwrap());
         for e in [
-            eval.forward_backward(&toks, b).map(|_| ()).unwrap_err(),
+            eval.forward_backward(&tb(&c, &toks, b))
+                .map(|_| ())
+                .unwrap_err(),
             eval.grad_norm().map(|_| ()).unwrap_err(),
             eval.read_grads().map(|_| ()).unwrap_err(),
             eval.read_moments().map(|_| ()).unwrap_err(),
@@ -245,10 +252,10 @@ fn first_batch(mut dev: CudaBackend, grad_tol: f64) {
     let p0 = dev.read_params().unwrap();
     assert_eq!(p0, init_params(&c, 5), "parameters uploaded unchanged");
     let mut cpu = CpuBackend::new(c, p0).unwrap();
-    eprintln!("{c:?} on {}", dev.device_name());
+    eprintln!("{c:?} on {}", dev.device());
     let tokens = batch(&c, 3, 1);
-    let ld = dev.forward_backward(&tokens, 3).unwrap();
-    let lc = cpu.forward_backward(&tokens, 3).unwrap();
+    let ld = dev.forward_backward(&tb(&c, &tokens, 3)).unwrap();
+    let lc = cpu.forward_backward(&tb(&c, &tokens, 3)).unwrap();
     assert_eq!(ld.count, lc.count);
     let rel = (ld.sum - lc.sum).abs() / lc.sum.abs();
     eprintln!(
@@ -259,8 +266,8 @@ fn first_batch(mut dev: CudaBackend, grad_tol: f64) {
     assert!(rel < 1e-2, "first loss: {} vs {}", ld.mean(), lc.mean());
     // Gradients accumulate over micro-batches: a second one into the same gradients.
     let t2 = batch(&c, 2, 2);
-    dev.forward_backward(&t2, 2).unwrap();
-    cpu.forward_backward(&t2, 2).unwrap();
+    dev.forward_backward(&tb(&c, &t2, 2)).unwrap();
+    cpu.forward_backward(&tb(&c, &t2, 2)).unwrap();
     let (gd, gc) = (dev.read_grads().unwrap(), cpu.read_grads().unwrap());
     let mut bad = Vec::new();
     for t in &ParamLayout::new(&c).tensors {
@@ -276,7 +283,7 @@ fn first_batch(mut dev: CudaBackend, grad_tol: f64) {
         "{c:?}: gradients differ (tolerance {grad_tol:.0e}): {}",
         bad.join(", ")
     );
-    let ev = dev.forward_loss(&tokens, 3).unwrap();
+    let ev = dev.forward_loss(&tb(&c, &tokens, 3)).unwrap();
     assert_eq!(ev.sum.to_bits(), ld.sum.to_bits(), "forward_loss");
     let g_after = dev.read_grads().unwrap();
     assert!(
@@ -476,15 +483,15 @@ fn backend_errors(mut be: CudaBackend, p0: &[f32]) {
     let c = *be.config();
     let mut bad = batch(&c, 2, 3);
     bad[5] = c.vocab_size as u16;
-    let e = be.forward_backward(&bad, 2).unwrap_err();
+    let e = BackendError::from(TokenBatch::new(&c, &bad, 2).unwrap_err());
     assert!(matches!(e, BackendError::BadBatch(_)), "{e}");
     assert!(e.to_string().contains("row 0, column 5"), "{e}");
     assert!(matches!(
-        be.forward_backward(&bad[1..], 2),
+        TokenBatch::new(&c, &bad[1..], 2).map_err(BackendError::from),
         Err(BackendError::BadBatch(_))
     ));
     assert!(matches!(
-        be.forward_loss(&[], 0),
+        TokenBatch::new(&c, &[], 0).map_err(BackendError::from),
         Err(BackendError::BadBatch(_))
     ));
     assert!(matches!(
@@ -493,18 +500,20 @@ fn backend_errors(mut be: CudaBackend, p0: &[f32]) {
     ));
     // A micro-batch far beyond the device memory: OutOfMemory naming --micro-batch.
     let huge = 1 << 20;
-    let e = be.forward_backward(&batch(&c, huge, 4), huge).unwrap_err();
+    let e = be
+        .forward_backward(&tb(&c, &batch(&c, huge, 4), huge))
+        .unwrap_err();
     assert!(matches!(e, BackendError::OutOfMemory(_)), "{e}");
     assert!(e.to_string().contains("--micro-batch"), "{e}");
     // Still works afterwards.
-    let l = be.forward_backward(&batch(&c, 1, 5), 1).unwrap();
+    let l = be.forward_backward(&tb(&c, &batch(&c, 1, 5), 1)).unwrap();
     assert!(l.mean().is_finite());
     // Growing the micro-batch (1 → 3) reallocates activations and staging: still the CPU's loss.
     let t3 = batch(&c, 3, 6);
-    let le = be.forward_loss(&t3, 3).unwrap();
+    let le = be.forward_loss(&tb(&c, &t3, 3)).unwrap();
     let lc = CpuBackend::new(c, p0.to_vec())
         .unwrap()
-        .forward_loss(&t3, 3)
+        .forward_loss(&tb(&c, &t3, 3))
         .unwrap();
     assert_eq!(le.count, lc.count);
     assert!((le.sum - lc.sum).abs() < 1e-2 * lc.sum, "{le:?} vs {lc:?}");
@@ -550,12 +559,12 @@ fn sanitized_child_step() {
         let p0 = init_params(&c, 3);
         let mut be = CudaBackend::new_emulated(c, &p0, exec.clone())
             .unwrap_or_else(|e| panic!("CudaBackend::new_emulated: {e}"));
-        be.zero_grads();
-        let l = be.forward_backward(&batch(&c, 2, 1), 2).unwrap();
-        be.forward_backward(&batch(&c, 1, 2), 1).unwrap();
+        be.zero_grads().unwrap();
+        let l = be.forward_backward(&tb(&c, &batch(&c, 2, 1), 2)).unwrap();
+        be.forward_backward(&tb(&c, &batch(&c, 1, 2), 1)).unwrap();
         let norm = be.grad_norm().unwrap();
         be.adamw_step(&hp(1, l.count)).unwrap();
-        let ev = be.forward_loss(&batch(&c, 2, 3), 2).unwrap();
+        let ev = be.forward_loss(&tb(&c, &batch(&c, 2, 3), 2)).unwrap();
         assert!(l.mean().is_finite() && ev.mean().is_finite() && norm.is_finite());
         assert!(be.read_params().unwrap().iter().all(|x| x.is_finite()));
     }

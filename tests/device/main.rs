@@ -4,6 +4,7 @@
 //! itself, the NVRTC builds and the kernel bench's launcher on the emulated device. One test binary
 //! (`cargo test --release --test device`); `bench/gpu-suite.sh` runs its `device_` tests on a GPU.
 
+mod device_batch;
 mod device_blas;
 mod device_kernels;
 mod device_memory;

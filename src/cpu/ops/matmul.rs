@@ -55,12 +55,39 @@ impl<'a> Operand<'a> {
     }
 }
 
+/// What a product does with the previous contents of its output: the `beta` of `c = a·b + beta·c`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutMode {
+    /// `c = a·b` (beta 0; the previous contents, even NaN, are ignored).
+    Overwrite,
+    /// `c += a·b` (beta 1: residual adds, gradient accumulation).
+    Accumulate,
+}
+
+impl OutMode {
+    fn beta(self) -> f32 {
+        match self {
+            OutMode::Overwrite => 0.0,
+            OutMode::Accumulate => 1.0,
+        }
+    }
+}
+
 fn chunk_len(dim: usize) -> usize {
     dim.div_ceil(MAX_CHUNKS).max(MIN_CHUNK)
 }
 
-/// `c = a·b + beta·c` for `a` (`m×k`), `b` (`k×n`) and row-major contiguous `c` (`m×n`).
-pub(crate) fn gemm(m: usize, k: usize, n: usize, a: Operand, b: Operand, beta: f32, c: &mut [f32]) {
+/// `c = a·b` or `c += a·b` (`mode`) for `a` (`m×k`), `b` (`k×n`) and row-major contiguous `c` (`m×n`).
+pub(crate) fn gemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: Operand,
+    b: Operand,
+    mode: OutMode,
+    c: &mut [f32],
+) {
+    let beta = mode.beta();
     a.check(m, k, "a");
     b.check(k, n, "b");
     assert_eq!(c.len(), m * n, "matmul: output size");
@@ -144,7 +171,8 @@ pub(crate) fn gemm(m: usize, k: usize, n: usize, a: Operand, b: Operand, beta: f
     }
 }
 
-/// `out = a·b` with `a` `m×k`, `b` `k×n`, all row-major.
+/// `out = a·b` or `out += a·b` (`mode`; the residual adds of the model accumulate), with `a` `m×k`,
+/// `b` `k×n`, all row-major.
 pub fn matmul_forward(
     a_MxK: &[f32],
     b_KxN: &[f32],
@@ -152,47 +180,22 @@ pub fn matmul_forward(
     m: usize,
     k: usize,
     n: usize,
-) {
-    matmul_ab(a_MxK, b_KxN, out_MxN, m, k, n, false);
-}
-
-/// `out += a·b` (the residual adds of the model).
-pub(crate) fn matmul_forward_acc(
-    a_MxK: &[f32],
-    b_KxN: &[f32],
-    out_MxN: &mut [f32],
-    m: usize,
-    k: usize,
-    n: usize,
-) {
-    matmul_ab(a_MxK, b_KxN, out_MxN, m, k, n, true);
-}
-
-/// `out = a·b` when `accumulate` is false, `out += a·b` when true.
-fn matmul_ab(
-    a_MxK: &[f32],
-    b_KxN: &[f32],
-    out_MxN: &mut [f32],
-    m: usize,
-    k: usize,
-    n: usize,
-    accumulate: bool,
+    mode: OutMode,
 ) {
     assert_eq!(a_MxK.len(), m * k, "matmul_forward: a size");
     assert_eq!(b_KxN.len(), k * n, "matmul_forward: b size");
-    let beta = if accumulate { 1.0 } else { 0.0 };
     gemm(
         m,
         k,
         n,
         Operand::rows(a_MxK, k),
         Operand::rows(b_KxN, n),
-        beta,
+        mode,
         out_MxN,
     );
 }
 
-/// `da = dout·bᵀ` when `accumulate` is false, `da += dout·bᵀ` when true.
+/// `da = dout·bᵀ` or `da += dout·bᵀ` (`mode`).
 pub(crate) fn matmul_backward_a(
     dout_MxN: &[f32],
     b_KxN: &[f32],
@@ -200,18 +203,17 @@ pub(crate) fn matmul_backward_a(
     m: usize,
     k: usize,
     n: usize,
-    accumulate: bool,
+    mode: OutMode,
 ) {
     assert_eq!(dout_MxN.len(), m * n, "matmul_backward: dout size");
     assert_eq!(b_KxN.len(), k * n, "matmul_backward: b size");
-    let beta = if accumulate { 1.0 } else { 0.0 };
     gemm(
         m,
         n,
         k,
         Operand::rows(dout_MxN, n),
         Operand::transposed(b_KxN, n),
-        beta,
+        mode,
         da_MxK,
     );
 }
@@ -233,7 +235,7 @@ pub(crate) fn matmul_backward_b(
         n,
         Operand::transposed(a_MxK, k),
         Operand::rows(dout_MxN, n),
-        1.0,
+        OutMode::Accumulate,
         db_KxN,
     );
 }
@@ -250,6 +252,6 @@ pub fn matmul_backward(
     k: usize,
     n: usize,
 ) {
-    matmul_backward_a(dout_MxN, b_KxN, da_MxK, m, k, n, false);
+    matmul_backward_a(dout_MxN, b_KxN, da_MxK, m, k, n, OutMode::Overwrite);
     matmul_backward_b(dout_MxN, a_MxK, db_KxN, m, k, n);
 }

@@ -26,7 +26,7 @@ pub use cross_entropy::{
 pub use embedding::{embedding_backward, embedding_forward};
 pub use gelu::{gelu_backward, gelu_forward};
 pub use layernorm::{layernorm_backward, layernorm_forward};
-pub use matmul::{matmul_backward, matmul_forward};
+pub use matmul::{matmul_backward, matmul_forward, OutMode};
 pub use norm::global_norm;
 pub use qk_norm::{qk_norm_backward, qk_norm_forward};
 pub use rope::{rope_backward, rope_cos_sin, rope_forward};
