@@ -455,7 +455,7 @@ pub struct Comparison {
     pub delta: Vec<DeltaPoint>,
     /// ΔL at each budget both arms trained at (IsoFLOP minima; empty for other sources).
     pub budgets: Vec<BudgetDelta>,
-    /// Crossover.
+    /// Where ΔL(C) changes sign, if it does in the fitted range.
     pub crossover: Crossover,
     /// Winners at the `--at` budgets.
     pub at: Vec<AtBudget>,
@@ -526,19 +526,10 @@ fn budget_slots(f: &ArmFit) -> &[f64] {
 
 fn arm_fit(arm: &ArmData, o: &CompareOptions, rep: &mut ArmReport) -> Result<ArmFit, FitError> {
     let src = choose_source(arm, o.budget_tol);
-    // The envelope from 1/30 of the smallest run's final compute (not before any run's first record)
-    // to the largest: long enough for a law even when every run has the same budget.
     let env_range = if arm.ds.curves.is_empty() {
         (0.0, 0.0)
     } else {
-        let (lo, hi) = envelope::default_range(&arm.ds.curves);
-        let first = arm
-            .ds
-            .curves
-            .iter()
-            .map(|c| c.c[0])
-            .fold(f64::INFINITY, f64::min);
-        ((lo / 30.0).max(first), hi)
+        envelope::long_range(&arm.ds.curves)
     };
     let all_p: Vec<usize> = (0..arm.ds.points.len()).collect();
     let all_c: Vec<usize> = (0..arm.ds.curves.len()).collect();

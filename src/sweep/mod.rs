@@ -36,13 +36,62 @@ pub enum SweepError {
         /// What is wrong.
         msg: String,
     },
-    /// A file of the sweep directory.
+    /// A file of the sweep directory is not as expected (its message says how).
     #[error("{path}: {msg}")]
     Io {
         /// The file.
         path: PathBuf,
         /// What went wrong.
         msg: String,
+    },
+    /// A task file of `[eval]` cannot be read or is malformed.
+    #[error("sweep spec {path}: [eval] tasks")]
+    Task {
+        /// The spec file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: crate::data::task::TaskError,
+    },
+    /// A file or directory of the sweep cannot be read, written or removed.
+    #[error("{path}")]
+    File {
+        /// The file or directory.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A JSON file of the sweep cannot be parsed or written.
+    #[error("{path}")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// `plan.json` of a directory that may not be a sweep directory cannot be read.
+    #[error("{path} (is {dir} a sweep directory?)")]
+    NotASweep {
+        /// The plan file.
+        path: PathBuf,
+        /// The directory given.
+        dir: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The trainer process cannot be started or waited for.
+    #[error("{bin}: {what} the trainer")]
+    Trainer {
+        /// The isoflop binary.
+        bin: PathBuf,
+        /// `cannot start` or `waiting for`.
+        what: &'static str,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
     },
     /// The output directory holds a different spec's plan.
     #[error("{0}")]
@@ -71,9 +120,9 @@ pub fn load(path: &std::path::Path) -> Result<(SweepSpec, String, Plan), SweepEr
             t.clone()
         };
         *t = std::path::absolute(&p).unwrap_or(p);
-        crate::data::task::read_task(t, plan.eval.limit).map_err(|e| SweepError::Plan {
+        crate::data::task::read_task(t, plan.eval.limit).map_err(|source| SweepError::Task {
             path: path.to_path_buf(),
-            msg: format!("[eval] tasks: {e}"),
+            source,
         })?;
     }
     Ok((spec, text, plan))

@@ -2,7 +2,7 @@
 
 use super::spec::{Budget, LrSearch, Size, SweepSpec};
 use crate::model::{FlopConvention, FlopsPerToken, ParamCounts};
-use crate::train::TrainConfig;
+use crate::train::{OptimizerConfig, TrainConfig};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -366,13 +366,10 @@ fn resolve_run(
         steps: 1,
         lr,
         warmup_steps: 0,
-        final_lr_frac: t.final_lr_frac,
-        beta1: t.beta1,
-        beta2: combo.beta2.unwrap_or(t.beta2),
-        eps: t.eps,
-        weight_decay: t.weight_decay,
-        decay_mode: t.decay_mode,
-        clip: t.clip,
+        optimizer: OptimizerConfig {
+            beta2: combo.beta2.unwrap_or(t.optimizer.beta2),
+            ..t.optimizer
+        },
         seed: derive_seed(spec.seed, point, replicate),
         data: spec.data.clone(),
         eval_every: t.eval_every,
@@ -476,9 +473,15 @@ mod tests {
                 a.config.seed, b.config.seed,
                 "paired: same seed and data order"
             );
-            assert_eq!((a.config.weight_decay, b.config.weight_decay), (0.1, 0.0));
+            assert_eq!(
+                (
+                    a.config.optimizer.weight_decay,
+                    b.config.optimizer.weight_decay
+                ),
+                (0.1, 0.0)
+            );
             let mut bc = b.config.clone();
-            bc.weight_decay = a.config.weight_decay;
+            bc.optimizer.weight_decay = a.config.optimizer.weight_decay;
             assert_eq!(a.config, bc, "only the arm's field differs");
         }
         // The arm-less plan is unchanged by the feature: its JSON has no `arm` key.
@@ -516,7 +519,7 @@ mod tests {
                 assert!((r.config.lr - f * base.config.lr).abs() <= 1e-15 * base.config.lr);
                 assert_eq!(s.lr, Some(r.config.lr));
                 assert_eq!(Some(r.config.batch_size), s.batch_size);
-                assert_eq!(Some(r.config.beta2), s.beta2);
+                assert_eq!(Some(r.config.optimizer.beta2), s.beta2);
                 assert_eq!(r.config.micro_batch, 4);
                 // Same point, same seed: a search's runs share initialisation and data order.
                 assert_eq!(r.config.seed, base.config.seed);
@@ -588,7 +591,13 @@ mod tests {
                 a.config.lr,
                 a.search.as_ref().unwrap().lr_factor.unwrap() * 2e-3
             );
-            assert_eq!((a.config.weight_decay, b.config.weight_decay), (0.1, 0.0));
+            assert_eq!(
+                (
+                    a.config.optimizer.weight_decay,
+                    b.config.optimizer.weight_decay
+                ),
+                (0.1, 0.0)
+            );
         }
     }
 
