@@ -13,18 +13,18 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use std::cell::RefCell;
 
-/// One term exp(θ[coef] − θ[exponent]·x[feature]) of a log-sum-exp model.
+/// One term `exp(θ[coef] − θ[exponent]·x[feature])` of a log-sum-exp model.
 #[derive(Clone, Copy, Debug)]
 pub struct Term {
     /// Index of the log-coefficient parameter.
     pub coef: usize,
     /// Index of the exponent parameter.
     pub exponent: usize,
-    /// Index of the feature.
+    /// Index of the feature x (e.g. ln N or ln D) the exponent multiplies.
     pub feature: usize,
 }
 
-/// ln L = LSE(θ[constant], terms…).
+/// `ln L = LSE(θ[constant], terms…)`.
 #[derive(Clone, Debug)]
 pub struct LseModel {
     /// Number of parameters.

@@ -29,12 +29,13 @@ pub enum SweepError {
     #[error(transparent)]
     Spec(#[from] SpecError),
     /// The spec resolves to no valid plan.
-    #[error("sweep spec {path}: {msg}")]
+    #[error("sweep spec {path}")]
     Plan {
         /// The spec file.
         path: PathBuf,
-        /// What is wrong.
-        msg: String,
+        /// Cause.
+        #[source]
+        source: plan::PlanError,
     },
     /// A file of the sweep directory is not as expected (its message says how).
     #[error("{path}: {msg}")]
@@ -107,9 +108,9 @@ pub enum SweepError {
 /// Read a spec file and resolve its plan. Returns the spec text too (saved in the sweep directory).
 pub fn load(path: &std::path::Path) -> Result<(SweepSpec, String, Plan), SweepError> {
     let (spec, text) = SweepSpec::from_file(path)?;
-    let mut plan = Plan::resolve(&spec).map_err(|msg| SweepError::Plan {
+    let mut plan = Plan::resolve(&spec).map_err(|source| SweepError::Plan {
         path: path.to_path_buf(),
-        msg,
+        source,
     })?;
     // Task files: relative to the spec's directory, checked now (a bad line fails the plan, not a run).
     let base = path.parent().unwrap_or(std::path::Path::new("."));

@@ -772,6 +772,7 @@ multipliers = [1, 2]
                 "fixed",
             ),
             (format!("{BASE}\n[train]\nlrr = 1\n"), "lrr"),
+            (format!("{BASE}\n[train]\nbeta2 = \"high\"\n"), "`beta2`"),
             (BASE.replace("data = { kind = \"synthetic\" }", ""), "data"),
             (format!("{BASE}\n[train]\nlr = -1\n"), "train.lr"),
             (

@@ -56,19 +56,46 @@ impl DataSpec {
 #[serde(deny_unknown_fields, default)]
 pub struct OptimizerConfig {
     /// Final learning rate as a fraction of the peak (cosine decay).
+    #[serde(deserialize_with = "named::final_lr_frac")]
     pub final_lr_frac: f64,
     /// AdamW β1.
+    #[serde(deserialize_with = "named::beta1")]
     pub beta1: f32,
     /// AdamW β2.
+    #[serde(deserialize_with = "named::beta2")]
     pub beta2: f32,
     /// AdamW ε.
+    #[serde(deserialize_with = "named::eps")]
     pub eps: f32,
     /// Weight decay λ (matrices and embedding).
+    #[serde(deserialize_with = "named::weight_decay")]
     pub weight_decay: f32,
     /// Coupled (×lr) or independent decay.
+    #[serde(deserialize_with = "named::decay_mode")]
     pub decay_mode: DecayMode,
     /// Global gradient-norm clipping threshold (None = off).
+    #[serde(deserialize_with = "named::clip")]
     pub clip: Option<f64>,
+}
+
+/// Deserializers of [`OptimizerConfig`]'s fields whose errors name the field. A flattened struct is read
+/// from buffered values, so TOML can only point at the enclosing table, and serde's own message
+/// ("invalid type: string, expected f32") would not say which key is wrong.
+mod named {
+    use super::DecayMode;
+    use serde::{de::Error, Deserialize, Deserializer};
+
+    macro_rules! named {
+        ($($field:ident: $ty:ty),*) => {$(
+            pub(super) fn $field<'de, D: Deserializer<'de>>(d: D) -> Result<$ty, D::Error> {
+                <$ty>::deserialize(d)
+                    .map_err(|e| D::Error::custom(format_args!("`{}`: {e}", stringify!($field))))
+            }
+        )*};
+    }
+
+    named!(final_lr_frac: f64, beta1: f32, beta2: f32, eps: f32, weight_decay: f32,
+           decay_mode: DecayMode, clip: Option<f64>);
 }
 
 impl Default for OptimizerConfig {
@@ -404,6 +431,14 @@ mod tests {
         .unwrap();
         let c = TrainConfig::from_file(&p).unwrap();
         assert_eq!((c.steps, c.model.d_model, c.batch_size), (7, 128, 8));
+        // The optimizer's fields are flattened in: a wrong one is still named, in TOML and in JSON.
+        std::fs::write(&p, "steps = 7\neps = \"x\"\n").unwrap();
+        let e = TrainConfig::from_file(&p).unwrap_err().to_string();
+        assert!(e.contains("c.toml") && e.contains("`eps`"), "{e}");
+        let j = dir.path().join("c.json");
+        std::fs::write(&j, r#"{"steps": 7, "decay_mode": "sometimes"}"#).unwrap();
+        let e = TrainConfig::from_file(&j).unwrap_err().to_string();
+        assert!(e.contains("c.json") && e.contains("`decay_mode`"), "{e}");
         std::fs::write(&p, "stepz = 7\n").unwrap();
         assert!(TrainConfig::from_file(&p)
             .unwrap_err()
