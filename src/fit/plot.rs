@@ -9,7 +9,7 @@ use super::report::{DownstreamReport, Fitted, LawReport, Report};
 use super::stats::{percentile, Interval};
 use super::{compute, envelope, hparams, overtrain, parametric};
 use plotters::coord::ranged1d::{AsRangedCoord, Ranged, ValueFormatter};
-use plotters::coord::Shift;
+use plotters::coord::{CoordTranslate, Shift};
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};
 use std::sync::Once;
@@ -85,23 +85,23 @@ const TICK: u32 = 16;
 
 /// The frame of a chart in the figures' one style: caption, margins, axis titles and tick formats (the
 /// label fonts and the absent minor grid are the same for all). [`Frame::new`] gives the usual sizes.
-struct Frame<'s> {
-    caption: &'s str,
-    caption_size: u32,
-    margin: u32,
+pub(super) struct Frame<'s> {
+    pub(super) caption: &'s str,
+    pub(super) caption_size: u32,
+    pub(super) margin: u32,
     /// Height of the x tick-label area (pixels).
-    x_area: u32,
+    pub(super) x_area: u32,
     /// Width of the y tick-label area (pixels).
-    y_area: u32,
-    x_desc: &'s str,
-    y_desc: &'s str,
-    x_fmt: &'s dyn Fn(&f64) -> String,
-    y_fmt: &'s dyn Fn(&f64) -> String,
+    pub(super) y_area: u32,
+    pub(super) x_desc: &'s str,
+    pub(super) y_desc: &'s str,
+    pub(super) x_fmt: &'s dyn Fn(&f64) -> String,
+    pub(super) y_fmt: &'s dyn Fn(&f64) -> String,
 }
 
 impl<'s> Frame<'s> {
     /// Caption size `CAPTION`, margin 20, label areas 55 (x) and 80 (y), scientific ticks on both axes.
-    fn new(caption: &'s str, x_desc: &'s str, y_desc: &'s str) -> Self {
+    pub(super) fn new(caption: &'s str, x_desc: &'s str, y_desc: &'s str) -> Self {
         Frame {
             caption,
             caption_size: CAPTION,
@@ -117,10 +117,10 @@ impl<'s> Frame<'s> {
 }
 
 /// A chart with axes `X` and `Y` drawing on a `DB`.
-type Chart<'a, DB, X, Y> = ChartContext<'a, DB, Cartesian2d<X, Y>>;
+pub(super) type Chart<'a, DB, X, Y> = ChartContext<'a, DB, Cartesian2d<X, Y>>;
 
 /// A chart on `area` with axes `x` and `y` (plain ranges or `.log_scale()`), its mesh drawn in `frame`.
-fn chart<'a, DB, X, Y>(
+pub(super) fn chart<'a, DB, X, Y>(
     area: &'a DrawingArea<DB, Shift>,
     frame: &Frame,
     x: X,
@@ -153,8 +153,22 @@ where
     Ok(ch)
 }
 
+/// Draw the series labels of `ch` in a box at `pos`, in the figures' one style.
+fn legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    ch: &mut ChartContext<'a, DB, CT>,
+    pos: SeriesLabelPosition,
+) -> R {
+    ch.configure_series_labels()
+        .position(pos)
+        .label_font(("sans-serif", TICK))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.5))
+        .draw()
+        .map_err(e)
+}
+
 /// [`chart`] with a logarithmic x axis over `x` (FLOPs, parameters, learning rates all span decades).
-fn log_chart<'a, DB, Y>(
+pub(super) fn log_chart<'a, DB, Y>(
     area: &'a DrawingArea<DB, Shift>,
     frame: &Frame,
     x: (f64, f64),
@@ -289,13 +303,7 @@ fn fig_loss<DB: DrawingBackend>(
             ))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], red.stroke_width(3)));
     }
-    ch.configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .label_font(("sans-serif", TICK))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.5))
-        .draw()
-        .map_err(e)?;
+    legend(&mut ch, SeriesLabelPosition::UpperRight)?;
     root.present().map_err(e)
 }
 
@@ -362,13 +370,7 @@ fn fig_isoflop<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, rep: &Report) 
     .map_err(e)?
     .label("minimum (open: not used)")
     .legend(|(x, y)| TriangleMarker::new((x + 10, y), 8, BLACK.filled()));
-    ch.configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .label_font(("sans-serif", TICK))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.5))
-        .draw()
-        .map_err(e)?;
+    legend(&mut ch, SeriesLabelPosition::UpperRight)?;
     root.present().map_err(e)
 }
 
@@ -528,13 +530,7 @@ fn panel_opt<DB: DrawingBackend>(
         .label("IsoFLOP minima (±95%)")
         .legend(|(x, y)| Circle::new((x + 10, y), 5, BLACK.filled()));
     }
-    ch.configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .label_font(("sans-serif", TICK))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.5))
-        .draw()
-        .map_err(e)
+    legend(&mut ch, SeriesLabelPosition::UpperLeft)
 }
 
 /// N*(C) and D*(C): IsoFLOP minima and the power laws of every approach, with intervals.
@@ -732,13 +728,7 @@ fn fig_law<DB: DrawingBackend>(
     .map_err(e)?
     .label(format!("runs (colour: N {} … {})", sci(&nlo), sci(&nhi)))
     .legend(|(x, y)| Circle::new((x + 10, y), 4, viridis(0.5).filled()));
-    ch.configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .label_font(("sans-serif", TICK))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.5))
-        .draw()
-        .map_err(e)?;
+    legend(&mut ch, SeriesLabelPosition::UpperLeft)?;
     let res: Vec<f64> = pts
         .iter()
         .zip(&fitted)
@@ -968,13 +958,7 @@ fn fig_hp_lr<DB: DrawingBackend>(
                     .map_err(e)?;
             }
         }
-        ch.configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .label_font(("sans-serif", TICK))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.5))
-            .draw()
-            .map_err(e)?;
+        legend(&mut ch, SeriesLabelPosition::UpperLeft)?;
     }
     root.present().map_err(e)
 }
@@ -1111,13 +1095,7 @@ fn fig_hp_laws<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, h: &hparams::H
             .label("on edge (left out)")
             .legend(|(x, y)| Circle::new((x + 10, y), 5, BLACK.stroke_width(2)));
         }
-        ch.configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .label_font(("sans-serif", TICK))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.5))
-            .draw()
-            .map_err(e)?;
+        legend(&mut ch, SeriesLabelPosition::UpperRight)?;
     }
     root.present().map_err(e)
 }
@@ -1197,13 +1175,7 @@ fn fig_hp_collapse<DB: DrawingBackend>(
         ch.draw_series(pts.iter().map(|&p| Circle::new(p, 4, col.filled())))
             .map_err(e)?;
     }
-    ch.configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .label_font(("sans-serif", TICK))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.5))
-        .draw()
-        .map_err(e)?;
+    legend(&mut ch, SeriesLabelPosition::UpperLeft)?;
     root.present().map_err(e)
 }
 
@@ -1353,12 +1325,6 @@ fn fig_downstream<DB: DrawingBackend>(
     .map_err(e)?
     .label(format!("runs ({})", pairs.pairs.len()))
     .legend(|(x, y)| Circle::new((x + 10, y), 5, BLACK.filled()));
-    ch.configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .label_font(("sans-serif", TICK))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.5))
-        .draw()
-        .map_err(e)?;
+    legend(&mut ch, SeriesLabelPosition::LowerRight)?;
     root.present().map_err(e)
 }

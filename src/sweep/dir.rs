@@ -77,6 +77,17 @@ impl RunState {
     }
 }
 
+/// Write the spec's text and the plan (`plan.json`) into the sweep directory `dir`.
+fn write_spec_and_plan(dir: &Path, spec_text: &str, plan: &Plan) -> Result<(), SweepError> {
+    write_atomic(&dir.join(SPEC_FILE), spec_text.as_bytes())?;
+    let plan_path = dir.join(PLAN_FILE);
+    let json = serde_json::to_vec_pretty(plan).map_err(|source| SweepError::Json {
+        path: plan_path.clone(),
+        source,
+    })?;
+    write_atomic(&plan_path, &json)
+}
+
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SweepError + '_ {
     move |source| SweepError::File {
         path: path.to_path_buf(),
@@ -146,20 +157,10 @@ impl SweepDir {
             }
             if head.eval != plan.eval {
                 // Same runs, other `[eval]` tasks: keep the runs, record the new tasks.
-                write_atomic(&dir.join(SPEC_FILE), spec_text.as_bytes())?;
-                let json = serde_json::to_vec_pretty(plan).map_err(|source| SweepError::Json {
-                    path: plan_path.clone(),
-                    source,
-                })?;
-                write_atomic(&plan_path, &json)?;
+                write_spec_and_plan(dir, spec_text, plan)?;
             }
         } else {
-            write_atomic(&dir.join(SPEC_FILE), spec_text.as_bytes())?;
-            let json = serde_json::to_vec_pretty(plan).map_err(|source| SweepError::Json {
-                path: plan_path.clone(),
-                source,
-            })?;
-            write_atomic(&plan_path, &json)?;
+            write_spec_and_plan(dir, spec_text, plan)?;
         }
         Ok(SweepDir {
             dir: dir.to_path_buf(),
