@@ -80,8 +80,12 @@ pub fn write_model_safetensors(
     let mut views = Vec::with_capacity(layout.tensors.len());
     for t in &layout.tensors {
         let bytes: &[u8] = bytemuck::cast_slice(&params[t.range()]);
-        let view = TensorView::new(Dtype::F32, t.shape.clone(), bytes)
-            .map_err(|e| BenchError::Device(format!("{}: {e}", path.display())))?;
+        let view = TensorView::new(Dtype::F32, t.shape.clone(), bytes).map_err(|source| {
+            BenchError::Safetensors {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
         views.push((t.name.clone(), view));
     }
     let meta = HashMap::from([
@@ -95,16 +99,22 @@ pub fn write_model_safetensors(
             "matrices [in, out], row-major, y = x @ W".to_string(),
         ),
     ]);
-    safetensors::serialize_to_file(views, Some(meta), path)
-        .map_err(|e| BenchError::Device(format!("{}: {e}", path.display())))
+    safetensors::serialize_to_file(views, Some(meta), path).map_err(|source| {
+        BenchError::Safetensors {
+            path: path.to_path_buf(),
+            source,
+        }
+    })
 }
 
 /// Write the inputs of one size under `root/<label>/`.
 pub fn export_size(plan: &BenchPlan, size: &SizeSpec, root: &Path) -> Result<Exported, BenchError> {
     let micro = plan.micro_batch.unwrap_or(plan.batch_size);
     let cfg = plan.train_config(size, micro);
-    cfg.validate()
-        .map_err(|e| BenchError::Device(format!("{size}: {e}")))?;
+    cfg.validate().map_err(|source| BenchError::Config {
+        size: size.to_string(),
+        source,
+    })?;
     let dir = root.join(size.label());
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
     let model = dir.join("model.safetensors");
@@ -120,7 +130,10 @@ pub fn export_size(plan: &BenchPlan, size: &SizeSpec, root: &Path) -> Result<Exp
     for _ in 0..plan.total_steps() {
         let ids = src
             .next_batch(cfg.batch_size)
-            .map_err(|e| BenchError::Device(format!("synthetic batch: {e}")))?;
+            .map_err(|source| BenchError::Tokens {
+                what: "synthetic batch",
+                source,
+            })?;
         for id in ids {
             w.write_all(&id.to_le_bytes()).map_err(io(&batches))?;
         }

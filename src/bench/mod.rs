@@ -35,19 +35,62 @@ pub enum BenchError {
         /// What is wrong.
         msg: String,
     },
-    /// The backend failed to open or to run.
+    /// The bench cannot go on (no micro-batch fits, a step time was not finite, ...).
     #[error("{0}")]
     Device(String),
+    /// The device cannot be opened.
+    #[error(transparent)]
+    Open(#[from] crate::device::DeviceError),
+    /// The backend failed outside a training step.
+    #[error(transparent)]
+    Backend(#[from] crate::backend::BackendError),
+    /// The probe forward/backward that sizes the micro-batch failed (not by running out of memory).
+    #[error("probe with micro-batch {micro_batch}")]
+    Probe {
+        /// The micro-batch tried.
+        micro_batch: usize,
+        /// Cause.
+        #[source]
+        source: crate::backend::BackendError,
+    },
+    /// The synthetic token stream failed.
+    #[error("{what}")]
+    Tokens {
+        /// Which batch (`probe batch`, `synthetic batch`).
+        what: &'static str,
+        /// Cause.
+        #[source]
+        source: crate::data::SourceError,
+    },
+    /// A size's training configuration is invalid.
+    #[error("{size}")]
+    Config {
+        /// The size's label.
+        size: String,
+        /// Cause.
+        #[source]
+        source: crate::train::config::TrainConfigError,
+    },
     /// A training step failed.
     #[error(transparent)]
     Train(#[from] crate::train::TrainError),
     /// A file could not be written.
-    #[error("{path}: {err}")]
+    #[error("{path}")]
     Io {
         /// The file.
         path: PathBuf,
         /// Cause.
+        #[source]
         err: std::io::Error,
+    },
+    /// A safetensors file could not be written.
+    #[error("{path}")]
+    Safetensors {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: safetensors::SafeTensorError,
     },
 }
 
@@ -65,8 +108,7 @@ fn detect_device(choice: DeviceChoice) -> Result<(DeviceKind, String, String), B
         seq_len: 2,
         vocab_size: 4,
     };
-    let opened = device::open_backend(choice, &cfg, init_params(&cfg, 0))
-        .map_err(|e| BenchError::Device(e.to_string()))?;
+    let opened = device::open_backend(choice, &cfg, init_params(&cfg, 0))?;
     let name = opened.backend.device().to_string();
     Ok((opened.kind, name, opened.note))
 }

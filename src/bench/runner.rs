@@ -100,26 +100,30 @@ fn choose_micro_batch(
             BackendKind::Gpu => {
                 let mut probe =
                     SyntheticSource::new(cfg.seq_len, cfg.vocab_size, plan.seed ^ PROBE_SEED_XOR);
-                let tokens = probe
-                    .next_batch(b)
-                    .map_err(|e| BenchError::Device(format!("probe batch: {e}")))?;
-                let batch = TokenBatch::new(cfg, &tokens, b)
-                    .map_err(|e| BenchError::Device(format!("probe batch: {e}")))?;
+                let tokens = probe.next_batch(b).map_err(|source| BenchError::Tokens {
+                    what: "probe batch",
+                    source,
+                })?;
+                let batch = TokenBatch::new(cfg, &tokens, b).map_err(BackendError::from)?;
                 match backend.forward_backward(&batch) {
                     Ok(_) => {
-                        backend.zero_grads().map_err(|e| {
-                            BenchError::Device(format!("probe with micro-batch {b}: {e}"))
-                        })?;
+                        backend
+                            .zero_grads()
+                            .map_err(|source| BenchError::Probe {
+                                micro_batch: b,
+                                source,
+                            })?;
                         return Ok((
                             b,
                             describe_choice(&tried, b, "a probe forward/backward fits"),
                         ));
                     }
                     Err(BackendError::OutOfMemory(_)) => tried.push(format!("{b} (out of memory)")),
-                    Err(e) => {
-                        return Err(BenchError::Device(format!(
-                            "probe with micro-batch {b}: {e}"
-                        )))
+                    Err(source) => {
+                        return Err(BenchError::Probe {
+                            micro_batch: b,
+                            source,
+                        })
                     }
                 }
             }
@@ -161,8 +165,7 @@ pub fn run_size(
 ) -> Result<SizeResult, BenchError> {
     let cfg = plan.model(size);
     let rss_reset = memory::reset_peak_rss();
-    let opened = device::open_backend(ctx.device, &cfg, init_params(&cfg, plan.seed))
-        .map_err(|e| BenchError::Device(e.to_string()))?;
+    let opened = device::open_backend(ctx.device, &cfg, init_params(&cfg, plan.seed))?;
     let kind = BackendKind::from(opened.kind);
     let mut inner = opened.backend;
     let (micro, micro_note) = choose_micro_batch(inner.as_mut(), plan, &cfg, kind)?;
@@ -174,8 +177,10 @@ pub fn run_size(
         phases.clone(),
     );
     let tcfg = plan.train_config(size, micro);
-    tcfg.validate()
-        .map_err(|e| BenchError::Device(format!("{size}: {e}")))?;
+    tcfg.validate().map_err(|source| BenchError::Config {
+        size: size.to_string(),
+        source,
+    })?;
     let tokens_per_step = tcfg.tokens_per_step();
     let mut trainer = Trainer::new(tcfg, Box::new(backend), Box::new(source), vec![]);
     let mut losses = Vec::new();
@@ -210,10 +215,7 @@ pub fn run_size(
     }
     let ph = timed::snapshot(&phases);
     // A reduction that returns a value waits for all queued device work: the end of the timed region.
-    trainer
-        .backend_mut()
-        .grad_norm()
-        .map_err(|e| BenchError::Device(e.to_string()))?;
+    trainer.backend_mut().grad_norm()?;
     let total_timed_s = t_all.elapsed().as_secs_f64();
     let device_memory = match kind {
         BackendKind::Gpu => gpu_memory_in_use(),
@@ -226,13 +228,12 @@ pub fn run_size(
     for _ in 0..fwd_calls {
         let tokens = probe
             .next_batch(micro)
-            .map_err(|e| BenchError::Device(format!("probe batch: {e}")))?;
-        let batch = TokenBatch::new(&cfg, &tokens, micro)
-            .map_err(|e| BenchError::Device(format!("probe batch: {e}")))?;
-        trainer
-            .backend_mut()
-            .forward_loss(&batch)
-            .map_err(|e| BenchError::Device(e.to_string()))?;
+            .map_err(|source| BenchError::Tokens {
+                what: "probe batch",
+                source,
+            })?;
+        let batch = TokenBatch::new(&cfg, &tokens, micro).map_err(BackendError::from)?;
+        trainer.backend_mut().forward_loss(&batch)?;
     }
     let fwd = timed::snapshot(&phases);
     let fwd_per_call = fwd.forward_only_s / fwd.forward_only_calls.max(1) as f64;

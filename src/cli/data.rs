@@ -125,9 +125,9 @@ pub fn run(args: DataArgs) -> anyhow::Result<()> {
                 None => TokenizerKind::SentencePiece.load()?,
                 Some(t) => match TokenizerKind::parse(t) {
                     Some(kind) => kind.load()?,
-                    None => {
-                        AnyTokenizer::SentencePiece(Tokenizer::from_file(std::path::Path::new(t))?)
-                    }
+                    None => AnyTokenizer::SentencePiece(Box::new(Tokenizer::from_file(
+                        std::path::Path::new(t),
+                    )?)),
                 },
             };
             let opts = TokenizeOptions {

@@ -160,7 +160,7 @@ fn plan(a: PlanArgs) -> anyhow::Result<()> {
         Some(Throughput::from_flops_per_s(f))
     } else {
         eprintln!("timing the CPU backend on the smallest model (use --tokens-per-s or --flops-per-s to skip)…");
-        Some(Throughput::measure_cpu(&plan, 2).map_err(anyhow::Error::msg)?)
+        Some(Throughput::measure_cpu(&plan, 2)?)
     };
     print!("{}", sw::table::plan_table(&plan, throughput.as_ref()));
     Ok(())

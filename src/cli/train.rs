@@ -7,7 +7,7 @@ use isoflop::device::DeviceChoice;
 use isoflop::model::config::{preset, PRESETS};
 use isoflop::model::ModelConfig;
 use isoflop::train::run::{self, RunOptions, SettingFlags};
-use isoflop::train::{DataSpec, TrainConfig};
+use isoflop::train::{DataSpec, OptimizerConfig, TrainConfig};
 use std::path::PathBuf;
 
 /// Model shape flags shared by `train` and `info`.
@@ -66,6 +66,73 @@ impl ModelArgs {
     }
 }
 
+/// The optimizer flags of `isoflop train`: each one not given keeps the value of the config file (or the
+/// default); [`OptimizerArgs::apply`] sets the given ones on a [`TrainConfig`].
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct OptimizerArgs {
+    /// Peak learning rate.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Linear warmup steps.
+    #[arg(long)]
+    pub warmup_steps: Option<u64>,
+    /// Final learning rate as a fraction of the peak.
+    #[arg(long)]
+    pub final_lr_frac: Option<f64>,
+    /// AdamW β1.
+    #[arg(long)]
+    pub beta1: Option<f32>,
+    /// AdamW β2.
+    #[arg(long)]
+    pub beta2: Option<f32>,
+    /// AdamW ε.
+    #[arg(long)]
+    pub eps: Option<f32>,
+    /// Weight decay λ.
+    #[arg(long)]
+    pub weight_decay: Option<f32>,
+    /// Decay coupled to the learning rate, or independent of it.
+    #[arg(long, value_enum)]
+    pub decay_mode: Option<DecayMode>,
+    /// Clip the global gradient norm to this value.
+    #[arg(long)]
+    pub clip: Option<f64>,
+}
+
+impl OptimizerArgs {
+    /// Set the flags given on `c` (the peak learning rate and warmup, and its [`OptimizerConfig`]).
+    pub fn apply(&self, c: &mut TrainConfig) {
+        let o: &mut OptimizerConfig = &mut c.optimizer;
+        if let Some(v) = self.lr {
+            c.lr = v;
+        }
+        if let Some(v) = self.warmup_steps {
+            c.warmup_steps = v;
+        }
+        if let Some(v) = self.final_lr_frac {
+            o.final_lr_frac = v;
+        }
+        if let Some(v) = self.beta1 {
+            o.beta1 = v;
+        }
+        if let Some(v) = self.beta2 {
+            o.beta2 = v;
+        }
+        if let Some(v) = self.eps {
+            o.eps = v;
+        }
+        if let Some(v) = self.weight_decay {
+            o.weight_decay = v;
+        }
+        if let Some(v) = self.decay_mode {
+            o.decay_mode = v;
+        }
+        if self.clip.is_some() {
+            o.clip = self.clip;
+        }
+    }
+}
+
 /// Arguments of `isoflop train`.
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
@@ -89,33 +156,8 @@ pub struct TrainArgs {
     /// Train for M tokens per parameter (20 = Chinchilla-optimal).
     #[arg(long, value_name = "M")]
     token_multiplier: Option<f64>,
-    /// Peak learning rate.
-    #[arg(long)]
-    lr: Option<f64>,
-    /// Linear warmup steps.
-    #[arg(long)]
-    warmup_steps: Option<u64>,
-    /// Final learning rate as a fraction of the peak.
-    #[arg(long)]
-    final_lr_frac: Option<f64>,
-    /// AdamW β1.
-    #[arg(long)]
-    beta1: Option<f32>,
-    /// AdamW β2.
-    #[arg(long)]
-    beta2: Option<f32>,
-    /// AdamW ε.
-    #[arg(long)]
-    eps: Option<f32>,
-    /// Weight decay λ.
-    #[arg(long)]
-    weight_decay: Option<f32>,
-    /// Decay coupled to the learning rate, or independent of it.
-    #[arg(long, value_enum)]
-    decay_mode: Option<DecayMode>,
-    /// Clip the global gradient norm to this value.
-    #[arg(long)]
-    clip: Option<f64>,
+    #[command(flatten)]
+    optimizer: OptimizerArgs,
     /// Seed of initialisation and data order.
     #[arg(long)]
     seed: Option<u64>,
@@ -210,14 +252,6 @@ impl TrainArgs {
             batch_size,
             micro_batch,
             steps,
-            lr,
-            warmup_steps,
-            final_lr_frac,
-            beta1,
-            beta2,
-            eps,
-            weight_decay,
-            decay_mode,
             seed,
             eval_every,
             eval_sequences,
@@ -232,9 +266,7 @@ impl TrainArgs {
         if self.micro_batch.is_some() && self.batch_size.is_none() && c.batch_size < c.micro_batch {
             c.batch_size = c.micro_batch;
         }
-        if self.clip.is_some() {
-            c.clip = self.clip;
-        }
+        self.optimizer.apply(&mut c);
         if let Some(d) = &self.data {
             let tokenizer = match &self.tokenizer {
                 None => TokenizerKind::SentencePiece,

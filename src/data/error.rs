@@ -68,9 +68,3 @@ impl DataError {
         }
     }
 }
-
-impl From<DataError> for super::source::SourceError {
-    fn from(e: DataError) -> Self {
-        super::source::SourceError::Other(e.to_string())
-    }
-}

@@ -77,9 +77,9 @@ impl PieceTrie {
                 next.resize(len, 0);
                 prev.resize(len, 0);
                 let mut last = if old == 0 { 0 } else { tail };
-                for i in old.max(1)..len {
+                for (i, p) in prev.iter_mut().enumerate().skip(old.max(1)) {
                     next[last] = i;
-                    prev[i] = last;
+                    *p = last;
                     last = i;
                 }
                 next[last] = 0;

@@ -246,7 +246,7 @@ impl ShardHeader {
 pub struct Shard {
     path: PathBuf,
     mmap: Mmap,
-    /// The header.
+    /// The shard's header, read and checked when it was opened.
     pub header: ShardHeader,
 }
 
@@ -503,8 +503,9 @@ pub fn list_shards(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
 /// Error unless every shard in `headers` has the same vocabulary size and tokenizer hash: the
 /// trainer reads a directory as one token stream. The message lists which files hold which.
 pub fn check_same_tokenizer(headers: &[(PathBuf, ShardHeader)]) -> Result<(), DataError> {
-    // Groups in order of first appearance: (vocab, tokenizer) -> files.
-    let mut groups: Vec<((u32, [u8; 32]), Vec<&Path>)> = Vec::new();
+    // Groups in order of first appearance: (vocab, tokenizer hash) -> files.
+    type Group<'a> = ((u32, [u8; 32]), Vec<&'a Path>);
+    let mut groups: Vec<Group> = Vec::new();
     for (p, h) in headers {
         let key = (h.vocab_size, h.tokenizer_sha256);
         match groups.iter_mut().find(|(k, _)| *k == key) {

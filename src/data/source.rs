@@ -8,7 +8,10 @@ pub enum SourceError {
     /// Restoring a saved position that does not belong to this source.
     #[error("cannot restore data loader state: {0}")]
     BadState(String),
-    /// Anything else (I/O, corrupt shard...), already phrased with the file it concerns.
+    /// Reading a shard failed (the error names the file).
+    #[error(transparent)]
+    Data(#[from] super::DataError),
+    /// Anything else, already phrased with the file it concerns.
     #[error("{0}")]
     Other(String),
 }

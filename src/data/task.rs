@@ -25,7 +25,16 @@ pub enum TaskError {
         /// What is wrong.
         msg: String,
     },
-    /// A file-level problem (unreadable, empty, mismatched label file).
+    /// A file cannot be read or written.
+    #[error("{}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file-level problem (empty, mismatched label file).
     #[error("{}: {msg}", path.display())]
     File {
         /// The file.
@@ -40,6 +49,13 @@ fn line_err(path: &Path, line: usize, msg: impl Into<String>) -> TaskError {
         path: path.to_path_buf(),
         line,
         msg: msg.into(),
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TaskError + '_ {
+    move |source| TaskError::Io {
+        path: path.to_path_buf(),
+        source,
     }
 }
 
@@ -92,7 +108,7 @@ impl fmt::Display for TaskKind {
 }
 
 impl TaskItem {
-    /// Its kind.
+    /// Multiple choice or cloze.
     pub fn kind(&self) -> TaskKind {
         match self {
             TaskItem::MultipleChoice { .. } => TaskKind::MultipleChoice,
@@ -183,7 +199,7 @@ pub fn parse_item(text: &str, path: &Path, line: usize) -> Result<TaskItem, Task
 
 /// Read a task file: one item per non-blank line, all of one kind; `limit` keeps the first N items.
 pub fn read_task(path: &Path, limit: Option<usize>) -> Result<TaskFile, TaskError> {
-    let text = std::fs::read_to_string(path).map_err(|e| file_err(path, e.to_string()))?;
+    let text = std::fs::read_to_string(path).map_err(io_err(path))?;
     let mut items = Vec::new();
     let mut kind = None;
     for (i, l) in text.lines().enumerate() {
@@ -303,7 +319,7 @@ pub fn convert(
     input: &Path,
     labels: Option<&Path>,
 ) -> Result<Vec<TaskItem>, TaskError> {
-    let text = std::fs::read_to_string(input).map_err(|e| file_err(input, e.to_string()))?;
+    let text = std::fs::read_to_string(input).map_err(io_err(input))?;
     let lines: Vec<(usize, &str)> = text
         .lines()
         .enumerate()
@@ -390,7 +406,7 @@ pub fn convert(
                     "PIQA needs its labels file (e.g. train-labels.lst) after the input",
                 )
             })?;
-            let lt = std::fs::read_to_string(lp).map_err(|e| file_err(lp, e.to_string()))?;
+            let lt = std::fs::read_to_string(lp).map_err(io_err(lp))?;
             let labs: Vec<(usize, &str)> = lt
                 .lines()
                 .enumerate()
@@ -468,7 +484,7 @@ pub fn write_task(items: &[TaskItem], out: &Path) -> Result<(), TaskError> {
         .and_then(|_| std::fs::rename(&tmp, out))
         .map_err(|e| {
             let _ = std::fs::remove_file(&tmp);
-            file_err(out, e.to_string())
+            io_err(out)(e)
         })
 }
 

@@ -111,7 +111,9 @@ impl TokenizerKind {
     /// The tokenizer itself.
     pub fn load(self) -> Result<AnyTokenizer, DataError> {
         Ok(match self {
-            TokenizerKind::SentencePiece => AnyTokenizer::SentencePiece(Tokenizer::bundled()?),
+            TokenizerKind::SentencePiece => {
+                AnyTokenizer::SentencePiece(Box::new(Tokenizer::bundled()?))
+            }
             TokenizerKind::Bytes => AnyTokenizer::Bytes(ByteTokenizer),
         })
     }
@@ -129,8 +131,8 @@ pub fn describe_identity(sha256: &[u8; 32]) -> String {
 
 /// One of isoflop's tokenizers.
 pub enum AnyTokenizer {
-    /// The bundled C4 SentencePiece model.
-    SentencePiece(Tokenizer),
+    /// The bundled C4 SentencePiece model (boxed: its tables are large and the byte tokenizer is tiny).
+    SentencePiece(Box<Tokenizer>),
     /// The byte-level tokenizer.
     Bytes(ByteTokenizer),
 }

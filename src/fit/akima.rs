@@ -12,7 +12,11 @@ impl Akima {
     /// Build through `(x, y)`; x must be strictly increasing with at least 3 points.
     pub fn new(x: &[f64], y: &[f64]) -> Option<Akima> {
         let n = x.len();
-        if n < 3 || y.len() != n || x.windows(2).any(|w| !(w[1] > w[0])) {
+        if n < 3
+            || y.len() != n
+            || x.windows(2)
+                .any(|w| w[1].partial_cmp(&w[0]) != Some(std::cmp::Ordering::Greater))
+        {
             return None;
         }
         // me[k] = m_{k-2}: secant slopes with two extrapolated slopes at each end.

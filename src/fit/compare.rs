@@ -455,7 +455,7 @@ pub struct Comparison {
     pub delta: Vec<DeltaPoint>,
     /// ΔL at each budget both arms trained at (IsoFLOP minima; empty for other sources).
     pub budgets: Vec<BudgetDelta>,
-    /// Crossover.
+    /// Where ΔL(C) changes sign, if it does in the fitted range.
     pub crossover: Crossover,
     /// Winners at the `--at` budgets.
     pub at: Vec<AtBudget>,
@@ -526,19 +526,10 @@ fn budget_slots(f: &ArmFit) -> &[f64] {
 
 fn arm_fit(arm: &ArmData, o: &CompareOptions, rep: &mut ArmReport) -> Result<ArmFit, FitError> {
     let src = choose_source(arm, o.budget_tol);
-    // The envelope from 1/30 of the smallest run's final compute (not before any run's first record)
-    // to the largest: long enough for a law even when every run has the same budget.
     let env_range = if arm.ds.curves.is_empty() {
         (0.0, 0.0)
     } else {
-        let (lo, hi) = envelope::default_range(&arm.ds.curves);
-        let first = arm
-            .ds
-            .curves
-            .iter()
-            .map(|c| c.c[0])
-            .fold(f64::INFINITY, f64::min);
-        ((lo / 30.0).max(first), hi)
+        envelope::long_range(&arm.ds.curves)
     };
     let all_p: Vec<usize> = (0..arm.ds.points.len()).collect();
     let all_c: Vec<usize> = (0..arm.ds.curves.len()).collect();
@@ -1296,6 +1287,7 @@ fn fig_compare<DB: plotters::prelude::DrawingBackend>(
     r: &CompareReport,
     c: &Comparison,
 ) -> PlotResult {
+    use super::plot::{log_chart, Frame};
     use plotters::prelude::*;
     root.fill(&WHITE).map_err(pe)?;
     let (top, bottom) = root.split_vertically((root.dim_in_pixel().1 as f64 * 0.58) as u32);
@@ -1319,26 +1311,23 @@ fn fig_compare<DB: plotters::prelude::DrawingBackend>(
         }
     }
     let pad = 0.05 * (l_hi - l_lo).max(1e-3);
-    let mut ch = ChartBuilder::on(&top)
-        .caption(
-            format!("{} vs {}: loss against compute", c.other, c.baseline),
-            ("sans-serif", 26),
-        )
-        .margin(18)
-        .x_label_area_size(45)
-        .y_label_area_size(75)
-        .build_cartesian_2d((x_lo..x_hi).log_scale(), (l_lo - pad)..(l_hi + pad))
-        .map_err(pe)?;
-    ch.configure_mesh()
-        .x_desc("training FLOPs C")
-        .y_desc("loss")
-        .axis_desc_style(("sans-serif", 20))
-        .label_style(("sans-serif", 16))
-        .x_label_formatter(&sci_tick)
-        .y_label_formatter(&|v| format!("{v:.2}"))
-        .light_line_style(WHITE.mix(0.0))
-        .draw()
-        .map_err(pe)?;
+    let mut ch = log_chart(
+        &top,
+        &Frame {
+            margin: 18,
+            x_area: 45,
+            y_area: 75,
+            x_fmt: &sci_tick,
+            y_fmt: &|v| format!("{v:.2}"),
+            ..Frame::new(
+                &format!("{} vs {}: loss against compute", c.other, c.baseline),
+                "training FLOPs C",
+                "loss",
+            )
+        },
+        (x_lo, x_hi),
+        (l_lo - pad)..(l_hi + pad),
+    )?;
     for (k, a) in [ra, rb].iter().enumerate() {
         let col = cols[k];
         let (bl, bh) = (2 * k, 2 * k + 1);
@@ -1412,31 +1401,29 @@ fn fig_compare<DB: plotters::prelude::DrawingBackend>(
     let dp = 0.08 * (d_hi - d_lo).max(1e-4);
     d_lo -= dp;
     d_hi += dp;
-    let mut ch = ChartBuilder::on(&bottom)
-        .caption(
-            format!(
-                "ΔL = L({}) − L({}), {:.0}% paired-bootstrap band",
-                c.other,
-                c.baseline,
-                100.0 * r.level
-            ),
-            ("sans-serif", 22),
-        )
-        .margin(18)
-        .x_label_area_size(50)
-        .y_label_area_size(75)
-        .build_cartesian_2d((x_lo..x_hi).log_scale(), d_lo..d_hi)
-        .map_err(pe)?;
-    ch.configure_mesh()
-        .x_desc("training FLOPs C (grey line: largest observed)")
-        .y_desc("ΔL")
-        .axis_desc_style(("sans-serif", 20))
-        .label_style(("sans-serif", 16))
-        .x_label_formatter(&sci_tick)
-        .y_label_formatter(&|v| format!("{v:.3}"))
-        .light_line_style(WHITE.mix(0.0))
-        .draw()
-        .map_err(pe)?;
+    let mut ch = log_chart(
+        &bottom,
+        &Frame {
+            caption_size: 22,
+            margin: 18,
+            x_area: 50,
+            y_area: 75,
+            x_fmt: &sci_tick,
+            y_fmt: &|v| format!("{v:.3}"),
+            ..Frame::new(
+                &format!(
+                    "ΔL = L({}) − L({}), {:.0}% paired-bootstrap band",
+                    c.other,
+                    c.baseline,
+                    100.0 * r.level
+                ),
+                "training FLOPs C (grey line: largest observed)",
+                "ΔL",
+            )
+        },
+        (x_lo, x_hi),
+        d_lo..d_hi,
+    )?;
     let band: Vec<(f64, f64)> = c
         .delta
         .iter()

@@ -430,6 +430,13 @@ pub fn select_arm(t: &mut Table, arm: Option<&str>) -> Result<(), FitError> {
     }
 }
 
+/// The table of the CSV file `p` restricted to the rows of `arm` ([`select_arm`]).
+pub fn read_arm(p: &Path, arm: Option<&str>) -> Result<Table, FitError> {
+    let mut t = Table::read(p)?;
+    select_arm(&mut t, arm)?;
+    Ok(t)
+}
+
 /// [`load`] restricted to the rows of one arm (`arm` column of a sweep with `[[arms]]`).
 pub fn load_arm(
     input: &Path,
@@ -439,11 +446,7 @@ pub fn load_arm(
 ) -> Result<Dataset, FitError> {
     let (runs_p, steps_p) = resolve_input(input, steps)?;
     let mut notes = Vec::new();
-    let read = |p: &Path| -> Result<Table, FitError> {
-        let mut t = Table::read(p)?;
-        select_arm(&mut t, arm)?;
-        Ok(t)
-    };
+    let read = |p: &Path| read_arm(p, arm);
     let runs_t = runs_p.as_deref().map(read).transpose()?;
     let mut points = match &runs_t {
         Some(t) => read_points(t, cols, &mut notes)?,

@@ -38,7 +38,7 @@ pub const DEFAULT_CHANCE: f64 = 0.75;
 /// One run: its loss and its task error (1 − top-1 accuracy).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Pair {
-    /// Loss.
+    /// Loss of the run (the `--loss-col` column).
     pub loss: f64,
     /// Task error in [0, 1].
     pub error: f64,
@@ -352,8 +352,8 @@ mod tests {
     fn exact_points_give_the_law_back() {
         let theta = [1.289, 0.972, 0.759];
         let f = fit_lsq(&synthetic(theta, 0.0, 6)).unwrap();
-        for k in 0..3 {
-            assert!((f.theta[k] - theta[k]).abs() < 1e-6, "{:?}", f.theta);
+        for (got, want) in f.theta.iter().zip(theta) {
+            assert!((got - want).abs() < 1e-6, "{:?}", f.theta);
         }
         assert!(f.sse < 1e-20 && !f.at_bound);
     }

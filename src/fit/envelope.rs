@@ -40,12 +40,24 @@ fn interp(xs: &[f64], ys: &[f64], x: f64) -> Option<f64> {
     Some(ys[k - 1] + s * (ys[k] - ys[k - 1]))
 }
 
-/// The FLOP range of the envelope: from the smallest to the largest final FLOPs of the runs.
+/// The FLOP range of Approach 1's envelope: from the smallest to the largest final FLOPs of the runs.
+/// Below the smallest final C the envelope is made of partly trained runs only, which bias N*(C) low,
+/// so Approach 1 stays inside it. Views of L(C) use [`long_range`] instead.
 pub fn default_range(curves: &[Curve]) -> (f64, f64) {
     let fin = curves.iter().map(|c| c.c[c.c.len() - 1]);
     let lo = fin.clone().fold(f64::INFINITY, f64::min);
     let hi = fin.fold(0.0, f64::max);
     (lo, hi)
+}
+
+/// The FLOP range of loss-against-compute views (`isoflop compare`'s L(C) from the envelope, the loss
+/// figure): from 1/30 of the smallest final FLOPs, but not before any run's first record, to the
+/// largest final FLOPs; long enough for a law even when every run has the same budget. Approach 1 uses
+/// the narrower [`default_range`].
+pub fn long_range(curves: &[Curve]) -> (f64, f64) {
+    let (lo, hi) = default_range(curves);
+    let first = curves.iter().map(|c| c.c[0]).fold(f64::INFINITY, f64::min);
+    ((lo / 30.0).max(first), hi)
 }
 
 /// The envelope of `curves` (those listed in `use_runs`) on `n_grid` log-spaced points in [lo, hi].

@@ -92,9 +92,7 @@ pub fn load(
             what: "the hparams fit needs runs.csv (one row per run); found only steps.csv".into(),
         });
     };
-    let mut t = Table::read(&runs)?;
-    data::select_arm(&mut t, arm)?;
-    read_runs(&t, cols, notes)
+    read_runs(&data::read_arm(&runs, arm)?, cols, notes)
 }
 
 /// [`load`] on a parsed table.
@@ -333,7 +331,7 @@ pub struct SizeFit {
     pub tokens: f64,
     /// Training FLOPs (geometric mean).
     pub c: f64,
-    /// Runs.
+    /// Number of runs at this point.
     pub n_runs: usize,
     /// Every lr search (one per batch size and β2).
     pub curves: Vec<LrCurve>,

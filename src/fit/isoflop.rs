@@ -89,8 +89,9 @@ pub(crate) fn solve3(mut a: [[f64; 3]; 3], mut b: [f64; 3]) -> Option<[f64; 3]> 
         b.swap(col, p);
         for r in col + 1..3 {
             let f = a[r][col] / a[col][col];
-            for k in col..3 {
-                a[r][k] -= f * a[col][k];
+            let pivot_row = a[col];
+            for (x, p) in a[r][col..].iter_mut().zip(&pivot_row[col..]) {
+                *x -= f * p;
             }
             b[r] -= f * b[col];
         }

@@ -13,18 +13,18 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use std::cell::RefCell;
 
-/// One term exp(θ[coef] − θ[exponent]·x[feature]) of a log-sum-exp model.
+/// One term `exp(θ[coef] − θ[exponent]·x[feature])` of a log-sum-exp model.
 #[derive(Clone, Copy, Debug)]
 pub struct Term {
     /// Index of the log-coefficient parameter.
     pub coef: usize,
     /// Index of the exponent parameter.
     pub exponent: usize,
-    /// Index of the feature.
+    /// Index of the feature x (e.g. ln N or ln D) the exponent multiplies.
     pub feature: usize,
 }
 
-/// ln L = LSE(θ[constant], terms…).
+/// `ln L = LSE(θ[constant], terms…)`.
 #[derive(Clone, Debug)]
 pub struct LseModel {
     /// Number of parameters.
@@ -84,7 +84,7 @@ pub fn huber(delta: f64, r: f64) -> (f64, f64) {
 /// loss itself (δ = ∞ makes it least squares, as scipy's curve_fit in Gadre et al.).
 #[derive(Clone, Debug)]
 pub struct HuberObjective<'a> {
-    /// The model.
+    /// The log-sum-exp model whose parameters are fitted.
     pub model: &'a LseModel,
     /// The points.
     pub data: &'a LseData,
@@ -161,10 +161,13 @@ impl HuberObjective<'_> {
     }
 }
 
+/// The point, the value and the gradient there.
+type Evaluation = (Vec<f64>, f64, Vec<f64>);
+
 /// argmin adaptor that evaluates value and gradient together and caches the last evaluation.
 struct Problem<'a> {
     obj: &'a HuberObjective<'a>,
-    cache: RefCell<Option<(Vec<f64>, f64, Vec<f64>)>>,
+    cache: RefCell<Option<Evaluation>>,
 }
 
 impl Problem<'_> {

@@ -8,7 +8,8 @@ use super::law::LawFit;
 use super::report::{DownstreamReport, Fitted, LawReport, Report};
 use super::stats::{percentile, Interval};
 use super::{compute, envelope, hparams, overtrain, parametric};
-use plotters::coord::Shift;
+use plotters::coord::ranged1d::{AsRangedCoord, Ranged, ValueFormatter};
+use plotters::coord::{CoordTranslate, Shift};
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};
 use std::sync::Once;
@@ -82,6 +83,105 @@ const CAPTION: u32 = 26;
 const LABEL: u32 = 20;
 const TICK: u32 = 16;
 
+/// The frame of a chart in the figures' one style: caption, margins, axis titles and tick formats (the
+/// label fonts and the absent minor grid are the same for all). [`Frame::new`] gives the usual sizes.
+pub(super) struct Frame<'s> {
+    pub(super) caption: &'s str,
+    pub(super) caption_size: u32,
+    pub(super) margin: u32,
+    /// Height of the x tick-label area (pixels).
+    pub(super) x_area: u32,
+    /// Width of the y tick-label area (pixels).
+    pub(super) y_area: u32,
+    pub(super) x_desc: &'s str,
+    pub(super) y_desc: &'s str,
+    pub(super) x_fmt: &'s dyn Fn(&f64) -> String,
+    pub(super) y_fmt: &'s dyn Fn(&f64) -> String,
+}
+
+impl<'s> Frame<'s> {
+    /// Caption size `CAPTION`, margin 20, label areas 55 (x) and 80 (y), scientific ticks on both axes.
+    pub(super) fn new(caption: &'s str, x_desc: &'s str, y_desc: &'s str) -> Self {
+        Frame {
+            caption,
+            caption_size: CAPTION,
+            margin: 20,
+            x_area: 55,
+            y_area: 80,
+            x_desc,
+            y_desc,
+            x_fmt: &sci,
+            y_fmt: &sci,
+        }
+    }
+}
+
+/// A chart with axes `X` and `Y` drawing on a `DB`.
+pub(super) type Chart<'a, DB, X, Y> = ChartContext<'a, DB, Cartesian2d<X, Y>>;
+
+/// A chart on `area` with axes `x` and `y` (plain ranges or `.log_scale()`), its mesh drawn in `frame`.
+pub(super) fn chart<'a, DB, X, Y>(
+    area: &'a DrawingArea<DB, Shift>,
+    frame: &Frame,
+    x: X,
+    y: Y,
+) -> Result<Chart<'a, DB, X::CoordDescType, Y::CoordDescType>, String>
+where
+    DB: DrawingBackend,
+    X: AsRangedCoord<Value = f64>,
+    Y: AsRangedCoord<Value = f64>,
+    X::CoordDescType: Ranged<ValueType = f64> + ValueFormatter<f64>,
+    Y::CoordDescType: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
+    let mut ch = ChartBuilder::on(area)
+        .caption(frame.caption, ("sans-serif", frame.caption_size))
+        .margin(frame.margin)
+        .x_label_area_size(frame.x_area)
+        .y_label_area_size(frame.y_area)
+        .build_cartesian_2d(x, y)
+        .map_err(e)?;
+    ch.configure_mesh()
+        .x_desc(frame.x_desc)
+        .y_desc(frame.y_desc)
+        .axis_desc_style(("sans-serif", LABEL))
+        .label_style(("sans-serif", TICK))
+        .x_label_formatter(frame.x_fmt)
+        .y_label_formatter(frame.y_fmt)
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(e)?;
+    Ok(ch)
+}
+
+/// Draw the series labels of `ch` in a box at `pos`, in the figures' one style.
+fn legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    ch: &mut ChartContext<'a, DB, CT>,
+    pos: SeriesLabelPosition,
+) -> R {
+    ch.configure_series_labels()
+        .position(pos)
+        .label_font(("sans-serif", TICK))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.5))
+        .draw()
+        .map_err(e)
+}
+
+/// [`chart`] with a logarithmic x axis over `x` (FLOPs, parameters, learning rates all span decades).
+pub(super) fn log_chart<'a, DB, Y>(
+    area: &'a DrawingArea<DB, Shift>,
+    frame: &Frame,
+    x: (f64, f64),
+    y: Y,
+) -> Result<Chart<'a, DB, LogCoord<f64>, Y::CoordDescType>, String>
+where
+    DB: DrawingBackend,
+    Y: AsRangedCoord<Value = f64>,
+    Y::CoordDescType: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
+    chart(area, frame, (x.0..x.1).log_scale(), y)
+}
+
 /// Loss against FLOPs: training curves coloured by N, the envelope, final points and L(C).
 fn fig_loss<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
@@ -103,9 +203,8 @@ fn fig_loss<DB: DrawingBackend>(
         let pad = 0.05 * (fin_l.1 - fin_l.0).max(1e-3);
         (a, b, fin_l.0 - pad, fin_l.1 + pad)
     } else {
-        let cmin = span(ds.curves.iter().map(|c| c.c[c.c.len() - 1])).0;
         let all_c = span(ds.curves.iter().flat_map(|c| c.c.iter().copied()));
-        let x_lo = all_c.0.max(cmin / 30.0);
+        let x_lo = envelope::long_range(&ds.curves).0;
         let all_l = span(ds.curves.iter().flat_map(|c| c.loss.iter().copied()));
         let fin = span(ds.curves.iter().map(|c| c.loss[c.loss.len() - 1]));
         let y_hi = (fin.1 * 1.6).min(all_l.1 * 1.02);
@@ -116,26 +215,20 @@ fn fig_loss<DB: DrawingBackend>(
             y_hi,
         )
     };
-    let mut ch = ChartBuilder::on(root)
-        .caption(
-            format!("Loss against training FLOPs ({})", rep.convention),
-            ("sans-serif", CAPTION),
-        )
-        .margin(20)
-        .x_label_area_size(55)
-        .y_label_area_size(75)
-        .build_cartesian_2d((x_lo..x_hi).log_scale(), y_lo..y_hi)
-        .map_err(e)?;
-    ch.configure_mesh()
-        .x_desc(format!("training FLOPs C ({})", rep.convention))
-        .y_desc("loss")
-        .axis_desc_style(("sans-serif", LABEL))
-        .label_style(("sans-serif", TICK))
-        .x_label_formatter(&sci)
-        .y_label_formatter(&|v| format!("{v:.2}"))
-        .light_line_style(WHITE.mix(0.0))
-        .draw()
-        .map_err(e)?;
+    let mut ch = log_chart(
+        root,
+        &Frame {
+            y_area: 75,
+            y_fmt: &|v| format!("{v:.2}"),
+            ..Frame::new(
+                &format!("Loss against training FLOPs ({})", rep.convention),
+                &format!("training FLOPs C ({})", rep.convention),
+                "loss",
+            )
+        },
+        (x_lo, x_hi),
+        y_lo..y_hi,
+    )?;
     let inside = |c: f64, l: f64| c >= x_lo && c <= x_hi && l >= y_lo && l <= y_hi;
     for (k, cv) in ds.curves.iter().enumerate() {
         let col = viridis(norm_log(cv.n, nlo, nhi));
@@ -210,13 +303,7 @@ fn fig_loss<DB: DrawingBackend>(
             ))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], red.stroke_width(3)));
     }
-    ch.configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .label_font(("sans-serif", TICK))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.5))
-        .draw()
-        .map_err(e)?;
+    legend(&mut ch, SeriesLabelPosition::UpperRight)?;
     root.present().map_err(e)
 }
 
@@ -234,26 +321,20 @@ fn fig_isoflop<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, rep: &Report) 
     let (llo, lhi) = span(bs.iter().flat_map(|b| b.runs.iter().map(|r| r.1)));
     let pad = 0.05 * (lhi - llo).max(1e-3);
     let (clo, chi) = span(bs.iter().map(|b| b.c));
-    let mut ch = ChartBuilder::on(root)
-        .caption(
-            "IsoFLOP profiles (parabola in ln N)",
-            ("sans-serif", CAPTION),
-        )
-        .margin(20)
-        .x_label_area_size(55)
-        .y_label_area_size(75)
-        .build_cartesian_2d((nlo..nhi).log_scale(), (llo - pad)..(lhi + pad))
-        .map_err(e)?;
-    ch.configure_mesh()
-        .x_desc("parameters N")
-        .y_desc("loss")
-        .axis_desc_style(("sans-serif", LABEL))
-        .label_style(("sans-serif", TICK))
-        .x_label_formatter(&sci)
-        .y_label_formatter(&|v| format!("{v:.2}"))
-        .light_line_style(WHITE.mix(0.0))
-        .draw()
-        .map_err(e)?;
+    let mut ch = log_chart(
+        root,
+        &Frame {
+            y_area: 75,
+            y_fmt: &|v| format!("{v:.2}"),
+            ..Frame::new(
+                "IsoFLOP profiles (parabola in ln N)",
+                "parameters N",
+                "loss",
+            )
+        },
+        (nlo, nhi),
+        (llo - pad)..(lhi + pad),
+    )?;
     let (ylo, yhi) = (llo - pad, lhi + pad);
     for b in &bs {
         let col = viridis(norm_log(b.c, clo, chi));
@@ -289,13 +370,7 @@ fn fig_isoflop<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, rep: &Report) 
     .map_err(e)?
     .label("minimum (open: not used)")
     .legend(|(x, y)| TriangleMarker::new((x + 10, y), 8, BLACK.filled()));
-    ch.configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .label_font(("sans-serif", TICK))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.5))
-        .draw()
-        .map_err(e)?;
+    legend(&mut ch, SeriesLabelPosition::UpperRight)?;
     root.present().map_err(e)
 }
 
@@ -350,23 +425,12 @@ fn panel_opt<DB: DrawingBackend>(
         ),
         0.08,
     );
-    let mut ch = ChartBuilder::on(area)
-        .caption(title, ("sans-serif", CAPTION))
-        .margin(20)
-        .x_label_area_size(55)
-        .y_label_area_size(80)
-        .build_cartesian_2d((xr.0..xr.1).log_scale(), (yr.0..yr.1).log_scale())
-        .map_err(e)?;
-    ch.configure_mesh()
-        .x_desc("training FLOPs C")
-        .y_desc(ylab)
-        .axis_desc_style(("sans-serif", LABEL))
-        .label_style(("sans-serif", TICK))
-        .x_label_formatter(&sci)
-        .y_label_formatter(&sci)
-        .light_line_style(WHITE.mix(0.0))
-        .draw()
-        .map_err(e)?;
+    let mut ch = log_chart(
+        area,
+        &Frame::new(title, "training FLOPs C", ylab),
+        xr,
+        (yr.0..yr.1).log_scale(),
+    )?;
     let clampy = |v: f64| v.clamp(yr.0, yr.1);
     for l in lines {
         let band: Vec<(f64, f64)> = l
@@ -466,13 +530,7 @@ fn panel_opt<DB: DrawingBackend>(
         .label("IsoFLOP minima (±95%)")
         .legend(|(x, y)| Circle::new((x + 10, y), 5, BLACK.filled()));
     }
-    ch.configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .label_font(("sans-serif", TICK))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.5))
-        .draw()
-        .map_err(e)
+    legend(&mut ch, SeriesLabelPosition::UpperLeft)
 }
 
 /// N*(C) and D*(C): IsoFLOP minima and the power laws of every approach, with intervals.
@@ -645,23 +703,18 @@ fn fig_law<DB: DrawingBackend>(
     let lr = span(pts.iter().map(|p| p.loss).chain(fitted.iter().copied()));
     let lp = 0.04 * (lr.1 - lr.0).max(1e-3);
     let lr = (lr.0 - lp, lr.1 + lp);
-    let mut ch = ChartBuilder::on(&halves[0])
-        .caption(title, ("sans-serif", CAPTION - 4))
-        .margin(20)
-        .x_label_area_size(55)
-        .y_label_area_size(75)
-        .build_cartesian_2d(lr.0..lr.1, lr.0..lr.1)
-        .map_err(e)?;
-    ch.configure_mesh()
-        .x_desc("fitted loss")
-        .y_desc("observed loss")
-        .axis_desc_style(("sans-serif", LABEL))
-        .label_style(("sans-serif", TICK))
-        .x_label_formatter(&|v| format!("{v:.2}"))
-        .y_label_formatter(&|v| format!("{v:.2}"))
-        .light_line_style(WHITE.mix(0.0))
-        .draw()
-        .map_err(e)?;
+    let mut ch = chart(
+        &halves[0],
+        &Frame {
+            caption_size: CAPTION - 4,
+            y_area: 75,
+            x_fmt: &|v| format!("{v:.2}"),
+            y_fmt: &|v| format!("{v:.2}"),
+            ..Frame::new(title, "fitted loss", "observed loss")
+        },
+        lr.0..lr.1,
+        lr.0..lr.1,
+    )?;
     ch.draw_series(LineSeries::new(
         [(lr.0, lr.0), (lr.1, lr.1)],
         BLACK.mix(0.6).stroke_width(2),
@@ -675,13 +728,7 @@ fn fig_law<DB: DrawingBackend>(
     .map_err(e)?
     .label(format!("runs (colour: N {} … {})", sci(&nlo), sci(&nhi)))
     .legend(|(x, y)| Circle::new((x + 10, y), 4, viridis(0.5).filled()));
-    ch.configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .label_font(("sans-serif", TICK))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.5))
-        .draw()
-        .map_err(e)?;
+    legend(&mut ch, SeriesLabelPosition::UpperLeft)?;
     let res: Vec<f64> = pts
         .iter()
         .zip(&fitted)
@@ -689,23 +736,17 @@ fn fig_law<DB: DrawingBackend>(
         .collect();
     let rmax = res.iter().fold(1e-4f64, |m, r| m.max(r.abs())) * 1.1;
     let cr = pad_log(span(pts.iter().map(|p| p.c)), 0.04);
-    let mut ch = ChartBuilder::on(&halves[1])
-        .caption("Residuals", ("sans-serif", CAPTION - 4))
-        .margin(20)
-        .x_label_area_size(55)
-        .y_label_area_size(75)
-        .build_cartesian_2d((cr.0..cr.1).log_scale(), -rmax..rmax)
-        .map_err(e)?;
-    ch.configure_mesh()
-        .x_desc("training FLOPs C")
-        .y_desc("ln observed − ln fitted")
-        .axis_desc_style(("sans-serif", LABEL))
-        .label_style(("sans-serif", TICK))
-        .x_label_formatter(&sci)
-        .y_label_formatter(&|v| format!("{v:.3}"))
-        .light_line_style(WHITE.mix(0.0))
-        .draw()
-        .map_err(e)?;
+    let mut ch = log_chart(
+        &halves[1],
+        &Frame {
+            caption_size: CAPTION - 4,
+            y_area: 75,
+            y_fmt: &|v| format!("{v:.3}"),
+            ..Frame::new("Residuals", "training FLOPs C", "ln observed − ln fitted")
+        },
+        cr,
+        -rmax..rmax,
+    )?;
     ch.draw_series(LineSeries::new(
         [(cr.0, 0.0), (cr.1, 0.0)],
         BLACK.mix(0.6).stroke_width(2),
@@ -867,23 +908,22 @@ fn fig_hp_lr<DB: DrawingBackend>(
         let lhi = lhi.min(mins.1 + 2.0 * (mins.1 - llo).max(0.05 * llo));
         let pad = 0.05 * (lhi - llo).max(1e-3);
         let (ylo, yhi) = (llo - pad, lhi + pad);
-        let mut ch = ChartBuilder::on(area)
-            .caption(format!("batch size {b}"), ("sans-serif", CAPTION))
-            .margin(15)
-            .x_label_area_size(50)
-            .y_label_area_size(70)
-            .build_cartesian_2d((xr.0..xr.1).log_scale(), ylo..yhi)
-            .map_err(e)?;
-        ch.configure_mesh()
-            .x_desc("peak learning rate")
-            .y_desc("final loss")
-            .axis_desc_style(("sans-serif", LABEL))
-            .label_style(("sans-serif", TICK))
-            .x_label_formatter(&sci)
-            .y_label_formatter(&|v| format!("{v:.2}"))
-            .light_line_style(WHITE.mix(0.0))
-            .draw()
-            .map_err(e)?;
+        let mut ch = log_chart(
+            area,
+            &Frame {
+                margin: 15,
+                x_area: 50,
+                y_area: 70,
+                y_fmt: &|v| format!("{v:.2}"),
+                ..Frame::new(
+                    &format!("batch size {b}"),
+                    "peak learning rate",
+                    "final loss",
+                )
+            },
+            xr,
+            ylo..yhi,
+        )?;
         let inside = |p: &(f64, f64)| p.1 >= ylo && p.1 <= yhi;
         for (n, c) in &curves {
             let col = viridis(norm_log(*n, nlo, nhi));
@@ -918,13 +958,7 @@ fn fig_hp_lr<DB: DrawingBackend>(
                     .map_err(e)?;
             }
         }
-        ch.configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .label_font(("sans-serif", TICK))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.5))
-            .draw()
-            .map_err(e)?;
+        legend(&mut ch, SeriesLabelPosition::UpperLeft)?;
     }
     root.present().map_err(e)
 }
@@ -983,27 +1017,20 @@ fn fig_hp_laws<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, h: &hparams::H
         if !(yr.0.is_finite() && yr.1.is_finite() && yr.1 > yr.0) {
             continue;
         }
-        let mut ch = ChartBuilder::on(area)
-            .caption(*title, ("sans-serif", CAPTION))
-            .margin(20)
-            .x_label_area_size(55)
-            .y_label_area_size(80)
-            .build_cartesian_2d((xr.0..xr.1).log_scale(), (yr.0..yr.1).log_scale())
-            .map_err(e)?;
-        ch.configure_mesh()
-            .x_desc("parameters N (n_params)")
-            .y_desc(if title.contains("batch") {
-                "B* (sequences)"
-            } else {
-                "lr*"
-            })
-            .axis_desc_style(("sans-serif", LABEL))
-            .label_style(("sans-serif", TICK))
-            .x_label_formatter(&sci)
-            .y_label_formatter(&sci)
-            .light_line_style(WHITE.mix(0.0))
-            .draw()
-            .map_err(e)?;
+        let mut ch = log_chart(
+            area,
+            &Frame::new(
+                title,
+                "parameters N (n_params)",
+                if title.contains("batch") {
+                    "B* (sequences)"
+                } else {
+                    "lr*"
+                },
+            ),
+            xr,
+            (yr.0..yr.1).log_scale(),
+        )?;
         let clampy = |v: f64| v.clamp(yr.0, yr.1);
         let col = RGBColor(33, 145, 140);
         if let Some(l) = law {
@@ -1068,13 +1095,7 @@ fn fig_hp_laws<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, h: &hparams::H
             .label("on edge (left out)")
             .legend(|(x, y)| Circle::new((x + 10, y), 5, BLACK.stroke_width(2)));
         }
-        ch.configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .label_font(("sans-serif", TICK))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.5))
-            .draw()
-            .map_err(e)?;
+        legend(&mut ch, SeriesLabelPosition::UpperRight)?;
     }
     root.present().map_err(e)
 }
@@ -1126,30 +1147,24 @@ fn fig_hp_collapse<DB: DrawingBackend>(
         .flat_map(|s| s.1.iter().filter(|p| p.0 > 0.1 && p.0 < 10.0).map(|p| p.1))
         .collect();
     let yhi = near.iter().copied().fold(0.0f64, f64::max).max(1e-3) * 1.1;
-    let mut ch = ChartBuilder::on(root)
-        .caption(
-            if h.lr_law.is_some() {
-                "Excess loss against lr / lr*(N) of the fitted law"
-            } else {
-                "Excess loss against lr / lr* (no law fitted)"
-            },
-            ("sans-serif", CAPTION),
-        )
-        .margin(20)
-        .x_label_area_size(55)
-        .y_label_area_size(80)
-        .build_cartesian_2d((xr.0..xr.1).log_scale(), -0.03 * yhi..yhi)
-        .map_err(e)?;
-    ch.configure_mesh()
-        .x_desc("lr / lr*(N)")
-        .y_desc("loss − optimal loss")
-        .axis_desc_style(("sans-serif", LABEL))
-        .label_style(("sans-serif", TICK))
-        .x_label_formatter(&|v| format!("{v:.2}"))
-        .y_label_formatter(&|v| format!("{v:.3}"))
-        .light_line_style(WHITE.mix(0.0))
-        .draw()
-        .map_err(e)?;
+    let mut ch = log_chart(
+        root,
+        &Frame {
+            x_fmt: &|v| format!("{v:.2}"),
+            y_fmt: &|v| format!("{v:.3}"),
+            ..Frame::new(
+                if h.lr_law.is_some() {
+                    "Excess loss against lr / lr*(N) of the fitted law"
+                } else {
+                    "Excess loss against lr / lr* (no law fitted)"
+                },
+                "lr / lr*(N)",
+                "loss − optimal loss",
+            )
+        },
+        xr,
+        -0.03 * yhi..yhi,
+    )?;
     for (n, pts) in &sets {
         let col = viridis(norm_log(*n, nlo, nhi));
         let pts: Vec<(f64, f64)> = pts.iter().copied().filter(|p| p.1 <= yhi).collect();
@@ -1160,13 +1175,7 @@ fn fig_hp_collapse<DB: DrawingBackend>(
         ch.draw_series(pts.iter().map(|&p| Circle::new(p, 4, col.filled())))
             .map_err(e)?;
     }
-    ch.configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .label_font(("sans-serif", TICK))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.5))
-        .draw()
-        .map_err(e)?;
+    legend(&mut ch, SeriesLabelPosition::UpperLeft)?;
     root.present().map_err(e)
 }
 
@@ -1259,23 +1268,22 @@ fn fig_downstream<DB: DrawingBackend>(
         d.params.value("k"),
         d.params.value("gamma")
     );
-    let mut ch = ChartBuilder::on(root)
-        .caption(title, ("sans-serif", CAPTION - 4))
-        .margin(20)
-        .x_label_area_size(55)
-        .y_label_area_size(75)
-        .build_cartesian_2d(x0..x1, y0..y1)
-        .map_err(e)?;
-    ch.configure_mesh()
-        .x_desc(format!("loss ({})", d.loss_col))
-        .y_desc(format!("task error ({})", d.error_col))
-        .axis_desc_style(("sans-serif", LABEL))
-        .label_style(("sans-serif", TICK))
-        .x_label_formatter(&|v| format!("{v:.2}"))
-        .y_label_formatter(&|v| format!("{v:.2}"))
-        .light_line_style(WHITE.mix(0.0))
-        .draw()
-        .map_err(e)?;
+    let mut ch = chart(
+        root,
+        &Frame {
+            caption_size: CAPTION - 4,
+            y_area: 75,
+            x_fmt: &|v| format!("{v:.2}"),
+            y_fmt: &|v| format!("{v:.2}"),
+            ..Frame::new(
+                &title,
+                &format!("loss ({})", d.loss_col),
+                &format!("task error ({})", d.error_col),
+            )
+        },
+        x0..x1,
+        y0..y1,
+    )?;
     if !band.is_empty() {
         let clip = |v: f64| v.clamp(y0, y1);
         let poly: Vec<(f64, f64)> = xs
@@ -1317,12 +1325,6 @@ fn fig_downstream<DB: DrawingBackend>(
     .map_err(e)?
     .label(format!("runs ({})", pairs.pairs.len()))
     .legend(|(x, y)| Circle::new((x + 10, y), 5, BLACK.filled()));
-    ch.configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .label_font(("sans-serif", TICK))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.5))
-        .draw()
-        .map_err(e)?;
+    legend(&mut ch, SeriesLabelPosition::LowerRight)?;
     root.present().map_err(e)
 }

@@ -396,7 +396,7 @@ impl Target {
 pub struct Prediction {
     /// The law: `approach3`, `overtrain`, `compute`, `approach1`, `approach2`, `approach2_akima`.
     pub law: String,
-    /// The target.
+    /// The planned run or budget this prediction is for.
     pub target: Target,
     /// Loss of the target run (sized targets, laws of N and D).
     pub loss: Option<Interval>,

@@ -39,7 +39,7 @@ impl FitKind {
         FitKind::Compute,
         FitKind::Overtrain,
     ];
-    /// Human name.
+    /// The name the report and `--fits` use for this fit.
     pub fn name(&self) -> &'static str {
         match self {
             FitKind::Approach1 => "approach 1 (envelope)",
@@ -212,7 +212,7 @@ pub struct ComputeReport {
 /// A fit that did not run, and why.
 #[derive(Clone, Debug, Serialize)]
 pub struct Skipped {
-    /// The fit.
+    /// The fit that was not made.
     pub fit: FitKind,
     /// Why.
     pub reason: String,

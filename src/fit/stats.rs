@@ -201,7 +201,8 @@ pub fn line_fit(x: &[f64], y: &[f64], w: Option<&[f64]>, level: f64) -> Option<L
         sxy += wt(i) * dx * dy;
         syy += wt(i) * dy * dy;
     }
-    if !(sxx > 0.0) {
+    // Also refuses NaN.
+    if sxx.is_nan() || sxx <= 0.0 {
         return None;
     }
     let slope = sxy / sxx;

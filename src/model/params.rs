@@ -61,9 +61,9 @@ pub struct BlockOffsets {
     pub wv: usize,
     /// `blocks.{i}.attn.wo` [D, D]
     pub wo: usize,
-    /// `blocks.{i}.attn.q_norm.scale` [64]
+    /// `blocks.{i}.attn.q_norm.scale` `[64]`
     pub q_norm: usize,
-    /// `blocks.{i}.attn.k_norm.scale` [64]
+    /// `blocks.{i}.attn.k_norm.scale` `[64]`
     pub k_norm: usize,
     /// `blocks.{i}.ln2.scale` `[D]`
     pub ln2: usize,

@@ -37,7 +37,7 @@ pub struct TrainerRef {
 /// Why a run failed when its trainer could not record it (crash, abort, bad setup).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {
-    /// The reason.
+    /// Why the run failed, with its cause chain.
     pub reason: String,
     /// When (RFC 3339).
     pub at: String,
@@ -50,7 +50,7 @@ pub enum RunState {
     Pending,
     /// A live process is training it.
     Running {
-        /// Its pid.
+        /// Process id of the trainer.
         pid: u32,
     },
     /// Every step done.
@@ -77,10 +77,21 @@ impl RunState {
     }
 }
 
+/// Write the spec's text and the plan (`plan.json`) into the sweep directory `dir`.
+fn write_spec_and_plan(dir: &Path, spec_text: &str, plan: &Plan) -> Result<(), SweepError> {
+    write_atomic(&dir.join(SPEC_FILE), spec_text.as_bytes())?;
+    let plan_path = dir.join(PLAN_FILE);
+    let json = serde_json::to_vec_pretty(plan).map_err(|source| SweepError::Json {
+        path: plan_path.clone(),
+        source,
+    })?;
+    write_atomic(&plan_path, &json)
+}
+
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SweepError + '_ {
-    move |e| SweepError::Io {
+    move |source| SweepError::File {
         path: path.to_path_buf(),
-        msg: e.to_string(),
+        source,
     }
 }
 
@@ -108,10 +119,11 @@ impl SweepDir {
         let plan_path = dir.join(PLAN_FILE);
         if plan_path.exists() {
             let text = std::fs::read_to_string(&plan_path).map_err(io_err(&plan_path))?;
-            let head: PlanHead = serde_json::from_str(&text).map_err(|e| SweepError::Io {
-                path: plan_path.clone(),
-                msg: e.to_string(),
-            })?;
+            let head: PlanHead =
+                serde_json::from_str(&text).map_err(|source| SweepError::Json {
+                    path: plan_path.clone(),
+                    source,
+                })?;
             if head.fingerprint != plan.fingerprint {
                 let old: Vec<String> = head
                     .runs
@@ -145,20 +157,10 @@ impl SweepDir {
             }
             if head.eval != plan.eval {
                 // Same runs, other `[eval]` tasks: keep the runs, record the new tasks.
-                write_atomic(&dir.join(SPEC_FILE), spec_text.as_bytes())?;
-                let json = serde_json::to_vec_pretty(plan).map_err(|e| SweepError::Io {
-                    path: plan_path.clone(),
-                    msg: e.to_string(),
-                })?;
-                write_atomic(&plan_path, &json)?;
+                write_spec_and_plan(dir, spec_text, plan)?;
             }
         } else {
-            write_atomic(&dir.join(SPEC_FILE), spec_text.as_bytes())?;
-            let json = serde_json::to_vec_pretty(plan).map_err(|e| SweepError::Io {
-                path: plan_path.clone(),
-                msg: e.to_string(),
-            })?;
-            write_atomic(&plan_path, &json)?;
+            write_spec_and_plan(dir, spec_text, plan)?;
         }
         Ok(SweepDir {
             dir: dir.to_path_buf(),
@@ -169,13 +171,14 @@ impl SweepDir {
     /// Open an existing sweep directory (for `status` and `export`).
     pub fn open(dir: &Path) -> Result<Self, SweepError> {
         let p = dir.join(PLAN_FILE);
-        let text = std::fs::read_to_string(&p).map_err(|e| SweepError::Io {
+        let text = std::fs::read_to_string(&p).map_err(|source| SweepError::NotASweep {
             path: p.clone(),
-            msg: format!("{e} (is {} a sweep directory?)", dir.display()),
+            dir: dir.to_path_buf(),
+            source,
         })?;
-        let plan: Plan = serde_json::from_str(&text).map_err(|e| SweepError::Io {
+        let plan: Plan = serde_json::from_str(&text).map_err(|source| SweepError::Json {
             path: p.clone(),
-            msg: e.to_string(),
+            source,
         })?;
         Ok(SweepDir {
             dir: dir.to_path_buf(),

@@ -7,6 +7,20 @@ use crate::model::init_params;
 use crate::train::{TrainConfig, Trainer};
 use std::time::Instant;
 
+/// Why the CPU throughput could not be measured.
+#[derive(Debug, thiserror::Error)]
+pub enum EstimateError {
+    /// There is nothing to time.
+    #[error("the plan has no runs")]
+    NoRuns,
+    /// The CPU backend cannot be opened.
+    #[error("timing the CPU backend")]
+    Open(#[from] crate::device::DeviceError),
+    /// A timed training step failed.
+    #[error("timing the CPU backend")]
+    Step(#[from] crate::train::TrainError),
+}
+
 /// Where a throughput figure came from.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Throughput {
@@ -44,27 +58,22 @@ impl Throughput {
 
     /// Time a few training steps of the plan's smallest model on the CPU backend (synthetic data,
     /// one micro-batch per step: one warm-up step, then `steps` timed ones).
-    pub fn measure_cpu(plan: &Plan, steps: u64) -> Result<Self, String> {
-        let small = smallest(plan).ok_or("the plan has no runs")?;
+    pub fn measure_cpu(plan: &Plan, steps: u64) -> Result<Self, EstimateError> {
+        let small = smallest(plan).ok_or(EstimateError::NoRuns)?;
         let mut cfg: TrainConfig = small.config.clone();
         cfg.batch_size = cfg.micro_batch;
         cfg.steps = steps + 1;
         cfg.warmup_steps = 0;
         let params = init_params(&cfg.model, cfg.seed);
-        let opened = device::open_backend(DeviceChoice::Cpu, &cfg.model, params)
-            .map_err(|e| format!("timing the CPU backend: {e}"))?;
+        let opened = device::open_backend(DeviceChoice::Cpu, &cfg.model, params)?;
         let name = opened.backend.device().to_string();
         let source = SyntheticSource::new(cfg.model.seq_len, cfg.model.vocab_size, cfg.seed);
         let tps = cfg.tokens_per_step();
         let mut trainer = Trainer::new(cfg, opened.backend, Box::new(source), vec![]);
-        trainer
-            .train_step()
-            .map_err(|e| format!("timing the CPU backend: {e}"))?;
+        trainer.train_step()?;
         let t0 = Instant::now();
         for _ in 0..steps {
-            trainer
-                .train_step()
-                .map_err(|e| format!("timing the CPU backend: {e}"))?;
+            trainer.train_step()?;
         }
         let tokens_per_s = (steps * tps) as f64 / t0.elapsed().as_secs_f64();
         Ok(Throughput {

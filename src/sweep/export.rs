@@ -139,7 +139,7 @@ pub fn runs_csv(sd: &SweepDir) -> String {
             c.batch_size.to_string(),
             c.lr.to_string(),
             opt(r.search.as_ref().and_then(|s| s.lr_factor)),
-            c.beta2.to_string(),
+            c.optimizer.beta2.to_string(),
             c.warmup_steps.to_string(),
             opt(figures.as_ref().and_then(|f| f.train_loss)),
             opt(figures.as_ref().and_then(|f| f.eval_loss)),

@@ -2,7 +2,7 @@
 
 use super::spec::{Budget, LrSearch, Size, SweepSpec};
 use crate::model::{FlopConvention, FlopsPerToken, ParamCounts};
-use crate::train::TrainConfig;
+use crate::train::{OptimizerConfig, TrainConfig};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -166,15 +166,17 @@ impl Plan {
     /// Resolve a spec into runs: sizes × budgets × seeds, each with its config from the rules. With
     /// arms, every arm's runs, interleaved point by point (so a sweep cut short has the same points in
     /// every arm); the plan's convention is the first arm's.
-    pub fn resolve(spec: &SweepSpec) -> Result<Plan, String> {
+    pub fn resolve(spec: &SweepSpec) -> Result<Plan, PlanError> {
         let (runs, convention) = if spec.arm_specs.is_empty() {
             resolve_runs(spec, None)?
         } else {
             let mut per_arm = Vec::new();
             let mut convention = None;
             for (name, s) in &spec.arm_specs {
-                let (r, c) =
-                    resolve_runs(s, Some(name)).map_err(|e| format!("arm {name:?}: {e}"))?;
+                let (r, c) = resolve_runs(s, Some(name)).map_err(|e| PlanError::Arm {
+                    arm: name.clone(),
+                    source: Box::new(e),
+                })?;
                 convention.get_or_insert(c);
                 per_arm.push(r.into_iter());
             }
@@ -193,10 +195,10 @@ impl Plan {
         let mut names: Vec<&str> = runs.iter().map(|r| r.name.as_str()).collect();
         names.sort_unstable();
         if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
-            return Err(format!(
+            return Err(PlanError::Invalid(format!(
                 "two runs would be named {:?}; make budgets distinct",
                 w[0]
-            ));
+            )));
         }
         let fingerprint = fingerprint(&runs);
         Ok(Plan {
@@ -228,11 +230,43 @@ impl Plan {
     }
 }
 
+/// Why a spec resolves to no plan.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// A size, budget or rule gives no valid run (the message names the field or point).
+    #[error("{0}")]
+    Invalid(String),
+    /// The training configuration of a point is invalid.
+    #[error("{point}")]
+    Config {
+        /// The point (e.g. `d64l2-m20`).
+        point: String,
+        /// Cause, naming the setting.
+        #[source]
+        source: crate::train::config::TrainConfigError,
+    },
+    /// An arm's runs cannot be planned.
+    #[error("arm {arm:?}")]
+    Arm {
+        /// The arm's name.
+        arm: String,
+        /// Cause.
+        #[source]
+        source: Box<PlanError>,
+    },
+}
+
+impl From<String> for PlanError {
+    fn from(msg: String) -> Self {
+        PlanError::Invalid(msg)
+    }
+}
+
 /// The runs of one spec (or one arm's spec) and the convention of its budgets.
 fn resolve_runs(
     spec: &SweepSpec,
     arm: Option<&str>,
-) -> Result<(Vec<PlannedRun>, FlopConvention), String> {
+) -> Result<(Vec<PlannedRun>, FlopConvention), PlanError> {
     let sizes = spec.sizes()?;
     let mut points: Vec<Point> = Vec::new();
     let convention = match &spec.budget {
@@ -278,9 +312,9 @@ fn resolve_runs(
                     });
                 }
                 if points.len() == before {
-                    return Err(format!(
+                    return Err(PlanError::Invalid(format!(
                         "budget C = {c:e}: every size falls outside min/max_tokens_per_param"
-                    ));
+                    )));
                 }
             }
             *convention
@@ -327,12 +361,12 @@ fn resolve_run(
     replicate: u32,
     p: &Point,
     combo: &Combo,
-) -> Result<PlannedRun, String> {
+) -> Result<PlannedRun, PlanError> {
     let (s, target_tokens, budget, multiplier) = (p.size, p.tokens, p.budget, p.multiplier);
     let t = &spec.train;
     let model = spec.model_config(s);
     let params = ParamCounts::of(&model);
-    let ctx = |e: String| format!("{point}: {e}");
+    let ctx = |e: String| PlanError::Invalid(format!("{point}: {e}"));
     let micro = t.micro_batch;
     let batch_size = match combo.batch_size {
         // Checked against micro_batch with the spec.
@@ -366,13 +400,10 @@ fn resolve_run(
         steps: 1,
         lr,
         warmup_steps: 0,
-        final_lr_frac: t.final_lr_frac,
-        beta1: t.beta1,
-        beta2: combo.beta2.unwrap_or(t.beta2),
-        eps: t.eps,
-        weight_decay: t.weight_decay,
-        decay_mode: t.decay_mode,
-        clip: t.clip,
+        optimizer: OptimizerConfig {
+            beta2: combo.beta2.unwrap_or(t.optimizer.beta2),
+            ..t.optimizer
+        },
         seed: derive_seed(spec.seed, point, replicate),
         data: spec.data.clone(),
         eval_every: t.eval_every,
@@ -381,7 +412,10 @@ fn resolve_run(
     };
     cfg.steps = cfg.steps_for_tokens(target_tokens);
     cfg.warmup_steps = t.warmup.steps(cfg.steps, cfg.tokens_per_step(), params.n);
-    cfg.validate().map_err(|e| ctx(e.to_string()))?;
+    cfg.validate().map_err(|source| PlanError::Config {
+        point: point.to_string(),
+        source,
+    })?;
     Ok(PlannedRun {
         name: format!("{point}{}-s{replicate}", combo.suffix()),
         point: point.to_string(),
@@ -476,9 +510,15 @@ mod tests {
                 a.config.seed, b.config.seed,
                 "paired: same seed and data order"
             );
-            assert_eq!((a.config.weight_decay, b.config.weight_decay), (0.1, 0.0));
+            assert_eq!(
+                (
+                    a.config.optimizer.weight_decay,
+                    b.config.optimizer.weight_decay
+                ),
+                (0.1, 0.0)
+            );
             let mut bc = b.config.clone();
-            bc.weight_decay = a.config.weight_decay;
+            bc.optimizer.weight_decay = a.config.optimizer.weight_decay;
             assert_eq!(a.config, bc, "only the arm's field differs");
         }
         // The arm-less plan is unchanged by the feature: its JSON has no `arm` key.
@@ -516,7 +556,7 @@ mod tests {
                 assert!((r.config.lr - f * base.config.lr).abs() <= 1e-15 * base.config.lr);
                 assert_eq!(s.lr, Some(r.config.lr));
                 assert_eq!(Some(r.config.batch_size), s.batch_size);
-                assert_eq!(Some(r.config.beta2), s.beta2);
+                assert_eq!(Some(r.config.optimizer.beta2), s.beta2);
                 assert_eq!(r.config.micro_batch, 4);
                 // Same point, same seed: a search's runs share initialisation and data order.
                 assert_eq!(r.config.seed, base.config.seed);
@@ -588,8 +628,36 @@ mod tests {
                 a.config.lr,
                 a.search.as_ref().unwrap().lr_factor.unwrap() * 2e-3
             );
-            assert_eq!((a.config.weight_decay, b.config.weight_decay), (0.1, 0.0));
+            assert_eq!(
+                (
+                    a.config.optimizer.weight_decay,
+                    b.config.optimizer.weight_decay
+                ),
+                (0.1, 0.0)
+            );
         }
+    }
+
+    #[test]
+    fn an_arm_with_a_bad_optimizer_setting_keeps_the_cause() {
+        let s = spec(
+            "style = \"multiplier\"\nmultipliers = [10]",
+            "[[arms]]\nname = \"base\"\n[[arms]]\nname = \"bad\"\neps = -1.0\n",
+        );
+        let e = Plan::resolve(&s).unwrap_err();
+        let PlanError::Arm { arm, source } = &e else {
+            panic!("{e}")
+        };
+        assert_eq!(arm, "bad");
+        assert!(matches!(**source, PlanError::Config { .. }), "{source}");
+        // The whole chain, as the command line prints it: arm, point, setting.
+        let chain = format!("{:#}", anyhow::Error::new(e));
+        assert!(
+            chain.starts_with("arm \"bad\": ")
+                && chain.contains("d64l1")
+                && chain.ends_with("--eps must be positive, got -1"),
+            "{chain}"
+        );
     }
 
     #[test]
@@ -605,6 +673,9 @@ mod tests {
             "style = \"isoflop\"\nflops = [1e10]\nmin_tokens_per_param = 1e9",
             "",
         );
-        assert!(Plan::resolve(&s).unwrap_err().contains("C = 1e10"));
+        assert!(Plan::resolve(&s)
+            .unwrap_err()
+            .to_string()
+            .contains("C = 1e10"));
     }
 }

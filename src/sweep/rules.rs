@@ -106,7 +106,7 @@ pub enum Warmup {
 }
 
 impl Warmup {
-    /// Check the value.
+    /// Error unless a fraction lies in `[0, 1]` and a token count is finite and non-negative.
     pub fn check(&self) -> Result<(), String> {
         let bad = match *self {
             Warmup::Steps(_) => None,

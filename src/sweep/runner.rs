@@ -265,7 +265,8 @@ fn worker(
             Ok(x) => x,
             Err(e) => (
                 RunState::Failed {
-                    reason: e.to_string(),
+                    // The whole cause chain: failure.json is all a later reader has.
+                    reason: format!("{:#}", anyhow::Error::new(e)),
                 },
                 true,
             ),
@@ -319,9 +320,9 @@ fn run_one(
             match Manifest::load(&dir) {
                 // A training error (e.g. NaN) would recur from the checkpoint: start over.
                 Ok(m) if m.status == RunStatus::Failed => {
-                    std::fs::remove_dir_all(&dir).map_err(|e| SweepError::Io {
+                    std::fs::remove_dir_all(&dir).map_err(|source| SweepError::File {
                         path: dir.clone(),
-                        msg: e.to_string(),
+                        source,
                     })?;
                     false
                 }
@@ -332,9 +333,9 @@ fn run_one(
         RunState::Interrupted => dir.join("run.json").exists(),
         RunState::Pending | RunState::Running { .. } => false,
     };
-    std::fs::create_dir_all(&dir).map_err(|e| SweepError::Io {
+    std::fs::create_dir_all(&dir).map_err(|source| SweepError::File {
         path: dir.clone(),
-        msg: e.to_string(),
+        source,
     })?;
     let mut cmd = Command::new(&opts.bin);
     cmd.arg("train");
@@ -342,9 +343,9 @@ fn run_one(
         cmd.arg("--resume").arg(&dir);
     } else {
         let cfg_path = dir.join("config.json");
-        let json = serde_json::to_vec_pretty(&run.config).map_err(|e| SweepError::Io {
+        let json = serde_json::to_vec_pretty(&run.config).map_err(|source| SweepError::Json {
             path: cfg_path.clone(),
-            msg: e.to_string(),
+            source,
         })?;
         dir::write_atomic(&cfg_path, &json)?;
         cmd.arg("--config").arg(&cfg_path).arg("--out").arg(&dir);
@@ -360,13 +361,13 @@ fn run_one(
         .create(true)
         .append(true)
         .open(&log_path)
-        .map_err(|e| SweepError::Io {
+        .map_err(|source| SweepError::File {
             path: log_path.clone(),
-            msg: e.to_string(),
+            source,
         })?;
-    let log2 = log.try_clone().map_err(|e| SweepError::Io {
+    let log2 = log.try_clone().map_err(|source| SweepError::File {
         path: log_path.clone(),
-        msg: e.to_string(),
+        source,
     })?;
     cmd.stdin(Stdio::null()).stdout(log).stderr(log2);
     // If the sweep dies (even by SIGKILL), its trainers get SIGTERM: they checkpoint and stop.
@@ -383,9 +384,10 @@ fn run_one(
             Ok(())
         });
     }
-    let mut child = cmd.spawn().map_err(|e| SweepError::Io {
-        path: opts.bin.clone(),
-        msg: format!("cannot start the trainer: {e}"),
+    let mut child = cmd.spawn().map_err(|source| SweepError::Trainer {
+        bin: opts.bin.clone(),
+        what: "cannot start",
+        source,
     })?;
     let pid = child.id();
     if let Ok(mut a) = active.lock() {
@@ -401,9 +403,10 @@ fn run_one(
     if let Ok(mut a) = active.lock() {
         a.retain(|&p| p != pid);
     }
-    let status = status.map_err(|e| SweepError::Io {
-        path: opts.bin.clone(),
-        msg: format!("waiting for the trainer: {e}"),
+    let status = status.map_err(|source| SweepError::Trainer {
+        bin: opts.bin.clone(),
+        what: "waiting for",
+        source,
     })?;
     let manifest = Manifest::load(&dir).ok();
     let recorded = manifest.as_ref().map(|m| m.status);

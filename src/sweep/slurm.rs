@@ -28,9 +28,9 @@ pub struct SlurmOptions {
     pub cpus_per_task: Option<u32>,
     /// Memory per task, Slurm syntax (`64G`).
     pub mem: Option<String>,
-    /// Partition.
+    /// Slurm partition (`--partition`); none: the cluster's default.
     pub partition: Option<String>,
-    /// Account.
+    /// Slurm account charged (`--account`); none: the user's default.
     pub account: Option<String>,
     /// At most this many tasks at once (`--array=0-N%K`).
     pub max_parallel: Option<usize>,

@@ -3,10 +3,9 @@
 //! See the README section "Scaling sweeps" for annotated examples.
 
 use super::rules::{Rule, Warmup};
-use crate::backend::DecayMode;
 use crate::model::config::{DEFAULT_SEQ_LEN, DEFAULT_VOCAB, HEAD_DIM};
 use crate::model::FlopConvention;
-use crate::train::{DataSpec, TrainConfig};
+use crate::train::{DataSpec, OptimizerConfig, TrainConfig};
 use serde::{Deserialize, Deserializer, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -14,12 +13,33 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
     /// The file cannot be read.
-    #[error("sweep spec {path}: {msg}")]
+    #[error("sweep spec {path}")]
     Read {
         /// The file.
         path: PathBuf,
-        /// What went wrong.
-        msg: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not TOML of a spec's shape (the cause names the line and the field).
+    #[error("sweep spec {path}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    /// An arm's resolved spec is not of a spec's shape (the cause names the field).
+    #[error("sweep spec {path}: arm {arm:?}")]
+    ArmParse {
+        /// The file.
+        path: PathBuf,
+        /// The arm's name.
+        arm: String,
+        /// Cause.
+        #[source]
+        source: Box<toml::de::Error>,
     },
     /// A field is missing, mistyped or out of range.
     #[error("sweep spec {path}: {msg}")]
@@ -367,20 +387,10 @@ pub struct TrainRules {
     pub lr: Rule,
     /// Warmup length.
     pub warmup: Warmup,
-    /// Final learning rate as a fraction of the peak.
-    pub final_lr_frac: f64,
-    /// AdamW β1.
-    pub beta1: f32,
-    /// AdamW β2.
-    pub beta2: f32,
-    /// AdamW ε.
-    pub eps: f32,
-    /// Weight decay λ.
-    pub weight_decay: f32,
-    /// Coupled or independent weight decay.
-    pub decay_mode: DecayMode,
-    /// Gradient-norm clipping threshold.
-    pub clip: Option<f64>,
+    /// `final_lr_frac`, `beta1`, `beta2`, `eps`, `weight_decay`, `decay_mode`, `clip`: the fields of a
+    /// run's configuration, flattened into `[train]`.
+    #[serde(flatten)]
+    pub optimizer: OptimizerConfig,
     /// Evaluate every this many steps (0 = only at the end).
     pub eval_every: u64,
     /// Held-out sequences per evaluation.
@@ -397,13 +407,7 @@ impl Default for TrainRules {
             micro_batch: None,
             lr: Rule::Fixed(d.lr),
             warmup: Warmup::Fraction(0.1),
-            final_lr_frac: d.final_lr_frac,
-            beta1: d.beta1,
-            beta2: d.beta2,
-            eps: d.eps,
-            weight_decay: d.weight_decay,
-            decay_mode: d.decay_mode,
-            clip: d.clip,
+            optimizer: d.optimizer,
             eval_every: 0,
             eval_sequences: d.eval_sequences,
             log_every: d.log_every,
@@ -414,9 +418,9 @@ impl Default for TrainRules {
 impl SweepSpec {
     /// Read and check a spec file. Returns the spec and its exact text (saved in the sweep directory).
     pub fn from_file(path: &Path) -> Result<(Self, String), SpecError> {
-        let text = std::fs::read_to_string(path).map_err(|e| SpecError::Read {
+        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
             path: path.to_path_buf(),
-            msg: e.to_string(),
+            source,
         })?;
         let spec = Self::from_str_at(&text, path)?;
         Ok((spec, text))
@@ -424,9 +428,9 @@ impl SweepSpec {
 
     /// Parse and check spec text; `path` is only used in error messages.
     pub fn from_str_at(text: &str, path: &Path) -> Result<Self, SpecError> {
-        let spec: SweepSpec = toml::from_str(text).map_err(|e| SpecError::Invalid {
+        let spec: SweepSpec = toml::from_str(text).map_err(|source| SpecError::Parse {
             path: path.to_path_buf(),
-            msg: e.to_string(),
+            source: Box::new(source),
         })?;
         let mut spec = spec;
         spec.validate().map_err(|msg| SpecError::Invalid {
@@ -451,7 +455,10 @@ impl SweepSpec {
         if arms.is_empty() {
             return Ok(vec![]);
         }
-        let base: toml::Table = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        let base: toml::Table = toml::from_str(text).map_err(|source| SpecError::Parse {
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        })?;
         let mut out: Vec<(String, SweepSpec)> = Vec::new();
         for (i, arm) in arms.iter().enumerate() {
             let name = &arm.name;
@@ -491,9 +498,11 @@ impl SweepSpec {
                     None => return Err(invalid(format!("[{section}] must be a table"))),
                 }
             }
-            let s: SweepSpec = t
-                .try_into()
-                .map_err(|e: toml::de::Error| invalid(format!("arm {name:?}: {e}")))?;
+            let s: SweepSpec = t.try_into().map_err(|source| SpecError::ArmParse {
+                path: path.to_path_buf(),
+                arm: name.clone(),
+                source: Box::new(source),
+            })?;
             s.validate()
                 .map_err(|msg| invalid(format!("arm {name:?}: {msg}")))?;
             out.push((name.clone(), s));
@@ -702,7 +711,9 @@ multipliers = [1, 2]
 "#;
 
     fn parse(text: &str) -> Result<SweepSpec, String> {
-        SweepSpec::from_str_at(text, Path::new("s.toml")).map_err(|e| e.to_string())
+        // The whole chain, as the command line prints it.
+        SweepSpec::from_str_at(text, Path::new("s.toml"))
+            .map_err(|e| format!("{:#}", anyhow::Error::new(e)))
     }
 
     #[test]
@@ -761,6 +772,7 @@ multipliers = [1, 2]
                 "fixed",
             ),
             (format!("{BASE}\n[train]\nlrr = 1\n"), "lrr"),
+            (format!("{BASE}\n[train]\nbeta2 = \"high\"\n"), "`beta2`"),
             (BASE.replace("data = { kind = \"synthetic\" }", ""), "data"),
             (format!("{BASE}\n[train]\nlr = -1\n"), "train.lr"),
             (
@@ -820,8 +832,8 @@ multipliers = [1, 2]
         assert_eq!(s.arm_specs.len(), 2);
         let (a, b) = (&s.arm_specs[0], &s.arm_specs[1]);
         assert_eq!((a.0.as_str(), b.0.as_str()), ("wd0.1", "wd0"));
-        assert_eq!(a.1.train.weight_decay, 0.1);
-        assert_eq!(b.1.train.weight_decay, 0.0);
+        assert_eq!(a.1.train.optimizer.weight_decay, 0.1);
+        assert_eq!(b.1.train.optimizer.weight_decay, 0.0);
         assert_eq!((a.1.model.seq_len, b.1.model.seq_len), (32, 64));
         assert!(a.1.arms.is_empty() && a.1.arm_specs.is_empty());
         // Without arms nothing changes.

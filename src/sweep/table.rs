@@ -78,7 +78,7 @@ pub fn plan_table(plan: &Plan, throughput: Option<&Throughput>) -> String {
         if search {
             let f = r.search.as_ref().and_then(|s| s.lr_factor);
             row.insert(9, f.map_or("-".into(), |f| format!("{f}")));
-            row.insert(10, c.beta2.to_string());
+            row.insert(10, c.optimizer.beta2.to_string());
         }
         if let Some(t) = throughput {
             let s = t.seconds(r);

@@ -3,7 +3,7 @@
 //! Read from a TOML or JSON file (`--config`), then overridden by command-line flags; the resolved
 //! config is saved in the run directory so a run can be reproduced and resumed.
 
-use crate::backend::DecayMode;
+use crate::backend::{AdamWStep, DecayMode};
 use crate::data::TokenizerKind;
 use crate::model::{accounting, ModelConfig};
 use serde::{Deserialize, Serialize};
@@ -48,6 +48,131 @@ impl DataSpec {
     }
 }
 
+/// The optimizer settings that every place takes as plain numbers: the run's configuration
+/// ([`TrainConfig`]), the sweep spec's `[train]` table and `isoflop train`'s flags all flatten this one
+/// struct, so their keys (`final_lr_frac`, `beta1`, ...) stay at the top level of run.json and of the spec.
+/// The peak learning rate and the warmup are not here: a sweep gives them as rules of the model size.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimizerConfig {
+    /// Final learning rate as a fraction of the peak (cosine decay).
+    #[serde(deserialize_with = "named::final_lr_frac")]
+    pub final_lr_frac: f64,
+    /// AdamW β1.
+    #[serde(deserialize_with = "named::beta1")]
+    pub beta1: f32,
+    /// AdamW β2.
+    #[serde(deserialize_with = "named::beta2")]
+    pub beta2: f32,
+    /// AdamW ε.
+    #[serde(deserialize_with = "named::eps")]
+    pub eps: f32,
+    /// Weight decay λ (matrices and embedding).
+    #[serde(deserialize_with = "named::weight_decay")]
+    pub weight_decay: f32,
+    /// Coupled (×lr) or independent decay.
+    #[serde(deserialize_with = "named::decay_mode")]
+    pub decay_mode: DecayMode,
+    /// Global gradient-norm clipping threshold (None = off).
+    #[serde(deserialize_with = "named::clip")]
+    pub clip: Option<f64>,
+}
+
+/// Deserializers of [`OptimizerConfig`]'s fields whose errors name the field. A flattened struct is read
+/// from buffered values, so TOML can only point at the enclosing table, and serde's own message
+/// ("invalid type: string, expected f32") would not say which key is wrong.
+mod named {
+    use super::DecayMode;
+    use serde::{de::Error, Deserialize, Deserializer};
+
+    macro_rules! named {
+        ($($field:ident: $ty:ty),*) => {$(
+            pub(super) fn $field<'de, D: Deserializer<'de>>(d: D) -> Result<$ty, D::Error> {
+                <$ty>::deserialize(d)
+                    .map_err(|e| D::Error::custom(format_args!("`{}`: {e}", stringify!($field))))
+            }
+        )*};
+    }
+
+    named!(final_lr_frac: f64, beta1: f32, beta2: f32, eps: f32, weight_decay: f32,
+           decay_mode: DecayMode, clip: Option<f64>);
+}
+
+impl Default for OptimizerConfig {
+    fn default() -> Self {
+        OptimizerConfig {
+            final_lr_frac: 0.1,
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-20,
+            weight_decay: 0.1,
+            decay_mode: DecayMode::Coupled,
+            clip: None,
+        }
+    }
+}
+
+impl OptimizerConfig {
+    /// Check the ranges; messages name the `isoflop train` flag.
+    pub fn validate(&self) -> Result<(), TrainConfigError> {
+        if !(0.0..=1.0).contains(&self.final_lr_frac) {
+            return Err(TrainConfigError::Range(format!(
+                "--final-lr-frac must be in [0, 1], got {}",
+                self.final_lr_frac
+            )));
+        }
+        if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.beta2) {
+            return Err(TrainConfigError::Range(
+                "AdamW betas must be in [0, 1)".into(),
+            ));
+        }
+        if !(self.eps.is_finite() && self.eps > 0.0) {
+            return Err(TrainConfigError::Range(format!(
+                "--eps must be positive, got {}",
+                self.eps
+            )));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return Err(TrainConfigError::Range(format!(
+                "--weight-decay must be zero or positive, got {}",
+                self.weight_decay
+            )));
+        }
+        if let Some(c) = self.clip {
+            if !(c.is_finite() && c > 0.0) {
+                return Err(TrainConfigError::Range(format!(
+                    "--clip must be positive, got {c}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The clipping factor for a gradient of global norm `grad_norm`: `clip / grad_norm` above the
+    /// threshold, else 1.
+    pub fn clip_factor(&self, grad_norm: f64) -> f64 {
+        match self.clip {
+            Some(c) if grad_norm > c => c / grad_norm,
+            _ => 1.0,
+        }
+    }
+
+    /// The backend's arguments for update number `step` (1-based) at learning rate `lr`, with the
+    /// accumulated gradient scaled by `grad_scale`.
+    pub fn adamw_step(&self, step: u64, lr: f32, grad_scale: f32) -> AdamWStep {
+        AdamWStep {
+            step,
+            lr,
+            beta1: self.beta1,
+            beta2: self.beta2,
+            eps: self.eps,
+            weight_decay: self.weight_decay,
+            decay_mode: self.decay_mode,
+            grad_scale,
+        }
+    }
+}
+
 /// Every setting of a training run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -66,20 +191,9 @@ pub struct TrainConfig {
     pub lr: f64,
     /// Linear warmup steps.
     pub warmup_steps: u64,
-    /// Final learning rate as a fraction of the peak (cosine decay).
-    pub final_lr_frac: f64,
-    /// AdamW β1.
-    pub beta1: f32,
-    /// AdamW β2.
-    pub beta2: f32,
-    /// AdamW ε.
-    pub eps: f32,
-    /// Weight decay λ (matrices and embedding).
-    pub weight_decay: f32,
-    /// Coupled (×lr) or independent decay.
-    pub decay_mode: DecayMode,
-    /// Global gradient-norm clipping threshold (None = off).
-    pub clip: Option<f64>,
+    /// The rest of the optimizer: its fields sit at the top level of the file (flattened).
+    #[serde(flatten)]
+    pub optimizer: OptimizerConfig,
     /// Seed of initialisation and data order.
     pub seed: u64,
     /// Training data.
@@ -102,13 +216,7 @@ impl Default for TrainConfig {
             steps: 300,
             lr: 3e-3,
             warmup_steps: 30,
-            final_lr_frac: 0.1,
-            beta1: 0.9,
-            beta2: 0.95,
-            eps: 1e-20,
-            weight_decay: 0.1,
-            decay_mode: DecayMode::Coupled,
-            clip: None,
+            optimizer: OptimizerConfig::default(),
             seed: 0,
             data: DataSpec::Bundled {
                 tokenizer: TokenizerKind::SentencePiece,
@@ -144,15 +252,15 @@ fn partial_model<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ModelConfig, 
 /// A configuration that cannot run.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainConfigError {
-    /// Model shape error.
+    /// The model shape is invalid.
     #[error(transparent)]
     Model(#[from] crate::model::config::ConfigError),
-    /// Batch sizes.
+    /// The global batch is not a positive multiple of the micro-batch.
     #[error("--batch-size ({batch}) must be a positive multiple of --micro-batch ({micro})")]
     Batch {
-        /// Global batch.
+        /// Sequences per optimizer step.
         batch: usize,
-        /// Micro-batch.
+        /// Sequences per forward/backward pass.
         micro: usize,
     },
     /// A setting out of range.
@@ -202,40 +310,11 @@ impl TrainConfig {
                 self.lr
             )));
         }
-        if !(0.0..=1.0).contains(&self.final_lr_frac) {
-            return Err(TrainConfigError::Range(format!(
-                "--final-lr-frac must be in [0, 1], got {}",
-                self.final_lr_frac
-            )));
-        }
-        if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.beta2) {
-            return Err(TrainConfigError::Range(
-                "AdamW betas must be in [0, 1)".into(),
-            ));
-        }
-        if !(self.eps.is_finite() && self.eps > 0.0) {
-            return Err(TrainConfigError::Range(format!(
-                "--eps must be positive, got {}",
-                self.eps
-            )));
-        }
-        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            return Err(TrainConfigError::Range(format!(
-                "--weight-decay must be zero or positive, got {}",
-                self.weight_decay
-            )));
-        }
+        self.optimizer.validate()?;
         if self.eval_sequences == 0 {
             return Err(TrainConfigError::Range(
                 "--eval-sequences must be at least 1".into(),
             ));
-        }
-        if let Some(c) = self.clip {
-            if !(c.is_finite() && c > 0.0) {
-                return Err(TrainConfigError::Range(format!(
-                    "--clip must be positive, got {c}"
-                )));
-            }
         }
         Ok(())
     }
@@ -294,6 +373,50 @@ mod tests {
         assert_eq!(back, c);
     }
 
+    /// The configuration as run.json and state.json of main (before `OptimizerConfig`) wrote it.
+    const OLD_RUN_JSON_CONFIG: &str = r#"{"model":{"d_model":64,"n_layers":2,"seq_len":128,"vocab_size":32101},"batch_size":8,"micro_batch":8,"steps":4,"lr":0.003,"warmup_steps":30,"final_lr_frac":0.1,"beta1":0.9,"beta2":0.95,"eps":1e-20,"weight_decay":0.1,"decay_mode":"independent","clip":0.5,"seed":0,"data":{"kind":"synthetic"},"eval_every":0,"eval_sequences":8,"log_every":10}"#;
+
+    #[test]
+    fn an_old_run_json_config_loads_and_writes_the_same_bytes() {
+        let c: TrainConfig = serde_json::from_str(OLD_RUN_JSON_CONFIG).unwrap();
+        assert_eq!(c.optimizer.decay_mode, DecayMode::Independent);
+        assert_eq!(c.optimizer.clip, Some(0.5));
+        assert_eq!((c.lr, c.warmup_steps, c.steps), (0.003, 30, 4));
+        assert_eq!(
+            (c.optimizer.beta1, c.optimizer.beta2, c.optimizer.eps),
+            (0.9, 0.95, 1e-20)
+        );
+        // Same keys in the same order: the checkpoints' `isoflop.config_sha256` is of these bytes.
+        assert_eq!(serde_json::to_string(&c).unwrap(), OLD_RUN_JSON_CONFIG);
+        let mut v: serde_json::Value = serde_json::from_str(OLD_RUN_JSON_CONFIG).unwrap();
+        v["beta3"] = 1.into();
+        let e = serde_json::from_value::<TrainConfig>(v)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("beta3"), "{e}");
+    }
+
+    #[test]
+    fn an_old_printed_toml_config_loads_and_prints_the_same() {
+        // `isoflop train --print-config --clip 1.5` of main.
+        let old = "batch_size = 8\nmicro_batch = 8\nsteps = 300\nlr = 0.003\nwarmup_steps = 30\n\
+                   final_lr_frac = 0.1\nbeta1 = 0.8999999761581421\nbeta2 = 0.949999988079071\n\
+                   eps = 0.000000000000000000009999999682655225\nweight_decay = 0.10000000149011612\n\
+                   decay_mode = \"coupled\"\nclip = 1.5\nseed = 0\neval_every = 100\n\
+                   eval_sequences = 64\nlog_every = 10\n\n[model]\nd_model = 64\nn_layers = 2\n\
+                   seq_len = 128\nvocab_size = 32101\n\n[data]\nkind = \"bundled\"\n";
+        let c: TrainConfig = toml::from_str(old).unwrap();
+        let want = TrainConfig {
+            optimizer: OptimizerConfig {
+                clip: Some(1.5),
+                ..OptimizerConfig::default()
+            },
+            ..TrainConfig::default()
+        };
+        assert_eq!(c, want);
+        assert_eq!(toml::to_string(&c).unwrap(), old);
+    }
+
     #[test]
     fn file_errors_name_the_file() {
         let dir = tempfile::tempdir().unwrap();
@@ -308,6 +431,14 @@ mod tests {
         .unwrap();
         let c = TrainConfig::from_file(&p).unwrap();
         assert_eq!((c.steps, c.model.d_model, c.batch_size), (7, 128, 8));
+        // The optimizer's fields are flattened in: a wrong one is still named, in TOML and in JSON.
+        std::fs::write(&p, "steps = 7\neps = \"x\"\n").unwrap();
+        let e = TrainConfig::from_file(&p).unwrap_err().to_string();
+        assert!(e.contains("c.toml") && e.contains("`eps`"), "{e}");
+        let j = dir.path().join("c.json");
+        std::fs::write(&j, r#"{"steps": 7, "decay_mode": "sometimes"}"#).unwrap();
+        let e = TrainConfig::from_file(&j).unwrap_err().to_string();
+        assert!(e.contains("c.json") && e.contains("`decay_mode`"), "{e}");
         std::fs::write(&p, "stepz = 7\n").unwrap();
         assert!(TrainConfig::from_file(&p)
             .unwrap_err()
@@ -341,21 +472,30 @@ mod tests {
         let bad = [
             (
                 TrainConfig {
-                    eps: -1.0,
+                    optimizer: OptimizerConfig {
+                        eps: -1.0,
+                        ..OptimizerConfig::default()
+                    },
                     ..TrainConfig::default()
                 },
                 "--eps",
             ),
             (
                 TrainConfig {
-                    eps: 0.0,
+                    optimizer: OptimizerConfig {
+                        eps: 0.0,
+                        ..OptimizerConfig::default()
+                    },
                     ..TrainConfig::default()
                 },
                 "--eps",
             ),
             (
                 TrainConfig {
-                    weight_decay: -1.0,
+                    optimizer: OptimizerConfig {
+                        weight_decay: -1.0,
+                        ..OptimizerConfig::default()
+                    },
                     ..TrainConfig::default()
                 },
                 "--weight-decay",
@@ -373,7 +513,10 @@ mod tests {
             assert!(e.contains(flag), "{e}");
         }
         TrainConfig {
-            weight_decay: 0.0,
+            optimizer: OptimizerConfig {
+                weight_decay: 0.0,
+                ..OptimizerConfig::default()
+            },
             ..TrainConfig::default()
         }
         .validate()

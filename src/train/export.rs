@@ -54,7 +54,7 @@ fn run_values(name: &str, m: &Manifest) -> Vec<String> {
         c.batch_size.to_string(),
         c.lr.to_string(),
         c.warmup_steps.to_string(),
-        c.weight_decay.to_string(),
+        c.optimizer.weight_decay.to_string(),
         c.seed.to_string(),
         c.steps.to_string(),
         format!("{:?}", m.status).to_lowercase(),

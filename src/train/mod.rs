@@ -13,7 +13,7 @@ pub mod schedule;
 pub mod task;
 pub mod trainer;
 
-pub use config::{DataSpec, TrainConfig};
+pub use config::{DataSpec, OptimizerConfig, TrainConfig};
 pub use run::{RunError, RunOptions, RunSummary};
 pub use schedule::Schedule;
 pub use trainer::{evaluate, EvalOutcome, StepOutcome, TrainError, Trainer};

@@ -2,7 +2,7 @@
 
 use super::config::TrainConfig;
 use super::schedule::Schedule;
-use crate::backend::{AdamWStep, Backend, BackendError, LossSum, TokenBatch};
+use crate::backend::{Backend, BackendError, LossSum, TokenBatch};
 use crate::data::{SourceError, TokenSource};
 use crate::model::FlopsPerToken;
 
@@ -94,7 +94,7 @@ impl Trainer {
             peak_lr: cfg.lr,
             warmup_steps: cfg.warmup_steps,
             total_steps: cfg.steps,
-            final_frac: cfg.final_lr_frac,
+            final_frac: cfg.optimizer.final_lr_frac,
         };
         let flops = FlopsPerToken::of(&cfg.model);
         Trainer {
@@ -176,21 +176,12 @@ impl Trainer {
                 value: grad_norm,
             });
         }
-        let clip_factor = match self.cfg.clip {
-            Some(c) if grad_norm > c => c / grad_norm,
-            _ => 1.0,
-        };
+        let clip_factor = self.cfg.optimizer.clip_factor(grad_norm);
         let lr = self.schedule.lr(self.step);
-        let hp = AdamWStep {
-            step,
-            lr: lr as f32,
-            beta1: self.cfg.beta1,
-            beta2: self.cfg.beta2,
-            eps: self.cfg.eps,
-            weight_decay: self.cfg.weight_decay,
-            decay_mode: self.cfg.decay_mode,
-            grad_scale: (scale * clip_factor) as f32,
-        };
+        let hp = self
+            .cfg
+            .optimizer
+            .adamw_step(step, lr as f32, (scale * clip_factor) as f32);
         self.backend
             .adamw_step(&hp)
             .map_err(|source| TrainError::Backend { step, source })?;
