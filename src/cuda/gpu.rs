@@ -7,7 +7,7 @@
 //! `tests/emu/`). The CUDA backend runs unchanged on it, which tests its host logic without a GPU.
 //!
 //! Device memory is typed, as in cudarc's safe layer (`CudaSlice<T>`, `CudaView<T>`): an owning
-//! [`DevBuf<T>`] and a borrowed, `Copy` view [`DevSlice<'_, T>`] that carries the element type and the
+//! [`DevBuf`] and a borrowed, `Copy` view [`DevSlice`] that carries the element type and the
 //! length, with `T` one of the element types the kernels use ([`DevElem`]). Sub-slices (a tensor inside
 //! the parameter arena, a part of a token slot) come from checked methods, never from pointer arithmetic
 //! at call sites, and the launch helpers of [`super::ops`] and [`super::blas`] take typed slices, so a
@@ -18,6 +18,7 @@
 //! Every device (the emulated one included) counts the bytes it has allocated, live and at peak
 //! ([`Gpu::mem_counter`]), so tests can check the memory plan ([`super::memory`]) against what was
 //! really allocated.
+//!
 //! Every entry point first checks that libcuda can be opened ([`driver_present`]), so nothing here
 //! panics on a machine without a GPU.
 
@@ -73,6 +74,15 @@ pub enum GpuError {
     /// NVRTC failed to compile a kernel source (the message carries NVRTC's log).
     #[error("{0}")]
     Compile(String),
+    /// An NVRTC call failed.
+    #[error("NVRTC: {what}")]
+    Nvrtc {
+        /// The call.
+        what: String,
+        /// NVRTC's status.
+        #[source]
+        err: cudarc::nvrtc::result::NvrtcError,
+    },
     /// cuBLASLt refused a product before calling it (a bad shape, alignment or setting).
     #[error("cuBLASLt: {0}")]
     Blas(String),
@@ -131,6 +141,10 @@ impl From<GpuError> for BackendError {
             },
             GpuError::BlasCall { what, err } => BackendError::Gpu {
                 what: format!("cuBLASLt: {what}"),
+                source: Box::new(err),
+            },
+            GpuError::Nvrtc { what, err } => BackendError::Gpu {
+                what: format!("NVRTC: {what}"),
                 source: Box::new(err),
             },
             GpuError::Context { what, source } => BackendError::Gpu {

@@ -248,7 +248,10 @@ fn check(rc: cudarc::nvrtc::sys::nvrtcResult, what: &str) -> Result<(), GpuError
     if rc == cudarc::nvrtc::sys::nvrtcResult::NVRTC_SUCCESS {
         Ok(())
     } else {
-        Err(GpuError::Compile(format!("{what}: {}", error_string(rc))))
+        Err(GpuError::Nvrtc {
+            what: what.to_string(),
+            err: cudarc::nvrtc::result::NvrtcError(rc),
+        })
     }
 }
 
