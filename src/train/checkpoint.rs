@@ -42,12 +42,13 @@ const SUMMED: [&str; 4] = [
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     /// File-system failure.
-    #[error("{path}: {err}")]
+    #[error("{}", path.display())]
     Io {
         /// Path concerned.
         path: PathBuf,
         /// Cause.
-        err: std::io::Error,
+        #[source]
+        source: std::io::Error,
     },
     /// Unreadable or inconsistent content.
     #[error("{path}: {msg}")]
@@ -60,9 +61,9 @@ pub enum CheckpointError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
-    move |err| CheckpointError::Io {
+    move |source| CheckpointError::Io {
         path: path.to_path_buf(),
-        err,
+        source,
     }
 }
 fn invalid(path: &Path, msg: impl Into<String>) -> CheckpointError {
