@@ -611,12 +611,14 @@ mod tests {
     use super::*;
 
     fn state(step: u64) -> CheckpointState {
-        let mut config = TrainConfig::default();
-        config.model = ModelConfig {
-            d_model: 64,
-            n_layers: 1,
-            seq_len: 8,
-            vocab_size: 32,
+        let config = TrainConfig {
+            model: ModelConfig {
+                d_model: 64,
+                n_layers: 1,
+                seq_len: 8,
+                vocab_size: 32,
+            },
+            ..Default::default()
         };
         CheckpointState {
             format: CHECKPOINT_FORMAT,

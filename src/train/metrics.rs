@@ -266,8 +266,11 @@ fn parse_row(line: &str) -> Option<(u64, bool)> {
     }
 }
 
+/// A line of a metrics file with its parsed row (see [`parse_row`]).
+type Line = (String, Option<(u64, bool)>);
+
 /// Lines of a metrics file, each with its parsed row; a missing file is `None`.
-fn read_rows(path: &Path) -> std::io::Result<Option<Vec<(String, Option<(u64, bool)>)>>> {
+fn read_rows(path: &Path) -> std::io::Result<Option<Vec<Line>>> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -332,11 +335,11 @@ impl MetricsWriter {
         if through != u64::MAX {
             for line in record.unwrap_or("").lines() {
                 if let Some(key) = parse_row(line).filter(|k| k.0 <= through) {
-                    if !rows.contains_key(&key) {
+                    if let std::collections::btree_map::Entry::Vacant(slot) = rows.entry(key) {
                         if !key.1 {
                             check.restored.push(key.0);
                         }
-                        rows.insert(key, line.to_string());
+                        slot.insert(line.to_string());
                     }
                 }
             }

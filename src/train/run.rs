@@ -243,10 +243,11 @@ pub struct RunSummary {
     pub steps: u64,
 }
 
+/// A run's training source, its held-out windows (`n × (T+1)` ids) and their description for run.json.
+pub type OpenedData = (Box<dyn TokenSource>, Vec<u16>, DataInfo);
+
 /// Training source and held-out windows for a data spec.
-pub fn open_data(
-    cfg: &TrainConfig,
-) -> Result<(Box<dyn TokenSource>, Vec<u16>, DataInfo), RunError> {
+pub fn open_data(cfg: &TrainConfig) -> Result<OpenedData, RunError> {
     let (t, v) = (cfg.model.seq_len, cfg.model.vocab_size);
     let (train_dir, eval_dir) = match &cfg.data {
         DataSpec::Synthetic => {
@@ -714,8 +715,7 @@ fn save_checkpoint(
 fn previous_checkpoint(dir: &Path, step: u64) -> String {
     match checkpoint::list(&dir.join("checkpoints"))
         .into_iter()
-        .filter(|(s, _)| *s < step)
-        .next_back()
+        .rfind(|(s, _)| *s < step)
     {
         Some((s, _)) => format!("the previous checkpoint (step {s}) is kept"),
         None => {
