@@ -4,9 +4,10 @@
 use super::dir::{RunState, SweepDir};
 use super::plan::PlannedRun;
 use super::SweepError;
+use crate::csv_row;
 use crate::model::FlopConvention;
 use crate::train::error::error_chain;
-use crate::train::export::{csv_field, csv_row, write_steps_csv, CsvRow};
+use crate::train::export::{csv_field, write_steps_csv, CsvRow};
 use crate::train::manifest::{FinalFigures, Manifest};
 use std::path::{Path, PathBuf};
 

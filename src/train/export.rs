@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// A row of a CSV export whose column names are declared with the fields that give its values (by
-/// the crate's `csv_row!` macro), so names and values cannot drift apart.
+/// [`csv_row!`](crate::csv_row)), so names and values cannot drift apart.
 pub trait CsvRow {
     /// Column names, in order.
     const COLUMNS: &'static [&'static str];
@@ -38,7 +38,10 @@ impl CsvCell for Option<f64> {
     }
 }
 
-/// Declare a CSV row struct: each field is a column named like the field, in declaration order.
+/// Declare a CSV row struct: each field is a column named like the field, in declaration order, and
+/// the struct implements [`CsvRow`](crate::train::export::CsvRow) (every field's type implements
+/// [`CsvCell`](crate::train::export::CsvCell)).
+#[macro_export]
 macro_rules! csv_row {
     ($(#[$attr:meta])* $vis:vis struct $name:ident {
         $($(#[$fattr:meta])* $field:ident : $ty:ty),* $(,)?
@@ -56,7 +59,6 @@ macro_rules! csv_row {
         }
     };
 }
-pub(crate) use csv_row;
 
 csv_row! {
     /// The config columns put on every row of the per-step CSV (the run's identity for grouping in pandas).
