@@ -42,7 +42,7 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
         })
         .collect();
     let mut buf = Vec::new();
-    let rows = write_steps_csv(&runs, &mut buf).map_err(anyhow::Error::msg)?;
+    let rows = write_steps_csv(&runs, &mut buf)?;
     match &args.out {
         Some(p) => {
             std::fs::write(p, &buf).with_context(|| format!("writing {}", p.display()))?;

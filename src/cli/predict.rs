@@ -5,6 +5,7 @@ use anyhow::Context;
 use isoflop::fit::predict::{self, PredictOptions, Prediction, Target, TargetTable};
 use isoflop::fit::stats::Interval;
 use isoflop::fit::table::num;
+use isoflop::train::export::{CsvCell, CsvRow};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -130,37 +131,98 @@ fn csv_escape(s: &str) -> String {
     }
 }
 
+/// A number of the predictions CSV: empty when unknown or NaN.
+struct Num(Option<f64>);
+
+impl CsvCell for Num {
+    fn cell(&self) -> String {
+        self.0
+            .filter(|v| !v.is_nan())
+            .map_or(String::new(), |v| format!("{v}"))
+    }
+}
+
+/// An interval's value, low and high ends (all empty when there is none).
+fn parts(i: &Option<Interval>) -> [Num; 3] {
+    match i {
+        Some(i) => [Num(Some(i.value)), Num(Some(i.lo)), Num(Some(i.hi))],
+        None => [Num(None), Num(None), Num(None)],
+    }
+}
+
+isoflop::csv_row! {
+    /// The predictions CSV's own columns of one (target, law) row, after the input columns.
+    struct PredictionColumns {
+        law: String,
+        pred_n: Num,
+        pred_tokens: Num,
+        pred_flops: Num,
+        loss: Num,
+        loss_lo: Num,
+        loss_hi: Num,
+        n_opt: Num,
+        n_opt_lo: Num,
+        n_opt_hi: Num,
+        d_opt: Num,
+        d_opt_lo: Num,
+        d_opt_hi: Num,
+        loss_opt: Num,
+        loss_opt_lo: Num,
+        loss_opt_hi: Num,
+        error: Num,
+        error_lo: Num,
+        error_hi: Num,
+        error_opt: Num,
+        error_opt_lo: Num,
+        error_opt_hi: Num,
+        extrapolation: Num,
+        warning: String,
+        error_warning: String,
+    }
+}
+
+impl PredictionColumns {
+    fn of(p: &Prediction) -> Self {
+        let [loss, loss_lo, loss_hi] = parts(&p.loss);
+        let [n_opt, n_opt_lo, n_opt_hi] = parts(&p.n_opt);
+        let [d_opt, d_opt_lo, d_opt_hi] = parts(&p.d_opt);
+        let [loss_opt, loss_opt_lo, loss_opt_hi] = parts(&p.loss_opt);
+        let [error, error_lo, error_hi] = parts(&p.error);
+        let [error_opt, error_opt_lo, error_opt_hi] = parts(&p.error_opt);
+        PredictionColumns {
+            law: p.law.clone(),
+            pred_n: Num(p.target.n),
+            pred_tokens: Num(p.target.tokens),
+            pred_flops: Num(Some(p.target.flops)),
+            loss,
+            loss_lo,
+            loss_hi,
+            n_opt,
+            n_opt_lo,
+            n_opt_hi,
+            d_opt,
+            d_opt_lo,
+            d_opt_hi,
+            loss_opt,
+            loss_opt_lo,
+            loss_opt_hi,
+            error,
+            error_lo,
+            error_hi,
+            error_opt,
+            error_opt_lo,
+            error_opt_hi,
+            extrapolation: Num(Some(p.extrapolation)),
+            warning: p.warning.clone().unwrap_or_default(),
+            error_warning: p.error_warning.clone().unwrap_or_default(),
+        }
+    }
+}
+
 /// The predictions CSV: the input columns, then one row per (target, law).
 fn write_csv(path: &Path, t: &TargetTable, preds: &[Vec<Prediction>]) -> anyhow::Result<()> {
-    let ours = [
-        "law",
-        "pred_n",
-        "pred_tokens",
-        "pred_flops",
-        "loss",
-        "loss_lo",
-        "loss_hi",
-        "n_opt",
-        "n_opt_lo",
-        "n_opt_hi",
-        "d_opt",
-        "d_opt_lo",
-        "d_opt_hi",
-        "loss_opt",
-        "loss_opt_lo",
-        "loss_opt_hi",
-        "error",
-        "error_lo",
-        "error_hi",
-        "error_opt",
-        "error_opt_lo",
-        "error_opt_hi",
-        "extrapolation",
-        "warning",
-        "error_warning",
-    ];
     let mut head: Vec<String> = t.header.clone();
-    for o in ours {
+    for &o in PredictionColumns::COLUMNS {
         // An input column of the same name keeps its name; ours is prefixed.
         head.push(if t.header.iter().any(|h| h == o) {
             format!("pred_{o}")
@@ -174,35 +236,15 @@ fn write_csv(path: &Path, t: &TargetTable, preds: &[Vec<Prediction>]) -> anyhow:
         .collect::<Vec<_>>()
         .join(",")
         + "\n";
-    let g = |v: Option<f64>| {
-        v.filter(|v| !v.is_nan())
-            .map_or(String::new(), |v| format!("{v}"))
-    };
-    let iv = |i: &Option<Interval>| {
-        i.map_or(vec![String::new(); 3], |i| {
-            vec![g(Some(i.value)), g(Some(i.lo)), g(Some(i.hi))]
-        })
-    };
     for ((_, _, cells), ps) in t.rows.iter().zip(preds) {
         for p in ps {
             let mut row: Vec<String> = cells.iter().map(|c| csv_escape(c)).collect();
-            row.push(p.law.clone());
-            row.push(g(p.target.n));
-            row.push(g(p.target.tokens));
-            row.push(g(Some(p.target.flops)));
-            for i in [
-                &p.loss,
-                &p.n_opt,
-                &p.d_opt,
-                &p.loss_opt,
-                &p.error,
-                &p.error_opt,
-            ] {
-                row.extend(iv(i));
-            }
-            row.push(g(Some(p.extrapolation)));
-            row.push(csv_escape(p.warning.as_deref().unwrap_or("")));
-            row.push(csv_escape(p.error_warning.as_deref().unwrap_or("")));
+            row.extend(
+                PredictionColumns::of(p)
+                    .values()
+                    .iter()
+                    .map(|c| csv_escape(c)),
+            );
             text += &(row.join(",") + "\n");
         }
     }
@@ -361,4 +403,53 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
         println!("wrote {}", csv.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prediction_rows_have_one_value_per_column() {
+        let p = Prediction {
+            law: "approach3".into(),
+            target: Target {
+                n: Some(1e6),
+                tokens: None,
+                flops: 1e18,
+            },
+            loss: Some(Interval {
+                value: 3.0,
+                lo: 2.5,
+                hi: f64::NAN,
+            }),
+            n_opt: None,
+            d_opt: None,
+            loss_opt: None,
+            error: None,
+            error_opt: None,
+            extrapolation: 4.0,
+            warning: Some("far, beyond".into()),
+            error_warning: None,
+        };
+        let values = PredictionColumns::of(&p).values();
+        assert_eq!(values.len(), PredictionColumns::COLUMNS.len());
+        let at = |c: &str| {
+            values[PredictionColumns::COLUMNS
+                .iter()
+                .position(|x| *x == c)
+                .unwrap()]
+            .clone()
+        };
+        assert_eq!(
+            (
+                at("pred_n"),
+                at("pred_tokens"),
+                at("loss_lo"),
+                at("loss_hi")
+            ),
+            ("1000000".into(), String::new(), "2.5".into(), String::new())
+        );
+        assert_eq!(at("warning"), "far, beyond");
+    }
 }

@@ -14,6 +14,7 @@ use super::source::{SourceError, TokenSource};
 use super::text_tokenizer::{describe_identity, TokenizerKind};
 use super::tokenizer::{hex, BUNDLED_MODEL};
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -462,6 +463,28 @@ impl ShardLoader {
     }
 }
 
+/// A shard loader's position as a checkpoint saves it (`state.json`'s `source`): the stream it belongs
+/// to, checked on restore, and where in it the loader is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardLoaderState {
+    /// Always `shards`.
+    pub kind: String,
+    /// `train` or `eval`.
+    pub split: String,
+    /// Seed of the window order.
+    pub seed: u64,
+    /// Context length T.
+    pub seq_len: usize,
+    /// Windows per epoch (informational: the fingerprint already pins the data).
+    pub num_windows: u64,
+    /// Fingerprint of the shards (names, sizes and checksums).
+    pub fingerprint: String,
+    /// Epoch of the next window.
+    pub epoch: u64,
+    /// Position of the next window in the epoch's order.
+    pub position: u64,
+}
+
 impl TokenSource for ShardLoader {
     fn next_batch(&mut self, b: usize) -> Result<Vec<u16>, SourceError> {
         let mut out = Vec::with_capacity(b * self.stream.window_len);
@@ -489,41 +512,43 @@ impl TokenSource for ShardLoader {
     }
 
     fn state(&self) -> Value {
-        json!({
-            "kind": "shards",
-            "split": self.split.name(),
-            "seed": self.seed,
-            "seq_len": self.seq_len,
-            "num_windows": self.stream.num_windows,
-            "fingerprint": self.fingerprint,
-            "epoch": self.epoch,
-            "position": self.pos,
-        })
+        let state = ShardLoaderState {
+            kind: "shards".into(),
+            split: self.split.name().into(),
+            seed: self.seed,
+            seq_len: self.seq_len,
+            num_windows: self.stream.num_windows,
+            fingerprint: self.fingerprint.clone(),
+            epoch: self.epoch,
+            position: self.pos,
+        };
+        // Serialised as a map with sorted keys: the JSON form checkpoints have always had.
+        serde_json::to_value(state).expect("strings and integers always serialise")
     }
 
     fn restore(&mut self, state: &Value) -> Result<(), SourceError> {
-        let want = |k: &str, v: Value| -> Result<(), SourceError> {
-            if state.get(k) != Some(&v) {
+        let st = ShardLoaderState::deserialize(state).map_err(|e| {
+            SourceError::BadState(format!("{e} in {state} ({})", self.dir.display()))
+        })?;
+        let want = |k: &str, got: Value, v: Value| -> Result<(), SourceError> {
+            if got != v {
                 return Err(SourceError::BadState(format!(
-                    "{k} is {}, this loader has {v} ({})",
-                    state.get(k).cloned().unwrap_or(Value::Null),
+                    "{k} is {got}, this loader has {v} ({})",
                     self.dir.display()
                 )));
             }
             Ok(())
         };
-        want("kind", json!("shards"))?;
-        want("split", json!(self.split.name()))?;
-        want("seed", json!(self.seed))?;
-        want("seq_len", json!(self.seq_len))?;
-        want("fingerprint", json!(self.fingerprint))?;
-        let get = |k: &str| {
-            state
-                .get(k)
-                .and_then(Value::as_u64)
-                .ok_or_else(|| SourceError::BadState(format!("missing or bad {k}")))
-        };
-        let (epoch, pos) = (get("epoch")?, get("position")?);
+        want("kind", json!(st.kind), json!("shards"))?;
+        want("split", json!(st.split), json!(self.split.name()))?;
+        want("seed", json!(st.seed), json!(self.seed))?;
+        want("seq_len", json!(st.seq_len), json!(self.seq_len))?;
+        want(
+            "fingerprint",
+            json!(st.fingerprint),
+            json!(self.fingerprint),
+        )?;
+        let (epoch, pos) = (st.epoch, st.position);
         if pos >= self.stream.num_windows {
             return Err(SourceError::BadState(format!(
                 "position {pos} beyond the {} windows",
@@ -542,6 +567,23 @@ impl TokenSource for ShardLoader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loader_state_keeps_the_json_form_of_old_checkpoints() {
+        // As a checkpoint written before the state was typed has it (tests/fixtures/run-main-4a61c73).
+        let old = r#"{"epoch":0,"fingerprint":"4361aca3f13ab6d4","kind":"shards","num_windows":120348,"position":6,"seed":5,"seq_len":32,"split":"train"}"#;
+        let v: Value = serde_json::from_str(old).unwrap();
+        let st = ShardLoaderState::deserialize(&v).unwrap();
+        assert_eq!((st.epoch, st.position, st.seq_len), (0, 6, 32));
+        let again = serde_json::to_value(&st).unwrap();
+        assert_eq!(serde_json::to_string(&again).unwrap(), old);
+        let mut partial = v.clone();
+        partial.as_object_mut().unwrap().remove("position");
+        let e = ShardLoaderState::deserialize(&partial)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("position"), "{e}");
+    }
 
     #[test]
     fn permutation_is_a_bijection() {

@@ -35,6 +35,15 @@ impl SyntheticSource {
         }
     }
 
+    /// The same stream, starting at window `first` instead of 0 (e.g. a held-out stretch far beyond what
+    /// training reaches).
+    pub fn starting_at(seq_len: usize, vocab: usize, seed: u64, first: u64) -> Self {
+        SyntheticSource {
+            next_window: first,
+            ..Self::new(seq_len, vocab, seed)
+        }
+    }
+
     fn window(&self, index: u64) -> Vec<u16> {
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
         rng.set_stream(index);
@@ -114,6 +123,8 @@ mod tests {
         let mut c = SyntheticSource::new(16, 1000, 3);
         c.restore(&st).unwrap();
         assert_eq!(c.next_batch(3).unwrap(), second);
+        let mut d = SyntheticSource::starting_at(16, 1000, 3, 2);
+        assert_eq!(d.next_batch(3).unwrap(), second);
         assert!(SyntheticSource::new(16, 1000, 4).restore(&st).is_err());
     }
 }

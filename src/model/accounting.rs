@@ -88,9 +88,10 @@ impl ParamCounts {
     }
 }
 
-/// Training FLOPs per token (forward + backward) under every convention.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct FlopsPerToken {
+/// A FLOP figure under every convention (per token, per step or cumulative): the four travel together,
+/// named, never as an array indexed by position.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Flops {
     /// See [`FlopConvention::Kaplan`].
     pub kaplan: f64,
     /// See [`FlopConvention::Standard`].
@@ -101,8 +102,11 @@ pub struct FlopsPerToken {
     pub exact: f64,
 }
 
-impl FlopsPerToken {
-    /// FLOPs per training token of `cfg` under each convention.
+/// Training FLOPs per token (forward + backward) under every convention: [`Flops::of`].
+pub type FlopsPerToken = Flops;
+
+impl Flops {
+    /// Training FLOPs per token of `cfg` under each convention.
     pub fn of(cfg: &ModelConfig) -> Self {
         let p = ParamCounts::of(cfg);
         let (d, l, t, v) = (
@@ -120,7 +124,7 @@ impl FlopsPerToken {
         let fwd_macs = l * (12.0 * d * d + d * (t + 1.0)) + d * v;
         // Backward performs two products per forward product (input and weight gradients).
         let exact = 2.0 * 3.0 * fwd_macs;
-        FlopsPerToken {
+        Flops {
             kaplan,
             standard,
             attention,
@@ -136,6 +140,28 @@ impl FlopsPerToken {
             FlopConvention::Attention => self.attention,
             FlopConvention::Exact => self.exact,
         }
+    }
+
+    /// Each convention with its figure, in the documented (export) order of [`FlopConvention::ALL`].
+    pub fn iter(&self) -> impl Iterator<Item = (FlopConvention, f64)> + '_ {
+        FlopConvention::ALL.into_iter().map(|c| (c, self.get(c)))
+    }
+
+    /// The figure of every convention times `k` (e.g. per-token FLOPs × tokens).
+    pub fn scale(&self, k: f64) -> Flops {
+        Flops {
+            kaplan: self.kaplan * k,
+            standard: self.standard * k,
+            attention: self.attention * k,
+            exact: self.exact * k,
+        }
+    }
+}
+
+impl std::ops::Mul<f64> for Flops {
+    type Output = Flops;
+    fn mul(self, k: f64) -> Flops {
+        self.scale(k)
     }
 }
 
@@ -182,6 +208,27 @@ mod tests {
         };
         let layout = crate::model::params::ParamLayout::new(&c);
         assert_eq!(ParamCounts::of(&c).total, layout.total as u64);
+    }
+
+    #[test]
+    fn flops_iterate_in_export_order_and_scale() {
+        let f = Flops {
+            kaplan: 1.0,
+            standard: 2.0,
+            attention: 3.0,
+            exact: 4.0,
+        };
+        let names: Vec<&str> = f.iter().map(|(c, _)| c.name()).collect();
+        assert_eq!(names, ["kaplan", "standard", "attention", "exact"]);
+        for (c, x) in f.iter() {
+            assert_eq!(x, f.get(c));
+        }
+        let g = f * 10.0;
+        assert_eq!(
+            g.iter().map(|(_, x)| x).collect::<Vec<_>>(),
+            [10.0, 20.0, 30.0, 40.0]
+        );
+        assert_eq!(g, f.scale(10.0));
     }
 
     #[test]

@@ -7,6 +7,6 @@ pub mod accounting;
 pub mod config;
 pub mod params;
 
-pub use accounting::{FlopConvention, FlopsPerToken, ParamCounts};
+pub use accounting::{FlopConvention, Flops, FlopsPerToken, ParamCounts};
 pub use config::{ModelConfig, HEAD_DIM};
 pub use params::{init_params, ParamLayout, TensorKind, TensorSpec};

@@ -2,45 +2,131 @@
 //! [`crate::train::export::write_steps_csv`]). These are the input of `isoflop fit`.
 
 use super::dir::{RunState, SweepDir};
+use super::plan::PlannedRun;
 use super::SweepError;
+use crate::csv_row;
 use crate::model::FlopConvention;
-use crate::train::export::{csv_field, write_steps_csv};
-use crate::train::manifest::Manifest;
+use crate::train::error::error_chain;
+use crate::train::export::{csv_field, write_steps_csv, CsvRow};
+use crate::train::manifest::{FinalFigures, Manifest};
 use std::path::{Path, PathBuf};
 
-/// Columns of `runs.csv`. `lr_factor` is the multiplier of the `[train]` lr rule in a search by
-/// factors (blank otherwise); `lr`, `batch_size` and `beta2` are the values each run trained with.
-pub const RUNS_COLUMNS: &[&str] = &[
-    "name",
-    "point",
-    "d_model",
-    "n_layers",
-    "seq_len",
-    "vocab_size",
-    "n_params",
-    "n_params_total",
-    "non_embedding",
-    "tokens",
-    "tokens_per_param",
-    "steps",
-    "batch_size",
-    "lr",
-    "lr_factor",
-    "beta2",
-    "warmup_steps",
-    "loss",
-    "eval_loss",
-    "eval_loss_se",
-    "flops_kaplan",
-    "flops_standard",
-    "flops_attention",
-    "flops_exact",
-    "budget",
-    "budget_convention",
-    "multiplier",
-    "seed",
-    "status",
-];
+csv_row! {
+    /// One row of `runs.csv`, before the plan's `err_*` columns. `lr_factor` is the multiplier of the
+    /// `[train]` lr rule in a search by factors (blank otherwise); `lr`, `batch_size` and `beta2` are the
+    /// values each run trained with.
+    #[derive(Clone, Debug)]
+    pub struct RunsRow {
+        /// Run name.
+        name: String,
+        /// The (budget, size) point.
+        point: String,
+        /// Width D.
+        d_model: usize,
+        /// Depth L.
+        n_layers: usize,
+        /// Context T.
+        seq_len: usize,
+        /// Vocabulary V.
+        vocab_size: usize,
+        /// N: non-embedding parameters + head.
+        n_params: u64,
+        /// Every parameter.
+        n_params_total: u64,
+        /// Parameters without `embed` and `head`.
+        non_embedding: u64,
+        /// Training tokens.
+        tokens: u64,
+        /// Tokens per parameter N.
+        tokens_per_param: f64,
+        /// Steps.
+        steps: u64,
+        /// Sequences per step.
+        batch_size: usize,
+        /// Peak learning rate.
+        lr: f64,
+        /// Factor of the lr rule in a search by factors.
+        lr_factor: Option<f64>,
+        /// AdamW β2.
+        beta2: f32,
+        /// Warmup steps.
+        warmup_steps: u64,
+        /// Last training loss (finished runs).
+        loss: Option<f64>,
+        /// Final held-out loss (finished runs).
+        eval_loss: Option<f64>,
+        /// Its standard error.
+        eval_loss_se: Option<f64>,
+        /// Training FLOPs, Kaplan.
+        flops_kaplan: f64,
+        /// Training FLOPs, standard.
+        flops_standard: f64,
+        /// Training FLOPs, attention.
+        flops_attention: f64,
+        /// Training FLOPs, exact.
+        flops_exact: f64,
+        /// IsoFLOP budget.
+        budget: Option<f64>,
+        /// The budget's convention (blank without a budget).
+        budget_convention: String,
+        /// Tokens per parameter target.
+        multiplier: Option<f64>,
+        /// Seed.
+        seed: u64,
+        /// The run's state.
+        status: String,
+    }
+}
+
+/// Columns of `runs.csv` (before the plan's `err_*` columns).
+pub const RUNS_COLUMNS: &[&str] = RunsRow::COLUMNS;
+
+impl RunsRow {
+    /// The row of planned run `r` in state `state`, with its final figures when finished.
+    pub fn of(
+        r: &PlannedRun,
+        state: &RunState,
+        figures: Option<&FinalFigures>,
+        convention: FlopConvention,
+    ) -> Self {
+        let c = &r.config;
+        let flops = r.flops_per_token.scale(r.tokens as f64);
+        RunsRow {
+            name: r.name.clone(),
+            point: r.point.clone(),
+            d_model: c.model.d_model,
+            n_layers: c.model.n_layers,
+            seq_len: c.model.seq_len,
+            vocab_size: c.model.vocab_size,
+            n_params: r.params.n,
+            n_params_total: r.params.total,
+            non_embedding: r.params.non_embedding,
+            tokens: r.tokens,
+            tokens_per_param: r.tokens as f64 / r.params.n as f64,
+            steps: c.steps,
+            batch_size: c.batch_size,
+            lr: c.lr,
+            lr_factor: r.search.as_ref().and_then(|s| s.lr_factor),
+            beta2: c.optimizer.beta2,
+            warmup_steps: c.warmup_steps,
+            loss: figures.and_then(|f| f.train_loss),
+            eval_loss: figures.and_then(|f| f.eval_loss),
+            eval_loss_se: figures.and_then(|f| f.eval_loss_se),
+            flops_kaplan: flops.kaplan,
+            flops_standard: flops.standard,
+            flops_attention: flops.attention,
+            flops_exact: flops.exact,
+            budget: r.budget,
+            budget_convention: match r.budget {
+                Some(_) => convention.name().to_string(),
+                None => String::new(),
+            },
+            multiplier: r.multiplier,
+            seed: c.seed,
+            status: state.label().to_string(),
+        }
+    }
+}
 
 /// The `err_*` columns a plan adds at the end of `runs.csv`: `err_<task>` per `[eval]` task, then
 /// `err_avg` (none without tasks).
@@ -113,7 +199,6 @@ pub fn runs_csv(sd: &SweepDir) -> String {
         out.push_str(&csv_field(c));
     }
     out.push('\n');
-    let opt = |x: Option<f64>| x.map_or(String::new(), |v| v.to_string());
     for r in &sd.plan.runs {
         let state = sd.state(&r.name);
         let figures = match state {
@@ -122,42 +207,7 @@ pub fn runs_csv(sd: &SweepDir) -> String {
                 .map(|m| m.final_figures),
             _ => None,
         };
-        let c = &r.config;
-        let fields = [
-            r.name.clone(),
-            r.point.clone(),
-            c.model.d_model.to_string(),
-            c.model.n_layers.to_string(),
-            c.model.seq_len.to_string(),
-            c.model.vocab_size.to_string(),
-            r.params.n.to_string(),
-            r.params.total.to_string(),
-            r.params.non_embedding.to_string(),
-            r.tokens.to_string(),
-            (r.tokens as f64 / r.params.n as f64).to_string(),
-            c.steps.to_string(),
-            c.batch_size.to_string(),
-            c.lr.to_string(),
-            opt(r.search.as_ref().and_then(|s| s.lr_factor)),
-            c.optimizer.beta2.to_string(),
-            c.warmup_steps.to_string(),
-            opt(figures.as_ref().and_then(|f| f.train_loss)),
-            opt(figures.as_ref().and_then(|f| f.eval_loss)),
-            opt(figures.as_ref().and_then(|f| f.eval_loss_se)),
-            r.flops(FlopConvention::Kaplan).to_string(),
-            r.flops(FlopConvention::Standard).to_string(),
-            r.flops(FlopConvention::Attention).to_string(),
-            r.flops(FlopConvention::Exact).to_string(),
-            opt(r.budget),
-            if r.budget.is_some() {
-                sd.plan.convention.name().to_string()
-            } else {
-                String::new()
-            },
-            opt(r.multiplier),
-            c.seed.to_string(),
-            state.label().to_string(),
-        ];
+        let fields = RunsRow::of(r, &state, figures.as_ref(), sd.plan.convention).values();
         let mut row: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
         if !task_cols.is_empty() {
             if state == RunState::Finished {
@@ -196,7 +246,7 @@ pub fn export(sd: &SweepDir) -> Result<ExportSummary, SweepError> {
     let steps_path = sd.dir.join("steps.csv");
     let mut buf = Vec::new();
     let steps = if sd.plan.arms().is_empty() {
-        write_steps_csv(&refs, &mut buf).map_err(io(&steps_path))?
+        write_steps_csv(&refs, &mut buf).map_err(|e| io(&steps_path)(error_chain(&e)))?
     } else {
         // One run at a time, each line prefixed with the run's arm; the header once.
         let mut rows = 0;
@@ -215,7 +265,8 @@ pub fn export(sd: &SweepDir) -> Result<ExportSummary, SweepError> {
         for r in all {
             let mut one = Vec::new();
             let one_ref: Vec<(String, &Path)> = r.into_iter().cloned().collect();
-            rows += write_steps_csv(&one_ref, &mut one).map_err(io(&steps_path))?;
+            rows += write_steps_csv(&one_ref, &mut one)
+                .map_err(|e| io(&steps_path)(error_chain(&e)))?;
             let text = String::from_utf8_lossy(&one);
             let arm = one_ref.first().map_or(String::new(), |(n, _)| arm_of(n));
             for (k, line) in text.lines().enumerate() {
@@ -242,4 +293,48 @@ pub fn export(sd: &SweepDir) -> Result<ExportSummary, SweepError> {
         steps_csv: steps_path,
         steps,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{FlopsPerToken, ParamCounts};
+    use crate::train::TrainConfig;
+
+    #[test]
+    fn runs_rows_have_one_value_per_column() {
+        let config = TrainConfig::default();
+        let r = PlannedRun {
+            name: "c1e12-d64l1-s0".into(),
+            point: "c1e12-d64l1".into(),
+            replicate: 0,
+            arm: None,
+            search: None,
+            budget: Some(1e12),
+            multiplier: None,
+            params: ParamCounts::of(&config.model),
+            flops_per_token: FlopsPerToken::of(&config.model),
+            tokens: 1000,
+            config,
+        };
+        let figures = FinalFigures {
+            train_loss: Some(3.5),
+            ..Default::default()
+        };
+        for (state, figures) in [
+            (RunState::Finished, Some(&figures)),
+            (RunState::Pending, None),
+        ] {
+            let row = RunsRow::of(&r, &state, figures, FlopConvention::Exact);
+            let values = row.values();
+            assert_eq!(values.len(), RUNS_COLUMNS.len());
+            let at = |col: &str| &values[RUNS_COLUMNS.iter().position(|c| *c == col).unwrap()];
+            assert_eq!(
+                at("flops_exact"),
+                &r.flops(FlopConvention::Exact).to_string()
+            );
+            assert_eq!(at("budget_convention"), "exact");
+            assert_eq!(at("status"), state.label());
+        }
+    }
 }

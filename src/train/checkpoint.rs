@@ -42,12 +42,44 @@ const SUMMED: [&str; 4] = [
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     /// File-system failure.
-    #[error("{path}: {err}")]
+    #[error("{}", path.display())]
     Io {
         /// Path concerned.
         path: PathBuf,
         /// Cause.
-        err: std::io::Error,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A safetensors file that cannot be encoded or decoded.
+    #[error("{}: {what}", path.display())]
+    Safetensors {
+        /// Path concerned.
+        path: PathBuf,
+        /// What failed.
+        what: &'static str,
+        /// Cause.
+        #[source]
+        source: safetensors::SafeTensorError,
+    },
+    /// JSON content (state.json, the `isoflop.model` metadata) that does not parse.
+    #[error("{}: {what}", path.display())]
+    Json {
+        /// Path concerned.
+        path: PathBuf,
+        /// What failed.
+        what: &'static str,
+        /// Cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A model shape the contract does not allow.
+    #[error("{}", path.display())]
+    Model {
+        /// Path concerned.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: crate::model::config::ConfigError,
     },
     /// Unreadable or inconsistent content.
     #[error("{path}: {msg}")]
@@ -60,9 +92,9 @@ pub enum CheckpointError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
-    move |err| CheckpointError::Io {
+    move |source| CheckpointError::Io {
         path: path.to_path_buf(),
-        err,
+        source,
     }
 }
 fn invalid(path: &Path, msg: impl Into<String>) -> CheckpointError {
@@ -215,13 +247,23 @@ fn write_tensors(
         };
         for t in &layout.tensors {
             let bytes: &[u8] = bytemuck::cast_slice(&buf[t.range()]);
-            let view = TensorView::new(Dtype::F32, t.shape.clone(), bytes)
-                .map_err(|e| invalid(path, e.to_string()))?;
+            let view = TensorView::new(Dtype::F32, t.shape.clone(), bytes).map_err(|source| {
+                CheckpointError::Safetensors {
+                    path: path.to_path_buf(),
+                    what: "cannot describe a tensor",
+                    source,
+                }
+            })?;
             views.push((format!("{pre}{}", t.name), view));
         }
     }
-    safetensors::serialize_to_file(views, Some(meta), path)
-        .map_err(|e| invalid(path, e.to_string()))?;
+    safetensors::serialize_to_file(views, Some(meta), path).map_err(|source| {
+        CheckpointError::Safetensors {
+            path: path.to_path_buf(),
+            what: "cannot write",
+            source,
+        }
+    })?;
     File::open(path)
         .and_then(|f| f.sync_all())
         .map_err(io(path))
@@ -233,8 +275,11 @@ fn read_tensors(
     layout: &ParamLayout,
     prefix: &str,
 ) -> Result<Vec<f32>, CheckpointError> {
-    let st = SafeTensors::deserialize(bytes)
-        .map_err(|e| invalid(path, format!("not a readable safetensors file ({e})")))?;
+    let st = SafeTensors::deserialize(bytes).map_err(|source| CheckpointError::Safetensors {
+        path: path.to_path_buf(),
+        what: "not a readable safetensors file",
+        source,
+    })?;
     let mut out = vec![0.0f32; layout.total];
     for t in &layout.tensors {
         let name = format!("{prefix}{}", t.name);
@@ -267,8 +312,12 @@ pub fn read_model_config(path: &Path) -> Result<ModelConfig, CheckpointError> {
 
 /// The `__metadata__` of a safetensors file's bytes.
 fn read_meta(path: &Path, bytes: &[u8]) -> Result<HashMap<String, String>, CheckpointError> {
-    let (_, meta) = SafeTensors::read_metadata(bytes)
-        .map_err(|e| invalid(path, format!("not a readable safetensors file ({e})")))?;
+    let (_, meta) =
+        SafeTensors::read_metadata(bytes).map_err(|source| CheckpointError::Safetensors {
+            path: path.to_path_buf(),
+            what: "not a readable safetensors file",
+            source,
+        })?;
     Ok(meta.metadata().clone().unwrap_or_default())
 }
 
@@ -279,7 +328,11 @@ fn model_config_of(
     let cfg = meta
         .get("isoflop.model")
         .ok_or_else(|| invalid(path, "no isoflop.model metadata: not an isoflop checkpoint"))?;
-    serde_json::from_str(cfg).map_err(|e| invalid(path, format!("bad isoflop.model metadata: {e}")))
+    serde_json::from_str(cfg).map_err(|source| CheckpointError::Json {
+        path: path.to_path_buf(),
+        what: "bad isoflop.model metadata",
+        source,
+    })
 }
 
 /// Name of the checkpoint directory of `step`.
@@ -478,9 +531,10 @@ pub fn load(path: &Path, expect: Option<&ModelConfig>) -> Result<Checkpoint, Che
     let model_bytes = std::fs::read(&model_file).map_err(io(&model_file))?;
     let model_meta = read_meta(&model_file, &model_bytes)?;
     let model = model_config_of(&model_file, &model_meta)?;
-    model
-        .validate()
-        .map_err(|e| invalid(&model_file, e.to_string()))?;
+    model.validate().map_err(|source| CheckpointError::Model {
+        path: model_file.clone(),
+        source,
+    })?;
     if let Some(e) = expect {
         if e != &model {
             return Err(invalid(
@@ -525,7 +579,11 @@ pub fn load(path: &Path, expect: Option<&ModelConfig>) -> Result<Checkpoint, Che
         // A damaged state.json: say it is corrupt when its checksum says so.
         sums.as_ref()
             .and_then(|s| verify_sum(dir, s, "state.json", text.as_bytes()).err())
-            .unwrap_or_else(|| invalid(&sp, e.to_string()))
+            .unwrap_or(CheckpointError::Json {
+                path: sp.clone(),
+                what: "not a valid state.json",
+                source: e,
+            })
     })?;
     if st.format != CHECKPOINT_FORMAT {
         return Err(invalid(
@@ -610,12 +668,14 @@ mod tests {
     use super::*;
 
     fn state(step: u64) -> CheckpointState {
-        let mut config = TrainConfig::default();
-        config.model = ModelConfig {
-            d_model: 64,
-            n_layers: 1,
-            seq_len: 8,
-            vocab_size: 32,
+        let config = TrainConfig {
+            model: ModelConfig {
+                d_model: 64,
+                n_layers: 1,
+                seq_len: 8,
+                vocab_size: 32,
+            },
+            ..Default::default()
         };
         CheckpointState {
             format: CHECKPOINT_FORMAT,

@@ -4,7 +4,7 @@ use super::config::TrainConfig;
 use crate::model::{FlopsPerToken, ParamCounts};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// State of a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,30 +159,75 @@ pub struct Manifest {
 impl Manifest {
     /// Write `dir/run.json` atomically. On failure (e.g. a full disk) the temporary `run.json.tmp` is
     /// removed and the previous `run.json` is left as it was; the error names the file.
-    pub fn save(&self, dir: &Path) -> std::io::Result<()> {
+    pub fn save(&self, dir: &Path) -> Result<(), ManifestError> {
+        let path = dir.join("run.json");
         let tmp = dir.join("run.json.tmp");
-        let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        let json = serde_json::to_vec_pretty(self).map_err(|source| ManifestError::Encode {
+            path: path.clone(),
+            source,
+        })?;
         let written = (|| {
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(&json)?;
             f.sync_all()?;
-            std::fs::rename(&tmp, dir.join("run.json"))
+            std::fs::rename(&tmp, &path)
         })();
-        written.map_err(|e| {
+        written.map_err(|source| {
             let _ = std::fs::remove_file(&tmp);
-            std::io::Error::new(
-                e.kind(),
-                format!("cannot write {}: {e}", dir.join("run.json").display()),
-            )
+            ManifestError::Write { path, source }
         })
     }
 
     /// Read `dir/run.json`.
-    pub fn load(dir: &Path) -> Result<Self, String> {
-        let p = dir.join("run.json");
-        let text = std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))
+    pub fn load(dir: &Path) -> Result<Self, ManifestError> {
+        let path = dir.join("run.json");
+        let text = std::fs::read_to_string(&path).map_err(|source| ManifestError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|source| ManifestError::Parse { path, source })
     }
+}
+
+/// `run.json` could not be read or written; the message names the file, the source says why.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// Reading it failed.
+    #[error("{}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// It is not a valid manifest.
+    #[error("{}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The manifest could not be encoded.
+    #[error("cannot write {}", path.display())]
+    Encode {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Writing it (or its temporary) failed.
+    #[error("cannot write {}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Current time, RFC 3339.
@@ -204,10 +249,11 @@ pub fn git_commit() -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn manifest() -> Manifest {
+    /// A manifest of the default configuration, for tests.
+    pub(crate) fn manifest() -> Manifest {
         let config = TrainConfig::default();
         Manifest {
             format: 1,

@@ -1,6 +1,7 @@
 //! Per-step records of a run (`metrics.jsonl`): one JSON object per line, `kind` = `train` or `eval`.
 
-use crate::model::FlopsPerToken;
+use super::trainer::{EvalOutcome, StepOutcome};
+use crate::model::Flops;
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -74,10 +75,103 @@ pub struct EvalRecord {
     pub elapsed_s: f64,
 }
 
-/// Cumulative FLOPs after `tokens` training tokens, per convention (kaplan, standard, attention, exact).
-pub fn cumulative_flops(f: &FlopsPerToken, tokens: u64) -> [f64; 4] {
-    let t = tokens as f64;
-    [f.kaplan * t, f.standard * t, f.attention * t, f.exact * t]
+impl StepRecord {
+    /// The record of the optimizer step `out`: `tokens_per_step` tokens at `per_token` FLOPs each, taking
+    /// `step_time_s` of wall time, `elapsed_s` since the run started; MFU against `peak_flops` when known.
+    pub fn new(
+        out: &StepOutcome,
+        tokens_per_step: u64,
+        per_token: &Flops,
+        elapsed_s: f64,
+        step_time_s: f64,
+        peak_flops: Option<f64>,
+    ) -> Self {
+        let tokens = out.step * tokens_per_step;
+        let step_flops = per_token.scale(tokens_per_step as f64);
+        let total = cumulative_flops(per_token, tokens);
+        StepRecord {
+            kind: "train".into(),
+            step: out.step,
+            tokens,
+            loss: out.loss,
+            lr: out.lr,
+            grad_norm: out.grad_norm,
+            step_flops_kaplan: step_flops.kaplan,
+            step_flops_standard: step_flops.standard,
+            step_flops_attention: step_flops.attention,
+            step_flops_exact: step_flops.exact,
+            flops_kaplan: total.kaplan,
+            flops_standard: total.standard,
+            flops_attention: total.attention,
+            flops_exact: total.exact,
+            elapsed_s,
+            step_time_s,
+            tokens_per_s: tokens_per_step as f64 / step_time_s,
+            mfu: peak_flops.map(|p| step_flops.attention / step_time_s / p),
+        }
+    }
+
+    /// FLOPs of this step alone, per convention.
+    pub fn step_flops(&self) -> Flops {
+        Flops {
+            kaplan: self.step_flops_kaplan,
+            standard: self.step_flops_standard,
+            attention: self.step_flops_attention,
+            exact: self.step_flops_exact,
+        }
+    }
+
+    /// Cumulative FLOPs up to this step, per convention.
+    pub fn flops(&self) -> Flops {
+        Flops {
+            kaplan: self.flops_kaplan,
+            standard: self.flops_standard,
+            attention: self.flops_attention,
+            exact: self.flops_exact,
+        }
+    }
+}
+
+impl EvalRecord {
+    /// The record of evaluation `e` after `step` steps of `tokens_per_step` tokens at `per_token` FLOPs each.
+    pub fn new(
+        e: &EvalOutcome,
+        step: u64,
+        tokens_per_step: u64,
+        per_token: &Flops,
+        elapsed_s: f64,
+    ) -> Self {
+        let tokens = step * tokens_per_step;
+        let total = cumulative_flops(per_token, tokens);
+        EvalRecord {
+            kind: "eval".into(),
+            step,
+            tokens,
+            eval_loss: e.loss,
+            eval_loss_se: e.stderr,
+            eval_tokens: e.tokens,
+            flops_kaplan: total.kaplan,
+            flops_standard: total.standard,
+            flops_attention: total.attention,
+            flops_exact: total.exact,
+            elapsed_s,
+        }
+    }
+
+    /// Cumulative training FLOPs when evaluated, per convention.
+    pub fn flops(&self) -> Flops {
+        Flops {
+            kaplan: self.flops_kaplan,
+            standard: self.flops_standard,
+            attention: self.flops_attention,
+            exact: self.flops_exact,
+        }
+    }
+}
+
+/// Cumulative FLOPs after `tokens` training tokens, per convention.
+pub fn cumulative_flops(per_token: &Flops, tokens: u64) -> Flops {
+    per_token.scale(tokens as f64)
 }
 
 /// Appends records to `metrics.jsonl`, flushing every line so a killed run loses nothing written. Keeps the
@@ -172,8 +266,11 @@ fn parse_row(line: &str) -> Option<(u64, bool)> {
     }
 }
 
+/// A line of a metrics file with its parsed row (see [`parse_row`]).
+type Line = (String, Option<(u64, bool)>);
+
 /// Lines of a metrics file, each with its parsed row; a missing file is `None`.
-fn read_rows(path: &Path) -> std::io::Result<Option<Vec<(String, Option<(u64, bool)>)>>> {
+fn read_rows(path: &Path) -> std::io::Result<Option<Vec<Line>>> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -238,11 +335,11 @@ impl MetricsWriter {
         if through != u64::MAX {
             for line in record.unwrap_or("").lines() {
                 if let Some(key) = parse_row(line).filter(|k| k.0 <= through) {
-                    if !rows.contains_key(&key) {
+                    if let std::collections::btree_map::Entry::Vacant(slot) = rows.entry(key) {
                         if !key.1 {
                             check.restored.push(key.0);
                         }
-                        rows.insert(key, line.to_string());
+                        slot.insert(line.to_string());
                     }
                 }
             }

@@ -3,6 +3,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod error;
 pub mod export;
 pub mod lock;
 pub mod manifest;

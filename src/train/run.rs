@@ -4,23 +4,26 @@
 //! `checkpoints/step-NNNNNNNN/` (the last K checkpoints), `run.lock` (one trainer at a time),
 //! `run.log` (notes that must survive a lost terminal).
 
-use super::checkpoint::{self, CheckpointState, CHECKPOINT_FORMAT};
+use super::checkpoint::{self, CheckpointError, CheckpointState, CHECKPOINT_FORMAT};
+use super::config::TrainConfigError;
 use super::config::{DataSpec, TrainConfig};
-use super::lock::RunLock;
+use super::error::error_chain;
+use super::lock::{LockError, RunLock};
 use super::manifest::{
-    self, DataInfo, FinalFigures, Manifest, Operational, RunStatus, SettingOverride, ShardRef,
-    SoftwareInfo,
+    self, DataInfo, FinalFigures, Manifest, ManifestError, Operational, RunStatus, SettingOverride,
+    ShardRef, SoftwareInfo,
 };
-use super::metrics::{cumulative_flops, EvalRecord, MetricsWriter, StepRecord};
+use super::metrics::{EvalRecord, MetricsWriter, StepRecord};
 use super::progress::{fmt_duration, Console, Progress};
-use super::trainer::{TrainError, Trainer};
+use super::trainer::{StepOutcome, TrainError, Trainer};
+use crate::backend::BackendError;
 use crate::data::shard::{list_shards, Shard};
 use crate::data::{
-    bundled_shards, describe_identity, BundledCorpus, ShardLoader, Split, SyntheticSource,
-    TokenSource,
+    bundled_shards, describe_identity, BundledCorpus, DataError, ShardLoader, SourceError, Split,
+    SyntheticSource, TokenSource,
 };
-use crate::device::{self, DeviceChoice, DeviceKind};
-use crate::model::{init_params, FlopsPerToken, ParamCounts};
+use crate::device::{self, DeviceChoice, DeviceError, DeviceKind};
+use crate::model::{init_params, Flops, FlopsPerToken, ParamCounts};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -122,12 +125,70 @@ impl SettingFlags {
     }
 }
 
-/// Why a run did not finish.
+/// Why a run did not finish. Where a cause underlies it, the message names the file, step or setting
+/// and `source()` is the cause: `{e:#}` (as the command line prints it) shows the whole chain.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    /// Problem with the run directory or its files.
+    /// A run that cannot start or continue as asked; the message says why and what to do.
     #[error("{0}")]
     Setup(String),
+    /// The configuration cannot run.
+    #[error(transparent)]
+    Config(#[from] TrainConfigError),
+    /// The run directory's lock.
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    /// `run.json` cannot be read or written.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// The run to resume has no readable `run.json`.
+    #[error("cannot resume")]
+    Resume(#[source] ManifestError),
+    /// The device cannot be opened.
+    #[error(transparent)]
+    Device(#[from] DeviceError),
+    /// Shards cannot be opened.
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// A file or system call failed while doing `what`.
+    #[error("{what}")]
+    Io {
+        /// What was being done (names the file).
+        what: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Preparing data for `what` failed.
+    #[error("{what}")]
+    Prepare {
+        /// What was being prepared.
+        what: String,
+        /// The cause.
+        #[source]
+        source: DataError,
+    },
+    /// A token source failed (reading windows, restoring a position) for `what`.
+    #[error("{what}")]
+    Source {
+        /// The source or checkpoint concerned.
+        what: String,
+        /// The cause.
+        #[source]
+        source: SourceError,
+    },
+    /// The backend failed while doing `what` outside a training step.
+    #[error("{what}")]
+    Backend {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        #[source]
+        source: BackendError,
+    },
+    /// A checkpoint cannot be written.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
     /// Training failed; the run is marked failed in run.json.
     #[error(transparent)]
     Train(#[from] TrainError),
@@ -141,6 +202,36 @@ pub enum RunError {
     },
 }
 
+impl RunError {
+    fn io(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> RunError {
+        move |source| RunError::Io {
+            what: what.to_string(),
+            source,
+        }
+    }
+
+    fn stream(what: impl std::fmt::Display) -> impl FnOnce(SourceError) -> RunError {
+        move |source| RunError::Source {
+            what: what.to_string(),
+            source,
+        }
+    }
+
+    fn prepare(what: &str) -> impl FnOnce(DataError) -> RunError + '_ {
+        move |source| RunError::Prepare {
+            what: what.to_string(),
+            source,
+        }
+    }
+
+    fn backend(what: &str) -> impl FnOnce(BackendError) -> RunError + '_ {
+        move |source| RunError::Backend {
+            what: what.to_string(),
+            source,
+        }
+    }
+}
+
 /// What a finished run reports.
 #[derive(Clone, Debug)]
 pub struct RunSummary {
@@ -152,25 +243,20 @@ pub struct RunSummary {
     pub steps: u64,
 }
 
-fn setup<E: std::fmt::Display>(ctx: impl std::fmt::Display) -> impl FnOnce(E) -> RunError {
-    move |e| RunError::Setup(format!("{ctx}: {e}"))
-}
+/// A run's training source, its held-out windows (`n × (T+1)` ids) and their description for run.json.
+pub type OpenedData = (Box<dyn TokenSource>, Vec<u16>, DataInfo);
 
 /// Training source and held-out windows for a data spec.
-pub fn open_data(
-    cfg: &TrainConfig,
-) -> Result<(Box<dyn TokenSource>, Vec<u16>, DataInfo), RunError> {
+pub fn open_data(cfg: &TrainConfig) -> Result<OpenedData, RunError> {
     let (t, v) = (cfg.model.seq_len, cfg.model.vocab_size);
     let (train_dir, eval_dir) = match &cfg.data {
         DataSpec::Synthetic => {
             let train = SyntheticSource::new(t, v, cfg.seed);
             // Held-out windows: a far-away stretch of the same stream, never reached by training.
-            let mut eval = SyntheticSource::new(t, v, cfg.seed);
-            eval.restore(&serde_json::json!({"kind": "synthetic", "seed": cfg.seed, "next_window": 1u64 << 40}))
-                .map_err(setup("synthetic eval stream"))?;
+            let mut eval = SyntheticSource::starting_at(t, v, cfg.seed, 1 << 40);
             let windows = eval
                 .next_batch(cfg.eval_sequences)
-                .map_err(setup("synthetic eval stream"))?;
+                .map_err(RunError::stream("synthetic eval stream"))?;
             let info = DataInfo {
                 train: train.describe(),
                 eval: format!("{} synthetic windows from 2^40 on", cfg.eval_sequences),
@@ -181,22 +267,20 @@ pub fn open_data(
         }
         DataSpec::Bundled { tokenizer } => {
             let dir = bundled_shards(BundledCorpus::Sample, *tokenizer)
-                .map_err(setup("preparing the bundled sample"))?;
+                .map_err(RunError::prepare("preparing the bundled sample"))?;
             (dir.clone(), dir)
         }
         DataSpec::Books { tokenizer } => {
             let dir = bundled_shards(BundledCorpus::Books, *tokenizer)
-                .map_err(setup("preparing the bundled books"))?;
+                .map_err(RunError::prepare("preparing the bundled books"))?;
             (dir.clone(), dir)
         }
         DataSpec::Shards { dir, eval_dir } => {
             (dir.clone(), eval_dir.clone().unwrap_or_else(|| dir.clone()))
         }
     };
-    let train = ShardLoader::open(&train_dir, t, cfg.seed, Split::Train, v)
-        .map_err(|e| RunError::Setup(e.to_string()))?;
-    let mut eval = ShardLoader::open(&eval_dir, t, cfg.seed, Split::Eval, v)
-        .map_err(|e| RunError::Setup(e.to_string()))?;
+    let train = ShardLoader::open(&train_dir, t, cfg.seed, Split::Train, v)?;
+    let mut eval = ShardLoader::open(&eval_dir, t, cfg.seed, Split::Eval, v)?;
     // Each loader checks its own directory; across the two, the tokenizer must agree as well.
     if eval.tokenizer_sha256() != train.tokenizer_sha256() {
         return Err(RunError::Setup(format!(
@@ -209,11 +293,13 @@ pub fn open_data(
         )));
     }
     let n_eval = (cfg.eval_sequences as u64).min(eval.num_windows()) as usize;
-    let windows = eval.next_batch(n_eval).map_err(setup(eval_dir.display()))?;
+    let windows = eval
+        .next_batch(n_eval)
+        .map_err(RunError::stream(eval_dir.display()))?;
     let mut shards = Vec::new();
     for d in [&train_dir, &eval_dir] {
-        for p in list_shards(d).map_err(|e| RunError::Setup(e.to_string()))? {
-            let s = Shard::open(&p).map_err(|e| RunError::Setup(e.to_string()))?;
+        for p in list_shards(d)? {
+            let s = Shard::open(&p)?;
             let path = p.display().to_string();
             if !shards.iter().any(|r: &ShardRef| r.path == path) {
                 shards.push(ShardRef {
@@ -349,10 +435,10 @@ fn gib(bytes: usize) -> f64 {
 
 /// Start a new run in `opts.dir` (which must not hold a run yet).
 pub fn start(cfg: TrainConfig, opts: &RunOptions) -> Result<RunSummary, RunError> {
-    cfg.validate().map_err(|e| RunError::Setup(e.to_string()))?;
+    cfg.validate()?;
     check_memory(&cfg, opts.device)?;
-    std::fs::create_dir_all(&opts.dir).map_err(setup(opts.dir.display()))?;
-    let _lock = RunLock::acquire(&opts.dir).map_err(RunError::Setup)?;
+    std::fs::create_dir_all(&opts.dir).map_err(RunError::io(opts.dir.display()))?;
+    let _lock = RunLock::acquire(&opts.dir)?;
     if opts.dir.join("run.json").exists() {
         return Err(RunError::Setup(format!(
             "{} already holds a run; continue it with --resume {0}, or choose another --out",
@@ -362,11 +448,10 @@ pub fn start(cfg: TrainConfig, opts: &RunOptions) -> Result<RunSummary, RunError
     let (source, eval, data) = open_data(&cfg)?;
     if let DeviceChoice::Cuda(index) = opts.device {
         // A missing GPU fails at once, before the parameters are initialised (seconds at D=2048).
-        device::check_gpu(index).map_err(|e| RunError::Setup(e.to_string()))?;
+        device::check_gpu(index)?;
     }
     let params = init_params(&cfg.model, cfg.seed);
-    let opened = device::open_backend(opts.device, &cfg.model, params)
-        .map_err(|e| RunError::Setup(e.to_string()))?;
+    let opened = device::open_backend(opts.device, &cfg.model, params)?;
     let console = Console::new(&opts.dir);
     console.line(&opened.note);
     console.line(&format!("data: {}", data.train));
@@ -403,12 +488,10 @@ pub fn start(cfg: TrainConfig, opts: &RunOptions) -> Result<RunSummary, RunError
         overrides: vec![],
         config: cfg.clone(),
     };
-    manifest
-        .save(&opts.dir)
-        .map_err(setup(opts.dir.join("run.json").display()))?;
+    manifest.save(&opts.dir)?;
     let trainer = Trainer::new(cfg, opened.backend, source, eval);
     let metrics = MetricsWriter::open(&opts.dir, Some(0))
-        .map_err(setup(opts.dir.join("metrics.jsonl").display()))?;
+        .map_err(RunError::io(opts.dir.join("metrics.jsonl").display()))?;
     drive(trainer, manifest, metrics, opts, &console, 0.0)
 }
 
@@ -423,11 +506,10 @@ pub fn resume(opts: &RunOptions) -> Result<RunSummary, RunError> {
     }
     // Lock before reading anything (a missing directory is reported by the manifest load below).
     let _lock = match opts.dir.is_dir() {
-        true => Some(RunLock::acquire(&opts.dir).map_err(RunError::Setup)?),
+        true => Some(RunLock::acquire(&opts.dir)?),
         false => None,
     };
-    let mut manifest =
-        Manifest::load(&opts.dir).map_err(|e| RunError::Setup(format!("cannot resume: {e}")))?;
+    let mut manifest = Manifest::load(&opts.dir).map_err(RunError::Resume)?;
     if manifest.status == RunStatus::Finished {
         return Err(RunError::Setup(format!(
             "{} is already finished ({} steps)",
@@ -438,21 +520,22 @@ pub fn resume(opts: &RunOptions) -> Result<RunSummary, RunError> {
     // The run's own operational settings, unless a flag of this command overrides them.
     let changed = opts.settings.apply(&mut manifest);
     let cfg = manifest.config.clone();
-    cfg.validate().map_err(|e| RunError::Setup(e.to_string()))?;
+    cfg.validate()?;
     check_memory(&cfg, opts.device)?;
     let (mut source, eval, _) = open_data(&cfg)?;
     let ckpt_root = opts.dir.join("checkpoints");
     let (chosen, refused) = newest_good_checkpoint(&ckpt_root, &cfg)?;
     let (params, moments, state, history) = match chosen {
         Some((path, c, st)) => {
-            source.restore(&st.source).map_err(setup(path.display()))?;
+            source
+                .restore(&st.source)
+                .map_err(RunError::stream(path.display()))?;
             (c.params, c.m.zip(c.v), Some(st), c.history)
         }
         // Killed before the first checkpoint: start over from the seed, which is the same run.
         None => (init_params(&cfg.model, cfg.seed), None, None, None),
     };
-    let opened = device::open_backend(opts.device, &cfg.model, params)
-        .map_err(|e| RunError::Setup(e.to_string()))?;
+    let opened = device::open_backend(opts.device, &cfg.model, params)?;
     let step = state.as_ref().map_or(0, |s| s.step);
     let console = Console::new(&opts.dir);
     console.line(&opened.note);
@@ -476,7 +559,7 @@ pub fn resume(opts: &RunOptions) -> Result<RunSummary, RunError> {
         trainer
             .backend_mut()
             .write_moments(&m, &v)
-            .map_err(setup("restoring optimizer state"))?;
+            .map_err(RunError::backend("restoring optimizer state"))?;
     }
     trainer.step = step;
     manifest.status = RunStatus::Running;
@@ -487,7 +570,7 @@ pub fn resume(opts: &RunOptions) -> Result<RunSummary, RunError> {
     manifest.driver = driver_for(kind);
     // Checkpoints refused on the way to the one resumed from, then the metrics history's check.
     let (metrics, check) = MetricsWriter::open_checked(&opts.dir, step, history.as_deref())
-        .map_err(setup(opts.dir.join("metrics.jsonl").display()))?;
+        .map_err(RunError::io(opts.dir.join("metrics.jsonl").display()))?;
     let record = format!("the record in checkpoint {}", checkpoint::dir_name(step));
     for w in refused.into_iter().chain(check.warnings(&record)) {
         console.line(&format!("warning: {w}"));
@@ -522,7 +605,7 @@ fn newest_good_checkpoint(
     let mut refused = Vec::new();
     for (_, path) in all.iter().rev() {
         let loaded = checkpoint::load(path, Some(&cfg.model))
-            .map_err(|e| e.to_string())
+            .map_err(|e| error_chain(&e))
             .and_then(|mut c| {
                 let st = c
                     .state
@@ -584,7 +667,8 @@ fn save_manifest(manifest: &Manifest, dir: &Path, step: u64) -> Result<(), RunEr
             .pop()
             .map_or("no checkpoint".to_string(), |(s, _)| format!("checkpoint step {s}"));
         RunError::Setup(format!(
-            "{e}; stopping after step {step} (newest on disk: {ck}). Free space, then continue with: isoflop train --resume {}",
+            "{}; stopping after step {step} (newest on disk: {ck}). Free space, then continue with: isoflop train --resume {}",
+            error_chain(&e),
             dir.display()
         ))
     })
@@ -604,12 +688,15 @@ fn save_checkpoint(
     dir: &Path,
     elapsed_s: f64,
     keep: usize,
-) -> Result<PathBuf, String> {
-    let params = trainer.backend().read_params().map_err(|e| e.to_string())?;
+) -> Result<PathBuf, RunError> {
+    let params = trainer
+        .backend()
+        .read_params()
+        .map_err(RunError::backend("reading the parameters"))?;
     let (m, v) = trainer
         .backend()
         .read_moments()
-        .map_err(|e| e.to_string())?;
+        .map_err(RunError::backend("reading the optimizer moments"))?;
     let state = CheckpointState {
         format: CHECKPOINT_FORMAT,
         step: trainer.step,
@@ -619,9 +706,8 @@ fn save_checkpoint(
     };
     let root = dir.join("checkpoints");
     let history = metrics.history(state.step);
-    let path =
-        checkpoint::save(&root, &params, &m, &v, &state, &history).map_err(|e| e.to_string())?;
-    checkpoint::prune(&root, keep).map_err(|e| e.to_string())?;
+    let path = checkpoint::save(&root, &params, &m, &v, &state, &history)?;
+    checkpoint::prune(&root, keep)?;
     Ok(path)
 }
 
@@ -629,8 +715,7 @@ fn save_checkpoint(
 fn previous_checkpoint(dir: &Path, step: u64) -> String {
     match checkpoint::list(&dir.join("checkpoints"))
         .into_iter()
-        .filter(|(s, _)| *s < step)
-        .next_back()
+        .rfind(|(s, _)| *s < step)
     {
         Some((s, _)) => format!("the previous checkpoint (step {s}) is kept"),
         None => {
@@ -639,21 +724,18 @@ fn previous_checkpoint(dir: &Path, step: u64) -> String {
     }
 }
 
-fn drive(
-    mut trainer: Trainer,
-    mut manifest: Manifest,
-    mut metrics: MetricsWriter,
-    opts: &RunOptions,
-    console: &Console,
-    elapsed0: f64,
-) -> Result<RunSummary, RunError> {
+/// SIGINT/SIGTERM (and SIGHUP with `--stop-on-hangup`) set the first flag, asking the run to checkpoint and
+/// stop; SIGHUP otherwise sets the second, only noted.
+fn install_signal_handlers(
+    stop_on_hangup: bool,
+) -> Result<(Arc<AtomicBool>, Arc<AtomicBool>), RunError> {
     let stop = Arc::new(AtomicBool::new(false));
     // A closed terminal or ssh session sends SIGHUP: a run survives it unless asked to stop (then like
     // SIGTERM). A flag, not SIG_IGN, so that its arrival can be noted in the run log.
     let hangup = Arc::new(AtomicBool::new(false));
-    let on_hup = if opts.stop_on_hangup { &stop } else { &hangup };
+    let on_hup = if stop_on_hangup { &stop } else { &hangup };
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(on_hup))
-        .map_err(setup("installing signal handlers"))?;
+        .map_err(RunError::io("installing signal handlers"))?;
     // A second Ctrl-C while the first is being handled (a checkpoint in progress) exits at once. Only
     // SIGINT: a sweep forwards SIGTERM to trainers that already got the terminal's SIGINT.
     signal_hook::flag::register_conditional_shutdown(
@@ -661,130 +743,315 @@ fn drive(
         130,
         Arc::clone(&stop),
     )
-    .map_err(setup("installing signal handlers"))?;
+    .map_err(RunError::io("installing signal handlers"))?;
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop))
-            .map_err(setup("installing signal handlers"))?;
+            .map_err(RunError::io("installing signal handlers"))?;
     }
-    let cfg = trainer.config().clone();
-    let fpt = *trainer.flops_per_token();
-    let tps = cfg.tokens_per_step();
-    let progress = Progress::new(cfg.steps, trainer.step, cfg.log_every, console);
-    let ops = manifest.operational.clone();
-    let t0 = Instant::now();
-    let elapsed = |t0: &Instant| elapsed0 + t0.elapsed().as_secs_f64();
-    let first_step = trainer.step;
-    let mut last_loss = None;
-    let mut last_eval: Option<(f64, f64)> = None;
-    let fail = |manifest: &mut Manifest, steps: u64, reason: String, dir: &Path| {
-        manifest.status = RunStatus::Failed;
-        manifest.reason = Some(reason);
-        manifest.steps_done = steps;
-        manifest.ended_at = Some(manifest::now());
-        let _ = manifest.save(dir);
-    };
-    let eval_now = |trainer: &mut Trainer,
-                    metrics: &mut MetricsWriter,
-                    elapsed_s: f64,
-                    write: bool|
-     -> Result<Option<(f64, f64)>, RunError> {
+    Ok((stop, hangup))
+}
+
+/// A run being trained: its record on disk (`run.json`, `metrics.jsonl`, checkpoints) and the figures it
+/// reports at the end. Every write of `run.json` goes through [`RunState::save`].
+struct RunState<'a> {
+    manifest: Manifest,
+    metrics: MetricsWriter,
+    opts: &'a RunOptions,
+    console: &'a Console,
+    progress: Progress<'a>,
+    /// Steps of the whole run.
+    steps: u64,
+    tokens_per_step: u64,
+    per_token: Flops,
+    /// Wall time of the sessions before this one (a resumed run), and this session's start.
+    elapsed0: f64,
+    t0: Instant,
+    /// The step this session started from.
+    first_step: u64,
+    last_loss: Option<f64>,
+    /// Last held-out loss and its standard error.
+    last_eval: Option<(f64, f64)>,
+}
+
+impl<'a> RunState<'a> {
+    fn new(
+        trainer: &Trainer,
+        manifest: Manifest,
+        metrics: MetricsWriter,
+        opts: &'a RunOptions,
+        console: &'a Console,
+        elapsed0: f64,
+    ) -> Self {
+        let cfg = trainer.config();
+        RunState {
+            progress: Progress::new(cfg.steps, trainer.step, cfg.log_every, console),
+            steps: cfg.steps,
+            tokens_per_step: cfg.tokens_per_step(),
+            per_token: *trainer.flops_per_token(),
+            manifest,
+            metrics,
+            opts,
+            console,
+            elapsed0,
+            t0: Instant::now(),
+            first_step: trainer.step,
+            last_loss: None,
+            last_eval: None,
+        }
+    }
+
+    /// Wall time since the run started, across resumes.
+    fn elapsed(&self) -> f64 {
+        self.elapsed0 + self.t0.elapsed().as_secs_f64()
+    }
+
+    /// Write run.json or stop: a run whose manifest cannot be written (a full disk) must not go on with a
+    /// record that says something else.
+    fn save(&self, step: u64) -> Result<(), RunError> {
+        save_manifest(&self.manifest, &self.opts.dir, step)
+    }
+
+    /// Mark the run failed after `steps` steps, best effort: the error that stops it matters more than a
+    /// run.json that cannot be written.
+    fn fail(&mut self, steps: u64, reason: String) {
+        self.progress.finish();
+        self.manifest.status = RunStatus::Failed;
+        self.manifest.reason = Some(reason);
+        self.manifest.steps_done = steps;
+        self.manifest.ended_at = Some(manifest::now());
+        let _ = self.save(steps);
+    }
+
+    /// A training step failed: the run is marked failed, naming the last good checkpoint.
+    fn fail_step(&mut self, step: u64, e: TrainError) -> RunError {
+        let keep = checkpoint::list(&self.opts.dir.join("checkpoints"))
+            .pop()
+            .map_or("no checkpoint was written yet".to_string(), |(s, _)| {
+                format!("last good checkpoint: step {s}")
+            });
+        self.fail(step, format!("{e} ({keep})"));
+        e.into()
+    }
+
+    /// Record the step `out`, which took `step_time_s`: its metrics row and the progress display.
+    fn record_step(&mut self, out: &StepOutcome, step_time_s: f64) -> Result<(), RunError> {
+        let rec = StepRecord::new(
+            out,
+            self.tokens_per_step,
+            &self.per_token,
+            self.elapsed(),
+            step_time_s,
+            self.manifest.peak_flops,
+        );
+        if let Err(e) = self.metrics.write(&rec) {
+            let reason = format!(
+                "cannot write {} ({e}); stopped after step {}",
+                self.metrics.path().display(),
+                out.step
+            );
+            self.fail(out.step - 1, reason.clone());
+            return Err(RunError::Setup(format!(
+                "{reason}. Free space, then continue with: isoflop train --resume {}",
+                self.opts.dir.display()
+            )));
+        }
+        self.last_loss = Some(out.loss);
+        let done_here = (out.step - self.first_step) as f64;
+        let eta = (self.steps - out.step) as f64 * self.t0.elapsed().as_secs_f64() / done_here;
+        self.progress
+            .step(out.step, out.loss, rec.tokens_per_s, eta);
+        Ok(())
+    }
+
+    /// Evaluate on the held-out windows (nothing without them); `write`: append the eval row.
+    fn record_eval(&mut self, trainer: &mut Trainer, write: bool) -> Result<(), RunError> {
         let Some(e) = trainer.evaluate()? else {
-            return Ok(None);
+            return Ok(());
         };
-        let tokens = trainer.step * tps;
-        let f = cumulative_flops(&fpt, tokens);
-        let rec = EvalRecord {
-            kind: "eval".into(),
-            step: trainer.step,
-            tokens,
-            eval_loss: e.loss,
-            eval_loss_se: e.stderr,
-            eval_tokens: e.tokens,
-            flops_kaplan: f[0],
-            flops_standard: f[1],
-            flops_attention: f[2],
-            flops_exact: f[3],
-            elapsed_s,
-        };
+        let rec = EvalRecord::new(
+            &e,
+            trainer.step,
+            self.tokens_per_step,
+            &self.per_token,
+            self.elapsed(),
+        );
         if write {
-            metrics
+            self.metrics
                 .write(&rec)
-                .map_err(setup(metrics.path().display()))?;
+                .map_err(RunError::io(self.metrics.path().display()))?;
         }
         // The standard error needs at least two micro-batches of eval windows (see `isoflop eval`).
         let spread = match e.stderr.is_finite() {
             true => format!(" ± {:.4}", e.stderr),
             false => " (no interval: the eval windows fit in one micro-batch)".into(),
         };
-        progress.println(&format!(
+        self.progress.println(&format!(
             "step {}: eval loss {:.4}{spread} ({} tokens)",
             trainer.step, e.loss, e.tokens
         ));
-        Ok(Some((e.loss, e.stderr)))
-    };
+        self.last_eval = Some((e.loss, e.stderr));
+        Ok(())
+    }
+
+    /// Write a checkpoint of `trainer` and prune old ones. One that cannot be written is a warning (the
+    /// previous one is kept); training goes on.
+    fn write_checkpoint(&mut self, trainer: &mut Trainer, last: bool) {
+        let ops = &self.manifest.operational;
+        let written = save_checkpoint(
+            trainer,
+            &self.metrics,
+            &self.opts.dir,
+            self.elapsed(),
+            ops.keep_checkpoints,
+        );
+        if let Err(e) = written {
+            let e = error_chain(&e);
+            let previous = previous_checkpoint(&self.opts.dir, trainer.step);
+            let w = match last {
+                false => format!(
+                    "step {}: checkpoint not written ({e}); {previous}",
+                    trainer.step
+                ),
+                true => format!("final checkpoint not written ({e}); {previous}"),
+            };
+            match last {
+                false => self.progress.println(&format!("warning: {w}")),
+                true => self.console.line(&format!("warning: {w}")),
+            }
+            self.manifest.warnings.push(w);
+        }
+    }
+
+    /// A checkpoint during training, then run.json records the steps done.
+    fn checkpoint(&mut self, trainer: &mut Trainer) -> Result<(), RunError> {
+        self.write_checkpoint(trainer, false);
+        self.manifest.steps_done = trainer.step;
+        if let Err(e) = self.save(trainer.step) {
+            self.progress.finish();
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Stop after `step` on a signal or `stop_after` (the checkpoint is already written, unless
+    /// `--no-final-checkpoint`): the error that tells how to continue.
+    fn interrupt(&mut self, step: u64) -> RunError {
+        self.progress.finish();
+        self.manifest.status = RunStatus::Interrupted;
+        self.manifest.reason = Some(format!("interrupted after step {step}"));
+        self.manifest.ended_at = Some(manifest::now());
+        if let Err(e) = self.save(step) {
+            return e;
+        }
+        if !self.opts.final_checkpoint {
+            return RunError::Setup(format!(
+                "interrupted at step {step}; no checkpoint written (--no-final-checkpoint), so {} \
+                 cannot be resumed",
+                self.opts.dir.display()
+            ));
+        }
+        RunError::Interrupted {
+            step,
+            dir: self.opts.dir.display().to_string(),
+        }
+    }
+
+    /// The end of training: final evaluation and checkpoint, a check of the metrics history, run.json
+    /// marked finished.
+    fn finish(mut self, trainer: &mut Trainer) -> Result<RunSummary, RunError> {
+        self.progress.finish();
+        // Resumed from the final checkpoint (killed before run.json said finished): the final eval row was
+        // written before that checkpoint; evaluate again for the manifest, deterministically, without a
+        // new row.
+        let write_final = self.first_step < self.steps;
+        self.record_eval(trainer, write_final)?;
+        if self.opts.final_checkpoint {
+            self.write_checkpoint(trainer, true);
+        }
+        self.check_history(trainer.step);
+        let figures = FinalFigures {
+            train_loss: self.last_loss,
+            eval_loss: self.last_eval.map(|e| e.0),
+            eval_loss_se: self.last_eval.map(|e| e.1),
+            tokens: trainer.step * self.tokens_per_step,
+        };
+        self.manifest.status = RunStatus::Finished;
+        self.manifest.steps_done = trainer.step;
+        self.manifest.ended_at = Some(manifest::now());
+        self.manifest.final_figures = figures.clone();
+        self.save(trainer.step)?;
+        let done = format!(
+            "finished {} steps in {}: train loss {}, eval loss {}  → {}",
+            trainer.step,
+            fmt_duration(self.elapsed()),
+            figures.train_loss.map_or("-".into(), |l| format!("{l:.4}")),
+            figures.eval_loss.map_or("-".into(), |l| format!("{l:.4}")),
+            self.opts.dir.display()
+        );
+        self.console.line(&done);
+        if self.console.is_lost() {
+            self.console.note(&done);
+        }
+        Ok(RunSummary {
+            dir: self.opts.dir.clone(),
+            figures,
+            steps: trainer.step,
+        })
+    }
+
+    /// A finished run never has silent holes (e.g. metrics.jsonl deleted or damaged during the run): rows
+    /// missing through `step` are rewritten from memory, or named in a warning.
+    fn check_history(&mut self, step: u64) {
+        let path = self.metrics.path().to_path_buf();
+        let w = match super::metrics::missing_train_steps(&path, step) {
+            Ok(missing) if missing.is_empty() => return,
+            Ok(missing) => {
+                let steps = super::metrics::ranges(&missing);
+                let restored = self
+                    .metrics
+                    .rewrite_from_memory()
+                    .and_then(|_| super::metrics::missing_train_steps(&path, step));
+                match restored {
+                    Ok(still) if still.is_empty() => format!(
+                        "metrics.jsonl: step(s) {steps} were missing at the end of the run (damaged while it ran); rewritten from memory"
+                    ),
+                    Ok(still) => format!(
+                        "metrics.jsonl: step(s) {} are missing; the history has holes",
+                        super::metrics::ranges(&still)
+                    ),
+                    Err(e) => format!(
+                        "metrics.jsonl: step(s) {steps} are missing and the file could not be rewritten ({e}); the history has holes"
+                    ),
+                }
+            }
+            Err(e) => format!("{}: cannot be read back ({e})", path.display()),
+        };
+        self.console.line(&format!("warning: {w}"));
+        self.manifest.warnings.push(w);
+    }
+}
+
+/// Train from `trainer`'s step to the end of the schedule, recording as it goes; stops on a signal or
+/// `opts.stop_after` with a checkpoint.
+fn drive(
+    mut trainer: Trainer,
+    manifest: Manifest,
+    metrics: MetricsWriter,
+    opts: &RunOptions,
+    console: &Console,
+    elapsed0: f64,
+) -> Result<RunSummary, RunError> {
+    let (stop, hangup) = install_signal_handlers(opts.stop_on_hangup)?;
+    let mut run = RunState::new(&trainer, manifest, metrics, opts, console, elapsed0);
+    let eval_every = trainer.config().eval_every;
+    let checkpoint_every = run.manifest.operational.checkpoint_every;
     while !trainer.finished() {
         let ts = Instant::now();
         let out = match trainer.train_step() {
             Ok(o) => o,
-            Err(e) => {
-                progress.finish();
-                let keep = checkpoint::list(&opts.dir.join("checkpoints"))
-                    .pop()
-                    .map_or("no checkpoint was written yet".to_string(), |(s, _)| {
-                        format!("last good checkpoint: step {s}")
-                    });
-                fail(
-                    &mut manifest,
-                    trainer.step,
-                    format!("{e} ({keep})"),
-                    &opts.dir,
-                );
-                return Err(e.into());
-            }
+            Err(e) => return Err(run.fail_step(trainer.step, e)),
         };
-        let dt = ts.elapsed().as_secs_f64();
-        let tokens = out.step * tps;
-        let f = cumulative_flops(&fpt, tokens);
-        let now = elapsed(&t0);
-        let rec = StepRecord {
-            kind: "train".into(),
-            step: out.step,
-            tokens,
-            loss: out.loss,
-            lr: out.lr,
-            grad_norm: out.grad_norm,
-            step_flops_kaplan: fpt.kaplan * tps as f64,
-            step_flops_standard: fpt.standard * tps as f64,
-            step_flops_attention: fpt.attention * tps as f64,
-            step_flops_exact: fpt.exact * tps as f64,
-            flops_kaplan: f[0],
-            flops_standard: f[1],
-            flops_attention: f[2],
-            flops_exact: f[3],
-            elapsed_s: now,
-            step_time_s: dt,
-            tokens_per_s: tps as f64 / dt,
-            mfu: manifest
-                .peak_flops
-                .map(|p| fpt.attention * tps as f64 / dt / p),
-        };
-        if let Err(e) = metrics.write(&rec) {
-            progress.finish();
-            let reason = format!(
-                "cannot write {} ({e}); stopped after step {}",
-                metrics.path().display(),
-                out.step
-            );
-            fail(&mut manifest, out.step - 1, reason.clone(), &opts.dir);
-            return Err(RunError::Setup(format!(
-                "{reason}. Free space, then continue with: isoflop train --resume {}",
-                opts.dir.display()
-            )));
-        }
-        last_loss = Some(out.loss);
-        let done_here = (out.step - first_step) as f64;
-        let eta = (cfg.steps - out.step) as f64 * t0.elapsed().as_secs_f64() / done_here;
-        progress.step(out.step, out.loss, rec.tokens_per_s, eta);
+        run.record_step(&out, ts.elapsed().as_secs_f64())?;
         if hangup.swap(false, Ordering::SeqCst) {
             console.note(&format!(
                 "SIGHUP after step {} ignored (the terminal closed?); training goes on \
@@ -792,130 +1059,18 @@ fn drive(
                 out.step
             ));
         }
-        if cfg.eval_every > 0 && out.step % cfg.eval_every == 0 && !trainer.finished() {
-            last_eval = eval_now(&mut trainer, &mut metrics, elapsed(&t0), true)?.or(last_eval);
+        if eval_every > 0 && out.step % eval_every == 0 && !trainer.finished() {
+            run.record_eval(&mut trainer, true)?;
         }
         let interrupted =
             stop.load(Ordering::SeqCst) || opts.stop_after.is_some_and(|s| out.step >= s);
-        let periodic = ops.checkpoint_every > 0 && out.step % ops.checkpoint_every == 0;
+        let periodic = checkpoint_every > 0 && out.step % checkpoint_every == 0;
         if (periodic || (interrupted && opts.final_checkpoint)) && !trainer.finished() {
-            if let Err(e) = save_checkpoint(
-                &mut trainer,
-                &metrics,
-                &opts.dir,
-                elapsed(&t0),
-                ops.keep_checkpoints,
-            ) {
-                let w = format!(
-                    "step {}: checkpoint not written ({e}); {}",
-                    out.step,
-                    previous_checkpoint(&opts.dir, out.step)
-                );
-                progress.println(&format!("warning: {w}"));
-                manifest.warnings.push(w);
-            }
-            manifest.steps_done = out.step;
-            if let Err(e) = save_manifest(&manifest, &opts.dir, out.step) {
-                progress.finish();
-                return Err(e);
-            }
+            run.checkpoint(&mut trainer)?;
         }
         if interrupted && !trainer.finished() {
-            progress.finish();
-            manifest.status = RunStatus::Interrupted;
-            manifest.reason = Some(format!("interrupted after step {}", out.step));
-            manifest.ended_at = Some(manifest::now());
-            save_manifest(&manifest, &opts.dir, out.step)?;
-            if !opts.final_checkpoint {
-                return Err(RunError::Setup(format!(
-                    "interrupted at step {}; no checkpoint written (--no-final-checkpoint), so {} \
-                     cannot be resumed",
-                    out.step,
-                    opts.dir.display()
-                )));
-            }
-            return Err(RunError::Interrupted {
-                step: out.step,
-                dir: opts.dir.display().to_string(),
-            });
+            return Err(run.interrupt(out.step));
         }
     }
-    progress.finish();
-    // Resumed from the final checkpoint (killed before run.json said finished): the final eval row was
-    // written before that checkpoint; evaluate again for the manifest, deterministically, without a new row.
-    let write_final = first_step < cfg.steps;
-    last_eval = eval_now(&mut trainer, &mut metrics, elapsed(&t0), write_final)?.or(last_eval);
-    if opts.final_checkpoint {
-        if let Err(e) = save_checkpoint(
-            &mut trainer,
-            &metrics,
-            &opts.dir,
-            elapsed(&t0),
-            ops.keep_checkpoints,
-        ) {
-            let w = format!(
-                "final checkpoint not written ({e}); {}",
-                previous_checkpoint(&opts.dir, trainer.step)
-            );
-            console.line(&format!("warning: {w}"));
-            manifest.warnings.push(w);
-        }
-    }
-    // A finished run never has silent holes (e.g. metrics.jsonl deleted or damaged during the run).
-    match super::metrics::missing_train_steps(metrics.path(), trainer.step) {
-        Ok(missing) if missing.is_empty() => {}
-        Ok(missing) => {
-            let steps = super::metrics::ranges(&missing);
-            let restored = metrics
-                .rewrite_from_memory()
-                .and_then(|_| super::metrics::missing_train_steps(metrics.path(), trainer.step));
-            let w = match restored {
-                Ok(still) if still.is_empty() => format!(
-                    "metrics.jsonl: step(s) {steps} were missing at the end of the run (damaged while it ran); rewritten from memory"
-                ),
-                Ok(still) => format!(
-                    "metrics.jsonl: step(s) {} are missing; the history has holes",
-                    super::metrics::ranges(&still)
-                ),
-                Err(e) => format!(
-                    "metrics.jsonl: step(s) {steps} are missing and the file could not be rewritten ({e}); the history has holes"
-                ),
-            };
-            console.line(&format!("warning: {w}"));
-            manifest.warnings.push(w);
-        }
-        Err(e) => {
-            let w = format!("{}: cannot be read back ({e})", metrics.path().display());
-            console.line(&format!("warning: {w}"));
-            manifest.warnings.push(w);
-        }
-    }
-    let figures = FinalFigures {
-        train_loss: last_loss,
-        eval_loss: last_eval.map(|e| e.0),
-        eval_loss_se: last_eval.map(|e| e.1),
-        tokens: trainer.step * tps,
-    };
-    manifest.status = RunStatus::Finished;
-    manifest.steps_done = trainer.step;
-    manifest.ended_at = Some(manifest::now());
-    manifest.final_figures = figures.clone();
-    save_manifest(&manifest, &opts.dir, trainer.step)?;
-    let done = format!(
-        "finished {} steps in {}: train loss {}, eval loss {}  → {}",
-        trainer.step,
-        fmt_duration(elapsed(&t0)),
-        figures.train_loss.map_or("-".into(), |l| format!("{l:.4}")),
-        figures.eval_loss.map_or("-".into(), |l| format!("{l:.4}")),
-        opts.dir.display()
-    );
-    console.line(&done);
-    if console.is_lost() {
-        console.note(&done);
-    }
-    Ok(RunSummary {
-        dir: opts.dir.clone(),
-        figures,
-        steps: trainer.step,
-    })
+    run.finish(&mut trainer)
 }

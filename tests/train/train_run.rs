@@ -978,3 +978,82 @@ fn no_final_checkpoint_writes_no_checkpoint_and_refuses_resume() {
     );
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// Copy the directory tree `from` to `to`.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+/// `(kind, step, loss)` of every row of a metrics file, the loss as written (train or eval).
+fn loss_rows(path: &Path) -> Vec<(String, u64, String)> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(|v| {
+            let loss = match v["kind"].as_str().unwrap() {
+                "train" => v["loss"].to_string(),
+                _ => v["eval_loss"].to_string(),
+            };
+            (v["kind"].to_string(), v["step"].as_u64().unwrap(), loss)
+        })
+        .collect()
+}
+
+/// A run interrupted by main's binary before the run driver, loader state and records were refactored
+/// (tests/fixtures/run-main-4a61c73.md) resumes with this binary to exactly the losses of that binary's
+/// uninterrupted run: old checkpoints keep loading and resuming bit for bit.
+#[test]
+fn a_run_interrupted_by_main_resumes_bitwise() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/run-main-4a61c73");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("old");
+    copy_tree(&fixture, &dir);
+    let expected = loss_rows(&dir.join("uninterrupted-metrics.jsonl"));
+    std::fs::remove_file(dir.join("uninterrupted-metrics.jsonl")).unwrap();
+    assert_eq!(manifest(&dir)["status"], "interrupted");
+    let err = run_ok(&[
+        "train".into(),
+        "--resume".into(),
+        dir.display().to_string(),
+        "--device".into(),
+        "cpu".into(),
+    ]);
+    assert!(
+        err.contains("resuming") && err.contains("at step 3/6"),
+        "{err}"
+    );
+    assert!(!err.contains("warning"), "{err}");
+    assert_eq!(loss_rows(&dir.join("metrics.jsonl")), expected);
+    let m = manifest(&dir);
+    assert_eq!(m["status"], "finished");
+    assert_eq!(m["resumed_at"], serde_json::json!([3]));
+    // The new final checkpoint's loader state has the JSON form of the old one.
+    let state: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("checkpoints/step-00000006/state.json")).unwrap(),
+    )
+    .unwrap();
+    let old: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture.join("checkpoints/step-00000003/state.json")).unwrap(),
+    )
+    .unwrap();
+    let keys = |v: &Value| {
+        v["source"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(keys(&state), keys(&old));
+    assert_eq!(state["source"]["position"], 12);
+}
