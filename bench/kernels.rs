@@ -13,7 +13,8 @@ use criterion::{Criterion, Throughput};
 use isoflop::cuda::kernel_bench::{open_launcher, CudaKernelLauncher};
 use isoflop::cuda::kernel_cases::standard_cases;
 use isoflop::device::peak::{datasheet_bandwidth, datasheet_peak};
-use isoflop::device::{error_chain, DeviceKind};
+use isoflop::device::DeviceKind;
+use isoflop::error::error_chain;
 use std::cell::RefCell;
 use std::time::Duration;
 

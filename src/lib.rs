@@ -11,6 +11,7 @@ pub mod cpu;
 pub mod cuda;
 pub mod data;
 pub mod device;
+pub mod error;
 pub mod fit;
 pub mod model;
 pub mod sweep;

@@ -107,12 +107,10 @@ fn choose_micro_batch(
                 let batch = TokenBatch::new(cfg, &tokens, b).map_err(BackendError::from)?;
                 match backend.forward_backward(&batch) {
                     Ok(_) => {
-                        backend
-                            .zero_grads()
-                            .map_err(|source| BenchError::Probe {
-                                micro_batch: b,
-                                source,
-                            })?;
+                        backend.zero_grads().map_err(|source| BenchError::Probe {
+                            micro_batch: b,
+                            source,
+                        })?;
                         return Ok((
                             b,
                             describe_choice(&tried, b, "a probe forward/backward fits"),

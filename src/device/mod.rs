@@ -14,6 +14,7 @@ use crate::backend::{Backend, BackendError};
 pub use crate::backend::{DeviceInfo, DeviceKind, Precision};
 use crate::cpu::CpuBackend;
 use crate::cuda::CudaBackend;
+use crate::error::error_chain;
 use crate::model::ModelConfig;
 use std::str::FromStr;
 
@@ -173,18 +174,6 @@ pub fn open_eval_backend(
     params: Vec<f32>,
 ) -> Result<Opened, DeviceError> {
     open(choice, cfg, params, true)
-}
-
-/// An error and its causes on one line, `outer: cause: root` (as anyhow's `{:#}` prints them).
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(c) = next {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        next = c.source();
-    }
-    out
 }
 
 /// Whether GPU `index` is there (driver loaded, device counted), without opening it: cheap, so callers

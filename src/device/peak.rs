@@ -83,7 +83,7 @@ pub fn measured_matmul_peak(kind: DeviceKind) -> Result<Peak, String> {
             use crate::cuda::peak::{measure, LAUNCHES, N, REPEATS};
             Ok(Peak {
                 // The reason is shown next to the MFU columns: the whole cause chain on one line.
-                flops: measure(ordinal).map_err(|e| super::error_chain(&e))?,
+                flops: measure(ordinal).map_err(|e| crate::error::error_chain(&e))?,
                 source: format!(
                     "measured: median of {REPEATS}×{LAUNCHES} bf16 {N}x{N}x{N} cuBLASLt products \
                      (fp32 accumulate)"

@@ -3,7 +3,6 @@
 
 pub mod checkpoint;
 pub mod config;
-pub mod error;
 pub mod export;
 pub mod lock;
 pub mod manifest;

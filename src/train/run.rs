@@ -7,7 +7,6 @@
 use super::checkpoint::{self, CheckpointError, CheckpointState, CHECKPOINT_FORMAT};
 use super::config::TrainConfigError;
 use super::config::{DataSpec, TrainConfig};
-use super::error::error_chain;
 use super::lock::{LockError, RunLock};
 use super::manifest::{
     self, DataInfo, FinalFigures, Manifest, ManifestError, Operational, RunStatus, SettingOverride,
@@ -23,6 +22,7 @@ use crate::data::{
     SyntheticSource, TokenSource,
 };
 use crate::device::{self, DeviceChoice, DeviceError, DeviceKind};
+use crate::error::error_chain;
 use crate::model::{init_params, Flops, FlopsPerToken, ParamCounts};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};

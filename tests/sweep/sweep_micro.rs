@@ -420,7 +420,8 @@ fn micro_search_has_interior_lr_minima() {
             .unwrap_or_else(|_| panic!("{c} = {:?} in {r:?}", r[col(c)]))
     };
     // (n_params, batch_size) → [(lr, lr_factor, eval_loss)]
-    let mut curves: Vec<((u64, u64), Vec<(f64, f64, f64)>)> = Vec::new();
+    type Curve = ((u64, u64), Vec<(f64, f64, f64)>);
+    let mut curves: Vec<Curve> = Vec::new();
     for r in &rows {
         let name = r[col("name")];
         if !only.iter().any(|o| o == name) {
@@ -459,7 +460,10 @@ fn micro_search_has_interior_lr_minima() {
     // (size, batch size), agreeing with the best searched lr within one factor-4 step, and its figures.
     let fit = isoflop(&["fit", d, "--approach", "hparams", "--bootstrap", "100"]);
     println!("{fit}");
-    assert!(fit.contains("skipped 10 row(s)"), "the unfinished batch-16 runs: {fit}");
+    assert!(
+        fit.contains("skipped 10 row(s)"),
+        "the unfinished batch-16 runs: {fit}"
+    );
     let fj: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("fit/fit.json")).unwrap()).unwrap();
     let sizes = fj["hparams"]["sizes"]

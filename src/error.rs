@@ -1,8 +1,9 @@
-//! Error text with its causes, for messages kept as text (run.json's reason and warnings).
+//! Error text with its causes on one line, for messages kept as text (run.json's reason and warnings, a
+//! failed run's `failure.json`, the benches' skip lines).
 
 /// `e` and its chain of causes, `: `-separated: the text `{:#}` of an `anyhow::Error` prints, for errors
 /// whose message names the file or step and whose `source()` says what went wrong.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
