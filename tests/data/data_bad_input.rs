@@ -1,6 +1,7 @@
 //! Bad inputs and corrupt shards: each gives a clear error naming the file (and line), never a panic,
 //! never a shard or batch built from it.
 
+use crate::cli::{bin, run_joined};
 use flate2::write::GzEncoder;
 use isoflop::data::loader::bundled_tokenizer_sha256;
 use isoflop::data::shard::{Shard, ShardWriter, SpecialIds, HEADER_SIZE};
@@ -245,18 +246,9 @@ fn gzip_stream_cut_short() {
 
 /// `isoflop data verify DIR`: (success, stdout + stderr).
 fn verify_cli(dir: &Path) -> (bool, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_isoflop"))
-        .args(["data", "verify"])
-        .arg(dir)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, text) = run_joined(bin().args(["data", "verify"]).arg(dir));
     assert!(!text.contains("panicked"), "{text}");
-    (out.status.success(), text)
+    (ok, text)
 }
 
 #[test]
@@ -347,18 +339,13 @@ fn stale_tokenize_temporaries_of_dead_processes_are_removed() {
     std::fs::write(&unrelated, b"not ours").unwrap();
     let input = tmp.path().join("doc.jsonl");
     std::fs::write(&input, "{\"text\": \"hello world\"}\n").unwrap();
-    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_isoflop"))
-        .args(["data", "tokenize", "--quiet", "--out"])
-        .arg(&out)
-        .arg(&input)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&cli.stdout),
-        String::from_utf8_lossy(&cli.stderr)
+    let (ok, text) = run_joined(
+        bin()
+            .args(["data", "tokenize", "--quiet", "--out"])
+            .arg(&out)
+            .arg(&input),
     );
-    assert!(cli.status.success(), "{text}");
+    assert!(ok, "{text}");
     assert!(
         !stale.exists(),
         "stale temporary of dead PID {dead} left behind"

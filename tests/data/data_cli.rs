@@ -1,20 +1,39 @@
 //! The data commands through the binary, as the README shows them: tokenize the bundled sample and a
 //! synthetic C4-format file, verify, inspect, re-run (skips), then train and evaluate on the shards.
 
+use crate::cli::{bin, isoflop, run, run_joined};
 use std::io::Write;
-use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_isoflop");
-
-fn isoflop(args: &[&str]) -> String {
-    let out = Command::new(BIN).args(args).output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "isoflop {args:?} failed:\n{text}");
-    text
+/// `isoflop train` of a one-layer d=64 model on `data`, `batch` sequences a step for `steps` steps,
+/// evaluated on `eval` held-out sequences, written to `out`.
+fn tiny_train<'a>(
+    data: &'a str,
+    batch: &'a str,
+    steps: &'a str,
+    eval: &'a str,
+    out: &'a str,
+) -> Vec<&'a str> {
+    vec![
+        "train",
+        "--data",
+        data,
+        "--device",
+        "cpu",
+        "--d-model",
+        "64",
+        "--n-layers",
+        "1",
+        "--seq-len",
+        "32",
+        "--batch-size",
+        batch,
+        "--steps",
+        steps,
+        "--eval-sequences",
+        eval,
+        "--out",
+        out,
+    ]
 }
 
 #[test]
@@ -37,7 +56,8 @@ fn tokenize_verify_inspect_train_and_eval_from_the_command_line() {
     let s = shards.to_str().unwrap();
     let train = format!("{root}/data/sample/c4-train.00000-of-00001.json.gz");
     let val = format!("{root}/data/sample/c4-validation.00000-of-00001.json.gz");
-    let out = isoflop(&[
+    // The same command twice: the second run finds every shard done and skips it.
+    let tokenize = [
         "data",
         "tokenize",
         &train,
@@ -46,18 +66,10 @@ fn tokenize_verify_inspect_train_and_eval_from_the_command_line() {
         "--out",
         s,
         "--quiet",
-    ]);
+    ];
+    let out = isoflop(&tokenize);
     assert!(out.contains("3 shards written"), "{out}");
-    let out = isoflop(&[
-        "data",
-        "tokenize",
-        &train,
-        &val,
-        c4.to_str().unwrap(),
-        "--out",
-        s,
-        "--quiet",
-    ]);
+    let out = isoflop(&tokenize);
     assert!(out.contains("3 already done"), "{out}");
     let out = isoflop(&["data", "verify", s]);
     assert!(!out.to_lowercase().contains("error"), "{out}");
@@ -69,63 +81,34 @@ fn tokenize_verify_inspect_train_and_eval_from_the_command_line() {
     );
     // Train a few steps on the shards (the validation file is the held-out split), then evaluate.
     let run = tmp.path().join("run");
-    isoflop(&[
-        "train",
-        "--data",
-        s,
-        "--device",
-        "cpu",
-        "--d-model",
-        "64",
-        "--n-layers",
-        "1",
-        "--seq-len",
-        "32",
-        "--batch-size",
-        "4",
-        "--steps",
-        "5",
-        "--eval-sequences",
-        "8",
-        "--out",
-        run.to_str().unwrap(),
-    ]);
+    isoflop(&tiny_train(s, "4", "5", "8", run.to_str().unwrap()));
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("run.json")).unwrap()).unwrap();
     assert_eq!(manifest["status"], "finished");
     assert_eq!(manifest["data"]["shards"].as_array().unwrap().len(), 3);
     let ck = run.join("checkpoints/step-00000005");
-    let out = isoflop(&[
-        "eval",
-        "--checkpoint",
-        ck.to_str().unwrap(),
-        "--data",
-        s,
-        "--sequences",
-        "8",
-        "--micro-batch",
-        "4",
-        "--device",
-        "cpu",
-    ]);
+    let eval = |sequences: &str, micro_batch: &str| {
+        isoflop(&[
+            "eval",
+            "--checkpoint",
+            ck.to_str().unwrap(),
+            "--data",
+            s,
+            "--sequences",
+            sequences,
+            "--micro-batch",
+            micro_batch,
+            "--device",
+            "cpu",
+        ])
+    };
+    let out = eval("8", "4");
     assert!(
         out.contains("eval loss") && out.contains(" ± ") && !out.contains("NaN"),
         "{out}"
     );
     // One micro-batch gives no spread to estimate an interval from: say so, never "± NaN".
-    let out = isoflop(&[
-        "eval",
-        "--checkpoint",
-        ck.to_str().unwrap(),
-        "--data",
-        s,
-        "--sequences",
-        "4",
-        "--micro-batch",
-        "8",
-        "--device",
-        "cpu",
-    ]);
+    let out = eval("4", "8");
     assert!(
         out.contains("eval loss") && !out.contains("NaN") && out.contains("no interval"),
         "{out}"
@@ -134,17 +117,7 @@ fn tokenize_verify_inspect_train_and_eval_from_the_command_line() {
 
 /// Runs isoflop with `ISOFLOP_CACHE` set; returns (success, stdout + stderr).
 fn isoflop_cached(cache: &std::path::Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new(BIN)
-        .env("ISOFLOP_CACHE", cache)
-        .args(args)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    run_joined(bin().env("ISOFLOP_CACHE", cache).args(args))
 }
 
 #[test]
@@ -201,27 +174,7 @@ fn byte_tokenizer_shards_train_at_v260_and_never_mix_with_sentencepiece_shards()
     // Train a few steps at V = 260 on the byte shards; run.json records the tokenizer identity.
     let run = tmp.path().join("run");
     let train = |data: &str, extra: &[&str], out: &std::path::Path| {
-        let mut a = vec![
-            "train",
-            "--data",
-            data,
-            "--device",
-            "cpu",
-            "--d-model",
-            "64",
-            "--n-layers",
-            "1",
-            "--seq-len",
-            "32",
-            "--batch-size",
-            "4",
-            "--steps",
-            "3",
-            "--eval-sequences",
-            "4",
-            "--out",
-            out.to_str().unwrap(),
-        ];
+        let mut a = tiny_train(data, "4", "3", "4", out.to_str().unwrap());
         a.extend_from_slice(extra);
         isoflop_cached(&cache, &a)
     };
@@ -291,9 +244,9 @@ fn byte_tokenizer_shards_train_at_v260_and_never_mix_with_sentencepiece_shards()
 
 /// Run the binary expecting failure; returns stderr.
 fn isoflop_err(args: &[&str]) -> String {
-    let out = Command::new(BIN).args(args).output().unwrap();
-    assert!(!out.status.success(), "isoflop {args:?} should fail");
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    let (ok, _, stderr) = run(bin().args(args));
+    assert!(!ok, "isoflop {args:?} should fail");
+    stderr
 }
 
 #[test]
@@ -347,29 +300,9 @@ fn task_convert_and_eval_from_the_command_line() {
     assert!(e.contains("labels file"), "{e}");
     // A model with the sample's vocabulary (2 steps on synthetic data) to score with.
     let run = p("run");
-    isoflop(&[
-        "train",
-        "--data",
-        "synthetic",
-        "--vocab-size",
-        "32101",
-        "--device",
-        "cpu",
-        "--d-model",
-        "64",
-        "--n-layers",
-        "1",
-        "--seq-len",
-        "32",
-        "--batch-size",
-        "2",
-        "--steps",
-        "2",
-        "--eval-sequences",
-        "2",
-        "--out",
-        &run,
-    ]);
+    let mut train = tiny_train("synthetic", "2", "2", "2", &run);
+    train.extend(["--vocab-size", "32101"]);
+    isoflop(&train);
     let ck = format!("{run}/checkpoints/step-00000002");
     let verse = format!("{root}/data/tasks/kjv-verse.jsonl");
     let out = isoflop(&[

@@ -1,10 +1,10 @@
 //! `isoflop fit` and `isoflop predict` end to end through the binary: a synthetic sweep directory,
 //! Gadre et al.'s C4 runs, and bad inputs.
 
+use crate::cli::{bin, run};
 use crate::util as fit_support;
 
 use std::path::Path;
-use std::process::Command;
 
 fn isoflop(args: &[&str]) -> (bool, String, String) {
     cmd("fit", args)
@@ -15,29 +15,25 @@ fn predict(args: &[&str]) -> (bool, String, String) {
 }
 
 fn cmd(sub: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_isoflop"))
-        .arg(sub)
-        .args(args)
-        .output()
-        .expect("run isoflop");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
+    run(bin().arg(sub).args(args))
 }
 
 fn write(p: &Path, text: &str) {
     std::fs::write(p, text).unwrap();
 }
 
+/// Writes `cv` as a sweep directory's runs.csv and steps.csv under `dir`.
+fn write_sweep(dir: &Path, cv: &[isoflop::fit::data::Curve]) {
+    let (runs, steps) = fit_support::sweep_csvs(cv);
+    write(&dir.join("runs.csv"), &runs);
+    write(&dir.join("steps.csv"), &steps);
+}
+
 #[test]
 fn sweep_directory_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
     let cv = fit_support::curves(1e7, 1e9, 12, &[25.0, 100.0, 400.0], 30, 0.002, 21);
-    let (runs, steps) = fit_support::sweep_csvs(&cv);
-    write(&dir.path().join("runs.csv"), &runs);
-    write(&dir.path().join("steps.csv"), &steps);
+    write_sweep(dir.path(), &cv);
     let out = dir.path().join("out");
     let d = dir.path().to_str().unwrap();
     let (ok, stdout, stderr) = isoflop(&[
@@ -203,9 +199,7 @@ fn empty_file_is_reported() {
 fn fixed_multiplier_skips_the_unidentifiable_laws() {
     let dir = tempfile::tempdir().unwrap();
     let cv = fit_support::curves(1e7, 1e9, 8, &[100.0], 20, 0.002, 23);
-    let (runs, steps) = fit_support::sweep_csvs(&cv);
-    write(&dir.path().join("runs.csv"), &runs);
-    write(&dir.path().join("steps.csv"), &steps);
+    write_sweep(dir.path(), &cv);
     let (ok, stdout, stderr) = isoflop(&[
         dir.path().to_str().unwrap(),
         "--bootstrap",
@@ -356,16 +350,7 @@ fn an_insane_fit_is_flagged_not_called_converged() {
 }
 
 fn compare(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_isoflop"))
-        .arg("compare")
-        .args(args)
-        .output()
-        .expect("run isoflop");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
+    cmd("compare", args)
 }
 
 /// Porian et al. (2024), RefinedWeb: their tuned recipe against the Kaplan-reproduction recipe, from the

@@ -1,29 +1,14 @@
 //! The README's micro sweep, run for real on the bundled sample as CI runs it, and its export fed to
 //! `isoflop fit` without hand editing.
 
+use crate::cli::{bin, isoflop, run};
 use serde_json::Value;
 use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_isoflop");
-
-fn isoflop(args: &[&str]) -> String {
-    let out = Command::new(BIN).args(args).output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "isoflop {args:?} failed:\n{text}");
-    text
-}
-
 /// Run the binary expecting failure: (succeeded, stderr).
 fn isoflop_fails(args: &[&str]) -> (bool, String) {
-    let out = Command::new(BIN).args(args).output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let (ok, _, stderr) = run(bin().args(args));
+    (ok, stderr)
 }
 
 #[test]
