@@ -16,7 +16,7 @@ use common::{for_each_device, harness, with_schedule, Dev};
 use half::bf16;
 use isoflop::backend::{AdamWStep, DecayMode};
 use isoflop::cpu::ops;
-use isoflop::cuda::gpu::DevBuf;
+use isoflop::cuda::gpu::{DevBuf, KernelParam};
 
 fn ok(r: Result<(), String>) {
     if let Err(e) = r {
@@ -29,108 +29,80 @@ fn big(dev: &Dev) -> bool {
     !dev.is_emulated()
 }
 
+/// Launches elementwise kernel `name(inputs..., out, (long long) n)` over `n = want.len()` elements into a
+/// fresh NaN-filled output (bf16, widened, when `bf16_out`) and checks it against `want` within `rtol`,
+/// `atol`.
+fn check_elementwise(
+    dev: &Dev,
+    name: &str,
+    inputs: &[u64],
+    bf16_out: bool,
+    want: &[f32],
+    rtol: f32,
+    atol: f32,
+) {
+    let n = want.len();
+    let nn = n as i64;
+    let launch = |out: u64| {
+        let mut args: Vec<&dyn KernelParam> =
+            inputs.iter().map(|p| p as &dyn KernelParam).collect();
+        args.extend([&out as &dyn KernelParam, &nn]);
+        dev.launch(name, (elementwise_grid(n), 1, 1), 256, 0, &args);
+    };
+    let got = if bf16_out {
+        let out = dev.nan_bf16(n);
+        launch(out.ptr());
+        dev.get_bf16(&out)
+    } else {
+        let out = dev.nan_f32(n);
+        launch(out.ptr());
+        dev.get_f32(&out)
+    };
+    ok(check_close(name, &got, want, rtol, atol));
+}
+
 fn run_gelu(dev: &Dev) {
     for n in elementwise_cases(big(dev)) {
         let mut r = rng(n as u64);
         let x = uniform(&mut r, n, -5.0, 5.0);
         let dout = uniform(&mut r, n, -1.0, 1.0);
-        let (g, nn) = ((elementwise_grid(n), 1, 1), n as i64);
         let mut want = vec![0f32; n];
         ops::gelu_forward(&x, &mut want);
         let (xd, dd) = (dev.f32(&x), dev.f32(&dout));
-        let out = dev.nan_f32(n);
-        dev.launch("gelu_forward_f32", g, 256, 0, &[&xd.ptr(), &out.ptr(), &nn]);
-        ok(check_close(
-            "gelu_forward_f32",
-            &dev.get_f32(&out),
-            &want,
-            1e-5,
-            1e-6,
-        ));
-        let outb = dev.nan_bf16(n);
-        dev.launch(
-            "gelu_forward_f32_bf16",
-            g,
-            256,
-            0,
-            &[&xd.ptr(), &outb.ptr(), &nn],
-        );
-        ok(check_close(
-            "gelu_forward_f32_bf16",
-            &dev.get_bf16(&outb),
-            &want,
-            1e-2,
-            1e-3,
-        ));
         let xb = round_bf16(&x);
         let mut want_b = vec![0f32; n];
         ops::gelu_forward(&xb, &mut want_b);
         let xbd = dev.bf16(&x);
-        let outb = dev.nan_bf16(n);
-        dev.launch(
-            "gelu_forward_bf16",
-            g,
-            256,
-            0,
-            &[&xbd.ptr(), &outb.ptr(), &nn],
-        );
-        ok(check_close(
-            "gelu_forward_bf16",
-            &dev.get_bf16(&outb),
-            &want_b,
-            1e-2,
-            1e-3,
-        ));
-
         let mut dwant = vec![0f32; n];
         ops::gelu_backward(&dout, &x, &mut dwant);
-        let dx = dev.nan_f32(n);
-        dev.launch(
-            "gelu_backward_f32",
-            g,
-            256,
-            0,
-            &[&dd.ptr(), &xd.ptr(), &dx.ptr(), &nn],
-        );
-        ok(check_close(
-            "gelu_backward_f32",
-            &dev.get_f32(&dx),
-            &dwant,
-            1e-5,
-            1e-6,
-        ));
-        let dxb = dev.nan_bf16(n);
-        dev.launch(
-            "gelu_backward_f32_bf16",
-            g,
-            256,
-            0,
-            &[&dd.ptr(), &xd.ptr(), &dxb.ptr(), &nn],
-        );
-        ok(check_close(
-            "gelu_backward_f32_bf16",
-            &dev.get_bf16(&dxb),
-            &dwant,
-            1e-2,
-            1e-3,
-        ));
         let mut dwant_b = vec![0f32; n];
         ops::gelu_backward(&dout, &xb, &mut dwant_b);
-        let dxb = dev.nan_bf16(n);
-        dev.launch(
-            "gelu_backward_bf16",
-            g,
-            256,
-            0,
-            &[&dd.ptr(), &xbd.ptr(), &dxb.ptr(), &nn],
-        );
-        ok(check_close(
-            "gelu_backward_bf16",
-            &dev.get_bf16(&dxb),
-            &dwant_b,
-            1e-2,
-            1e-3,
-        ));
+        let (x32, x16, d32) = (xd.ptr(), xbd.ptr(), dd.ptr());
+        // (kernel, inputs, bf16 output, reference, rtol, atol)
+        for (name, inputs, bf16_out, want, rtol, atol) in [
+            ("gelu_forward_f32", &[x32][..], false, &want, 1e-5, 1e-6),
+            ("gelu_forward_f32_bf16", &[x32], true, &want, 1e-2, 1e-3),
+            ("gelu_forward_bf16", &[x16], true, &want_b, 1e-2, 1e-3),
+            ("gelu_backward_f32", &[d32, x32], false, &dwant, 1e-5, 1e-6),
+            (
+                "gelu_backward_f32_bf16",
+                &[d32, x32],
+                true,
+                &dwant,
+                1e-2,
+                1e-3,
+            ),
+            (
+                "gelu_backward_bf16",
+                &[d32, x16],
+                true,
+                &dwant_b,
+                1e-2,
+                1e-3,
+            ),
+        ] {
+            check_elementwise(dev, name, inputs, bf16_out, want, rtol, atol);
+        }
     }
 }
 
@@ -167,15 +139,16 @@ fn run_residual(dev: &Dev) {
             0.0,
             0.0,
         ));
-        let (xd, out) = (dev.f32(&x), dev.nan_f32(n));
-        dev.launch(
+        let xd = dev.f32(&x);
+        check_elementwise(
+            dev,
             "add_f32",
-            g,
-            256,
-            0,
-            &[&xd.ptr(), &yd.ptr(), &out.ptr(), &nn],
+            &[xd.ptr(), yd.ptr()],
+            false,
+            &want,
+            0.0,
+            0.0,
         );
-        ok(check_close("add_f32", &dev.get_f32(&out), &want, 0.0, 0.0));
         let xb = dev.nan_bf16(n);
         dev.launch("cast_f32_to_bf16", g, 256, 0, &[&xd.ptr(), &xb.ptr(), &nn]);
         let bits: Vec<u16> = dev.get(&xb).iter().map(|v: &bf16| v.to_bits()).collect();
@@ -184,21 +157,16 @@ fn run_residual(dev: &Dev) {
             bits, want_bits,
             "cast_f32_to_bf16 n={n}: round to nearest even"
         );
-        let back = dev.nan_f32(n);
-        dev.launch(
+        let want_back = round_bf16(&x);
+        check_elementwise(
+            dev,
             "cast_bf16_to_f32",
-            g,
-            256,
-            0,
-            &[&xb.ptr(), &back.ptr(), &nn],
+            &[xb.ptr()],
+            false,
+            &want_back,
+            0.0,
+            0.0,
         );
-        ok(check_close(
-            "cast_bf16_to_f32",
-            &dev.get_f32(&back),
-            &round_bf16(&x),
-            0.0,
-            0.0,
-        ));
         let z = dev.f32(&x);
         dev.launch("zero_f32", g, 256, 0, &[&z.ptr(), &nn]);
         assert!(dev.get_f32(&z).iter().all(|&v| v == 0.0));
@@ -221,41 +189,25 @@ fn run_layernorm(dev: &Dev) {
         let (xd, sd) = (dev.f32(&x), dev.f32(&scale));
         for kernel in ["layernorm_forward_f32", "layernorm_forward_bf16"] {
             let (mean, rstd) = (dev.nan_f32(n), dev.nan_f32(n));
+            let launch = |out: u64| {
+                let args: [&dyn KernelParam; 7] = [
+                    &xd.ptr(),
+                    &sd.ptr(),
+                    &out,
+                    &mean.ptr(),
+                    &rstd.ptr(),
+                    &ni,
+                    &ci,
+                ];
+                dev.launch(kernel, grid, 128, 0, &args);
+            };
             let got = if kernel.ends_with("f32") {
                 let out = dev.nan_f32(n * c);
-                dev.launch(
-                    kernel,
-                    grid,
-                    128,
-                    0,
-                    &[
-                        &xd.ptr(),
-                        &sd.ptr(),
-                        &out.ptr(),
-                        &mean.ptr(),
-                        &rstd.ptr(),
-                        &ni,
-                        &ci,
-                    ],
-                );
+                launch(out.ptr());
                 dev.get_f32(&out)
             } else {
                 let out = dev.nan_bf16(n * c);
-                dev.launch(
-                    kernel,
-                    grid,
-                    128,
-                    0,
-                    &[
-                        &xd.ptr(),
-                        &sd.ptr(),
-                        &out.ptr(),
-                        &mean.ptr(),
-                        &rstd.ptr(),
-                        &ni,
-                        &ci,
-                    ],
-                );
+                launch(out.ptr());
                 dev.get_bf16(&out)
             };
             let tol = if kernel.ends_with("f32") { 1e-4 } else { 1e-2 };
@@ -938,58 +890,33 @@ fn run_fused_attention_is_deterministic(dev: &mut Dev) {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-#[test]
-fn gelu_matches_reference() {
-    for_each_device("gelu_matches_reference", |d| run_gelu(d));
+/// The kernel families checked against the CPU reference, each `name => runner`: a `#[test]` `name` runs
+/// `runner` on every device, and [`KERNEL_CASES`] lists the runners for the sanitized child.
+macro_rules! kernel_cases {
+    ($($name:ident => $run:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                for_each_device(stringify!($name), |d| $run(d));
+            }
+        )*
+
+        /// Every family's runner, in the order the sanitized child runs them.
+        const KERNEL_CASES: &[fn(&Dev)] = &[$($run),*];
+    };
 }
 
-#[test]
-fn residual_and_casts_match_reference() {
-    for_each_device("residual_and_casts_match_reference", |d| run_residual(d));
-}
-
-#[test]
-fn layernorm_matches_reference() {
-    for_each_device("layernorm_matches_reference", |d| run_layernorm(d));
-}
-
-#[test]
-fn embedding_matches_reference() {
-    for_each_device("embedding_matches_reference", |d| run_embedding(d));
-}
-
-#[test]
-fn embedding_forward_marks_out_of_range_ids() {
-    for_each_device("embedding_forward_marks_out_of_range_ids", |d| {
-        run_embedding_out_of_range(d)
-    });
-}
-
-#[test]
-fn cross_entropy_matches_reference() {
-    for_each_device("cross_entropy_matches_reference", |d| run_cross_entropy(d));
-}
-
-#[test]
-fn token_scores_match_reference() {
-    for_each_device("token_scores_match_reference", |d| run_token_scores(d));
-}
-
-#[test]
-fn adamw_matches_reference() {
-    for_each_device("adamw_matches_reference", |d| run_adamw(d));
-}
-
-#[test]
-fn adamw_without_bf16_copy() {
-    for_each_device("adamw_without_bf16_copy", |d| {
-        run_adamw_without_bf16_copy(d)
-    });
-}
-
-#[test]
-fn reductions_match_reference() {
-    for_each_device("reductions_match_reference", |d| run_reduce(d));
+kernel_cases! {
+    layernorm_matches_reference => run_layernorm,
+    embedding_matches_reference => run_embedding,
+    embedding_forward_marks_out_of_range_ids => run_embedding_out_of_range,
+    cross_entropy_matches_reference => run_cross_entropy,
+    token_scores_match_reference => run_token_scores,
+    gelu_matches_reference => run_gelu,
+    residual_and_casts_match_reference => run_residual,
+    adamw_matches_reference => run_adamw,
+    adamw_without_bf16_copy => run_adamw_without_bf16_copy,
+    reductions_match_reference => run_reduce,
 }
 
 #[test]
@@ -1058,16 +985,9 @@ fn sanitized_child_kernel_cases() {
         return;
     };
     let mut dev = Dev::emulated_with(Box::leak(Box::new(lib)));
-    run_layernorm(&dev);
-    run_embedding(&dev);
-    run_embedding_out_of_range(&dev);
-    run_cross_entropy(&dev);
-    run_token_scores(&dev);
-    run_gelu(&dev);
-    run_residual(&dev);
-    run_adamw(&dev);
-    run_adamw_without_bf16_copy(&dev);
-    run_reduce(&dev);
+    for run in KERNEL_CASES {
+        run(&dev);
+    }
     let shapes = [
         ac::Case { b: 1, t: 1, h: 1 },
         ac::Case {

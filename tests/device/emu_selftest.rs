@@ -289,18 +289,21 @@ fn warp_shuffles_votes_and_reductions() {
     }
 }
 
+/// Launches `emu_test_divergent` on one warp over a 32-int buffer, followed by `extra` arguments; the
+/// launch must fail (`why`): returns its error.
+fn divergent_launch_err(extra: &[&dyn harness::KernelArg], why: &str) -> String {
+    let mut out = vec![0i32; 32];
+    let ptr = out.as_mut_ptr();
+    let mut args: Vec<&dyn harness::KernelArg> = vec![&ptr];
+    args.extend_from_slice(extra);
+    lib()
+        .launch("emu_test_divergent", (1, 1, 1), (32, 1, 1), 0, &args)
+        .expect_err(why)
+}
+
 #[test]
 fn divergent_collectives_are_reported_as_deadlock() {
-    let mut out = vec![0i32; 32];
-    let err = lib()
-        .launch(
-            "emu_test_divergent",
-            (1, 1, 1),
-            (32, 1, 1),
-            0,
-            &[&out.as_mut_ptr()],
-        )
-        .expect_err("divergent warp collective must fail");
+    let err = divergent_launch_err(&[], "divergent warp collective must fail");
     assert!(err.contains("deadlock"), "{err}");
     // The library stays usable after a failed launch.
     barrier_scan_and_syncthreads_count();
@@ -308,16 +311,7 @@ fn divergent_collectives_are_reported_as_deadlock() {
 
 #[test]
 fn launch_checks_argument_sizes() {
-    let mut out = vec![0i32; 32];
-    let err = lib()
-        .launch(
-            "emu_test_divergent",
-            (1, 1, 1),
-            (32, 1, 1),
-            0,
-            &[&out.as_mut_ptr(), &1i32],
-        )
-        .expect_err("too many arguments");
+    let err = divergent_launch_err(&[&1i32], "too many arguments");
     assert!(err.contains("parameter sizes"), "{err}");
     assert!(lib()
         .launch("no_such_kernel", (1, 1, 1), (32, 1, 1), 0, &[])
@@ -396,62 +390,54 @@ fn child_lib() -> Option<EmuLib> {
     harness::sanitized_lib_in_child()
 }
 
-#[test]
-#[ignore = "run by sanitizer_build_catches_out_of_bounds in a child process"]
-fn sanitized_child_inbounds() {
-    let Some(lib) = child_lib() else { return };
+/// In a sanitized child process: `kernel` of tests/emu/oob.cu on one block of 32 threads with `shmem`
+/// bytes of dynamic shared memory, over a 32-float buffer (its length passed too when `pass_len`).
+/// Returns the launch's result and the buffer; None outside such a child.
+fn launch_in_child(
+    kernel: &str,
+    shmem: usize,
+    pass_len: bool,
+) -> Option<(Result<(), String>, Vec<f32>)> {
+    let lib = child_lib()?;
     let mut out = vec![0f32; 32];
-    lib.launch(
-        "emu_inbounds",
-        (1, 1, 1),
-        (32, 1, 1),
-        0,
-        &[&out.as_mut_ptr(), &32i32],
-    )
-    .unwrap();
-    assert_eq!(out[31], 31.0);
+    let (ptr, len) = (out.as_mut_ptr(), 32i32);
+    let ptr_len: [&dyn harness::KernelArg; 2] = [&ptr, &len];
+    let args = if pass_len {
+        &ptr_len[..]
+    } else {
+        &ptr_len[..1]
+    };
+    let result = lib.launch(kernel, (1, 1, 1), (32, 1, 1), shmem, args);
+    Some((result, out))
 }
 
 #[test]
 #[ignore = "run by sanitizer_build_catches_out_of_bounds in a child process"]
+fn sanitized_child_inbounds() {
+    let Some((result, out)) = launch_in_child("emu_inbounds", 0, true) else {
+        return;
+    };
+    result.unwrap();
+    assert_eq!(out[31], 31.0);
+}
+
+// The three out-of-bounds kernels: the sanitizers abort the child before the launch returns.
+#[test]
+#[ignore = "run by sanitizer_build_catches_out_of_bounds in a child process"]
 fn sanitized_child_static_smem() {
-    let Some(lib) = child_lib() else { return };
-    let mut out = vec![0f32; 32];
-    let _ = lib.launch(
-        "emu_oob_static_smem",
-        (1, 1, 1),
-        (32, 1, 1),
-        0,
-        &[&out.as_mut_ptr()],
-    );
+    let _ = launch_in_child("emu_oob_static_smem", 0, false);
 }
 
 #[test]
 #[ignore = "run by sanitizer_build_catches_out_of_bounds in a child process"]
 fn sanitized_child_dyn_smem() {
-    let Some(lib) = child_lib() else { return };
-    let mut out = vec![0f32; 32];
-    let _ = lib.launch(
-        "emu_oob_dyn_smem",
-        (1, 1, 1),
-        (32, 1, 1),
-        32 * 4,
-        &[&out.as_mut_ptr()],
-    );
+    let _ = launch_in_child("emu_oob_dyn_smem", 32 * 4, false);
 }
 
 #[test]
 #[ignore = "run by sanitizer_build_catches_out_of_bounds in a child process"]
 fn sanitized_child_global() {
-    let Some(lib) = child_lib() else { return };
-    let mut out = vec![0f32; 32];
-    let _ = lib.launch(
-        "emu_oob_global",
-        (1, 1, 1),
-        (32, 1, 1),
-        0,
-        &[&out.as_mut_ptr(), &32i32],
-    );
+    let _ = launch_in_child("emu_oob_global", 0, true);
 }
 
 #[test]
