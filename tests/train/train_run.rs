@@ -69,6 +69,13 @@ fn train_lines(dir: &Path) -> usize {
         .map_or(0, |s| s.lines().filter(|l| l.contains("\"train\"")).count())
 }
 
+/// [`small_args`] followed by `extra`.
+fn small_args_with(dir: &Path, steps: u64, extra: &[&str]) -> Vec<String> {
+    let mut args = small_args(dir, steps);
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
+}
+
 fn run_ok(args: &[String]) -> String {
     let out = Command::new(BIN).args(args).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -157,8 +164,7 @@ fn sigkill_at_a_random_step_then_resume_is_bitwise_identical() {
             .subsec_nanos() as usize
             % 50);
     eprintln!("killing after {kill_at} steps");
-    let mut args = small_args(&dir, steps);
-    args.extend(["--checkpoint-every".into(), "7".into()]);
+    let args = small_args_with(&dir, steps, &["--checkpoint-every", "7"]);
     let mut child = Command::new(BIN)
         .args(&args)
         .stderr(Stdio::null())
@@ -195,8 +201,7 @@ fn sigterm_writes_a_checkpoint_and_resume_matches() {
     let (_t, refdir) = reference(steps);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("term");
-    let mut args = small_args(&dir, steps);
-    args.extend(["--checkpoint-every".into(), "0".into()]);
+    let args = small_args_with(&dir, steps, &["--checkpoint-every", "0"]);
     let child = Command::new(BIN)
         .args(&args)
         .stderr(Stdio::piped())
@@ -394,13 +399,7 @@ fn info_prints_counts_and_budgets() {
 fn resume_refuses_a_checkpoint_from_another_configuration() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("mismatch");
-    let mut args = small_args(&dir, 20);
-    args.extend([
-        "--stop-after".into(),
-        "5".into(),
-        "--checkpoint-every".into(),
-        "0".into(),
-    ]);
+    let args = small_args_with(&dir, 20, &["--stop-after", "5", "--checkpoint-every", "0"]);
     let out = Command::new(BIN).args(&args).output().unwrap();
     assert!(!out.status.success());
     assert_eq!(manifest(&dir)["status"], "interrupted");
@@ -497,8 +496,7 @@ fn a_closed_stderr_does_not_stop_training() {
     use std::io::BufRead;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("pipe");
-    let mut args = small_args(&dir, 30);
-    args.extend(["--log-every".into(), "1".into()]);
+    let args = small_args_with(&dir, 30, &["--log-every", "1"]);
     let mut child = Command::new(BIN)
         .args(&args)
         .stderr(Stdio::piped())
@@ -556,12 +554,7 @@ fn sighup_is_ignored_unless_stop_on_hangup() {
     assert!(log.contains("SIGHUP"), "{log}");
 
     let dir = tmp.path().join("hup-stop");
-    let mut args = small_args(&dir, 60);
-    args.extend([
-        "--stop-on-hangup".into(),
-        "--checkpoint-every".into(),
-        "0".into(),
-    ]);
+    let args = small_args_with(&dir, 60, &["--stop-on-hangup", "--checkpoint-every", "0"]);
     let out = signal_after(&args, &dir, 3, libc::SIGHUP);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -624,17 +617,17 @@ fn resume_keeps_the_runs_settings_and_records_overrides() {
     let (_t, refdir) = reference(30);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("ops");
-    let mut args = small_args(&dir, 30);
-    args.extend(
-        [
+    let args = small_args_with(
+        &dir,
+        30,
+        &[
             "--checkpoint-every",
             "5",
             "--keep-checkpoints",
             "3",
             "--stop-after",
             "12",
-        ]
-        .map(String::from),
+        ],
     );
     let _ = Command::new(BIN).args(&args).output().unwrap();
     assert_eq!(manifest(&dir)["status"], "interrupted");
@@ -861,8 +854,7 @@ fn checkpoints_that_do_not_fit_are_skipped_and_training_goes_on() {
     // 3 MiB: run.json and metrics fit, a checkpoint (2 MB of parameters, 4 MB of moments) does not.
     let fs = Tmpfs::mount(3 << 20);
     let dir = fs.dir.join("run");
-    let mut args = small_args(&dir, 20);
-    args.extend(["--checkpoint-every".into(), "10".into()]);
+    let args = small_args_with(&dir, 20, &["--checkpoint-every", "10"]);
     let err = run_ok(&args);
     assert!(
         err.contains("checkpoint not written") && err.contains("No space left on device"),
@@ -887,8 +879,7 @@ fn a_disk_that_fills_up_stops_the_run_cleanly_and_it_resumes() {
     let (_t, refdir) = reference(steps);
     let fs = Tmpfs::mount(40 << 20);
     let dir = fs.dir.join("run");
-    let mut args = small_args(&dir, steps);
-    args.extend(["--checkpoint-every".into(), "25".into()]);
+    let args = small_args_with(&dir, steps, &["--checkpoint-every", "25"]);
     let mut child = Command::new(BIN)
         .args(&args)
         .stderr(Stdio::piped())
@@ -930,8 +921,11 @@ fn a_disk_that_fills_up_stops_the_run_cleanly_and_it_resumes() {
 fn no_final_checkpoint_writes_no_checkpoint_and_refuses_resume() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("nockpt");
-    let mut args = small_args(&dir, 6);
-    args.extend(["--checkpoint-every", "0", "--no-final-checkpoint"].map(String::from));
+    let args = small_args_with(
+        &dir,
+        6,
+        &["--checkpoint-every", "0", "--no-final-checkpoint"],
+    );
     run_ok(&args);
     assert_eq!(train_lines(&dir), 6);
     assert_eq!(manifest(&dir)["status"], "finished");
@@ -940,16 +934,16 @@ fn no_final_checkpoint_writes_no_checkpoint_and_refuses_resume() {
     assert_eq!(n, 0, "{} holds checkpoints", ckpts.display());
     // Interrupted (as by SIGTERM from `timeout`): still no checkpoint, and the error says why.
     let dir2 = tmp.path().join("stopped");
-    let mut args = small_args(&dir2, 6);
-    args.extend(
-        [
+    let args = small_args_with(
+        &dir2,
+        6,
+        &[
             "--checkpoint-every",
             "0",
             "--no-final-checkpoint",
             "--stop-after",
             "2",
-        ]
-        .map(String::from),
+        ],
     );
     let out = Command::new(BIN).args(&args).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
