@@ -22,6 +22,16 @@ fn write(p: &Path, text: &str) {
     std::fs::write(p, text).unwrap();
 }
 
+/// `isoflop fit` of Gadre et al.'s C4 runs (`fx`/gadre_c4_fit.csv) with the over-training law and `extra`
+/// flags, no plots, into `out`: (success, stdout, stderr).
+fn fit_gadre(fx: &Path, out: &str, extra: &[&str]) -> (bool, String, String) {
+    let fit_csv = fx.join("gadre_c4_fit.csv");
+    let mut args = vec![fit_csv.to_str().unwrap(), "--approach", "overtrain"];
+    args.extend_from_slice(extra);
+    args.extend(["--no-plots", "--out", out]);
+    isoflop(&args)
+}
+
 /// Writes `cv` as a sweep directory's runs.csv and steps.csv under `dir`.
 fn write_sweep(dir: &Path, cv: &[isoflop::fit::data::Curve]) {
     let (runs, steps) = fit_support::sweep_csvs(cv);
@@ -453,33 +463,19 @@ fn gadre_c4_overtraining_predictions() {
     let dir = tempfile::tempdir().unwrap();
     let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let out = dir.path().join("fit");
-    let (ok, stdout, stderr) = isoflop(&[
-        fx.join("gadre_c4_fit.csv").to_str().unwrap(),
-        "--approach",
-        "overtrain",
-        "--objective",
-        "lsq",
-        "--bootstrap",
-        "300",
-        "--no-plots",
-        "--out",
+    let (ok, stdout, stderr) = fit_gadre(
+        &fx,
         out.to_str().unwrap(),
-    ]);
+        &["--objective", "lsq", "--bootstrap", "300"],
+    );
     assert!(ok, "{stdout}\n{stderr}");
     // Seeded: the same fit writes the same replicates.
     let again = dir.path().join("again");
-    let (ok, _, stderr) = isoflop(&[
-        fx.join("gadre_c4_fit.csv").to_str().unwrap(),
-        "--approach",
-        "overtrain",
-        "--objective",
-        "lsq",
-        "--bootstrap",
-        "300",
-        "--no-plots",
-        "--out",
+    let (ok, _, stderr) = fit_gadre(
+        &fx,
         again.to_str().unwrap(),
-    ]);
+        &["--objective", "lsq", "--bootstrap", "300"],
+    );
     assert!(ok, "{stderr}");
     let side = |d: &Path| std::fs::read_to_string(d.join("bootstrap.json")).unwrap();
     assert_eq!(side(&out), side(&again));
@@ -558,16 +554,7 @@ fn predict_bad_input() {
     // No fit yet.
     let (ok, _, e) = predict(&[o, "--flops", "1e20"]);
     assert!(!ok && e.contains("no such file"), "{e}");
-    let (ok, _, e) = isoflop(&[
-        fx.join("gadre_c4_fit.csv").to_str().unwrap(),
-        "--approach",
-        "overtrain",
-        "--bootstrap",
-        "0",
-        "--no-plots",
-        "--out",
-        o,
-    ]);
+    let (ok, _, e) = fit_gadre(&fx, o, &["--bootstrap", "0"]);
     assert!(ok, "{e}");
     // Non-positive and incomplete targets.
     let (ok, _, e) = predict(&[o, "--n=-1e9", "--tokens", "1e10"]);
@@ -737,18 +724,11 @@ fn gadre_c4_downstream_law_and_chained_error() {
     let dir = tempfile::tempdir().unwrap();
     let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let loss = dir.path().join("loss");
-    let (ok, _, e) = isoflop(&[
-        fx.join("gadre_c4_fit.csv").to_str().unwrap(),
-        "--approach",
-        "overtrain",
-        "--objective",
-        "lsq",
-        "--bootstrap",
-        "200",
-        "--no-plots",
-        "--out",
+    let (ok, _, e) = fit_gadre(
+        &fx,
         loss.to_str().unwrap(),
-    ]);
+        &["--objective", "lsq", "--bootstrap", "200"],
+    );
     assert!(ok, "{e}");
     // (column, k, γ, ε, authors' prediction, measured error of the 6.9B run)
     for (col, k, g, eps, author, measured) in [
@@ -938,16 +918,7 @@ fn downstream_fit_small_and_bad_input() {
     assert!(!ok && e.contains("--chance"), "{e}");
     // A loss-law fit without an error law, given as --error-fit.
     let lo = dir.path().join("loss");
-    let (ok, _, e) = isoflop(&[
-        fx.join("gadre_c4_fit.csv").to_str().unwrap(),
-        "--approach",
-        "overtrain",
-        "--bootstrap",
-        "0",
-        "--no-plots",
-        "--out",
-        lo.to_str().unwrap(),
-    ]);
+    let (ok, _, e) = fit_gadre(&fx, lo.to_str().unwrap(), &["--bootstrap", "0"]);
     assert!(ok, "{e}");
     let (ok, _, e) = predict(&[
         lo.to_str().unwrap(),
