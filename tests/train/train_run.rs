@@ -76,6 +76,19 @@ fn small_args_with(dir: &Path, steps: u64, extra: &[&str]) -> Vec<String> {
     args
 }
 
+/// `train --resume DIR --device cpu`.
+fn resume_on_cpu(dir: &Path) -> Vec<String> {
+    [
+        "train",
+        "--resume",
+        &dir.display().to_string(),
+        "--device",
+        "cpu",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 fn run_ok(args: &[String]) -> String {
     let out = Command::new(BIN).args(args).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -182,13 +195,7 @@ fn sigkill_at_a_random_step_then_resume_is_bitwise_identical() {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     assert_eq!(manifest(&dir)["status"], "running");
-    run_ok(&[
-        "train".into(),
-        "--resume".into(),
-        dir.display().to_string(),
-        "--device".into(),
-        "cpu".into(),
-    ]);
+    run_ok(&resume_on_cpu(&dir));
     assert_eq!(losses(&dir), expected);
     let m = manifest(&dir);
     assert_eq!(m["status"], "finished");
@@ -747,13 +754,7 @@ fn damaged_checkpoints_and_metrics_are_refused_or_repaired_on_resume() {
         })
         .collect();
     std::fs::write(dir.join("metrics.jsonl"), damaged.join("\n") + "\n").unwrap();
-    let err = run_ok(&[
-        "train".into(),
-        "--resume".into(),
-        dir.display().to_string(),
-        "--device".into(),
-        "cpu".into(),
-    ]);
+    let err = run_ok(&resume_on_cpu(&dir));
     let m = manifest(&dir);
     let warnings: Vec<&str> = m["warnings"]
         .as_array()
@@ -1015,13 +1016,7 @@ fn a_run_interrupted_by_main_resumes_bitwise() {
     let expected = loss_rows(&dir.join("uninterrupted-metrics.jsonl"));
     std::fs::remove_file(dir.join("uninterrupted-metrics.jsonl")).unwrap();
     assert_eq!(manifest(&dir)["status"], "interrupted");
-    let err = run_ok(&[
-        "train".into(),
-        "--resume".into(),
-        dir.display().to_string(),
-        "--device".into(),
-        "cpu".into(),
-    ]);
+    let err = run_ok(&resume_on_cpu(&dir));
     assert!(
         err.contains("resuming") && err.contains("at step 3/6"),
         "{err}"
