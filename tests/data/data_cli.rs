@@ -254,12 +254,13 @@ fn task_convert_and_eval_from_the_command_line() {
     let tmp = tempfile::tempdir().unwrap();
     let root = env!("CARGO_MANIFEST_DIR");
     let p = |n: &str| tmp.path().join(n).to_str().unwrap().to_string();
+    // Writes `text` to the temporary file `n`.
+    let put = |n: &str, text: &str| std::fs::write(p(n), text).unwrap();
     // LAMBADA plain text → cloze task; ARC jsonl → multiple choice.
-    std::fs::write(
-        p("lambada.txt"),
+    put(
+        "lambada.txt",
         "he looked at the old man and said goodbye to his friend george\n",
-    )
-    .unwrap();
+    );
     let out = isoflop(&[
         "data",
         "task",
@@ -271,11 +272,10 @@ fn task_convert_and_eval_from_the_command_line() {
         &p("lambada.jsonl"),
     ]);
     assert!(out.contains("1 items"), "{out}");
-    std::fs::write(
-        p("arc.jsonl"),
+    put(
+        "arc.jsonl",
         r#"{"id": "q1", "question": {"stem": "Which is a gas?", "choices": [{"text": "ice", "label": "A"}, {"text": "steam", "label": "B"}]}, "answerKey": "B"}"#,
-    )
-    .unwrap();
+    );
     isoflop(&[
         "data",
         "task",
@@ -371,11 +371,10 @@ fn task_convert_and_eval_from_the_command_line() {
         "{out}"
     );
     // A bad line is an error naming the file and the line.
-    std::fs::write(
-        p("bad.jsonl"),
+    put(
+        "bad.jsonl",
         "{\"context\": \"a\", \"choices\": [\" b\", \" c\"], \"label\": 1}\n{\"context\": \"a\", \"choices\": [\" b\"], \"label\": 3}\n",
-    )
-    .unwrap();
+    );
     let e = isoflop_err(&[
         "eval",
         "--checkpoint",
