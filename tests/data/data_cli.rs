@@ -249,6 +249,17 @@ fn isoflop_err(args: &[&str]) -> String {
     stderr
 }
 
+/// `isoflop eval` of checkpoint `ck` on the first 3 items of each of `tasks`, on the CPU, then `extra`.
+fn eval_tasks<'a>(ck: &'a str, tasks: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["eval", "--checkpoint", ck];
+    for task in tasks {
+        args.extend(["--task", task]);
+    }
+    args.extend(["--limit", "3", "--device", "cpu"]);
+    args.extend_from_slice(extra);
+    args
+}
+
 #[test]
 fn task_convert_and_eval_from_the_command_line() {
     let tmp = tempfile::tempdir().unwrap();
@@ -305,24 +316,11 @@ fn task_convert_and_eval_from_the_command_line() {
     isoflop(&train);
     let ck = format!("{run}/checkpoints/step-00000002");
     let verse = format!("{root}/data/tasks/kjv-verse.jsonl");
-    let out = isoflop(&[
-        "eval",
-        "--checkpoint",
+    let out = isoflop(&eval_tasks(
         &ck,
-        "--task",
-        &p("lambada.jsonl"),
-        "--task",
-        &p("arc-t.jsonl"),
-        "--task",
-        &verse,
-        "--limit",
-        "3",
-        "--device",
-        "cpu",
-        "--json",
-        "--out",
-        &p("res.json"),
-    ]);
+        &[&p("lambada.jsonl"), &p("arc-t.jsonl"), &verse],
+        &["--json", "--out", &p("res.json")],
+    ));
     let j: serde_json::Value =
         serde_json::from_str(out.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
     assert_eq!(
@@ -355,17 +353,7 @@ fn task_convert_and_eval_from_the_command_line() {
     let mean = t.iter().map(|x| x["err"].as_f64().unwrap()).sum::<f64>() / 3.0;
     assert!((j["err_avg"].as_f64().unwrap() - mean).abs() < 1e-12);
     // The table form says the same, with the truncation count.
-    let out = isoflop(&[
-        "eval",
-        "--checkpoint",
-        &ck,
-        "--task",
-        &verse,
-        "--limit",
-        "3",
-        "--device",
-        "cpu",
-    ]);
+    let out = isoflop(&eval_tasks(&ck, &[&verse], &[]));
     assert!(
         out.contains("kjv-verse: 3 items, acc ") && out.contains("truncated on the left"),
         "{out}"
