@@ -2,11 +2,12 @@
 //! (D=64, L=2, T=128, V=32101, 8 sequences) and the forward of its dominant ops.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use isoflop::backend::{AdamWStep, Backend, DecayMode, TokenBatch};
+use isoflop::backend::{AdamWStep, Backend, TokenBatch};
 use isoflop::cpu::ops::{
     attention_forward, cross_entropy_in_place, matmul_backward, matmul_forward, OutMode,
 };
 use isoflop::cpu::CpuBackend;
+use isoflop::cuda::kernel_bench::bench_adamw_step;
 use isoflop::model::config::preset;
 use isoflop::model::init_params;
 use rand::{Rng, SeedableRng};
@@ -37,15 +38,11 @@ fn train_step(c: &mut Criterion) {
                 // Built inside the timed loop: the split and the checks are part of a step.
                 let batch = TokenBatch::new(&cfg, &toks, B).expect("valid batch");
                 let loss = be.forward_backward(&batch).expect("a batch of its model");
+                // The kernel bench's AdamW hyperparameters, at this step and loss scale.
                 let hp = AdamWStep {
                     step,
-                    lr: 1e-3,
-                    beta1: 0.9,
-                    beta2: 0.95,
-                    eps: 1e-20,
-                    weight_decay: 0.1,
-                    decay_mode: DecayMode::Coupled,
                     grad_scale: 1.0 / loss.count as f32,
+                    ..bench_adamw_step()
                 };
                 be.adamw_step(&hp).expect("adamw");
                 black_box(loss)

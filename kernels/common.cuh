@@ -36,26 +36,27 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
+// The block reductions below: reduce each warp with `Warp`, then the per-warp results (lanes past the
+// last warp hold `identity`) with `Warp` again. Same contract as block_sum.
+template <typename T, T (*Warp)(T)>
+__device__ __forceinline__ T block_reduce(T v, T* scratch, T identity) {
+  const unsigned lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+  v = Warp(v);
+  __syncthreads();  // scratch may still be read by a previous call
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  T t = lane < nwarps ? scratch[lane] : identity;
+  return Warp(t);
+}
+
 // Sum over the block, result returned to every thread. blockDim.x must be a multiple of 32 (<= 1024) and
 // blockDim.y == blockDim.z == 1. `scratch` is __shared__ float[32]. Contains two __syncthreads: call it
 // from all threads of the block.
 __device__ __forceinline__ float block_sum(float v, float* scratch) {
-  const unsigned lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
-  v = warp_sum(v);
-  __syncthreads();  // scratch may still be read by a previous call
-  if (lane == 0) scratch[warp] = v;
-  __syncthreads();
-  float t = lane < nwarps ? scratch[lane] : 0.f;
-  return warp_sum(t);
+  return block_reduce<float, warp_sum>(v, scratch, 0.f);
 }
 __device__ __forceinline__ float block_max(float v, float* scratch) {
-  const unsigned lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
-  v = warp_max(v);
-  __syncthreads();
-  if (lane == 0) scratch[warp] = v;
-  __syncthreads();
-  float t = lane < nwarps ? scratch[lane] : __uint_as_float(0xff800000u);
-  return warp_max(t);
+  return block_reduce<float, warp_max>(v, scratch, __uint_as_float(0xff800000u));
 }
 
 __device__ __forceinline__ double warp_sum_f64(double v) {
@@ -65,13 +66,7 @@ __device__ __forceinline__ double warp_sum_f64(double v) {
 }
 // Same contract as block_sum; `scratch` is __shared__ double[32].
 __device__ __forceinline__ double block_sum_f64(double v, double* scratch) {
-  const unsigned lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
-  v = warp_sum_f64(v);
-  __syncthreads();
-  if (lane == 0) scratch[warp] = v;
-  __syncthreads();
-  double t = lane < nwarps ? scratch[lane] : 0.0;
-  return warp_sum_f64(t);
+  return block_reduce<double, warp_sum_f64>(v, scratch, 0.0);
 }
 
 // Grid-stride loop over [0, n): any grid size works; results never depend on it.

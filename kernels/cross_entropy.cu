@@ -22,6 +22,21 @@ namespace {
 __device__ __forceinline__ float rescale(float m, float to) {
   return m == __uint_as_float(0xff800000u) ? 0.f : __expf(m - to);  // exp(m − M); 0 for an empty part
 }
+// Online logsumexp state (m = running max, s = Σ exp(x − m)): add one value x.
+__device__ __forceinline__ void lse_push(float x, float& m, float& s) {
+  if (x > m) {
+    s = s * rescale(m, x) + 1.f;
+    m = x;
+  } else {
+    s += __expf(x - m);
+  }
+}
+// Merge the state (m2, s2) of another part into (m, s).
+__device__ __forceinline__ void lse_merge(float& m, float& s, float m2, float s2) {
+  const float mm = fmaxf(m, m2);
+  s = s * rescale(m, mm) + s2 * rescale(m2, mm);
+  m = mm;
+}
 }  // namespace
 
 extern "C" __global__ void __launch_bounds__(1024) cross_entropy_f32(float* logits_NxL, const unsigned short* targets_N,
@@ -38,21 +53,14 @@ extern "C" __global__ void __launch_bounds__(1024) cross_entropy_f32(float* logi
   float m = neg_inf, s = 0.f;
   for (int j = tid; j < v; j += bd) {
     const float x = z[j];
-    if (x > m) {
-      s = s * rescale(m, x) + 1.f;
-      m = x;
-    } else {
-      s += __expf(x - m);
-    }
+    lse_push(x, m, s);
   }
   // Combine across the warp (butterfly: same result in every lane), then across warps in warp order.
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) {
     const float m2 = __shfl_xor_sync(isoflop::FULL_MASK, m, o);
     const float s2 = __shfl_xor_sync(isoflop::FULL_MASK, s, o);
-    const float mm = fmaxf(m, m2);
-    s = s * rescale(m, mm) + s2 * rescale(m2, mm);
-    m = mm;
+    lse_merge(m, s, m2, s2);
   }
   const int lane = tid & 31, warp = tid >> 5, nwarps = bd >> 5;
   if (lane == 0) {
@@ -107,12 +115,7 @@ extern "C" __global__ void __launch_bounds__(1024) token_scores_f32(const float*
       best = x;
       bi = j;
     }
-    if (x > m) {
-      s = s * rescale(m, x) + 1.f;
-      m = x;
-    } else {
-      s += __expf(x - m);
-    }
+    lse_push(x, m, s);
   }
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) {
@@ -120,9 +123,7 @@ extern "C" __global__ void __launch_bounds__(1024) token_scores_f32(const float*
     const float s2 = __shfl_xor_sync(isoflop::FULL_MASK, s, o);
     const float b2 = __shfl_xor_sync(isoflop::FULL_MASK, best, o);
     const int i2 = __shfl_xor_sync(isoflop::FULL_MASK, bi, o);
-    const float mm = fmaxf(m, m2);
-    s = s * rescale(m, mm) + s2 * rescale(m2, mm);
-    m = mm;
+    lse_merge(m, s, m2, s2);
     if (b2 > best || (b2 == best && i2 < bi)) {
       best = b2;
       bi = i2;

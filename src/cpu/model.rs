@@ -1,7 +1,7 @@
 //! The whole model composed from the ops: forward (saving activations) and backward (accumulating
 //! parameter gradients into a flat buffer in `ParamLayout` order).
 
-use super::activations::Activations;
+use super::activations::{Activations, Scratch};
 use super::ops::matmul::{matmul_backward_a, matmul_backward_b};
 use super::ops::*;
 use crate::model::{ModelConfig, ParamLayout, HEAD_DIM};
@@ -64,24 +64,19 @@ pub(crate) fn forward(
         matmul_forward(xn1, &p[bo.wq..][..dd], &mut la.q[..nd], n, d, d, Overwrite);
         matmul_forward(xn1, &p[bo.wk..][..dd], &mut la.k[..nd], n, d, d, Overwrite);
         matmul_forward(xn1, &p[bo.wv..][..dd], &mut la.v[..nd], n, d, d, Overwrite);
-        qk_norm_forward(
-            &la.q[..nd],
-            &p[bo.q_norm..][..HEAD_DIM],
-            tmp,
-            &mut la.q_mean[..nh],
-            &mut la.q_rstd[..nh],
-            d,
+        let (q_stats, k_stats) = (
+            (&mut la.q_mean, &mut la.q_rstd),
+            (&mut la.k_mean, &mut la.k_rstd),
         );
-        rope_forward(tmp, &mut la.qr[..nd], b, t, d);
-        qk_norm_forward(
-            &la.k[..nd],
-            &p[bo.k_norm..][..HEAD_DIM],
-            tmp,
-            &mut la.k_mean[..nh],
-            &mut la.k_rstd[..nh],
-            d,
-        );
-        rope_forward(tmp, &mut la.kr[..nd], b, t, d);
+        for (x, scale, (mean, rstd), xr) in [
+            (&la.q, bo.q_norm, q_stats, &mut la.qr),
+            (&la.k, bo.k_norm, k_stats, &mut la.kr),
+        ] {
+            // xr = rope(qk_norm(x)), through tmp
+            let scale = &p[scale..][..HEAD_DIM];
+            qk_norm_forward(&x[..nd], scale, tmp, &mut mean[..nh], &mut rstd[..nh], d);
+            rope_forward(tmp, &mut xr[..nd], b, t, d);
+        }
         let att_len = b * (d / HEAD_DIM) * t * t;
         attention_forward(
             &la.qr[..nd],
@@ -149,6 +144,25 @@ pub(crate) fn forward(
 /// `a += b`, elementwise.
 fn add_into(a: &mut [f32], b: &[f32]) {
     a.iter_mut().zip(b).for_each(|(a, &b)| *a += b);
+}
+
+/// Backward of a block's pre-norm `xn = layernorm(x)` (scale at `p[scale..]`, row statistics `mean`,
+/// `rstd`) from `dxn` in `s.t1`: the scale gradient is added to `g`, and `dx` (through `s.t2`) to
+/// the residual gradient `s.dres`.
+fn ln_backward_into_residual(
+    x_NxD: &[f32],
+    scale: usize,
+    (mean_N, rstd_N): (&[f32], &[f32]),
+    p: &[f32],
+    g: &mut [f32],
+    s: &mut Scratch,
+    d: usize,
+) {
+    let nd = x_NxD.len();
+    let (dxn, dx) = (&s.t1[..nd], &mut s.t2[..nd]);
+    let (scale, dscale) = (&p[scale..][..d], &mut g[scale..][..d]);
+    layernorm_backward(dxn, x_NxD, scale, mean_N, rstd_N, dx, dscale, d);
+    add_into(&mut s.dres[..nd], dx);
 }
 
 /// Backward pass from the logit gradient stored in `acts.logits[..N·V]`; parameter gradients are
@@ -219,18 +233,9 @@ pub(crate) fn backward(
             d,
             4 * d,
         );
-        layernorm_backward(
-            &s.t1[..nd],
-            &la.h[..nd],
-            &p[bo.ln2..][..d],
-            &la.mean2[..n],
-            &la.rstd2[..n],
-            &mut s.t2[..nd],
-            &mut g[bo.ln2..][..d],
-            d,
-        );
-        add_into(&mut s.dres[..nd], &s.t2[..nd]); // now dh
-                                                  // h = x + y·wo
+        let stats2 = (&la.mean2[..n], &la.rstd2[..n]);
+        ln_backward_into_residual(&la.h[..nd], bo.ln2, stats2, p, g, s, d); // now dres = dh
+                                                                            // h = x + y·wo
         matmul_backward(
             &s.dres[..nd],
             &la.y[..nd],
@@ -255,28 +260,29 @@ pub(crate) fn backward(
             t,
             d,
         );
-        rope_backward(&s.dqr[..nd], &mut s.t2[..nd], b, t, d);
-        qk_norm_backward(
-            &s.t2[..nd],
-            &la.q[..nd],
-            &p[bo.q_norm..][..HEAD_DIM],
-            &la.q_mean[..nh],
-            &la.q_rstd[..nh],
-            &mut s.dq[..nd],
-            &mut g[bo.q_norm..][..HEAD_DIM],
-            d,
-        );
-        rope_backward(&s.dkr[..nd], &mut s.t2[..nd], b, t, d);
-        qk_norm_backward(
-            &s.t2[..nd],
-            &la.k[..nd],
-            &p[bo.k_norm..][..HEAD_DIM],
-            &la.k_mean[..nh],
-            &la.k_rstd[..nh],
-            &mut s.dk[..nd],
-            &mut g[bo.k_norm..][..HEAD_DIM],
-            d,
-        );
+        let tmp = &mut s.t2[..nd];
+        for (dxr, x, scale, (mean, rstd), dx) in [
+            (
+                &s.dqr,
+                &la.q,
+                bo.q_norm,
+                (&la.q_mean, &la.q_rstd),
+                &mut s.dq,
+            ),
+            (
+                &s.dkr,
+                &la.k,
+                bo.k_norm,
+                (&la.k_mean, &la.k_rstd),
+                &mut s.dk,
+            ),
+        ] {
+            // backward of xr = rope(qk_norm(x)), through tmp
+            rope_backward(&dxr[..nd], tmp, b, t, d);
+            let (mean, rstd) = (&mean[..nh], &rstd[..nh]);
+            let (scale, dscale) = (&p[scale..][..HEAD_DIM], &mut g[scale..][..HEAD_DIM]);
+            qk_norm_backward(tmp, &x[..nd], scale, mean, rstd, &mut dx[..nd], dscale, d);
+        }
         // q|k|v = xn1·wq|wk|wv
         let xn1 = &la.xn1[..nd];
         let dxn1 = &mut s.t1[..nd];
@@ -286,17 +292,8 @@ pub(crate) fn backward(
         matmul_backward_b(&s.dq[..nd], xn1, &mut g[bo.wq..][..dd], n, d, d);
         matmul_backward_b(&s.dk[..nd], xn1, &mut g[bo.wk..][..dd], n, d, d);
         matmul_backward_b(&s.dv[..nd], xn1, &mut g[bo.wv..][..dd], n, d, d);
-        layernorm_backward(
-            &s.t1[..nd],
-            x,
-            &p[bo.ln1..][..d],
-            &la.mean1[..n],
-            &la.rstd1[..n],
-            &mut s.t2[..nd],
-            &mut g[bo.ln1..][..d],
-            d,
-        );
-        add_into(&mut s.dres[..nd], &s.t2[..nd]); // now dx
+        let stats1 = (&la.mean1[..n], &la.rstd1[..n]);
+        ln_backward_into_residual(x, bo.ln1, stats1, p, g, s, d); // now dres = dx
     }
     embedding_backward(
         &s.dres[..nd],

@@ -148,8 +148,8 @@ impl Builder<'_> {
 }
 
 /// The AdamW hyperparameters of the AdamW case (a step late enough that the bias corrections are
-/// not trivial).
-fn bench_adamw_step() -> AdamWStep {
+/// not trivial); the CPU reference bench (`bench/cpu_reference.rs`) uses them too.
+pub fn bench_adamw_step() -> AdamWStep {
     AdamWStep {
         step: 10,
         lr: 1e-3,

@@ -121,6 +121,17 @@ fn row_in_place(row: &mut [f32], target: u16) -> f64 {
     row_loss(max, sum, target_logit)
 }
 
+/// The row's maximum and its loss `logsumexp(row) − row[t]` (target `t` in range).
+fn row_nll(row: &[f32], t: usize) -> (f32, f64) {
+    let max = row_max(row);
+    (max, row_loss(max, sum_exp(row, max), row[t]))
+}
+
+/// Panics (naming `what`) unless the logits hold `v` values for each of the targets.
+fn check_logits(logits_len: usize, targets_N: &[u16], v: usize, what: &str) {
+    assert_eq!(logits_len, targets_N.len() * v, "{what}: logits size");
+}
+
 fn total(losses: &[f64], targets_N: &[u16]) -> LossSum {
     LossSum {
         sum: losses.iter().sum(),
@@ -148,11 +159,7 @@ pub fn cross_entropy_forward_backward(
 
 /// Summed loss only (no gradient).
 pub fn cross_entropy_loss(logits_NxV: &[f32], targets_N: &[u16], v: usize) -> LossSum {
-    assert_eq!(
-        logits_NxV.len(),
-        targets_N.len() * v,
-        "cross_entropy: logits size"
-    );
+    check_logits(logits_NxV.len(), targets_N, v, "cross_entropy");
     let losses: Vec<f64> = logits_NxV
         .par_chunks(v)
         .with_min_len(ROWS_PER_CHUNK)
@@ -161,9 +168,7 @@ pub fn cross_entropy_loss(logits_NxV: &[f32], targets_N: &[u16], v: usize) -> Lo
             if target == PAD_ID {
                 return 0.0;
             }
-            let t = check_target(target, v);
-            let max = row_max(row);
-            row_loss(max, sum_exp(row, max), row[t])
+            row_nll(row, check_target(target, v)).1
         })
         .collect();
     total(&losses, targets_N)
@@ -179,11 +184,7 @@ pub fn token_scores(
     logp_N: &mut [f32],
     hit_N: &mut [bool],
 ) {
-    assert_eq!(
-        logits_NxV.len(),
-        targets_N.len() * v,
-        "token_scores: logits size"
-    );
+    check_logits(logits_NxV.len(), targets_N, v, "token_scores");
     assert_eq!(logp_N.len(), targets_N.len(), "token_scores: logp size");
     assert_eq!(hit_N.len(), targets_N.len(), "token_scores: hit size");
     logits_NxV
@@ -197,8 +198,8 @@ pub fn token_scores(
                 return;
             }
             let t = check_target(target, v);
-            let max = row_max(row);
-            *lp = -(row_loss(max, sum_exp(row, max), row[t]) as f32);
+            let (max, nll) = row_nll(row, t);
+            *lp = -(nll as f32);
             // First index of the maximum: the target is the argmax iff nothing before it reaches its
             // value and nothing after it exceeds it.
             *hit = row[t] == max && row[..t].iter().all(|&x| x < max);
@@ -212,11 +213,7 @@ pub fn cross_entropy_in_place(
     targets_N: &[u16],
     v: usize,
 ) -> LossSum {
-    assert_eq!(
-        logits_dlogits_NxV.len(),
-        targets_N.len() * v,
-        "cross_entropy: logits size"
-    );
+    check_logits(logits_dlogits_NxV.len(), targets_N, v, "cross_entropy");
     let losses: Vec<f64> = logits_dlogits_NxV
         .par_chunks_mut(v)
         .with_min_len(ROWS_PER_CHUNK)

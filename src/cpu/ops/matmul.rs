@@ -94,28 +94,9 @@ pub(crate) fn gemm(
     if m == 0 || n == 0 {
         return;
     }
-    let (ap, bp) = (a.data.as_ptr(), b.data.as_ptr());
-    let (ars, acs, brs, bcs) = (a.rs as isize, a.cs as isize, b.rs as isize, b.cs as isize);
     if m * n * k.max(1) <= SERIAL_WORK {
         // SAFETY: operand extents checked above; c is m×n contiguous.
-        unsafe {
-            matrixmultiply::sgemm(
-                m,
-                k,
-                n,
-                1.0,
-                ap,
-                ars,
-                acs,
-                bp,
-                brs,
-                bcs,
-                beta,
-                c.as_mut_ptr(),
-                n as isize,
-                1,
-            )
-        };
+        unsafe { sgemm_block(m, k, n, &a, 0, &b, 0, beta, c.as_mut_ptr(), n) };
         return;
     }
     if m >= n {
@@ -123,24 +104,7 @@ pub(crate) fn gemm(
         c.par_chunks_mut(ch * n).enumerate().for_each(|(i, cc)| {
             let (r0, rows) = (i * ch, cc.len() / n);
             // SAFETY: rows r0..r0+rows of a are inside the checked extent; cc is rows×n contiguous.
-            unsafe {
-                matrixmultiply::sgemm(
-                    rows,
-                    k,
-                    n,
-                    1.0,
-                    a.data.as_ptr().add(r0 * a.rs),
-                    ars,
-                    acs,
-                    b.data.as_ptr(),
-                    brs,
-                    bcs,
-                    beta,
-                    cc.as_mut_ptr(),
-                    n as isize,
-                    1,
-                )
-            };
+            unsafe { sgemm_block(rows, k, n, &a, r0 * a.rs, &b, 0, beta, cc.as_mut_ptr(), n) };
         });
     } else {
         let ch = chunk_len(n);
@@ -149,26 +113,47 @@ pub(crate) fn gemm(
             let (c0, cols) = (j * ch, ch.min(n - j * ch));
             // SAFETY: columns c0..c0+cols of b are inside the checked extent; each task writes the
             // disjoint column block c0..c0+cols of the m×n output, which outlives the parallel loop.
-            unsafe {
-                matrixmultiply::sgemm(
-                    m,
-                    k,
-                    cols,
-                    1.0,
-                    a.data.as_ptr(),
-                    ars,
-                    acs,
-                    b.data.as_ptr().add(c0 * b.cs),
-                    brs,
-                    bcs,
-                    beta,
-                    cp.get().add(c0),
-                    n as isize,
-                    1,
-                )
-            };
+            unsafe { sgemm_block(m, k, cols, &a, 0, &b, c0 * b.cs, beta, cp.get().add(c0), n) };
         });
     }
+}
+
+/// One `matrixmultiply::sgemm` call: `c[rows×cols] = a·b + beta·c` over the block of `a` starting at
+/// element `a_off` (`rows×k`) and of `b` at `b_off` (`k×cols`), with the operands' strides; `c` has
+/// row stride `ldc` and column stride 1.
+///
+/// # Safety
+/// The blocks must lie inside `a.data` and `b.data`, and `c` must be valid for writes of the
+/// `rows×cols` block with row stride `ldc`, written by no one else during the call.
+#[allow(clippy::too_many_arguments)]
+unsafe fn sgemm_block(
+    rows: usize,
+    k: usize,
+    cols: usize,
+    a: &Operand,
+    a_off: usize,
+    b: &Operand,
+    b_off: usize,
+    beta: f32,
+    c: *mut f32,
+    ldc: usize,
+) {
+    matrixmultiply::sgemm(
+        rows,
+        k,
+        cols,
+        1.0,
+        a.data.as_ptr().add(a_off),
+        a.rs as isize,
+        a.cs as isize,
+        b.data.as_ptr().add(b_off),
+        b.rs as isize,
+        b.cs as isize,
+        beta,
+        c,
+        ldc as isize,
+        1,
+    )
 }
 
 /// `out = a·b` or `out += a·b` (`mode`; the residual adds of the model accumulate), with `a` `m×k`,
