@@ -86,3 +86,23 @@ impl LawArgs {
         Ok(())
     }
 }
+
+/// Create the output directory `out`, print the report's `table`, and write `rep` as pretty JSON to
+/// `out/name`, saying so.
+pub fn write_report(
+    out: &std::path::Path,
+    table: &str,
+    name: &str,
+    rep: &impl serde::Serialize,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("cannot create output directory {}", out.display()))?;
+    print!("{table}");
+    let json = out.join(name);
+    let text = serde_json::to_string_pretty(rep).with_context(|| format!("serialising {name}"))?;
+    std::fs::write(&json, text + "\n")
+        .with_context(|| format!("cannot write {}", json.display()))?;
+    println!("\nwrote {}", json.display());
+    Ok(())
+}

@@ -1,6 +1,5 @@
 //! `isoflop compare`: two training recipes (arms) compared across scale, with a paired bootstrap.
 
-use anyhow::Context;
 use isoflop::fit::compare::{self, CompareOptions};
 use std::path::{Path, PathBuf};
 
@@ -101,14 +100,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
             first.with_file_name(format!("{stem}_compare"))
         }
     };
-    std::fs::create_dir_all(&out)
-        .with_context(|| format!("cannot create output directory {}", out.display()))?;
-    print!("{}", compare::table(&rep));
-    let json = out.join("compare.json");
-    let text = serde_json::to_string_pretty(&rep).context("serialising compare.json")?;
-    std::fs::write(&json, text + "\n")
-        .with_context(|| format!("cannot write {}", json.display()))?;
-    println!("\nwrote {}", json.display());
+    super::columns::write_report(&out, &compare::table(&rep), "compare.json", &rep)?;
     if !args.no_plots {
         for p in compare::write_plots(&out, &rep)? {
             println!("wrote {}", p.display());

@@ -262,14 +262,7 @@ pub fn run(args: FitArgs) -> anyhow::Result<()> {
             }
         }
     };
-    std::fs::create_dir_all(&out)
-        .with_context(|| format!("cannot create output directory {}", out.display()))?;
-    print!("{}", report::table(&rep));
-    let json = out.join("fit.json");
-    let text = serde_json::to_string_pretty(&rep).context("serialising fit.json")?;
-    std::fs::write(&json, text + "\n")
-        .with_context(|| format!("cannot write {}", json.display()))?;
-    println!("\nwrote {}", json.display());
+    super::columns::write_report(&out, &report::table(&rep), "fit.json", &rep)?;
     // The laws' parameters and bootstrap replicates, for `isoflop predict`.
     let side = out.join(predict::SIDECAR);
     let laws = predict::Laws::of(&rep, &fitted, &opts);

@@ -762,31 +762,22 @@ fn fig_law<DB: DrawingBackend>(
 
 /// Draw `$body` on a white `$name.svg` and `$name.png` in `$dir`, pushing both paths to `$out`.
 macro_rules! render {
+    (@one $backend:ident, $path:ident, $size:expr, |$root:ident| $body:expr) => {{
+        let $root = $backend::new(&$path, $size).into_drawing_area();
+        $root
+            .fill(&WHITE)
+            .map_err(e)
+            .and_then(|()| $body)
+            .map_err(|why| FitError::BadInput {
+                path: $path.clone(),
+                what: format!("plot failed: {why}"),
+            })?;
+    }};
     ($dir:expr, $name:expr, $size:expr, $out:expr, |$root:ident| $body:expr) => {{
         let svg = $dir.join(format!("{}.svg", $name));
         let png = $dir.join(format!("{}.png", $name));
-        {
-            let $root = SVGBackend::new(&svg, $size).into_drawing_area();
-            $root
-                .fill(&WHITE)
-                .map_err(e)
-                .and_then(|()| $body)
-                .map_err(|why| FitError::BadInput {
-                    path: svg.clone(),
-                    what: format!("plot failed: {why}"),
-                })?;
-        }
-        {
-            let $root = BitMapBackend::new(&png, $size).into_drawing_area();
-            $root
-                .fill(&WHITE)
-                .map_err(e)
-                .and_then(|()| $body)
-                .map_err(|why| FitError::BadInput {
-                    path: png.clone(),
-                    what: format!("plot failed: {why}"),
-                })?;
-        }
+        render!(@one SVGBackend, svg, $size, |$root| $body);
+        render!(@one BitMapBackend, png, $size, |$root| $body);
         $out.push(svg);
         $out.push(png);
     }};
