@@ -1,5 +1,6 @@
-//! The column flags `isoflop fit` and `isoflop compare` share: which FLOP convention and which CSV
-//! columns hold N, D, C, the loss and the run id. One definition, flattened into both commands.
+//! The flags `isoflop fit` and `isoflop compare` share: which FLOP convention and which CSV
+//! columns hold N, D, C, the loss and the run id, and the law-fit settings. One definition each,
+//! flattened into both commands.
 
 use isoflop::fit::data::Columns;
 use isoflop::model::accounting::FlopConvention;
@@ -43,4 +44,65 @@ impl ColumnArgs {
             step_loss: None,
         }
     }
+}
+
+/// `--seed`, `--level`, `--huber-delta`, `--budget-tol`: the law-fit flags `isoflop fit` and `isoflop
+/// compare` share with the same defaults (`--bootstrap` and `--envelope-grid` differ between them).
+#[derive(clap::Args, Debug, Clone)]
+pub struct LawArgs {
+    /// Bootstrap seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Confidence level of every interval.
+    #[arg(long, default_value_t = 0.95)]
+    pub level: f64,
+    /// Huber δ on log-loss residuals.
+    #[arg(long, default_value_t = 1e-3)]
+    pub huber_delta: f64,
+    /// Runs whose FLOPs differ by less than this fraction share an IsoFLOP budget.
+    #[arg(long, default_value_t = 0.1)]
+    pub budget_tol: f64,
+}
+
+impl LawArgs {
+    /// Checks these flags and the command's `--envelope-grid`.
+    pub fn check(&self, envelope_grid: usize) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.level > 0.0 && self.level < 1.0,
+            "--level must lie in (0, 1), got {}",
+            self.level
+        );
+        anyhow::ensure!(
+            self.huber_delta > 0.0,
+            "--huber-delta must be positive, got {}",
+            self.huber_delta
+        );
+        anyhow::ensure!(
+            self.budget_tol > 0.0,
+            "--budget-tol must be positive, got {}",
+            self.budget_tol
+        );
+        anyhow::ensure!(envelope_grid >= 2, "--envelope-grid must be at least 2");
+        Ok(())
+    }
+}
+
+/// Create the output directory `out`, print the report's `table`, and write `rep` as pretty JSON to
+/// `out/name`, saying so.
+pub fn write_report(
+    out: &std::path::Path,
+    table: &str,
+    name: &str,
+    rep: &impl serde::Serialize,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("cannot create output directory {}", out.display()))?;
+    print!("{table}");
+    let json = out.join(name);
+    let text = serde_json::to_string_pretty(rep).with_context(|| format!("serialising {name}"))?;
+    std::fs::write(&json, text + "\n")
+        .with_context(|| format!("cannot write {}", json.display()))?;
+    println!("\nwrote {}", json.display());
+    Ok(())
 }

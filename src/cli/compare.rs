@@ -1,6 +1,5 @@
 //! `isoflop compare`: two training recipes (arms) compared across scale, with a paired bootstrap.
 
-use anyhow::Context;
 use isoflop::fit::compare::{self, CompareOptions};
 use std::path::{Path, PathBuf};
 
@@ -34,18 +33,9 @@ pub struct CompareArgs {
     /// Paired bootstrap replicates.
     #[arg(long, default_value_t = 1000)]
     pub bootstrap: usize,
-    /// Bootstrap seed.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Confidence level of every interval.
-    #[arg(long, default_value_t = 0.95)]
-    pub level: f64,
-    /// Huber δ on log-loss residuals.
-    #[arg(long, default_value_t = 1e-3)]
-    pub huber_delta: f64,
-    /// Runs whose FLOPs differ by less than this fraction share an IsoFLOP budget.
-    #[arg(long, default_value_t = 0.1)]
-    pub budget_tol: f64,
+    /// Seed, interval level, Huber δ and budget tolerance.
+    #[command(flatten)]
+    pub law: super::columns::LawArgs,
     /// Grid points of each arm's envelope of training curves.
     #[arg(long, default_value_t = 60)]
     pub envelope_grid: usize,
@@ -59,25 +49,7 @@ pub struct CompareArgs {
 
 /// Run `isoflop compare`.
 pub fn run(args: CompareArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        args.level > 0.0 && args.level < 1.0,
-        "--level must lie in (0, 1), got {}",
-        args.level
-    );
-    anyhow::ensure!(
-        args.huber_delta > 0.0,
-        "--huber-delta must be positive, got {}",
-        args.huber_delta
-    );
-    anyhow::ensure!(
-        args.budget_tol > 0.0,
-        "--budget-tol must be positive, got {}",
-        args.budget_tol
-    );
-    anyhow::ensure!(
-        args.envelope_grid >= 2,
-        "--envelope-grid must be at least 2"
-    );
+    args.law.check(args.envelope_grid)?;
     if let Some(t) = args.to {
         anyhow::ensure!(
             t.is_finite() && t > 0.0,
@@ -102,10 +74,10 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
         c_max: args.to,
         at: args.at.clone(),
         bootstrap: args.bootstrap,
-        seed: args.seed,
-        level: args.level,
-        delta: args.huber_delta,
-        budget_tol: args.budget_tol,
+        seed: args.law.seed,
+        level: args.law.level,
+        delta: args.law.huber_delta,
+        budget_tol: args.law.budget_tol,
         envelope_grid: args.envelope_grid,
         approach3: !args.no_approach3,
     };
@@ -128,14 +100,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
             first.with_file_name(format!("{stem}_compare"))
         }
     };
-    std::fs::create_dir_all(&out)
-        .with_context(|| format!("cannot create output directory {}", out.display()))?;
-    print!("{}", compare::table(&rep));
-    let json = out.join("compare.json");
-    let text = serde_json::to_string_pretty(&rep).context("serialising compare.json")?;
-    std::fs::write(&json, text + "\n")
-        .with_context(|| format!("cannot write {}", json.display()))?;
-    println!("\nwrote {}", json.display());
+    super::columns::write_report(&out, &compare::table(&rep), "compare.json", &rep)?;
     if !args.no_plots {
         for p in compare::write_plots(&out, &rep)? {
             println!("wrote {}", p.display());

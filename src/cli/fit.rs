@@ -72,22 +72,13 @@ pub struct FitArgs {
     /// Bootstrap replicates for the intervals of the law fits (0: none).
     #[arg(long, default_value_t = 1000)]
     pub bootstrap: usize,
-    /// Bootstrap seed.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Confidence level of every interval.
-    #[arg(long, default_value_t = 0.95)]
-    pub level: f64,
-    /// Huber δ on log-loss residuals.
-    #[arg(long, default_value_t = 1e-3)]
-    pub huber_delta: f64,
+    /// Seed, interval level, Huber δ and budget tolerance.
+    #[command(flatten)]
+    pub law: super::columns::LawArgs,
     /// Objective of the law fits (Approach 3, over-training, L(C)): `huber` = Huber on ln L (Hoffmann
     /// et al., Besiroglu et al.); `lsq` = least squares on L itself (Gadre et al.'s curve_fit).
     #[arg(long, value_enum, default_value_t = ObjectiveArg::Huber)]
     pub objective: ObjectiveArg,
-    /// Runs whose FLOPs differ by less than this fraction share an IsoFLOP budget.
-    #[arg(long, default_value_t = 0.1)]
-    pub budget_tol: f64,
     /// Grid points of the Approach 1 envelope.
     #[arg(long, default_value_t = 250)]
     pub envelope_grid: usize,
@@ -111,25 +102,7 @@ pub struct FitArgs {
 
 /// Run `isoflop fit`.
 pub fn run(args: FitArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        args.level > 0.0 && args.level < 1.0,
-        "--level must lie in (0, 1), got {}",
-        args.level
-    );
-    anyhow::ensure!(
-        args.huber_delta > 0.0,
-        "--huber-delta must be positive, got {}",
-        args.huber_delta
-    );
-    anyhow::ensure!(
-        args.budget_tol > 0.0,
-        "--budget-tol must be positive, got {}",
-        args.budget_tol
-    );
-    anyhow::ensure!(
-        args.envelope_grid >= 2,
-        "--envelope-grid must be at least 2"
-    );
+    args.law.check(args.envelope_grid)?;
     let cols = Columns {
         step_c: args.step_c_col.clone(),
         step_d: args.step_d_col.clone(),
@@ -216,18 +189,18 @@ pub fn run(args: FitArgs) -> anyhow::Result<()> {
         kinds,
         explicit: !all,
         law: LawOptions {
-            delta: args.huber_delta,
+            delta: args.law.huber_delta,
             objective: match args.objective {
                 ObjectiveArg::Huber => Objective::HuberLog,
                 ObjectiveArg::Lsq => Objective::LeastSquares,
             },
             bootstrap: args.bootstrap,
-            seed: args.seed,
-            level: args.level,
+            seed: args.law.seed,
+            level: args.law.level,
             ..LawOptions::default()
         },
         starts3: parametric::default_starts(),
-        budget_tol: args.budget_tol,
+        budget_tol: args.law.budget_tol,
         envelope_grid: args.envelope_grid,
         drop_highest: args.drop_highest,
         convention: args.cols.convention.name().to_string(),
@@ -240,10 +213,10 @@ pub fn run(args: FitArgs) -> anyhow::Result<()> {
         let mut h = hparams::fit(
             &runs,
             &HpOptions {
-                budget_tol: args.budget_tol,
+                budget_tol: args.law.budget_tol,
                 bootstrap: args.bootstrap,
-                seed: args.seed,
-                level: args.level,
+                seed: args.law.seed,
+                level: args.law.level,
             },
         )?;
         // Loading notes the other fits already reported are not repeated.
@@ -289,14 +262,7 @@ pub fn run(args: FitArgs) -> anyhow::Result<()> {
             }
         }
     };
-    std::fs::create_dir_all(&out)
-        .with_context(|| format!("cannot create output directory {}", out.display()))?;
-    print!("{}", report::table(&rep));
-    let json = out.join("fit.json");
-    let text = serde_json::to_string_pretty(&rep).context("serialising fit.json")?;
-    std::fs::write(&json, text + "\n")
-        .with_context(|| format!("cannot write {}", json.display()))?;
-    println!("\nwrote {}", json.display());
+    super::columns::write_report(&out, &report::table(&rep), "fit.json", &rep)?;
     // The laws' parameters and bootstrap replicates, for `isoflop predict`.
     let side = out.join(predict::SIDECAR);
     let laws = predict::Laws::of(&rep, &fitted, &opts);

@@ -14,6 +14,13 @@ struct Cell {
 
 const FREE: u32 = u32::MAX;
 
+/// A free cell with no piece: what the array grows with.
+const EMPTY: Cell = Cell {
+    base: 0,
+    check: FREE,
+    value: -1,
+};
+
 /// A static trie mapping byte strings to piece ids.
 pub struct PieceTrie {
     cells: Vec<Cell>,
@@ -64,14 +71,7 @@ impl PieceTrie {
                 if len <= old {
                     return;
                 }
-                cells.resize(
-                    len,
-                    Cell {
-                        base: 0,
-                        check: FREE,
-                        value: -1,
-                    },
-                );
+                cells.resize(len, EMPTY);
                 // Append the new cells to the free list (sentinel: index 0, which is the root, never free).
                 let tail = prev.first().copied().unwrap_or(0);
                 next.resize(len, 0);
@@ -140,14 +140,7 @@ impl PieceTrie {
         // Every reachable `base + byte` must be in bounds: pad past the largest base.
         let max_base = cells.iter().map(|c| c.base as usize).max().unwrap_or(0);
         let len = cells.len().max(max_base + 257);
-        cells.resize(
-            len,
-            Cell {
-                base: 0,
-                check: FREE,
-                value: -1,
-            },
-        );
+        cells.resize(len, EMPTY);
         PieceTrie { cells }
     }
 

@@ -198,46 +198,88 @@ impl Default for CompareOptions {
     }
 }
 
-/// The L(C) points of an arm from a selection of its points / curves (indices may repeat).
-fn lc_points(
-    arm: &ArmData,
+/// A selection of an arm's final points and curves (indices may repeat: a bootstrap draw), with how
+/// its L(C) points are drawn and the compute range of its envelope.
+struct Selection<'a> {
+    arm: &'a ArmData,
     src: LcSource,
-    pts_idx: &[usize],
-    cur_idx: &[usize],
-    o: &CompareOptions,
+    pts_idx: &'a [usize],
+    cur_idx: &'a [usize],
     env_range: (f64, f64),
-) -> (Vec<f64>, Vec<f64>) {
-    match src {
-        LcSource::Envelope => {
-            let e = envelope::envelope(
-                &arm.ds.curves,
-                cur_idx,
-                env_range.0,
-                env_range.1,
-                o.envelope_grid,
-            );
-            (e.c, e.loss)
-        }
-        LcSource::IsoflopMinima => {
-            let pts: Vec<Point> = pts_idx.iter().map(|&i| arm.ds.points[i].clone()).collect();
-            let mut c = vec![];
-            let mut l = vec![];
-            for g in isoflop::group_budgets(&pts, o.budget_tol) {
-                let b = isoflop::budget_min(&pts, &g, MinMethod::Akima);
-                let lowest = g.iter().map(|&i| pts[i].loss).fold(f64::INFINITY, f64::min);
-                c.push(b.c);
-                l.push(if b.used && b.loss_opt <= lowest {
-                    b.loss_opt
-                } else {
-                    lowest
-                });
+}
+
+impl Selection<'_> {
+    /// The envelope of the selected curves over `env_range`, on `o.envelope_grid` points.
+    fn envelope(&self, o: &CompareOptions) -> envelope::Envelope {
+        envelope::envelope(
+            &self.arm.ds.curves,
+            self.cur_idx,
+            self.env_range.0,
+            self.env_range.1,
+            o.envelope_grid,
+        )
+    }
+
+    /// The selected final points.
+    fn points(&self) -> Vec<Point> {
+        self.pts_idx
+            .iter()
+            .map(|&i| self.arm.ds.points[i].clone())
+            .collect()
+    }
+
+    /// The L(C) points of the selection.
+    fn lc_points(&self, o: &CompareOptions) -> (Vec<f64>, Vec<f64>) {
+        match self.src {
+            LcSource::Envelope => {
+                let e = self.envelope(o);
+                (e.c, e.loss)
             }
-            (c, l)
+            LcSource::IsoflopMinima => {
+                let pts = self.points();
+                let mut c = vec![];
+                let mut l = vec![];
+                for g in isoflop::group_budgets(&pts, o.budget_tol) {
+                    let b = isoflop::budget_min(&pts, &g, MinMethod::Akima);
+                    let lowest = g.iter().map(|&i| pts[i].loss).fold(f64::INFINITY, f64::min);
+                    c.push(b.c);
+                    l.push(if b.used && b.loss_opt <= lowest {
+                        b.loss_opt
+                    } else {
+                        lowest
+                    });
+                }
+                (c, l)
+            }
+            LcSource::FinalLosses => (
+                self.pts_idx
+                    .iter()
+                    .map(|&i| self.arm.ds.points[i].c)
+                    .collect(),
+                self.pts_idx
+                    .iter()
+                    .map(|&i| self.arm.ds.points[i].loss)
+                    .collect(),
+            ),
         }
-        LcSource::FinalLosses => (
-            pts_idx.iter().map(|&i| arm.ds.points[i].c).collect(),
-            pts_idx.iter().map(|&i| arm.ds.points[i].loss).collect(),
-        ),
+    }
+
+    /// The N* exponent a of the selection (Approach 1 on curves, else Approach 2 parabola minima).
+    fn n_exponent(&self, o: &CompareOptions) -> Option<f64> {
+        if self.src == LcSource::Envelope {
+            let e = self.envelope(o);
+            let ok = envelope::interior(&e);
+            let c: Vec<f64> = ok.iter().map(|&i| e.c[i]).collect();
+            let n: Vec<f64> = ok.iter().map(|&i| e.n[i]).collect();
+            if c.len() < 3 {
+                return None;
+            }
+            PowerLaw::fit(&c, &n, None, o.level).map(|p| p.exponent.value)
+        } else {
+            isoflop::fit(&self.points(), o.budget_tol, MinMethod::Parabola, o.level)
+                .n_opt
+                .map(|p| p.exponent.value)
+        }
     }
 }
 
@@ -289,38 +331,6 @@ fn fit_lc(c: &[f64], loss: &[f64], c0: f64, starts: &[Vec<f64>], delta: f64) -> 
 
 fn lc_at(theta: &[f64], c0: f64, c: f64) -> f64 {
     compute::model().predict_log(theta, &[(c / c0).ln()]).exp()
-}
-
-/// The N* exponent a of an arm from a selection (Approach 1 on curves, else Approach 2 parabola minima).
-fn n_exponent(
-    arm: &ArmData,
-    src: LcSource,
-    pts_idx: &[usize],
-    cur_idx: &[usize],
-    o: &CompareOptions,
-    env_range: (f64, f64),
-) -> Option<f64> {
-    if src == LcSource::Envelope {
-        let e = envelope::envelope(
-            &arm.ds.curves,
-            cur_idx,
-            env_range.0,
-            env_range.1,
-            o.envelope_grid,
-        );
-        let ok = envelope::interior(&e);
-        let c: Vec<f64> = ok.iter().map(|&i| e.c[i]).collect();
-        let n: Vec<f64> = ok.iter().map(|&i| e.n[i]).collect();
-        if c.len() < 3 {
-            return None;
-        }
-        PowerLaw::fit(&c, &n, None, o.level).map(|p| p.exponent.value)
-    } else {
-        let pts: Vec<Point> = pts_idx.iter().map(|&i| arm.ds.points[i].clone()).collect();
-        isoflop::fit(&pts, o.budget_tol, MinMethod::Parabola, o.level)
-            .n_opt
-            .map(|p| p.exponent.value)
-    }
 }
 
 fn a3_supported(pts: &[Point]) -> Result<(), String> {
@@ -533,7 +543,14 @@ fn arm_fit(arm: &ArmData, o: &CompareOptions, rep: &mut ArmReport) -> Result<Arm
     };
     let all_p: Vec<usize> = (0..arm.ds.points.len()).collect();
     let all_c: Vec<usize> = (0..arm.ds.curves.len()).collect();
-    let (c, l) = lc_points(arm, src, &all_p, &all_c, o, env_range);
+    let all = Selection {
+        arm,
+        src,
+        pts_idx: &all_p,
+        cur_idx: &all_c,
+        env_range,
+    };
+    let (c, l) = all.lc_points(o);
     if c.len() < 4 {
         return Err(FitError::Unsupported {
             fit: format!("L(C) of arm {:?}", arm.name),
@@ -557,7 +574,7 @@ fn arm_fit(arm: &ArmData, o: &CompareOptions, rep: &mut ArmReport) -> Result<Arm
     rep.lc_points = c.iter().zip(&l).map(|(&c, &l)| [c, l]).collect();
     rep.c0 = c0;
     rep.theta = f.theta.clone();
-    let a = n_exponent(arm, src, &all_p, &all_c, o, env_range);
+    let a = all.n_exponent(o);
     if a.is_none() {
         rep.skipped.push(
             "N* exponent a: needs ≥ 3 IsoFLOP budgets with an interior minimum (or an envelope attained by ≥ 3 sizes)"
@@ -618,7 +635,14 @@ fn replicate(
     };
     let pi = pick(&arm.point_keys);
     let ci = pick(&arm.curve_keys);
-    let (c, l) = lc_points(arm, fit.src, &pi, &ci, o, fit.env_range);
+    let sel = Selection {
+        arm,
+        src: fit.src,
+        pts_idx: &pi,
+        cur_idx: &ci,
+        env_range: fit.env_range,
+    };
+    let (c, l) = sel.lc_points(o);
     let f = fit_lc(&c, &l, fit.c0, std::slice::from_ref(&fit.theta), o.delta)?;
     let mut out = f.theta.clone();
     let slots: Vec<f64> = budget_slots(fit)
@@ -630,13 +654,13 @@ fn replicate(
         })
         .collect();
     out.push(if fit.a.is_some() {
-        n_exponent(arm, fit.src, &pi, &ci, o, fit.env_range).unwrap_or(f64::NAN)
+        sel.n_exponent(o).unwrap_or(f64::NAN)
     } else {
         f64::NAN
     });
     match &fit.a3 {
         Some(f3) => {
-            let pts: Vec<Point> = pi.iter().map(|&i| arm.ds.points[i].clone()).collect();
+            let pts = sel.points();
             let opts = LawOptions {
                 delta: o.delta,
                 bootstrap: 0,
@@ -861,15 +885,20 @@ fn compare_pair(
     let grid = log_grid(observed[0], c_max, 121);
     let la = |t: &[f64], c: f64| lc_at(t, fa.c0, c);
     let lb = |t: &[f64], c: f64| lc_at(t, fb.c0, c);
+    // ΔL(C) = L_other − L_base at `c`: the point estimate and one value per replicate.
+    let delta_at = |c: f64| -> (f64, Vec<f64>) {
+        let d_hat = lb(&fb.theta, c) - la(&fa.theta, c);
+        let d = reps
+            .iter()
+            .map(|r| lb(&r[PER_ARM..PER_ARM + 3], c) - la(&r[..3], c))
+            .collect();
+        (d_hat, d)
+    };
     let q = 0.5 - 0.5 * o.level;
     let delta: Vec<DeltaPoint> = grid
         .iter()
         .map(|&c| {
-            let d_hat = lb(&fb.theta, c) - la(&fa.theta, c);
-            let d: Vec<f64> = reps
-                .iter()
-                .map(|r| lb(&r[PER_ARM..PER_ARM + 3], c) - la(&r[..3], c))
-                .collect();
+            let (d_hat, d) = delta_at(c);
             let band = |v: Vec<f64>| {
                 if v.len() < 10 {
                     (f64::NAN, f64::NAN)
@@ -991,11 +1020,7 @@ fn compare_pair(
     let at =
         o.at.iter()
             .map(|&c| {
-                let d_hat = lb(&fb.theta, c) - la(&fa.theta, c);
-                let d: Vec<f64> = reps
-                    .iter()
-                    .map(|r| lb(&r[PER_ARM..PER_ARM + 3], c) - la(&r[..3], c))
-                    .collect();
+                let (d_hat, d) = delta_at(c);
                 let other_wins = d_hat < 0.0;
                 let s = if other_wins { -1.0 } else { 1.0 };
                 let m: Vec<f64> = d.iter().map(|x| s * x).collect();
@@ -1273,6 +1298,22 @@ pub fn load_arms(
 
 type PlotResult = Result<(), String>;
 
+/// Draw the series labels of `ch` in the comparison figures' style (a box at the upper right).
+fn legend<'a, DB, CT>(ch: &mut plotters::chart::ChartContext<'a, DB, CT>) -> PlotResult
+where
+    DB: plotters::backend::DrawingBackend + 'a,
+    CT: plotters::coord::CoordTranslate,
+{
+    use plotters::prelude::*;
+    ch.configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.3))
+        .label_font(("sans-serif", 17))
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(pe)
+}
+
 fn pe<T: std::fmt::Debug>(x: T) -> String {
     format!("{x:?}")
 }
@@ -1384,13 +1425,7 @@ fn fig_compare<DB: plotters::prelude::DrawingBackend>(
         BLACK.mix(0.3).stroke_width(1),
     ))
     .map_err(pe)?;
-    ch.configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.3))
-        .label_font(("sans-serif", 17))
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()
-        .map_err(pe)?;
+    legend(&mut ch)?;
     // ΔL panel.
     let vals = c
         .delta
@@ -1492,13 +1527,7 @@ fn fig_compare<DB: plotters::prelude::DrawingBackend>(
             }
         ))
         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(2)));
-        ch.configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.3))
-            .label_font(("sans-serif", 17))
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
-            .map_err(pe)?;
+        legend(&mut ch)?;
     }
     root.present().map_err(pe)
 }

@@ -2,22 +2,14 @@
 //! log-loss from a grid of starts (C₀ = geometric mean of the FLOPs, for conditioning).
 
 use super::law::{fit_law, LawFit, LawOptions};
-use super::optim::{grid, range, LseData, LseModel, Term};
+use super::optim::{grid, range, LseData, LseModel};
 
 /// Names of the reported quantities.
 pub const NAMES: [&str; 3] = ["E", "lambda", "alpha"];
 
 /// θ = (l, e, α).
 pub fn model() -> LseModel {
-    LseModel {
-        n_params: 3,
-        constant: 1,
-        terms: vec![Term {
-            coef: 0,
-            exponent: 2,
-            feature: 0,
-        }],
-    }
+    LseModel::new(3, 1, &[[0, 2, 0]])
 }
 
 /// Default starts: l ∈ {−3, …, 2}, e ∈ {−1, −0.5, …, 1}, α ∈ {0.05, 0.1, 0.2, 0.4, 0.8} (150).

@@ -13,7 +13,6 @@ use super::data::resolve_input;
 use super::error::FitError;
 use super::law::Params;
 use super::optim::bootstrap;
-use super::stats::{percentile, Interval};
 use super::table::Table;
 use argmin::core::{CostFunction, Executor, State};
 use argmin::solver::brent::BrentOpt;
@@ -171,29 +170,7 @@ pub fn fit(pairs: &[Pair], reps: usize, seed: u64, level: f64) -> Option<Downstr
         let s: Vec<Pair> = idx.iter().map(|&i| pairs[i]).collect();
         fit_lsq(&s).map(|m| m.theta.to_vec())
     });
-    let q = 0.5 - 0.5 * level;
-    let params = Params(
-        NAMES
-            .iter()
-            .enumerate()
-            .map(|(k, n)| {
-                let col: Vec<f64> = replicates.iter().map(|r| r[k]).collect();
-                let (lo, hi) = if col.is_empty() {
-                    (f64::NAN, f64::NAN)
-                } else {
-                    (percentile(&col, q), percentile(&col, 1.0 - q))
-                };
-                (
-                    n.to_string(),
-                    Interval {
-                        value: best.theta[k],
-                        lo,
-                        hi,
-                    },
-                )
-            })
-            .collect(),
-    );
+    let params = Params::from_replicates(&NAMES, &best.theta, &replicates, level);
     Some(DownstreamFit {
         best,
         params,

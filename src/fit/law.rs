@@ -18,6 +18,38 @@ impl Params {
     pub fn value(&self, name: &str) -> f64 {
         self.get(name).map_or(f64::NAN, |i| i.value)
     }
+    /// `names[k]` with value `point[k]` and the percentile interval at `level` of column k of
+    /// `replicates` (NaN ends when there are no replicates).
+    pub fn from_replicates(
+        names: &[&str],
+        point: &[f64],
+        replicates: &[Vec<f64>],
+        level: f64,
+    ) -> Params {
+        let q = 0.5 - 0.5 * level;
+        Params(
+            names
+                .iter()
+                .enumerate()
+                .map(|(k, n)| {
+                    let col: Vec<f64> = replicates.iter().map(|r| r[k]).collect();
+                    let (lo, hi) = if col.is_empty() {
+                        (f64::NAN, f64::NAN)
+                    } else {
+                        (percentile(&col, q), percentile(&col, 1.0 - q))
+                    };
+                    (
+                        n.to_string(),
+                        Interval {
+                            value: point[k],
+                            lo,
+                            hi,
+                        },
+                    )
+                })
+                .collect(),
+        )
+    }
 }
 
 impl Serialize for Params {
@@ -136,29 +168,7 @@ pub fn fit_law(
     };
     let derived: Vec<Vec<f64>> = reps.iter().map(|t| derive(t)).collect();
     let point = derive(&best.theta);
-    let q = 0.5 - 0.5 * opts.level;
-    let params = Params(
-        names
-            .iter()
-            .enumerate()
-            .map(|(k, n)| {
-                let col: Vec<f64> = derived.iter().map(|r| r[k]).collect();
-                let (lo, hi) = if col.is_empty() {
-                    (f64::NAN, f64::NAN)
-                } else {
-                    (percentile(&col, q), percentile(&col, 1.0 - q))
-                };
-                (
-                    n.to_string(),
-                    Interval {
-                        value: point[k],
-                        lo,
-                        hi,
-                    },
-                )
-            })
-            .collect(),
-    );
+    let params = Params::from_replicates(names, &point, &derived, opts.level);
     Some(LawFit {
         theta: best.theta,
         objective: best.value,

@@ -95,6 +95,22 @@ pub struct HuberObjective<'a> {
 }
 
 impl LseModel {
+    /// The model of `n_params` parameters with constant θ[`constant`] and one term per
+    /// `[coef, exponent, feature]` triple.
+    pub fn new(n_params: usize, constant: usize, terms: &[[usize; 3]]) -> LseModel {
+        LseModel {
+            n_params,
+            constant,
+            terms: terms
+                .iter()
+                .map(|&[coef, exponent, feature]| Term {
+                    coef,
+                    exponent,
+                    feature,
+                })
+                .collect(),
+        }
+    }
     /// Predicted ln L at features `x`.
     pub fn predict_log(&self, theta: &[f64], x: &[f64]) -> f64 {
         let mut m = theta[self.constant];

@@ -3,29 +3,14 @@
 
 use super::data::Point;
 use super::law::{fit_law, LawFit, LawOptions};
-use super::optim::{grid, range, LseData, LseModel, Term};
+use super::optim::{grid, range, LseData, LseModel};
 
 /// Names of the reported quantities: E, a, b, α and the compute-optimal multiplier M* = (b/a)^(1/α).
 pub const NAMES: [&str; 5] = ["E", "a", "b", "alpha", "M_opt"];
 
 /// LSE(ln a − α ln N, ln b − α ln(MN), e); θ = (ln a, ln b, e, α).
 pub fn model() -> LseModel {
-    LseModel {
-        n_params: 4,
-        constant: 2,
-        terms: vec![
-            Term {
-                coef: 0,
-                exponent: 3,
-                feature: 0,
-            },
-            Term {
-                coef: 1,
-                exponent: 3,
-                feature: 1,
-            },
-        ],
-    }
+    LseModel::new(4, 2, &[[0, 3, 0], [1, 3, 1]])
 }
 
 /// Default starts: ln a, ln b ∈ {0, 5, …, 25}, e ∈ {−1, −0.5, …, 1}, α ∈ {0, 0.25, …, 2} (1,620).

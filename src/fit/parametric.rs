@@ -4,7 +4,7 @@
 
 use super::data::Point;
 use super::law::{fit_law, LawFit, LawOptions};
-use super::optim::{grid, range, LseData, LseModel, Term};
+use super::optim::{grid, range, LseData, LseModel};
 
 /// Parameter order of θ: a = ln A, b = ln B, e = ln E, α, β.
 pub const THETA: [&str; 5] = ["a", "b", "e", "alpha", "beta"];
@@ -14,22 +14,7 @@ pub const NAMES: [&str; 8] = ["A", "B", "E", "alpha", "beta", "a", "b", "G"];
 
 /// The model LSE(a − α ln N, b − β ln D, e).
 pub fn model() -> LseModel {
-    LseModel {
-        n_params: 5,
-        constant: 2,
-        terms: vec![
-            Term {
-                coef: 0,
-                exponent: 3,
-                feature: 0,
-            },
-            Term {
-                coef: 1,
-                exponent: 4,
-                feature: 1,
-            },
-        ],
-    }
+    LseModel::new(5, 2, &[[0, 3, 0], [1, 4, 1]])
 }
 
 /// The default 4,500-start grid (Hoffmann et al. / Besiroglu et al.): α, β ∈ {0, 0.5, …, 2},

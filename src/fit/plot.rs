@@ -114,6 +114,19 @@ impl<'s> Frame<'s> {
             y_fmt: &sci,
         }
     }
+    /// [`Frame::new`] with a 75-pixel y label area and y ticks to two decimals (losses, errors).
+    pub(super) fn loss(caption: &'s str, x_desc: &'s str, y_desc: &'s str) -> Self {
+        Frame {
+            y_area: 75,
+            y_fmt: &two_decimals,
+            ..Frame::new(caption, x_desc, y_desc)
+        }
+    }
+}
+
+/// `v` with two decimals (loss ticks).
+fn two_decimals(v: &f64) -> String {
+    format!("{v:.2}")
 }
 
 /// A chart with axes `X` and `Y` drawing on a `DB`.
@@ -189,7 +202,6 @@ fn fig_loss<DB: DrawingBackend>(
     rep: &Report,
     fit: &Fitted,
 ) -> R {
-    root.fill(&WHITE).map_err(e)?;
     let (nlo, nhi) = span(
         ds.points
             .iter()
@@ -217,15 +229,11 @@ fn fig_loss<DB: DrawingBackend>(
     };
     let mut ch = log_chart(
         root,
-        &Frame {
-            y_area: 75,
-            y_fmt: &|v| format!("{v:.2}"),
-            ..Frame::new(
-                &format!("Loss against training FLOPs ({})", rep.convention),
-                &format!("training FLOPs C ({})", rep.convention),
-                "loss",
-            )
-        },
+        &Frame::loss(
+            &format!("Loss against training FLOPs ({})", rep.convention),
+            &format!("training FLOPs C ({})", rep.convention),
+            "loss",
+        ),
         (x_lo, x_hi),
         y_lo..y_hi,
     )?;
@@ -309,7 +317,6 @@ fn fig_loss<DB: DrawingBackend>(
 
 /// IsoFLOP curves: loss against N per budget, the fitted parabolas and their minima.
 fn fig_isoflop<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, rep: &Report) -> R {
-    root.fill(&WHITE).map_err(e)?;
     let Some(a2) = &rep.approach2 else {
         return Ok(());
     };
@@ -323,15 +330,11 @@ fn fig_isoflop<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, rep: &Report) 
     let (clo, chi) = span(bs.iter().map(|b| b.c));
     let mut ch = log_chart(
         root,
-        &Frame {
-            y_area: 75,
-            y_fmt: &|v| format!("{v:.2}"),
-            ..Frame::new(
-                "IsoFLOP profiles (parabola in ln N)",
-                "parameters N",
-                "loss",
-            )
-        },
+        &Frame::loss(
+            "IsoFLOP profiles (parabola in ln N)",
+            "parameters N",
+            "loss",
+        ),
         (nlo, nhi),
         (llo - pad)..(lhi + pad),
     )?;
@@ -540,7 +543,6 @@ fn fig_optimal<DB: DrawingBackend>(
     rep: &Report,
     fit: &Fitted,
 ) -> R {
-    root.fill(&WHITE).map_err(e)?;
     let mut xr = span(ds.points.iter().map(|p| p.c));
     if let Some(a1) = &rep.approach1 {
         xr = (xr.0.min(a1.c_range[0]), xr.1.max(a1.c_range[1]));
@@ -696,7 +698,6 @@ fn fig_law<DB: DrawingBackend>(
     pts: &[Point],
     pred: &dyn Fn(&Point) -> f64,
 ) -> R {
-    root.fill(&WHITE).map_err(e)?;
     let (nlo, nhi) = span(pts.iter().map(|p| p.n));
     let fitted: Vec<f64> = pts.iter().map(pred).collect();
     let halves = root.split_evenly((1, 2));
@@ -707,10 +708,8 @@ fn fig_law<DB: DrawingBackend>(
         &halves[0],
         &Frame {
             caption_size: CAPTION - 4,
-            y_area: 75,
-            x_fmt: &|v| format!("{v:.2}"),
-            y_fmt: &|v| format!("{v:.2}"),
-            ..Frame::new(title, "fitted loss", "observed loss")
+            x_fmt: &two_decimals,
+            ..Frame::loss(title, "fitted loss", "observed loss")
         },
         lr.0..lr.1,
         lr.0..lr.1,
@@ -761,24 +760,24 @@ fn fig_law<DB: DrawingBackend>(
     root.present().map_err(e)
 }
 
+/// Draw `$body` on a white `$name.svg` and `$name.png` in `$dir`, pushing both paths to `$out`.
 macro_rules! render {
+    (@one $backend:ident, $path:ident, $size:expr, |$root:ident| $body:expr) => {{
+        let $root = $backend::new(&$path, $size).into_drawing_area();
+        $root
+            .fill(&WHITE)
+            .map_err(e)
+            .and_then(|()| $body)
+            .map_err(|why| FitError::BadInput {
+                path: $path.clone(),
+                what: format!("plot failed: {why}"),
+            })?;
+    }};
     ($dir:expr, $name:expr, $size:expr, $out:expr, |$root:ident| $body:expr) => {{
         let svg = $dir.join(format!("{}.svg", $name));
         let png = $dir.join(format!("{}.png", $name));
-        {
-            let $root = SVGBackend::new(&svg, $size).into_drawing_area();
-            $body.map_err(|why| FitError::BadInput {
-                path: svg.clone(),
-                what: format!("plot failed: {why}"),
-            })?;
-        }
-        {
-            let $root = BitMapBackend::new(&png, $size).into_drawing_area();
-            $body.map_err(|why| FitError::BadInput {
-                path: png.clone(),
-                what: format!("plot failed: {why}"),
-            })?;
-        }
+        render!(@one SVGBackend, svg, $size, |$root| $body);
+        render!(@one BitMapBackend, png, $size, |$root| $body);
         $out.push(svg);
         $out.push(png);
     }};
@@ -828,40 +827,44 @@ pub fn write_all(
             &root, ds, rep, fit
         ));
     }
-    if let Some(f3) = &fit.approach3 {
-        let p = &f3.params;
+    // The laws of (N, D): figure name, fit, report, the names of the coefficient and exponent of each
+    // term, the second term's variable, and the prediction at a point.
+    type LawPredict = fn(&LawFit, &Point) -> f64;
+    let laws: [(&str, _, _, [&str; 4], &str, LawPredict); 2] = [
+        (
+            "parametric",
+            &fit.approach3,
+            &rep.approach3,
+            ["A", "alpha", "B", "beta"],
+            "D",
+            |f, q| parametric::predict(f, q.n, q.d),
+        ),
+        (
+            "overtrain",
+            &fit.overtrain,
+            &rep.overtrain,
+            ["a", "alpha", "b", "alpha"],
+            "(MN)",
+            |f, q| overtrain::predict(f, q.n, q.d / q.n),
+        ),
+    ];
+    for (name, law, law_rep, [c1, e1, c2, e2], x2, predict) in laws {
+        let Some(law) = law else { continue };
+        let p = &law.params;
         let title = format!(
-            "{}L = {:.3} + {:.1}/N^{:.4} + {:.1}/D^{:.4}",
-            rep.approach3.as_ref().map_or("", not_sane),
+            "{}L = {:.3} + {:.1}/N^{:.4} + {:.1}/{x2}^{:.4}",
+            law_rep.as_ref().map_or("", not_sane),
             p.value("E"),
-            p.value("A"),
-            p.value("alpha"),
-            p.value("B"),
-            p.value("beta")
+            p.value(c1),
+            p.value(e1),
+            p.value(c2),
+            p.value(e2)
         );
-        render!(dir, "parametric", (1600, 700), out, |root| fig_law(
+        render!(dir, name, (1600, 700), out, |root| fig_law(
             &root,
             &title,
             &fit.law_points,
-            &|q: &Point| parametric::predict(f3, q.n, q.d)
-        ));
-    }
-    if let Some(fo) = &fit.overtrain {
-        let p = &fo.params;
-        let title = format!(
-            "{}L = {:.3} + {:.1}/N^{:.4} + {:.1}/(MN)^{:.4}",
-            rep.overtrain.as_ref().map_or("", not_sane),
-            p.value("E"),
-            p.value("a"),
-            p.value("alpha"),
-            p.value("b"),
-            p.value("alpha")
-        );
-        render!(dir, "overtrain", (1600, 700), out, |root| fig_law(
-            &root,
-            &title,
-            &fit.law_points,
-            &|q: &Point| overtrain::predict(fo, q.n, q.d / q.n)
+            &|q: &Point| predict(law, q)
         ));
     }
     if let (Some(d), Some((f, pairs))) = (&rep.downstream, &fit.downstream) {
@@ -879,7 +882,6 @@ fn fig_hp_lr<DB: DrawingBackend>(
     bs: &[f64],
     cols: usize,
 ) -> R {
-    root.fill(&WHITE).map_err(e)?;
     let (nlo, nhi) = span(h.sizes.iter().map(|s| s.n));
     let rows = bs.len().div_ceil(cols);
     let panels = root.split_evenly((rows, cols));
@@ -968,7 +970,6 @@ type LawPanel<'a> = (&'a str, &'a Option<hparams::HpLaw>, Vec<(f64, f64, bool)>)
 
 /// lr*(N) and B*(N): the optima (hollow: left out) with the fitted laws and their bands.
 fn fig_hp_laws<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, h: &hparams::HparamsFit) -> R {
-    root.fill(&WHITE).map_err(e)?;
     let panels = root.split_evenly((1, 2));
     let xr = pad_log(span(h.sizes.iter().map(|s| s.n)), 0.1);
     let sets: [LawPanel; 2] = [
@@ -1106,7 +1107,6 @@ fn fig_hp_collapse<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     h: &hparams::HparamsFit,
 ) -> R {
-    root.fill(&WHITE).map_err(e)?;
     let (nlo, nhi) = span(h.sizes.iter().map(|s| s.n));
     let mut sets: Vec<(f64, Vec<(f64, f64)>)> = Vec::new();
     for s in &h.sizes {
@@ -1219,7 +1219,6 @@ fn fig_downstream<DB: DrawingBackend>(
     f: &DownstreamFit,
     pairs: &PairSet,
 ) -> R {
-    root.fill(&WHITE).map_err(e)?;
     let [lmin, lmax] = d.loss_range;
     let pad = 0.08 * (lmax - lmin).max(1e-3);
     let (x0, x1) = (lmin - 2.0 * pad, lmax + pad);
@@ -1272,10 +1271,8 @@ fn fig_downstream<DB: DrawingBackend>(
         root,
         &Frame {
             caption_size: CAPTION - 4,
-            y_area: 75,
-            x_fmt: &|v| format!("{v:.2}"),
-            y_fmt: &|v| format!("{v:.2}"),
-            ..Frame::new(
+            x_fmt: &two_decimals,
+            ..Frame::loss(
                 &title,
                 &format!("loss ({})", d.loss_col),
                 &format!("task error ({})", d.error_col),

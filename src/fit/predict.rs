@@ -552,50 +552,39 @@ pub fn predict(laws: &Laws, law: &str, t: &Target, o: &PredictOptions) -> Predic
     let mut chain: Option<(&LawSample, LossFn<'_>)> = None;
     let c_max;
     match law {
-        "approach3" => {
-            let s = laws.approach3.as_ref().expect("law present");
+        "approach3" | "overtrain" => {
+            // The law's sample, its model of (N, D), and θ ↦ (N*, D*) at C.
+            type OptFn<'a> = Box<dyn Fn(&[f64]) -> (f64, f64) + 'a>;
+            let (s, model, opt): (&LawSample, _, OptFn<'_>) = if law == "approach3" {
+                (
+                    laws.approach3.as_ref().expect("law present"),
+                    parametric::model(),
+                    Box::new(move |th: &[f64]| {
+                        let d = parametric::derive(th);
+                        let (a, b, g) = (d[5], d[6], d[7]);
+                        (g * (c / 6.0).powf(a), (c / 6.0).powf(b) / g)
+                    }),
+                )
+            } else {
+                (
+                    laws.overtrain.as_ref().expect("law present"),
+                    overtrain::model(),
+                    Box::new(move |th: &[f64]| {
+                        // M* = (b/a)^(1/α) is the compute-optimal multiplier at every C: C = 6·M*·N*².
+                        let m_opt = overtrain::derive(th)[4];
+                        let no = (c / (6.0 * m_opt)).sqrt();
+                        (no, m_opt * no)
+                    }),
+                )
+            };
             c_max = s.c_max;
-            let model = parametric::model();
             let f = move |th: &[f64]| {
-                let d = parametric::derive(th);
-                let (a, b, g) = (d[5], d[6], d[7]);
-                let no = g * (c / 6.0).powf(a);
-                let dn = (c / 6.0).powf(b) / g;
+                let (no, dn) = opt(th);
                 let l = match (t.n, t.tokens) {
                     (Some(n), Some(dd)) => model.predict_log(th, &[n.ln(), dd.ln()]).exp(),
                     _ => nan,
                 };
                 [l, no, dn, model.predict_log(th, &[no.ln(), dn.ln()]).exp()]
-            };
-            let [l, no, dn, lo] = sampled(s, lv, &f);
-            chain = Some((
-                s,
-                Box::new(move |th| {
-                    let r = f(th);
-                    [r[0], r[3]]
-                }),
-            ));
-            loss = t.n.map(|_| l);
-            (n_opt, d_opt, loss_opt) = (Some(no), Some(dn), Some(lo));
-        }
-        "overtrain" => {
-            let s = laws.overtrain.as_ref().expect("law present");
-            c_max = s.c_max;
-            let model = overtrain::model();
-            let f = move |th: &[f64]| {
-                // M* = (b/a)^(1/α) is the compute-optimal multiplier at every C: C = 6·M*·N*².
-                let m_opt = overtrain::derive(th)[4];
-                let no = (c / (6.0 * m_opt)).sqrt();
-                let l = match (t.n, t.tokens) {
-                    (Some(n), Some(dd)) => model.predict_log(th, &[n.ln(), dd.ln()]).exp(),
-                    _ => nan,
-                };
-                [
-                    l,
-                    no,
-                    m_opt * no,
-                    model.predict_log(th, &[no.ln(), (m_opt * no).ln()]).exp(),
-                ]
             };
             let [l, no, dn, lo] = sampled(s, lv, &f);
             chain = Some((

@@ -1,7 +1,7 @@
 //! The plan as a text table: one row per run, and a total.
 
 use super::estimate::Throughput;
-use super::plan::Plan;
+use super::plan::{Plan, PlannedRun};
 use crate::train::progress::fmt_duration;
 use std::fmt::Write;
 
@@ -109,6 +109,21 @@ pub fn plan_table(plan: &Plan, throughput: Option<&Throughput>) -> String {
             .collect();
         let _ = writeln!(out, "{}", line.join("  ").trim_end());
     }
+    // `label: k runs, F FLOPs (conv)[, estimated T]` for one size or arm.
+    let group_line = |out: &mut String, label: &str, runs: &[&PlannedRun]| {
+        let flops: f64 = runs.iter().map(|r| r.flops(plan.convention)).sum();
+        let _ = write!(
+            out,
+            "{label}: {} runs, {} FLOPs ({conv})",
+            runs.len(),
+            sci(flops)
+        );
+        if let Some(t) = throughput {
+            let s: f64 = runs.iter().map(|r| t.seconds(r)).sum();
+            let _ = write!(out, ", estimated {}", fmt_duration(s));
+        }
+        out.push('\n');
+    };
     // Runs and compute per size, in plan order.
     let mut sizes: Vec<(usize, usize)> = Vec::new();
     for r in &plan.runs {
@@ -123,19 +138,8 @@ pub fn plan_table(plan: &Plan, throughput: Option<&Throughput>) -> String {
             .iter()
             .filter(|r| (r.config.model.d_model, r.config.model.n_layers) == (d, l))
             .collect();
-        let flops: f64 = runs.iter().map(|r| r.flops(plan.convention)).sum();
-        let _ = write!(
-            out,
-            "size d{d}l{l} (N = {}): {} runs, {} FLOPs ({conv})",
-            count(runs[0].params.n as f64),
-            runs.len(),
-            sci(flops)
-        );
-        if let Some(t) = throughput {
-            let s: f64 = runs.iter().map(|r| t.seconds(r)).sum();
-            let _ = write!(out, ", estimated {}", fmt_duration(s));
-        }
-        out.push('\n');
+        let label = format!("size d{d}l{l} (N = {})", count(runs[0].params.n as f64));
+        group_line(&mut out, &label, &runs);
     }
     let _ = write!(
         out,
@@ -158,18 +162,7 @@ pub fn plan_table(plan: &Plan, throughput: Option<&Throughput>) -> String {
             .iter()
             .filter(|r| r.arm.as_ref() == Some(a))
             .collect();
-        let flops: f64 = runs.iter().map(|r| r.flops(plan.convention)).sum();
-        let _ = write!(
-            out,
-            "arm {a}: {} runs, {} FLOPs ({conv})",
-            runs.len(),
-            sci(flops)
-        );
-        if let Some(t) = throughput {
-            let s: f64 = runs.iter().map(|r| t.seconds(r)).sum();
-            let _ = write!(out, ", estimated {}", fmt_duration(s));
-        }
-        out.push('\n');
+        group_line(&mut out, &format!("arm {a}"), &runs);
     }
     out
 }

@@ -157,6 +157,39 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// The manifest of a run of `config` starting now: running, no steps, default operational
+    /// settings, no driver, peak or overrides (the caller sets those it knows).
+    pub fn start(
+        config: TrainConfig,
+        data: DataInfo,
+        device: String,
+        software: SoftwareInfo,
+        host: String,
+    ) -> Manifest {
+        Manifest {
+            format: 1,
+            status: RunStatus::Running,
+            reason: None,
+            params: ParamCounts::of(&config.model),
+            flops_per_token: FlopsPerToken::of(&config.model),
+            seed: config.seed,
+            data,
+            device,
+            driver: None,
+            peak_flops: None,
+            software,
+            host,
+            started_at: now(),
+            ended_at: None,
+            steps_done: 0,
+            resumed_at: vec![],
+            final_figures: FinalFigures::default(),
+            warnings: vec![],
+            operational: Operational::default(),
+            overrides: vec![],
+            config,
+        }
+    }
     /// Write `dir/run.json` atomically. On failure (e.g. a full disk) the temporary `run.json.tmp` is
     /// removed and the previous `run.json` is left as it was; the error names the file.
     pub fn save(&self, dir: &Path) -> Result<(), ManifestError> {
@@ -254,34 +287,18 @@ pub(crate) mod tests {
 
     /// A manifest of the default configuration, for tests.
     pub(crate) fn manifest() -> Manifest {
-        let config = TrainConfig::default();
-        Manifest {
-            format: 1,
-            status: RunStatus::Running,
-            reason: None,
-            params: ParamCounts::of(&config.model),
-            flops_per_token: FlopsPerToken::of(&config.model),
-            seed: config.seed,
-            data: DataInfo::default(),
-            device: "cpu".into(),
-            driver: None,
-            peak_flops: None,
-            software: SoftwareInfo {
-                version: "0".into(),
-                git_commit: None,
-                kernels_sha256: String::new(),
-            },
-            host: "h".into(),
-            started_at: now(),
-            ended_at: None,
-            steps_done: 0,
-            resumed_at: vec![],
-            final_figures: FinalFigures::default(),
-            warnings: vec![],
-            operational: Operational::default(),
-            overrides: vec![],
-            config,
-        }
+        let software = SoftwareInfo {
+            version: "0".into(),
+            git_commit: None,
+            kernels_sha256: String::new(),
+        };
+        Manifest::start(
+            TrainConfig::default(),
+            DataInfo::default(),
+            "cpu".into(),
+            software,
+            "h".into(),
+        )
     }
 
     #[test]

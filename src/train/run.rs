@@ -23,7 +23,7 @@ use crate::data::{
 };
 use crate::device::{self, DeviceChoice, DeviceError, DeviceKind};
 use crate::error::error_chain;
-use crate::model::{init_params, Flops, FlopsPerToken, ParamCounts};
+use crate::model::{init_params, Flops, ParamCounts};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -457,24 +457,8 @@ pub fn start(cfg: TrainConfig, opts: &RunOptions) -> Result<RunSummary, RunError
     console.line(&format!("data: {}", data.train));
     let device = opened.backend.device().to_string();
     let manifest = Manifest {
-        format: 1,
-        status: RunStatus::Running,
-        reason: None,
-        params: ParamCounts::of(&cfg.model),
-        flops_per_token: FlopsPerToken::of(&cfg.model),
-        seed: cfg.seed,
-        data,
         peak_flops: peak_flops_for(opened.kind, &device, opts.settings.peak_flops),
         driver: driver_for(opened.kind),
-        device,
-        software: software_info(),
-        host: manifest::hostname(),
-        started_at: manifest::now(),
-        ended_at: None,
-        steps_done: 0,
-        resumed_at: vec![],
-        final_figures: FinalFigures::default(),
-        warnings: vec![],
         operational: Operational {
             checkpoint_every: opts
                 .settings
@@ -485,8 +469,13 @@ pub fn start(cfg: TrainConfig, opts: &RunOptions) -> Result<RunSummary, RunError
                 .keep_checkpoints
                 .unwrap_or(manifest::DEFAULT_KEEP_CHECKPOINTS),
         },
-        overrides: vec![],
-        config: cfg.clone(),
+        ..Manifest::start(
+            cfg.clone(),
+            data,
+            device,
+            software_info(),
+            manifest::hostname(),
+        )
     };
     manifest.save(&opts.dir)?;
     let trainer = Trainer::new(cfg, opened.backend, source, eval);
