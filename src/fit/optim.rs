@@ -95,7 +95,7 @@ pub struct HuberObjective<'a> {
 }
 
 impl LseModel {
-    /// The model of `n_params` parameters with constant θ[`constant`] and one term per
+    /// The model of `n_params` parameters with constant `θ[constant]` and one term per
     /// `[coef, exponent, feature]` triple.
     pub fn new(n_params: usize, constant: usize, terms: &[[usize; 3]]) -> LseModel {
         LseModel {
